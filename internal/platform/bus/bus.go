@@ -1,0 +1,176 @@
+// Package bus is ordermesh's connection to NATS JetStream: the CloudEvents
+// envelope, the EVENTS / DLQ / REPLAY streams, publishing (single and in
+// asynchronous batches), durable competing consumers with retries and dead
+// letters, and the dead-letter operations behind `ordermesh dlq`.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names and their subjects.
+const (
+	// StreamEvents holds every domain event (events.>), limits retention, 7
+	// days, so a new consumer can replay history.
+	StreamEvents = "EVENTS"
+	// StreamDLQ holds dead letters (dlq.<consumer>.<type>) until purged.
+	StreamDLQ = "DLQ"
+	// StreamReplay is a work queue of dead letters sent back to one consumer
+	// (replay.<consumer>.<type>); a message leaves it once that consumer
+	// acknowledges it.
+	StreamReplay = "REPLAY"
+
+	// EventsMaxAge is how long EVENTS keeps history.
+	EventsMaxAge = 7 * 24 * time.Hour
+	// DuplicateWindow is how long the broker remembers Nats-Msg-Id values.
+	DuplicateWindow = 2 * time.Minute
+)
+
+// Config configures a Bus.
+type Config struct {
+	// Replicas is the replica count of the streams (1 embedded, 3 on a
+	// clustered broker). Zero means 1.
+	Replicas int
+	// Logger receives consumer warnings. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Bus publishes events and runs consumers over one NATS connection.
+type Bus struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+}
+
+// Dial connects to an external NATS server at url, retrying the initial
+// connection for a while and reconnecting forever afterwards.
+func Dial(ctx context.Context, url, name string) (*nats.Conn, error) {
+	if url == "" {
+		return nil, errors.New("no NATS url: pass --nats nats://HOST:4222 (or start `ordermesh run --nats-listen 127.0.0.1:4222`)")
+	}
+	var lastErr error
+	for attempt := 0; attempt < 10; attempt++ {
+		nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
+		if err == nil {
+			return nc, nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return nil, fmt.Errorf("connect to NATS at %s: %w (is the broker running and --nats right?)", url, lastErr)
+}
+
+// New wraps an open connection.
+func New(nc *nats.Conn, cfg Config) (*Bus, error) {
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Bus{nc: nc, js: js, cfg: cfg, log: log}, nil
+}
+
+// Conn is the underlying NATS connection.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// JetStream is the underlying JetStream context, for tools and tests.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// EnsureStreams creates or updates the EVENTS, DLQ and REPLAY streams. It is
+// idempotent and safe to call from every instance at start.
+func (b *Bus) EnsureStreams(ctx context.Context) error {
+	streams := []jetstream.StreamConfig{{
+		Name:        StreamEvents,
+		Description: "ordermesh domain events (CloudEvents, binary mode)",
+		Subjects:    []string{SubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      EventsMaxAge,
+		Duplicates:  DuplicateWindow,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+	}, {
+		Name:        StreamDLQ,
+		Description: "ordermesh dead letters: events a consumer could not process",
+		Subjects:    []string{dlqPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  DuplicateWindow,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+	}, {
+		Name:        StreamReplay,
+		Description: "ordermesh dead letters being replayed to one consumer",
+		Subjects:    []string{replayPrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		MaxAge:      EventsMaxAge,
+		Duplicates:  DuplicateWindow,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.cfg.Replicas,
+	}}
+	for _, cfg := range streams {
+		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// Publish publishes one event and waits for the broker's acknowledgement.
+func (b *Bus) Publish(ctx context.Context, ev Event) error {
+	if _, err := b.js.PublishMsg(ctx, ev.Msg()); err != nil {
+		return fmt.Errorf("publish %s %s: %w", ev.Type, ev.ID, err)
+	}
+	return nil
+}
+
+// PublishBatch publishes events asynchronously, in order, and waits for
+// every acknowledgement. errs[i] is the outcome of events[i]; errs is nil
+// when all succeeded. A duplicate (same id inside the broker's window)
+// counts as success: the event is already stored.
+func (b *Bus) PublishBatch(ctx context.Context, events []Event) (errs []error) {
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(events))
+		}
+		errs[i] = err
+	}
+	futures := make([]jetstream.PubAckFuture, len(events))
+	for i, ev := range events {
+		f, err := b.js.PublishMsgAsync(ev.Msg())
+		if err != nil {
+			fail(i, fmt.Errorf("publish %s %s: %w", ev.Type, ev.ID, err))
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			fail(i, fmt.Errorf("publish %s %s: %w", events[i].Type, events[i].ID, err))
+		case <-ctx.Done():
+			fail(i, fmt.Errorf("publish %s %s: %w", events[i].Type, events[i].ID, ctx.Err()))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,256 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+)
+
+func fastBackoff(int) time.Duration { return 20 * time.Millisecond }
+
+func newEvent(t *testing.T, typ, subject string, data any) bus.Event {
+	t.Helper()
+	ev, err := bus.NewEvent(typ, "test", subject, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func publish(t *testing.T, b *bus.Bus, evs ...bus.Event) {
+	t.Helper()
+	for _, ev := range evs {
+		if err := b.Publish(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// recorder is a handler that records what it processed.
+type recorder struct {
+	mu   sync.Mutex
+	seen map[string]int
+	fail func(ev bus.Event, attempt int) error
+}
+
+func (r *recorder) handle(_ context.Context, ev bus.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[string]int{}
+	}
+	attempt := r.seen[ev.ID+"#attempts"] + 1
+	r.seen[ev.ID+"#attempts"] = attempt
+	if r.fail != nil {
+		if err := r.fail(ev, attempt); err != nil {
+			return err
+		}
+	}
+	r.seen[ev.ID]++
+	return nil
+}
+
+func (r *recorder) count(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen[key]
+}
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	cause := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+	cause.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	ev := newEvent(t, "stock.reserved", "o-1", map[string]string{"sku": "A"}).CausedBy(cause)
+	msg := ev.Msg()
+	if msg.Subject != "events.stock.reserved" {
+		t.Fatalf("subject = %q", msg.Subject)
+	}
+	if got := msg.Header.Get("Nats-Msg-Id"); got != ev.ID {
+		t.Fatalf("Nats-Msg-Id = %q, want event id %q", got, ev.ID)
+	}
+	got, err := bus.Decode(msg.Header, msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != ev.ID || got.Type != ev.Type || got.Subject != "o-1" || got.CausationID != cause.ID ||
+		got.CorrelationID != cause.CorrelationID || got.TraceParent != cause.TraceParent || !got.Time.Equal(ev.Time) {
+		t.Fatalf("round trip changed the event:\n got %+v\nwant %+v", got, ev)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	good := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1}).Msg()
+	tests := map[string]func(h nats.Header) []byte{
+		"NoID":        func(h nats.Header) []byte { h.Del(bus.HeaderID); return good.Data },
+		"NoType":      func(h nats.Header) []byte { h.Del(bus.HeaderType); return good.Data },
+		"WrongSpec":   func(h nats.Header) []byte { h.Set(bus.HeaderSpecVersion, "0.3"); return good.Data },
+		"BadTime":     func(h nats.Header) []byte { h.Set(bus.HeaderTime, "yesterday"); return good.Data },
+		"NotJSONData": func(h nats.Header) []byte { return []byte("{not json") },
+	}
+	for name, mutate := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := nats.Header{}
+			for k, v := range good.Header {
+				h[k] = append([]string(nil), v...)
+			}
+			data := mutate(h)
+			if _, err := bus.Decode(h, data); !errors.Is(err, bus.ErrUndecodable) {
+				t.Fatalf("Decode error = %v, want ErrUndecodable", err)
+			}
+		})
+	}
+}
+
+func TestPublishDuplicateIsDropped(t *testing.T) {
+	s := bustest.Start(t)
+	ev := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+	publish(t, s.Bus, ev, ev)
+	if errs := s.Bus.PublishBatch(context.Background(), []bus.Event{ev}); errs != nil {
+		t.Fatalf("PublishBatch of a duplicate: %v", errs)
+	}
+	if got := s.StreamEvents(t, bus.StreamEvents); len(got) != 1 {
+		t.Fatalf("EVENTS holds %d copies of one event, want 1", len(got))
+	}
+}
+
+func TestConsumer(t *testing.T) {
+	t.Run("TransientFailureRetried", func(t *testing.T) {
+		s := bustest.Start(t)
+		r := &recorder{fail: func(_ bus.Event, attempt int) error {
+			if attempt <= 2 {
+				return errors.New("database briefly unavailable")
+			}
+			return nil
+		}}
+		c, err := s.Bus.Consume(context.Background(), bus.ConsumerConfig{
+			Name: "test-transient", Types: []string{"order.placed"}, Backoff: fastBackoff,
+		}, r.handle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Stop()
+		ev := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+		publish(t, s.Bus, ev)
+		bustest.Eventually(t, 10*time.Second, "event processed", func() bool { return r.count(ev.ID) == 1 })
+		c.Stop()
+		if got := r.count(ev.ID + "#attempts"); got != 3 {
+			t.Errorf("handler ran %d times, want 3 (two failures, one success)", got)
+		}
+		if got := r.count(ev.ID); got != 1 {
+			t.Errorf("processed %d times, want once", got)
+		}
+		if dls, _ := s.Bus.DeadLetters(context.Background()); len(dls) != 0 {
+			t.Errorf("DLQ holds %d dead letters, want none: %+v", len(dls), dls)
+		}
+	})
+
+	t.Run("PoisonGoesToDLQ", func(t *testing.T) {
+		s := bustest.Start(t)
+		r := &recorder{fail: func(ev bus.Event, _ int) error {
+			if strings.Contains(string(ev.Data), "reject-me") {
+				return bus.Permanent(errors.New("quantity must be positive"))
+			}
+			return nil
+		}}
+		c, err := s.Bus.Consume(context.Background(), bus.ConsumerConfig{
+			Name: "test-poison", Types: []string{"order.placed"}, Backoff: fastBackoff, Concurrency: 1,
+		}, r.handle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Stop()
+
+		// Undecodable: not a CloudEvent (no ce-* headers, not JSON).
+		garbage := &nats.Msg{Subject: "events.order.placed", Data: []byte("\x00garbage"), Header: nats.Header{}}
+		if _, err := s.Bus.JetStream().PublishMsg(context.Background(), garbage); err != nil {
+			t.Fatal(err)
+		}
+		rejected := newEvent(t, "order.placed", "o-1", map[string]string{"note": "reject-me"})
+		after := newEvent(t, "order.placed", "o-1", map[string]string{"note": "fine"})
+		publish(t, s.Bus, rejected, after)
+
+		bustest.Eventually(t, 10*time.Second, "the message behind the poison to be processed", func() bool { return r.count(after.ID) == 1 })
+		var dls []bus.DeadLetter
+		bustest.Eventually(t, 10*time.Second, "two dead letters", func() bool {
+			dls, err = s.Bus.DeadLetters(context.Background())
+			return err == nil && len(dls) == 2
+		})
+		if !strings.Contains(dls[0].Error, "undecodable") || dls[0].Consumer != "test-poison" ||
+			dls[0].Subject != "events.order.placed" || dls[0].StreamSeq != 1 || dls[0].Deliveries != 1 {
+			t.Errorf("undecodable dead letter = %+v", dls[0])
+		}
+		if !strings.Contains(dls[1].Error, "quantity must be positive") || dls[1].EventID != rejected.ID ||
+			dls[1].Type != "order.placed" || dls[1].StreamSeq != 2 {
+			t.Errorf("rejected dead letter = %+v", dls[1])
+		}
+		if got := r.count(rejected.ID); got != 0 {
+			t.Errorf("rejected event counted as processed %d times", got)
+		}
+	})
+
+	t.Run("ExhaustedGoesToDLQ", func(t *testing.T) {
+		s := bustest.Start(t)
+		r := &recorder{fail: func(bus.Event, int) error { return errors.New("provider down") }}
+		c, err := s.Bus.Consume(context.Background(), bus.ConsumerConfig{
+			Name: "test-exhaust", Types: []string{"order.placed"}, Backoff: fastBackoff, MaxDeliver: 3,
+		}, r.handle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Stop()
+		ev := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+		publish(t, s.Bus, ev)
+		var dls []bus.DeadLetter
+		bustest.Eventually(t, 10*time.Second, "a dead letter", func() bool {
+			dls, err = s.Bus.DeadLetters(context.Background())
+			return err == nil && len(dls) == 1
+		})
+		if dls[0].Deliveries != 3 || !strings.Contains(dls[0].Error, "provider down") {
+			t.Errorf("dead letter = %+v, want 3 deliveries and the last error", dls[0])
+		}
+		if got := r.count(ev.ID + "#attempts"); got != 3 {
+			t.Errorf("handler ran %d times, want 3", got)
+		}
+	})
+
+	t.Run("CompetingInstancesShareWork", func(t *testing.T) {
+		s := bustest.Start(t)
+		r := &recorder{}
+		for range 3 {
+			c, err := s.Bus.Consume(context.Background(), bus.ConsumerConfig{
+				Name: "test-shared", Types: []string{"order.placed"},
+			}, r.handle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Stop()
+		}
+		var evs []bus.Event
+		for range 100 {
+			evs = append(evs, newEvent(t, "order.placed", "o", map[string]int{"n": 1}))
+		}
+		if errs := s.Bus.PublishBatch(context.Background(), evs); errs != nil {
+			t.Fatal(errs)
+		}
+		bustest.Eventually(t, 10*time.Second, "all events processed", func() bool {
+			for _, ev := range evs {
+				if r.count(ev.ID) == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		for _, ev := range evs {
+			if n := r.count(ev.ID); n != 1 {
+				t.Fatalf("event handled %d times by the shared consumer, want once", n)
+			}
+		}
+	})
+}

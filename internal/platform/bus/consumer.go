@@ -1,0 +1,358 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Handler processes one event. Returning nil acknowledges it. An error
+// wrapped with Permanent sends the event to the dead-letter stream at once;
+// any other error is transient: the event is redelivered after a growing
+// delay, and dead-lettered once it has been delivered MaxDeliver times.
+type Handler func(ctx context.Context, ev Event) error
+
+// PermanentError marks a failure that retrying cannot fix (bad data, a
+// rejected contract). See Permanent.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err so the consumer dead-letters the event instead of
+// retrying it. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err (or an error it wraps) is permanent.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}
+
+// DefaultMaxDeliver is how many deliveries an event gets before it is
+// dead-lettered (--max-deliver).
+const DefaultMaxDeliver = 8
+
+// ConsumerConfig configures a durable consumer.
+type ConsumerConfig struct {
+	// Name is the durable consumer name, "<service>-<purpose>" (letters,
+	// digits, '-' and '_'). Every instance of a service that uses the same
+	// name shares the consumer: each event goes to one of them.
+	Name string
+	// Types are the event types consumed, e.g. "order.placed".
+	Types []string
+	// MaxDeliver is the number of deliveries before an event is
+	// dead-lettered. Zero means DefaultMaxDeliver.
+	MaxDeliver int
+	// Concurrency is the number of events handled at once. Events about the
+	// same subject (order id) go to the same worker, so they are handled in
+	// order. Zero means 4.
+	Concurrency int
+	// AckWait is how long the broker waits for an acknowledgement before
+	// redelivering, and the handler's deadline. Zero means 30s.
+	AckWait time.Duration
+	// Backoff returns the redelivery delay after the given delivery failed
+	// transiently. Nil means exponential from 250ms, capped at 30s, ±20%.
+	Backoff func(delivery int) time.Duration
+}
+
+var consumerName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func (c *ConsumerConfig) validate() error {
+	if !consumerName.MatchString(c.Name) {
+		return fmt.Errorf("consumer name %q: use letters, digits, '-' and '_'", c.Name)
+	}
+	if len(c.Types) == 0 {
+		return fmt.Errorf("consumer %s: no event types", c.Name)
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 4
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.Backoff == nil {
+		c.Backoff = ExponentialBackoff(250*time.Millisecond, 30*time.Second)
+	}
+	return nil
+}
+
+// ExponentialBackoff doubles the delay from base for each delivery, caps it
+// at max, and spreads it by ±20% so retries of many events do not align.
+func ExponentialBackoff(base, max time.Duration) func(int) time.Duration {
+	return func(delivery int) time.Duration {
+		d := base
+		for i := 1; i < delivery && d < max; i++ {
+			d *= 2
+		}
+		d = min(d, max)
+		jitter := 0.8 + 0.4*rand.Float64()
+		return time.Duration(float64(d) * jitter)
+	}
+}
+
+// Consumer is a running durable consumer: one subscription on EVENTS and
+// one on REPLAY (dead letters sent back to it), feeding a pool of workers.
+type Consumer struct {
+	bus     *Bus
+	cfg     ConsumerConfig
+	handle  Handler
+	log     *slog.Logger
+	ctx     context.Context // handlers' base context; cancelled after Stop
+	cancel  context.CancelFunc
+	subs    []jetstream.ConsumeContext
+	workers []chan jetstream.Msg
+	wg      sync.WaitGroup
+	stop    sync.Once
+}
+
+// Consume starts a durable consumer of cfg.Types, creating or updating it on
+// the broker, and returns once messages are flowing. Call Stop to drain it.
+func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) (*Consumer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	subjects := make([]string, len(cfg.Types))
+	for i, t := range cfg.Types {
+		subjects[i] = SubjectPrefix + t
+	}
+	c := &Consumer{bus: b, cfg: cfg, handle: h, log: b.log.With("consumer", cfg.Name)}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.workers = make([]chan jetstream.Msg, cfg.Concurrency)
+	for i := range c.workers {
+		c.workers[i] = make(chan jetstream.Msg, 64)
+		c.wg.Add(1)
+		go c.work(c.workers[i])
+	}
+	sources := []struct {
+		stream  string
+		filters []string
+	}{
+		{StreamEvents, subjects},
+		{StreamReplay, []string{replayPrefix + cfg.Name + ".>"}},
+	}
+	for _, src := range sources {
+		cons, err := b.js.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
+			Durable:        cfg.Name,
+			Description:    "ordermesh consumer " + cfg.Name,
+			FilterSubjects: src.filters,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        cfg.AckWait,
+			MaxDeliver:     -1, // the consumer dead-letters by itself, so it sees the last delivery
+			MaxAckPending:  4096,
+			DeliverPolicy:  jetstream.DeliverAllPolicy,
+		})
+		if err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("create consumer %s on %s: %w", cfg.Name, src.stream, err)
+		}
+		sub, err := cons.Consume(c.dispatch,
+			jetstream.PullMaxMessages(512),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				c.log.Warn("consume", "stream", src.stream, "err", err)
+			}))
+		if err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("consume %s on %s: %w", cfg.Name, src.stream, err)
+		}
+		c.subs = append(c.subs, sub)
+	}
+	return c, nil
+}
+
+// Stop stops fetching, lets the workers finish the events already received
+// (acknowledging them), and returns when they are done or after a deadline
+// of AckWait (unfinished events are redelivered later).
+func (c *Consumer) Stop() {
+	c.stop.Do(func() {
+		for _, s := range c.subs {
+			s.Drain()
+		}
+		deadline := time.After(c.cfg.AckWait)
+		for _, s := range c.subs {
+			select {
+			case <-s.Closed():
+			case <-deadline:
+			}
+		}
+		for _, w := range c.workers {
+			close(w)
+		}
+		done := make(chan struct{})
+		go func() { c.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-deadline:
+		}
+		c.cancel()
+	})
+}
+
+// dispatch routes a message to a worker by its subject (order id), so
+// events about one order are handled one after another.
+func (c *Consumer) dispatch(msg jetstream.Msg) {
+	key := msg.Headers().Get(HeaderSubject)
+	if key == "" {
+		key = msg.Subject()
+	}
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	c.workers[h.Sum32()%uint32(len(c.workers))] <- msg
+}
+
+func (c *Consumer) work(in <-chan jetstream.Msg) {
+	defer c.wg.Done()
+	for msg := range in {
+		c.process(msg)
+	}
+}
+
+func (c *Consumer) process(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		c.log.Error("message without JetStream metadata; terminating it", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return
+	}
+	ev, err := Decode(msg.Headers(), msg.Data())
+	if err != nil {
+		c.deadLetter(msg, md, err)
+		return
+	}
+	if int(md.NumDelivered) > c.cfg.MaxDeliver {
+		c.deadLetter(msg, md, fmt.Errorf("no acknowledgement after %d deliveries (handler crashed or exceeded %s)", md.NumDelivered-1, c.cfg.AckWait))
+		return
+	}
+	err = c.call(ev)
+	switch {
+	case err == nil:
+		if err := msg.Ack(); err != nil {
+			c.log.Warn("ack", "event", ev.ID, "err", err)
+		}
+	case IsPermanent(err):
+		c.deadLetter(msg, md, err)
+	case int(md.NumDelivered) >= c.cfg.MaxDeliver:
+		c.deadLetter(msg, md, fmt.Errorf("failed %d deliveries, last error: %w", md.NumDelivered, err))
+	default:
+		delay := c.cfg.Backoff(int(md.NumDelivered))
+		c.log.Debug("transient failure; will retry", "event", ev.ID, "type", ev.Type, "delivery", md.NumDelivered, "retry_in", delay, "err", err)
+		if err := msg.NakWithDelay(delay); err != nil {
+			c.log.Warn("nak", "event", ev.ID, "err", err)
+		}
+	}
+}
+
+// call runs the handler with the ack deadline, turning a panic into a
+// transient error so one bad handler path cannot kill the consumer.
+func (c *Consumer) call(ev Event) (err error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AckWait)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v", r)
+		}
+	}()
+	return c.handle(ctx, ev)
+}
+
+// Dead-letter headers, beside the original CloudEvents headers.
+const (
+	HeaderDLQError      = "Ordermesh-Dlq-Error"
+	HeaderDLQSubject    = "Ordermesh-Dlq-Subject"
+	HeaderDLQStream     = "Ordermesh-Dlq-Stream"
+	HeaderDLQStreamSeq  = "Ordermesh-Dlq-Stream-Seq"
+	HeaderDLQDeliveries = "Ordermesh-Dlq-Deliveries"
+	HeaderDLQConsumer   = "Ordermesh-Dlq-Consumer"
+	HeaderDLQTime       = "Ordermesh-Dlq-Time"
+
+	dlqPrefix    = "dlq."
+	replayPrefix = "replay."
+)
+
+// deadLetter publishes msg to dlq.<consumer>.<type> with why it failed and
+// where it came from, then terminates it so the consumer moves on. If the
+// dead-letter stream cannot be written, the message is redelivered later
+// rather than lost.
+func (c *Consumer) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, cause error) {
+	h := nats.Header{}
+	for k, v := range msg.Headers() {
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		h[k] = v
+	}
+	h.Set(HeaderDLQError, headerValue(cause.Error()))
+	h.Set(HeaderDLQSubject, msg.Subject())
+	h.Set(HeaderDLQStream, md.Stream)
+	h.Set(HeaderDLQStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	h.Set(HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	h.Set(HeaderDLQConsumer, c.cfg.Name)
+	h.Set(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%d", c.cfg.Name, md.Stream, md.Sequence.Stream))
+	dl := &nats.Msg{
+		Subject: dlqPrefix + c.cfg.Name + "." + subjectToken(msg.Headers().Get(HeaderType)),
+		Header:  h,
+		Data:    msg.Data(),
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.bus.js.PublishMsg(ctx, dl); err != nil {
+		c.log.Error("dead-letter publish failed; will redeliver", "subject", msg.Subject(), "seq", md.Sequence.Stream, "err", err)
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	c.log.Warn("dead-lettered", "subject", msg.Subject(), "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "err", cause)
+	if err := msg.TermWithReason("dead-lettered"); err != nil {
+		c.log.Warn("term", "seq", md.Sequence.Stream, "err", err)
+	}
+}
+
+// headerValue makes s safe as a NATS header value: one line, at most 4 KiB.
+func headerValue(s string) string {
+	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	if len(s) > 4096 {
+		s = s[:4096]
+	}
+	return s
+}
+
+// subjectToken makes an event type usable inside a subject: tokens of
+// letters, digits, '-' and '_' separated by dots; "unknown" when empty.
+func subjectToken(typ string) string {
+	parts := strings.Split(typ, ".")
+	out := parts[:0]
+	for _, p := range parts {
+		p = strings.Map(func(r rune) rune {
+			if r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9') {
+				return r
+			}
+			return '_'
+		}, p)
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return "unknown"
+	}
+	return strings.Join(out, ".")
+}

@@ -1,0 +1,168 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DeadLetter is one message in the DLQ stream, with why and where it failed.
+type DeadLetter struct {
+	// ID is the dead letter's sequence in the DLQ stream.
+	ID         uint64            `json:"id"`
+	Consumer   string            `json:"consumer"`
+	EventID    string            `json:"event_id"`
+	Type       string            `json:"type"`
+	Error      string            `json:"error"`
+	Subject    string            `json:"original_subject"`
+	Stream     string            `json:"original_stream"`
+	StreamSeq  uint64            `json:"original_stream_seq"`
+	Deliveries int               `json:"deliveries"`
+	At         time.Time         `json:"dead_lettered_at"`
+	Headers    map[string]string `json:"headers,omitempty"`
+	Data       []byte            `json:"-"`
+}
+
+// ErrDeadLetterNotFound is returned for a dead-letter id that is not (or no
+// longer) in the DLQ stream.
+var ErrDeadLetterNotFound = errors.New("dead letter not found")
+
+func deadLetterFrom(seq uint64, h nats.Header, data []byte, stored time.Time) DeadLetter {
+	dl := DeadLetter{
+		ID:       seq,
+		Consumer: h.Get(HeaderDLQConsumer),
+		EventID:  h.Get(HeaderID),
+		Type:     h.Get(HeaderType),
+		Error:    h.Get(HeaderDLQError),
+		Subject:  h.Get(HeaderDLQSubject),
+		Stream:   h.Get(HeaderDLQStream),
+		At:       stored,
+		Headers:  map[string]string{},
+		Data:     data,
+	}
+	dl.StreamSeq, _ = strconv.ParseUint(h.Get(HeaderDLQStreamSeq), 10, 64)
+	dl.Deliveries, _ = strconv.Atoi(h.Get(HeaderDLQDeliveries))
+	if t, err := time.Parse(time.RFC3339Nano, h.Get(HeaderDLQTime)); err == nil {
+		dl.At = t
+	}
+	for k := range h {
+		dl.Headers[k] = h.Get(k)
+	}
+	return dl
+}
+
+// DeadLetters lists every dead letter, oldest first.
+func (b *Bus) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
+	stream, err := b.js.Stream(ctx, StreamDLQ)
+	if err != nil {
+		return nil, fmt.Errorf("open %s stream: %w", StreamDLQ, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s stream info: %w", StreamDLQ, err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", StreamDLQ, err)
+	}
+	var out []DeadLetter
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", StreamDLQ, err)
+		}
+		n, last := 0, false
+		for msg := range batch.Messages() {
+			n++
+			md, err := msg.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", StreamDLQ, err)
+			}
+			out = append(out, deadLetterFrom(md.Sequence.Stream, msg.Headers(), msg.Data(), md.Timestamp))
+			last = md.NumPending == 0
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("read %s: %w", StreamDLQ, err)
+		}
+		if last || n == 0 {
+			return out, nil
+		}
+	}
+}
+
+// DeadLetter returns one dead letter by id, or ErrDeadLetterNotFound.
+func (b *Bus) DeadLetter(ctx context.Context, id uint64) (DeadLetter, error) {
+	stream, err := b.js.Stream(ctx, StreamDLQ)
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("open %s stream: %w", StreamDLQ, err)
+	}
+	raw, err := stream.GetMsg(ctx, id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return DeadLetter{}, fmt.Errorf("%w: %d", ErrDeadLetterNotFound, id)
+	}
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("get dead letter %d: %w", id, err)
+	}
+	return deadLetterFrom(raw.Sequence, raw.Header, raw.Data, raw.Time), nil
+}
+
+// Replay sends dead letter id back to the consumer named in it (through
+// the REPLAY stream, so no other consumer sees it again) and removes it from
+// the DLQ. If it fails again it becomes a new dead letter.
+func (b *Bus) Replay(ctx context.Context, id uint64) error {
+	dl, err := b.DeadLetter(ctx, id)
+	if err != nil {
+		return err
+	}
+	if dl.Consumer == "" {
+		return fmt.Errorf("dead letter %d names no consumer (header %s); cannot replay it", id, HeaderDLQConsumer)
+	}
+	h := nats.Header{}
+	for k, v := range dl.Headers {
+		if k == HeaderDLQError || k == HeaderDLQTime || k == HeaderDLQDeliveries {
+			continue
+		}
+		h.Set(k, v)
+	}
+	h.Set(jetstream.MsgIDHeader, "replay."+strconv.FormatUint(id, 10))
+	msg := &nats.Msg{
+		Subject: replayPrefix + dl.Consumer + "." + subjectToken(dl.Type),
+		Header:  h,
+		Data:    dl.Data,
+	}
+	if _, err := b.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("replay dead letter %d to %s: %w", id, dl.Consumer, err)
+	}
+	stream, err := b.js.Stream(ctx, StreamDLQ)
+	if err != nil {
+		return fmt.Errorf("open %s stream: %w", StreamDLQ, err)
+	}
+	if err := stream.DeleteMsg(ctx, id); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("remove replayed dead letter %d: %w", id, err)
+	}
+	return nil
+}
+
+// PurgeDeadLetters deletes every dead letter and reports how many there were.
+func (b *Bus) PurgeDeadLetters(ctx context.Context) (uint64, error) {
+	stream, err := b.js.Stream(ctx, StreamDLQ)
+	if err != nil {
+		return 0, fmt.Errorf("open %s stream: %w", StreamDLQ, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%s stream info: %w", StreamDLQ, err)
+	}
+	if err := stream.Purge(ctx); err != nil {
+		return 0, fmt.Errorf("purge %s: %w", StreamDLQ, err)
+	}
+	return info.State.Msgs, nil
+}

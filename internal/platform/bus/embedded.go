@@ -1,0 +1,93 @@
+package bus
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Embedded is a NATS JetStream server running inside this process with a
+// file store, reached through an in-process connection.
+type Embedded struct {
+	srv *server.Server
+}
+
+// EmbeddedConfig configures StartEmbedded.
+type EmbeddedConfig struct {
+	// StoreDir is where JetStream keeps its files (e.g. DATA/nats).
+	StoreDir string
+	// Listen, when set (host:port, port 0 = any free port), also opens a TCP
+	// listener so other processes (ordermesh dlq, tests) can connect.
+	// Empty means in-process connections only.
+	Listen string
+}
+
+// StartEmbedded starts the server and waits until it accepts connections.
+func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+	opts := &server.Options{
+		ServerName: "ordermesh",
+		JetStream:  true,
+		StoreDir:   filepath.Clean(cfg.StoreDir),
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: cfg.Listen == "",
+		// Room for batched async publishes from the outbox relay.
+		MaxPending: 256 << 20,
+	}
+	if cfg.Listen != "" {
+		host, portStr, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-listen %q: want host:port: %w", cfg.Listen, err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil || port < 0 || port > 65535 {
+			return nil, fmt.Errorf("--nats-listen %q: port must be 0-65535", cfg.Listen)
+		}
+		if port == 0 {
+			port = server.RANDOM_PORT
+		}
+		opts.Host, opts.Port = host, port
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded nats did not become ready within 30s (store %s)", cfg.StoreDir)
+	}
+	if !srv.JetStreamEnabled() {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded nats started without JetStream (store %s)", cfg.StoreDir)
+	}
+	return &Embedded{srv: srv}, nil
+}
+
+// Connect opens an in-process client connection to the server.
+func (e *Embedded) Connect(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	return nc, nil
+}
+
+// ClientURL is the TCP URL of the server, or "" when it does not listen.
+func (e *Embedded) ClientURL() string {
+	if e.srv.Addr() == nil {
+		return ""
+	}
+	return e.srv.ClientURL()
+}
+
+// Shutdown stops the server and waits for it to finish.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}

@@ -1,0 +1,150 @@
+package bus
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// CloudEvents 1.0 attributes in NATS binary mode (DESIGN.md §3).
+const (
+	HeaderID            = "ce-id"
+	HeaderType          = "ce-type"
+	HeaderSource        = "ce-source"
+	HeaderSubject       = "ce-subject"
+	HeaderTime          = "ce-time"
+	HeaderSpecVersion   = "ce-specversion"
+	HeaderTraceParent   = "traceparent"
+	HeaderCorrelationID = "correlationid"
+	HeaderCausationID   = "causationid"
+	HeaderContentType   = "content-type"
+
+	specVersion = "1.0"
+	// SubjectPrefix is prepended to an event type to form its NATS subject.
+	SubjectPrefix = "events."
+)
+
+// Event is one CloudEvent: a past-tense fact with its JSON data. Subject is
+// the order (or other aggregate) id the event is about.
+type Event struct {
+	ID            string
+	Type          string
+	Source        string
+	Subject       string
+	Time          time.Time
+	TraceParent   string
+	CorrelationID string
+	CausationID   string
+	Data          json.RawMessage
+}
+
+// NewEvent builds an event of type typ about subject, with a fresh
+// time-ordered id and data encoded as JSON. The correlation id defaults to
+// the event's own id; use CausedBy to continue a chain.
+func NewEvent(typ, source, subject string, data any) (Event, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Event{}, fmt.Errorf("encode %s data: %w", typ, err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Event{}, fmt.Errorf("event id: %w", err)
+	}
+	return Event{
+		ID:            id.String(),
+		Type:          typ,
+		Source:        source,
+		Subject:       subject,
+		Time:          time.Now().UTC(),
+		CorrelationID: id.String(),
+		Data:          raw,
+	}, nil
+}
+
+// CausedBy returns ev as a consequence of cause: same correlation id and
+// trace, causation id = cause's id.
+func (ev Event) CausedBy(cause Event) Event {
+	ev.CausationID = cause.ID
+	if cause.CorrelationID != "" {
+		ev.CorrelationID = cause.CorrelationID
+	}
+	if cause.TraceParent != "" {
+		ev.TraceParent = cause.TraceParent
+	}
+	return ev
+}
+
+// NATSSubject is the subject the event is published on: "events." + type.
+func (ev Event) NATSSubject() string { return SubjectPrefix + ev.Type }
+
+// Msg encodes ev as a NATS message in CloudEvents binary mode, with
+// Nats-Msg-Id = ce-id so the broker drops a re-publish within its
+// duplicate window.
+func (ev Event) Msg() *nats.Msg {
+	h := nats.Header{}
+	h.Set(HeaderSpecVersion, specVersion)
+	h.Set(HeaderID, ev.ID)
+	h.Set(HeaderType, ev.Type)
+	h.Set(HeaderSource, ev.Source)
+	h.Set(HeaderTime, ev.Time.UTC().Format(time.RFC3339Nano))
+	h.Set(HeaderContentType, "application/json")
+	h.Set(jetstream.MsgIDHeader, ev.ID)
+	setIf(h, HeaderSubject, ev.Subject)
+	setIf(h, HeaderTraceParent, ev.TraceParent)
+	setIf(h, HeaderCorrelationID, ev.CorrelationID)
+	setIf(h, HeaderCausationID, ev.CausationID)
+	return &nats.Msg{Subject: ev.NATSSubject(), Header: h, Data: ev.Data}
+}
+
+func setIf(h nats.Header, k, v string) {
+	if v != "" {
+		h.Set(k, v)
+	}
+}
+
+// ErrUndecodable is the error kind of a message that is not a valid
+// CloudEvent; such messages go straight to the dead-letter stream.
+var ErrUndecodable = errors.New("undecodable event")
+
+// Decode reads a CloudEvent from a NATS message's headers and body. It
+// fails with ErrUndecodable when a required attribute is missing, the time
+// is malformed, or the body is not JSON.
+func Decode(h nats.Header, data []byte) (Event, error) {
+	if v := h.Get(HeaderSpecVersion); v != specVersion {
+		return Event{}, fmt.Errorf("%w: ce-specversion is %q, want %q", ErrUndecodable, v, specVersion)
+	}
+	ev := Event{
+		ID:            h.Get(HeaderID),
+		Type:          h.Get(HeaderType),
+		Source:        h.Get(HeaderSource),
+		Subject:       h.Get(HeaderSubject),
+		TraceParent:   h.Get(HeaderTraceParent),
+		CorrelationID: h.Get(HeaderCorrelationID),
+		CausationID:   h.Get(HeaderCausationID),
+		Data:          data,
+	}
+	switch {
+	case ev.ID == "":
+		return Event{}, fmt.Errorf("%w: missing ce-id", ErrUndecodable)
+	case ev.Type == "":
+		return Event{}, fmt.Errorf("%w: missing ce-type", ErrUndecodable)
+	case ev.Source == "":
+		return Event{}, fmt.Errorf("%w: missing ce-source", ErrUndecodable)
+	}
+	if t := h.Get(HeaderTime); t != "" {
+		parsed, err := time.Parse(time.RFC3339Nano, t)
+		if err != nil {
+			return Event{}, fmt.Errorf("%w: ce-time %q: %v", ErrUndecodable, t, err)
+		}
+		ev.Time = parsed
+	}
+	if !json.Valid(data) {
+		return Event{}, fmt.Errorf("%w: data of %s %s is not valid JSON", ErrUndecodable, ev.Type, ev.ID)
+	}
+	return ev, nil
+}

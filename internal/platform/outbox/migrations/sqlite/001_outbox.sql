@@ -1,0 +1,21 @@
+-- +goose Up
+-- One row per event committed with a state change; the relay publishes rows
+-- in id order and stamps sent_at_us. Times are unix microseconds.
+CREATE TABLE outbox (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id       TEXT    NOT NULL,
+    type           TEXT    NOT NULL,
+    source         TEXT    NOT NULL,
+    subject        TEXT    NOT NULL,
+    time_us        INTEGER NOT NULL,
+    traceparent    TEXT    NOT NULL DEFAULT '',
+    correlation_id TEXT    NOT NULL DEFAULT '',
+    causation_id   TEXT    NOT NULL DEFAULT '',
+    data           BLOB    NOT NULL,
+    sent_at_us     INTEGER
+);
+CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at_us IS NULL;
+CREATE INDEX outbox_sent ON outbox (sent_at_us) WHERE sent_at_us IS NOT NULL;
+
+-- +goose Down
+DROP TABLE outbox;

@@ -1,0 +1,79 @@
+// Package outbox implements the transactional outbox: events are written in
+// the same SQL transaction as the state change they describe, and a Relay
+// publishes them to the broker after the commit. Nothing is published
+// before its transaction commits, and nothing committed is lost: a crash
+// between publish and "mark sent" re-publishes the row, and the broker drops
+// the copy because Nats-Msg-Id = event id.
+package outbox
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"strings"
+
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations is the outbox table's migration set.
+func Migrations() sqldb.Migrations {
+	return sqldb.Migrations{Component: "outbox", FS: mustSub(migrations, "migrations")}
+}
+
+// Outbox writes events into a service's database and wakes the relay of
+// this process when a transaction that wrote some commits.
+type Outbox struct {
+	db   *sqldb.DB
+	wake chan struct{}
+}
+
+// New returns the outbox of db.
+func New(db *sqldb.DB) *Outbox {
+	return &Outbox{db: db, wake: make(chan struct{}, 1)}
+}
+
+// Add stores events in tx. They are published only if tx commits; the
+// commit wakes the relay at once.
+func (o *Outbox) Add(ctx context.Context, tx *sqldb.Tx, events ...bus.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	const cols = 9
+	var q strings.Builder
+	q.WriteString("INSERT INTO outbox (event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data) VALUES ")
+	args := make([]any, 0, cols*len(events))
+	for i, ev := range events {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(" + sqldb.Placeholders(cols) + ")")
+		args = append(args, ev.ID, ev.Type, ev.Source, ev.Subject, ev.Time.UnixMicro(),
+			ev.TraceParent, ev.CorrelationID, ev.CausationID, []byte(ev.Data))
+	}
+	if _, err := tx.Exec(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("outbox add %d events: %w", len(events), err)
+	}
+	tx.OnCommit(o.Wake)
+	return nil
+}
+
+// Wake asks the relay to look for new rows now. It never blocks.
+func (o *Outbox) Wake() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending counts rows not yet published.
+func (o *Outbox) Pending(ctx context.Context) (int, error) {
+	var n int
+	if err := o.db.QueryRow(ctx, "SELECT COUNT(*) FROM outbox WHERE sent_at_us IS NULL").Scan(&n); err != nil {
+		return 0, fmt.Errorf("count pending outbox rows: %w", err)
+	}
+	return n, nil
+}

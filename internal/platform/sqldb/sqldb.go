@@ -1,0 +1,221 @@
+// Package sqldb is the one database API every ordermesh service uses, over
+// SQLite (the embedded default, one file per service) and PostgreSQL (pgx,
+// for scale-out). Queries are written once with '?' placeholders and rebound
+// for PostgreSQL; writes go through InTx, which commits once and then runs the
+// transaction's commit hooks (the outbox uses one to wake its relay).
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	_ "github.com/mattn/go-sqlite3"    // registers the "sqlite3" database/sql driver
+)
+
+// Dialect names the SQL engine behind a DB.
+type Dialect string
+
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is a handle on one service's database. For SQLite it keeps two pools:
+// a single-connection pool for writes (SQLite has one writer; queuing in
+// process avoids SQLITE_BUSY) and a read-only pool for concurrent readers
+// (WAL lets them run beside the writer). For PostgreSQL both are one pool.
+type DB struct {
+	dialect Dialect
+	write   *sql.DB
+	read    *sql.DB
+	rebind  sync.Map // query string -> rebound query string (PostgreSQL)
+}
+
+// Open opens the database named by dsn: "sqlite:PATH" (or a path ending in
+// .db) or "postgres://…" / "postgresql://…". It pings the database before
+// returning, so a wrong address fails here with a message saying what to fix.
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return openPostgres(ctx, dsn)
+	case strings.HasPrefix(dsn, "sqlite:"):
+		return openSQLite(ctx, strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//"))
+	case strings.HasSuffix(dsn, ".db") && !strings.Contains(dsn, "://"):
+		return openSQLite(ctx, dsn)
+	default:
+		return nil, fmt.Errorf("unsupported database %q: use sqlite:PATH or postgres://USER:PASS@HOST/DB", dsn)
+	}
+}
+
+func openSQLite(ctx context.Context, path string) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("sqlite database path is empty: use sqlite:PATH")
+	}
+	// synchronous=NORMAL in WAL mode: a commit survives a process crash
+	// (kill -9); only an OS crash or power loss can lose the last commits.
+	common := "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL"
+	base := "file:" + (&url.URL{Path: path}).EscapedPath()
+	write, err := sql.Open("sqlite3", base+"?"+common+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	if err := write.PingContext(ctx); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w (check that the directory exists and is writable)", path, err)
+	}
+	read, err := sql.Open("sqlite3", base+"?"+common+"&_query_only=true")
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)
+	}
+	read.SetMaxOpenConns(4)
+	read.SetMaxIdleConns(4)
+	return &DB{dialect: SQLite, write: write, read: read}, nil
+}
+
+func openPostgres(ctx context.Context, dsn string) (*DB, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(16)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to postgres %s: %w (is the server running and the database created?)", redact(dsn), err)
+	}
+	return &DB{dialect: Postgres, write: db, read: db}, nil
+}
+
+// redact hides the password of a connection URL for error messages.
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "(unparseable url)"
+	}
+	return u.Redacted()
+}
+
+// Dialect reports which engine db talks to.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	err := db.write.Close()
+	if db.read != db.write {
+		err = errors.Join(err, db.read.Close())
+	}
+	return err
+}
+
+// Query runs a read-only query outside any transaction.
+func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return db.read.QueryContext(ctx, db.bind(query), args...)
+}
+
+// QueryRow runs a read-only single-row query outside any transaction.
+func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, db.bind(query), args...)
+}
+
+// Exec runs one statement in its own implicit transaction on the write pool.
+func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return db.write.ExecContext(ctx, db.bind(query), args...)
+}
+
+// Tx is a write transaction opened by InTx.
+type Tx struct {
+	tx       *sql.Tx
+	db       *DB
+	onCommit []func()
+}
+
+// Dialect reports the engine of the transaction's database.
+func (tx *Tx) Dialect() Dialect { return tx.db.dialect }
+
+// Exec runs a statement inside the transaction.
+func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return tx.tx.ExecContext(ctx, tx.db.bind(query), args...)
+}
+
+// Query runs a query inside the transaction.
+func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return tx.tx.QueryContext(ctx, tx.db.bind(query), args...)
+}
+
+// QueryRow runs a single-row query inside the transaction.
+func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return tx.tx.QueryRowContext(ctx, tx.db.bind(query), args...)
+}
+
+// OnCommit registers f to run after the transaction commits successfully.
+// Hooks never run for a rolled-back transaction.
+func (tx *Tx) OnCommit(f func()) { tx.onCommit = append(tx.onCommit, f) }
+
+// InTx runs fn in a write transaction: it begins, defers the rollback, calls
+// fn, and commits once if fn returned nil. After the commit it runs the hooks
+// fn registered with OnCommit. The error of fn is returned unchanged, so
+// callers can match its kind.
+func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
+	sqlTx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer sqlTx.Rollback()
+	tx := &Tx{tx: sqlTx, db: db}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	for _, f := range tx.onCommit {
+		f()
+	}
+	return nil
+}
+
+// Placeholders returns n comma-separated '?' placeholders, for IN lists.
+func Placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?,", n-1) + "?"
+}
+
+// bind rewrites '?' placeholders to PostgreSQL's $1, $2, … and caches the
+// result; SQLite queries pass through unchanged. Queries must not contain a
+// literal '?' (none of ordermesh's do).
+func (db *DB) bind(query string) string {
+	if db.dialect != Postgres || !strings.Contains(query, "?") {
+		return query
+	}
+	if q, ok := db.rebind.Load(query); ok {
+		return q.(string)
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 8)
+	n := 0
+	for i := 0; i < len(query); i++ {
+		if query[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(query[i])
+	}
+	q := b.String()
+	db.rebind.Store(query, q)
+	return q
+}
