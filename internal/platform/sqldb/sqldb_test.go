@@ -1,0 +1,95 @@
+package sqldb_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
+)
+
+var notes = sqldb.Migrations{Component: "notes", FS: fstest.MapFS{
+	"sqlite/001_notes.sql":   {Data: []byte("-- +goose Up\nCREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n")},
+	"sqlite/002_tags.sql":    {Data: []byte("-- +goose Up\nALTER TABLE notes ADD COLUMN tag TEXT NOT NULL DEFAULT '';\n")},
+	"postgres/001_notes.sql": {Data: []byte("-- +goose Up\nCREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL);\n")},
+	"postgres/002_tags.sql":  {Data: []byte("-- +goose Up\nALTER TABLE notes ADD COLUMN tag TEXT NOT NULL DEFAULT '';\n")},
+}}
+
+func count(t *testing.T, db *sqldb.DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(context.Background(), "SELECT COUNT(*) FROM notes").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestStore is the contract suite every database must pass.
+func TestStore(t *testing.T) {
+	sqldbtest.Each(t, []sqldb.Migrations{notes}, func(t *testing.T, dsn string, db *sqldb.DB) {
+		ctx := context.Background()
+		t.Run("MigrateIsIdempotent", func(t *testing.T) {
+			if err := db.Migrate(ctx, notes); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(ctx, "INSERT INTO notes (id, body, tag) VALUES (?, ?, ?)", 100, "x", "both migrations applied"); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Run("CommitRunsHooks", func(t *testing.T) {
+			before, hooked := count(t, db), false
+			err := db.InTx(ctx, func(tx *sqldb.Tx) error {
+				tx.OnCommit(func() { hooked = true })
+				_, err := tx.Exec(ctx, "INSERT INTO notes (id, body) VALUES (?, ?)", 1, "kept")
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if count(t, db) != before+1 || !hooked {
+				t.Fatalf("commit: rows %d (want %d), hook ran %v", count(t, db), before+1, hooked)
+			}
+		})
+		t.Run("ErrorRollsBackWithoutHooks", func(t *testing.T) {
+			before, hooked := count(t, db), false
+			errBoom := errors.New("boom")
+			err := db.InTx(ctx, func(tx *sqldb.Tx) error {
+				tx.OnCommit(func() { hooked = true })
+				if _, err := tx.Exec(ctx, "INSERT INTO notes (id, body) VALUES (?, ?)", 2, "dropped"); err != nil {
+					return err
+				}
+				return errBoom
+			})
+			if !errors.Is(err, errBoom) {
+				t.Fatalf("InTx error = %v, want the callback's error unchanged", err)
+			}
+			if count(t, db) != before || hooked {
+				t.Fatalf("rollback: rows %d (want %d), hook ran %v", count(t, db), before, hooked)
+			}
+		})
+		t.Run("PlaceholdersBind", func(t *testing.T) {
+			var n int
+			q := "SELECT COUNT(*) FROM notes WHERE id IN (" + sqldb.Placeholders(3) + ") AND body <> ?"
+			if err := db.QueryRow(ctx, q, 1, 2, 100, "none").Scan(&n); err != nil || n != 2 {
+				t.Fatalf("IN query = %d, %v; want 2 rows", n, err)
+			}
+		})
+	})
+}
+
+func TestOpenRejectsUnknownDSN(t *testing.T) {
+	_, err := sqldb.Open(context.Background(), "mysql://localhost/db")
+	if err == nil || !strings.Contains(err.Error(), "sqlite:PATH") {
+		t.Fatalf("Open(mysql) error = %v, want one that says what to use", err)
+	}
+}
+
+func TestOpenSQLiteInMissingDirSaysWhy(t *testing.T) {
+	_, err := sqldb.Open(context.Background(), "sqlite:"+t.TempDir()+"/missing/dir/x.db")
+	if err == nil || !strings.Contains(err.Error(), "directory") {
+		t.Fatalf("error = %v, want a hint about the directory", err)
+	}
+}
