@@ -75,7 +75,13 @@ func (b *Bus) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 	}
 	var out []DeadLetter
 	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		// Ask for no more than the stream holds, so Fetch returns at once
+		// instead of waiting out its deadline for a full batch.
+		want := int(min(uint64(256), info.State.Msgs-min(info.State.Msgs, uint64(len(out)))))
+		if want == 0 {
+			return out, nil
+		}
+		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", StreamDLQ, err)
 		}

@@ -1,0 +1,281 @@
+// Package app wires ordermesh together: `ordermesh run` (everything in one
+// process on embedded NATS and SQLite) and `ordermesh serve SERVICE` (one
+// service against external NATS and its own database). End-to-end tests
+// start the same code through Start.
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+// Services lists what `ordermesh serve` can run, in start order.
+var Services = []string{"orders", "inventory", "payments", "shipping", "notifications", "psp", "gateway"}
+
+// storeless services keep no database of their own.
+var storeless = map[string]bool{"psp": true, "gateway": true}
+
+// Config is everything Start needs.
+type Config struct {
+	// Services to run. `run` runs all of them; `serve` one.
+	Services []string
+	// Addr is the HTTP listen address (":0" picks a free port).
+	Addr string
+
+	// DataDir, when set, means embedded mode: NATS JetStream under
+	// DataDir/nats and one SQLite file per service, DataDir/<service>.db.
+	DataDir string
+	// NATSListen exposes the embedded broker on TCP (embedded mode only).
+	NATSListen string
+
+	// NATSURL is the external broker (serve mode).
+	NATSURL string
+	// DB is the service's database (serve mode): sqlite:PATH or postgres://…
+	DB string
+	// Replicas of the streams on an external cluster.
+	Replicas int
+
+	// MaxDeliver is the deliveries an event gets before it is dead-lettered.
+	MaxDeliver int
+	// OutboxRetention is how long published outbox rows are kept.
+	OutboxRetention time.Duration
+
+	Logger *slog.Logger
+}
+
+// Node is a running ordermesh process.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	embedded *bus.Embedded
+	nc       *nats.Conn
+	Bus      *bus.Bus
+	stores   map[string]*store
+	http     *http.Server
+	listener net.Listener
+	httpDone chan error
+	relays   sync.WaitGroup
+	stop     context.CancelFunc
+	closing  sync.Once
+}
+
+// store is one service's database, its outbox and the relay publishing it.
+type store struct {
+	db     *sqldb.DB
+	outbox *outbox.Outbox
+}
+
+// platformMigrations are the tables every service database has.
+func platformMigrations() []sqldb.Migrations {
+	return []sqldb.Migrations{outbox.Migrations(), inbox.Migrations()}
+}
+
+// Start brings a node up: broker, streams, databases (migrated), outbox
+// relays, HTTP. On error everything already started is closed again.
+func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = bus.DefaultMaxDeliver
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	n = &Node{cfg: cfg, log: cfg.Logger, stores: map[string]*store{}, stop: stop}
+	defer func() {
+		if err != nil {
+			n.Close(context.Background())
+		}
+	}()
+	if err := n.connect(ctx); err != nil {
+		return nil, err
+	}
+	for _, svc := range cfg.Services {
+		if storeless[svc] {
+			continue
+		}
+		if err := n.openStore(ctx, svc); err != nil {
+			return nil, err
+		}
+	}
+	for _, st := range n.stores {
+		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.Bus, Retention: cfg.OutboxRetention, Logger: n.log})
+		n.relays.Add(1)
+		go func() {
+			defer n.relays.Done()
+			if err := relay.Run(runCtx); err != nil {
+				n.log.Error("outbox relay stopped", "err", err)
+			}
+		}()
+	}
+	if err := n.serveHTTP(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) connect(ctx context.Context) error {
+	var err error
+	if n.cfg.DataDir != "" {
+		if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
+			return fmt.Errorf("create data dir: %w (pass --data DIR that ordermesh may write)", err)
+		}
+		n.embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(n.cfg.DataDir, "nats"), Listen: n.cfg.NATSListen})
+		if err != nil {
+			return err
+		}
+		n.nc, err = n.embedded.Connect("ordermesh")
+	} else {
+		n.nc, err = bus.Dial(ctx, n.cfg.NATSURL, "ordermesh-"+fmt.Sprint(n.cfg.Services))
+	}
+	if err != nil {
+		return err
+	}
+	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Logger: n.log}); err != nil {
+		return err
+	}
+	return n.Bus.EnsureStreams(ctx)
+}
+
+// DSN is the database a service uses under cfg.
+func (cfg Config) DSN(service string) (string, error) {
+	if cfg.DataDir != "" {
+		return "sqlite:" + filepath.Join(cfg.DataDir, service+".db"), nil
+	}
+	if cfg.DB == "" {
+		return "", fmt.Errorf("service %s needs a database: pass --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
+	}
+	return cfg.DB, nil
+}
+
+func (n *Node) openStore(ctx context.Context, service string) error {
+	dsn, err := n.cfg.DSN(service)
+	if err != nil {
+		return err
+	}
+	db, err := sqldb.Open(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("%s database: %w", service, err)
+	}
+	if err := db.Migrate(ctx, platformMigrations()...); err != nil {
+		db.Close()
+		return fmt.Errorf("%s database: %w", service, err)
+	}
+	n.stores[service] = &store{db: db, outbox: outbox.New(db)}
+	return nil
+}
+
+// URL is the node's HTTP base URL.
+func (n *Node) URL() string {
+	addr := n.listener.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "localhost"
+	}
+	return fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(addr.Port)))
+}
+
+// NATSURL is the broker's TCP URL, or "" for an in-process-only broker.
+func (n *Node) NATSURL() string {
+	if n.embedded != nil {
+		return n.embedded.ClientURL()
+	}
+	return n.cfg.NATSURL
+}
+
+func (n *Node) serveHTTP() error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", n.ready)
+	ln, err := net.Listen("tcp", n.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another process using it? pick another with --addr)", n.cfg.Addr, err)
+	}
+	n.listener = ln
+	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	n.httpDone = make(chan error, 1)
+	go func() { n.httpDone <- n.http.Serve(ln) }()
+	return nil
+}
+
+// ready answers 200 when the broker is connected and every database
+// answers, else 503 with what is wrong.
+func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
+	checks := map[string]string{"nats": "ok"}
+	status := http.StatusOK
+	if !n.nc.IsConnected() {
+		checks["nats"] = "disconnected: " + n.nc.Status().String()
+		status = http.StatusServiceUnavailable
+	}
+	for name, st := range n.stores {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		var one int
+		if err := st.db.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			checks[name+"_db"] = err.Error()
+			status = http.StatusServiceUnavailable
+		} else {
+			checks[name+"_db"] = "ok"
+		}
+		cancel()
+	}
+	writeJSON(w, status, checks)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// Close shuts down in order: stop HTTP intake, stop the relays (each
+// flushes its outbox), close the databases, drain the connection, stop the
+// embedded broker. ctx bounds the HTTP shutdown.
+func (n *Node) Close(ctx context.Context) error {
+	var errs []error
+	n.closing.Do(func() {
+		if n.http != nil {
+			if err := n.http.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			}
+			if err := <-n.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs = append(errs, err)
+			}
+		}
+		n.stop()
+		n.relays.Wait()
+		for name, st := range n.stores {
+			if err := st.db.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close %s db: %w", name, err))
+			}
+		}
+		if n.nc != nil {
+			if err := n.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				errs = append(errs, fmt.Errorf("drain nats: %w", err))
+			}
+			for deadline := time.Now().Add(5 * time.Second); !n.nc.IsClosed() && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		if n.embedded != nil {
+			n.embedded.Shutdown()
+		}
+	})
+	return errors.Join(errs...)
+}

@@ -1,0 +1,410 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+const mainUsage = `ordermesh — event-driven order processing on NATS JetStream
+
+Usage:
+  ordermesh run [flags]              everything in one process: embedded NATS JetStream + SQLite
+  ordermesh serve SERVICE [flags]    one service against external NATS and its own database
+                                     (SERVICE: orders, inventory, payments, shipping,
+                                     notifications, psp, gateway)
+  ordermesh migrate [flags]          apply database migrations (also done on start)
+  ordermesh dlq list|show ID|replay ID...|replay --all|purge --yes
+                                     inspect and replay dead letters
+  ordermesh version
+
+Run 'ordermesh COMMAND --help' for a command's flags. Every flag can also be
+set in the environment as ORDERMESH_<FLAG>, e.g. ORDERMESH_DATA=/var/lib/ordermesh.
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage.
+`
+
+// Version is the build's version, set with -ldflags "-X …app.Version=…".
+var Version = "dev"
+
+// Main runs the ordermesh command line (args without the program name)
+// and returns the process exit code. ctx is cancelled on SIGINT/SIGTERM.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdout, stderr)
+	var usage *usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "ordermesh: %v\n", err)
+		fmt.Fprintln(stderr, "Run 'ordermesh --help' for usage.")
+		return 2
+	default:
+		fmt.Fprintf(stderr, "ordermesh: %v\n", err)
+		return 1
+	}
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainUsage)
+		return usagef("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(ctx, rest, stdout, stderr)
+	case "serve":
+		return cmdServe(ctx, rest, stdout, stderr)
+	case "migrate":
+		return cmdMigrate(ctx, rest, stdout, stderr)
+	case "dlq":
+		return cmdDLQ(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "ordermesh", Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, mainUsage)
+		return nil
+	default:
+		return usagef("unknown command %q (commands: run, serve, migrate, dlq, version)", cmd)
+	}
+}
+
+// commonFlags are the flags shared by run and serve.
+type commonFlags struct {
+	addr, logLevel string
+	maxDeliver     int
+	shutdown       time.Duration
+	retention      time.Duration
+}
+
+func (c *commonFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+	IntVar(*int, string, int, string)
+	DurationVar(*time.Duration, string, time.Duration, string)
+}) {
+	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.IntVar(&c.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of an event before it is dead-lettered")
+	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
+	fs.DurationVar(&c.retention, "outbox-retention", time.Hour, "how long published outbox rows are kept")
+}
+
+func (c *commonFlags) validate() error {
+	if c.maxDeliver < 1 {
+		return usagef("--max-deliver must be at least 1, got %d", c.maxDeliver)
+	}
+	if c.shutdown <= 0 {
+		return usagef("--shutdown-timeout must be positive")
+	}
+	return nil
+}
+
+func (c *commonFlags) logger(stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, usagef("--log-level %q: use debug, info, warn or error", c.logLevel)
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), nil
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats) and one SQLite database per service (DATA/<service>.db).", stderr)
+	var c commonFlags
+	c.register(fs)
+	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
+	natsListen := fs.String("nats-listen", "", "also expose the embedded NATS on this TCP address, e.g. 127.0.0.1:4222 (for ordermesh dlq)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("run takes no arguments, got %q", pos)
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg := Config{
+		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
+		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
+	}
+	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
+		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
+		fmt.Fprintf(stdout, "  HTTP:   %s   (health: %s/livez, %s/readyz)\n", n.URL(), n.URL(), n.URL())
+		if u := n.NATSURL(); u != "" {
+			fmt.Fprintf(stdout, "  NATS:   %s   (try: ordermesh dlq list --nats %s)\n", u, u)
+		} else {
+			fmt.Fprintf(stdout, "  NATS:   embedded, in-process only (add --nats-listen 127.0.0.1:4222 to expose it)\n")
+		}
+		fmt.Fprintf(stdout, "  Data:   %s\n", *data)
+		fmt.Fprintf(stdout, "  Try:    curl -s %s/readyz\n", n.URL())
+	})
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once.", stderr)
+	var c commonFlags
+	c.register(fs)
+	natsURL := fs.String("nats", "", "NATS server URL, e.g. nats://127.0.0.1:4222 (required)")
+	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
+	replicas := fs.Int("replicas", 1, "replicas of the streams (3 on a 3-node cluster)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("serve needs exactly one SERVICE (one of %s)", strings.Join(Services, ", "))
+	}
+	service := pos[0]
+	if !slices.Contains(Services, service) {
+		return usagef("unknown service %q (one of %s)", service, strings.Join(Services, ", "))
+	}
+	if *natsURL == "" {
+		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
+	}
+	if !storeless[service] && *db == "" {
+		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
+	}
+	if *replicas < 1 {
+		return usagef("--replicas must be at least 1")
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg := Config{
+		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, DB: *db, Replicas: *replicas,
+		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
+	}
+	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
+		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)
+	})
+}
+
+// runUntilSignal starts a node, reports it, waits for ctx (SIGINT/SIGTERM)
+// and shuts it down gracefully within timeout.
+func runUntilSignal(ctx context.Context, cfg Config, timeout time.Duration, started func(*Node)) error {
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	started(n)
+	<-ctx.Done()
+	cfg.Logger.Info("shutting down: stopping intake, draining consumers, flushing outboxes")
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := n.Close(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	cfg.Logger.Info("stopped cleanly")
+	return nil
+}
+
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("migrate", "Usage: ordermesh migrate [--data DIR | --db DSN --service NAME]\n\nApplies pending migrations: every service's SQLite database under --data,\nor the one database given with --db.", stderr)
+	data := fs.String("data", "./data", "data directory of `ordermesh run`")
+	db := fs.String("db", "", "one service's database: sqlite:PATH or postgres://…")
+	service := fs.String("service", "", "the service --db belongs to")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("migrate takes no arguments, got %q", pos)
+	}
+	targets := map[string]string{}
+	if *db != "" {
+		if !slices.Contains(Services, *service) || storeless[*service] {
+			return usagef("--db needs --service NAME (one of orders, inventory, payments, shipping, notifications)")
+		}
+		targets[*service] = *db
+	} else {
+		if err := os.MkdirAll(*data, 0o755); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
+		cfg := Config{DataDir: *data}
+		for _, svc := range Services {
+			if !storeless[svc] {
+				targets[svc], _ = cfg.DSN(svc)
+			}
+		}
+	}
+	for _, svc := range Services {
+		dsn, ok := targets[svc]
+		if !ok {
+			continue
+		}
+		d, err := sqldb.Open(ctx, dsn)
+		if err != nil {
+			return fmt.Errorf("%s: %w", svc, err)
+		}
+		err = d.Migrate(ctx, platformMigrations()...)
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", svc, err)
+		}
+		fmt.Fprintf(stdout, "%s: migrated\n", svc)
+	}
+	return nil
+}
+
+func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const synopsis = `Usage: ordermesh dlq COMMAND [flags]
+
+Commands:
+  list                 every dead letter: id, consumer, type, event id, error
+  show ID              one dead letter with its headers and data
+  replay ID...         send dead letters back to the consumer named in each
+  replay --all         replay every dead letter
+  purge --yes          delete every dead letter
+
+Against a running system: --nats URL (ordermesh run --nats-listen 127.0.0.1:4222
+exposes the embedded broker).`
+	fs := newFlagSet("dlq", synopsis, stderr)
+	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
+	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "replay: every dead letter")
+	yes := fs.Bool("yes", false, "purge: really delete every dead letter")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return usagef("dlq needs a command: list, show, replay or purge")
+	}
+	sub, rest := pos[0], pos[1:]
+	ids := make([]uint64, 0, len(rest))
+	for _, a := range rest {
+		id, err := strconv.ParseUint(a, 10, 64)
+		if err != nil || id == 0 {
+			return usagef("dead-letter id %q: want a positive number as shown by 'ordermesh dlq list'", a)
+		}
+		ids = append(ids, id)
+	}
+	switch {
+	case sub == "list" && len(ids) > 0, sub == "purge" && len(ids) > 0:
+		return usagef("dlq %s takes no ids", sub)
+	case sub == "show" && len(ids) != 1:
+		return usagef("dlq show needs exactly one ID")
+	case sub == "replay" && (len(ids) == 0) == !*all:
+		return usagef("dlq replay needs dead-letter IDs or --all (not both)")
+	case sub == "purge" && !*yes:
+		return usagef("dlq purge deletes every dead letter; add --yes to confirm")
+	case !slices.Contains([]string{"list", "show", "replay", "purge"}, sub):
+		return usagef("unknown dlq command %q (list, show, replay, purge)", sub)
+	}
+
+	nc, err := bus.Dial(ctx, *natsURL, "ordermesh-dlq")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	b, err := bus.New(nc, bus.Config{})
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "list":
+		dls, err := b.DeadLetters(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(dls)
+		}
+		if len(dls) == 0 {
+			fmt.Fprintln(stdout, "no dead letters")
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tCONSUMER\tTYPE\tEVENT\tDELIVERIES\tAT\tERROR")
+		for _, d := range dls {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Consumer, d.Type, d.EventID, d.Deliveries,
+				d.At.Format(time.RFC3339), truncate(d.Error, 80))
+		}
+		return tw.Flush()
+	case "show":
+		d, err := b.DeadLetter(ctx, ids[0])
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(struct {
+				bus.DeadLetter
+				Data json.RawMessage `json:"data"`
+			}{d, validJSONOrString(d.Data)})
+		}
+		fmt.Fprintf(stdout, "id:          %d\nconsumer:    %s\ntype:        %s\nevent:       %s\nfrom:        %s seq %d (%s)\ndeliveries:  %d\nat:          %s\nerror:       %s\nheaders:\n",
+			d.ID, d.Consumer, d.Type, d.EventID, d.Stream, d.StreamSeq, d.Subject, d.Deliveries, d.At.Format(time.RFC3339Nano), d.Error)
+		keys := make([]string, 0, len(d.Headers))
+		for k := range d.Headers {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Fprintf(stdout, "  %s: %s\n", k, d.Headers[k])
+		}
+		fmt.Fprintf(stdout, "data:\n%s\n", d.Data)
+		return nil
+	case "replay":
+		if *all {
+			dls, err := b.DeadLetters(ctx)
+			if err != nil {
+				return err
+			}
+			for _, d := range dls {
+				ids = append(ids, d.ID)
+			}
+		}
+		for _, id := range ids {
+			if err := b.Replay(ctx, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "replayed %d\n", id)
+		}
+		fmt.Fprintf(stdout, "%d dead letter(s) replayed\n", len(ids))
+		return nil
+	default: // purge
+		n, err := b.PurgeDeadLetters(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "purged %d dead letter(s)\n", n)
+		return nil
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func validJSONOrString(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}

@@ -1,0 +1,187 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/app"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+)
+
+// ordermesh runs the command line in-process and returns its exit code and
+// output.
+func ordermesh(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := app.Main(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// TestDLQReplay dead-letters an event while its consumer's cause of failure
+// is present, fixes the cause, and replays it with `ordermesh dlq replay`:
+// the consumer processes it, and another consumer of the same event type
+// does not see it a second time.
+func TestDLQReplay(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	var broken atomic.Bool
+	broken.Store(true)
+	var mu sync.Mutex
+	processed := map[string]int{}
+	c, err := s.Bus.Consume(ctx, bus.ConsumerConfig{Name: "payments-authorize", Types: []string{"stock.reserved"}},
+		func(_ context.Context, ev bus.Event) error {
+			if broken.Load() {
+				return bus.Permanent(errors.New("unknown currency XTS"))
+			}
+			mu.Lock()
+			processed[ev.ID]++
+			mu.Unlock()
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	var otherSaw atomic.Int32
+	other, err := s.Bus.Consume(ctx, bus.ConsumerConfig{Name: "notifications-send", Types: []string{"stock.reserved"}},
+		func(context.Context, bus.Event) error { otherSaw.Add(1); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Stop()
+
+	ev, err := bus.NewEvent("stock.reserved", "inventory", "order-1", map[string]string{"currency": "XTS"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bus.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	nats := "--nats=" + s.ClientURL()
+	var listed string
+	bustest.Eventually(t, 10*time.Second, "the dead letter listed", func() bool {
+		_, listed, _ = ordermesh(t, "dlq", "list", nats)
+		return strings.Contains(listed, ev.ID)
+	})
+	if !strings.Contains(listed, "payments-authorize") || !strings.Contains(listed, "unknown currency XTS") {
+		t.Fatalf("dlq list does not show the consumer and error:\n%s", listed)
+	}
+	code, shown, stderr := ordermesh(t, "dlq", "show", "1", nats)
+	if code != 0 || !strings.Contains(shown, `"currency":"XTS"`) || !strings.Contains(shown, "events.stock.reserved") {
+		t.Fatalf("dlq show 1 = %d\n%s\n%s", code, shown, stderr)
+	}
+
+	broken.Store(false) // the cause is fixed
+	if code, out, stderr := ordermesh(t, "dlq", "replay", "1", nats); code != 0 {
+		t.Fatalf("dlq replay 1 exited %d:\n%s%s", code, out, stderr)
+	}
+	bustest.Eventually(t, 10*time.Second, "the replayed event processed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return processed[ev.ID] == 1
+	})
+	if _, out, _ := ordermesh(t, "dlq", "list", nats); !strings.Contains(out, "no dead letters") {
+		t.Fatalf("DLQ not empty after a successful replay:\n%s", out)
+	}
+	if n := otherSaw.Load(); n != 1 {
+		t.Fatalf("the other consumer saw the event %d times, want once (a replay goes to the named consumer only)", n)
+	}
+}
+
+func TestDLQReplayAllAndPurge(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	c, err := s.Bus.Consume(ctx, bus.ConsumerConfig{Name: "always-fails", Types: []string{"thing.happened"}},
+		func(context.Context, bus.Event) error { return bus.Permanent(errors.New("nope")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	for range 3 {
+		ev, _ := bus.NewEvent("thing.happened", "test", "x", map[string]int{})
+		if err := s.Bus.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		dls, err := s.Bus.DeadLetters(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(dls)
+	}
+	bustest.Eventually(t, 10*time.Second, "three dead letters", func() bool { return count() == 3 })
+	nats := "--nats=" + s.ClientURL()
+	if code, out, _ := ordermesh(t, "dlq", "replay", "--all", nats); code != 0 || !strings.Contains(out, "3 dead letter(s) replayed") {
+		t.Fatalf("replay --all = %d %s", code, out)
+	}
+	// Still failing, so each comes back as a new dead letter with a new id.
+	bustest.Eventually(t, 10*time.Second, "three new dead letters", func() bool { return count() == 3 })
+	dls, _ := s.Bus.DeadLetters(ctx)
+	if dls[0].ID <= 3 || dls[0].Stream != bus.StreamReplay {
+		t.Fatalf("re-failed dead letter = %+v, want a new id from the REPLAY stream", dls[0])
+	}
+	if code, _, stderr := ordermesh(t, "dlq", "purge", nats); code != 2 || !strings.Contains(stderr, "--yes") {
+		t.Fatalf("purge without --yes = %d %s, want exit 2 asking for --yes", code, stderr)
+	}
+	if code, out, _ := ordermesh(t, "dlq", "purge", "--yes", nats); code != 0 || !strings.Contains(out, "purged 3") {
+		t.Fatalf("purge --yes = %d %s", code, out)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d dead letters after purge", n)
+	}
+	code, _, stderr := ordermesh(t, "dlq", "show", strconv.Itoa(int(dls[0].ID)), nats)
+	if code != 1 || !strings.Contains(stderr, "not found") {
+		t.Fatalf("show of a purged id = %d %s, want exit 1 'not found'", code, stderr)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := map[string]struct {
+		args []string
+		want string
+	}{
+		"NoCommand":       {nil, "no command"},
+		"UnknownCommand":  {[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		"UnknownFlag":     {[]string{"run", "--colour=blue"}, "colour"},
+		"ServeNoService":  {[]string{"serve", "--nats", "nats://x:4222"}, "exactly one SERVICE"},
+		"ServeBadService": {[]string{"serve", "billing", "--nats", "nats://x:4222"}, `unknown service "billing"`},
+		"ServeNoNATS":     {[]string{"serve", "orders", "--db", "sqlite:x.db"}, "--nats"},
+		"ServeNoDB":       {[]string{"serve", "orders", "--nats", "nats://x:4222"}, "--db"},
+		"BadMaxDeliver":   {[]string{"run", "--max-deliver", "0"}, "--max-deliver"},
+		"BadLogLevel":     {[]string{"run", "--log-level", "loud"}, "--log-level"},
+		"DLQNoCommand":    {[]string{"dlq"}, "list, show, replay or purge"},
+		"DLQBadID":        {[]string{"dlq", "show", "abc"}, `"abc"`},
+		"DLQReplayNoIDs":  {[]string{"dlq", "replay"}, "--all"},
+		"MigrateDBNoSvc":  {[]string{"migrate", "--db", "sqlite:x.db"}, "--service"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			code, _, stderr := ordermesh(t, tt.args...)
+			if code != 2 || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, stderr %q; want exit 2 mentioning %q", code, stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	t.Setenv("ORDERMESH_MAX_DELIVER", "0")
+	code, _, stderr := ordermesh(t, "run")
+	if code != 2 || !strings.Contains(stderr, "--max-deliver") {
+		t.Fatalf("ORDERMESH_MAX_DELIVER=0 gave exit %d %q, want the flag's validation error", code, stderr)
+	}
+	t.Setenv("ORDERMESH_MAX_DELIVER", "lots")
+	code, _, stderr = ordermesh(t, "run")
+	if code != 2 || !strings.Contains(stderr, "ORDERMESH_MAX_DELIVER") {
+		t.Fatalf("ORDERMESH_MAX_DELIVER=lots gave exit %d %q, want an error naming the variable", code, stderr)
+	}
+}
