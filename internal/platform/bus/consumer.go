@@ -23,6 +23,11 @@ import (
 // delay, and dead-lettered once it has been delivered MaxDeliver times.
 type Handler func(ctx context.Context, ev Event) error
 
+// BatchHandler processes several events at once, typically in one database
+// transaction, and returns each one's outcome: errs[i] for evs[i] with the
+// meaning of a Handler's error, or a nil slice when all succeeded.
+type BatchHandler func(ctx context.Context, evs []Event) (errs []error)
+
 // PermanentError marks a failure that retrying cannot fix (bad data, a
 // rejected contract). See Permanent.
 type PermanentError struct{ Err error }
@@ -64,6 +69,10 @@ type ConsumerConfig struct {
 	// same subject (order id) go to the same worker, so they are handled in
 	// order. Zero means 4.
 	Concurrency int
+	// MaxBatch is the most events handed to a BatchHandler at once: the
+	// events a worker has already received, never waiting for more. Zero
+	// means 256. Consume (one event at a time) ignores it.
+	MaxBatch int
 	// AckWait is how long the broker waits for an acknowledgement before
 	// redelivering, and the handler's deadline. Zero means 30s.
 	AckWait time.Duration
@@ -86,6 +95,9 @@ func (c *ConsumerConfig) validate() error {
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 4
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 256
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
@@ -115,7 +127,8 @@ func ExponentialBackoff(base, max time.Duration) func(int) time.Duration {
 type Consumer struct {
 	bus     *Bus
 	cfg     ConsumerConfig
-	handle  Handler
+	handle  BatchHandler
+	batch   int
 	log     *slog.Logger
 	ctx     context.Context // handlers' base context; cancelled after Stop
 	cancel  context.CancelFunc
@@ -125,9 +138,30 @@ type Consumer struct {
 	stop    sync.Once
 }
 
-// Consume starts a durable consumer of cfg.Types, creating or updating it on
-// the broker, and returns once messages are flowing. Call Stop to drain it.
+// Consume starts a durable consumer of cfg.Types that handles one event at
+// a time, creating or updating it on the broker, and returns once messages
+// are flowing. Call Stop to drain it.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) (*Consumer, error) {
+	one := func(ctx context.Context, evs []Event) []error {
+		if err := h(ctx, evs[0]); err != nil {
+			return []error{err}
+		}
+		return nil
+	}
+	return b.consume(ctx, cfg, one, 1)
+}
+
+// ConsumeBatch is Consume for a handler that takes up to cfg.MaxBatch
+// events at once, so a database-backed consumer commits once per batch
+// instead of once per event.
+func (b *Bus) ConsumeBatch(ctx context.Context, cfg ConsumerConfig, h BatchHandler) (*Consumer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return b.consume(ctx, cfg, h, cfg.MaxBatch)
+}
+
+func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, batch int) (*Consumer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -135,7 +169,7 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) (*Cons
 	for i, t := range cfg.Types {
 		subjects[i] = SubjectPrefix + t
 	}
-	c := &Consumer{bus: b, cfg: cfg, handle: h, log: b.log.With("consumer", cfg.Name)}
+	c := &Consumer{bus: b, cfg: cfg, handle: h, batch: batch, log: b.log.With("consumer", cfg.Name)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.workers = make([]chan jetstream.Msg, cfg.Concurrency)
 	for i := range c.workers {
@@ -219,59 +253,114 @@ func (c *Consumer) dispatch(msg jetstream.Msg) {
 	c.workers[h.Sum32()%uint32(len(c.workers))] <- msg
 }
 
+// work handles the messages routed to one worker, taking together those
+// already waiting (up to the batch size) without waiting for more.
 func (c *Consumer) work(in <-chan jetstream.Msg) {
 	defer c.wg.Done()
+	batch := make([]jetstream.Msg, 0, c.batch)
 	for msg := range in {
-		c.process(msg)
+		batch = append(batch[:0], msg)
+	fill:
+		for len(batch) < c.batch {
+			select {
+			case m, ok := <-in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		c.process(batch)
 	}
 }
 
-func (c *Consumer) process(msg jetstream.Msg) {
-	md, err := msg.Metadata()
-	if err != nil {
-		c.log.Error("message without JetStream metadata; terminating it", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
+// delivery is a received message on its way through process.
+type delivery struct {
+	msg jetstream.Msg
+	md  *jetstream.MsgMetadata
+	ev  Event
+}
+
+// process decodes a batch, dead-letters what cannot be handled, runs the
+// handler on the rest and settles each message by its outcome.
+func (c *Consumer) process(msgs []jetstream.Msg) {
+	ds := make([]delivery, 0, len(msgs))
+	for _, msg := range msgs {
+		md, err := msg.Metadata()
+		if err != nil {
+			c.log.Error("message without JetStream metadata; terminating it", "subject", msg.Subject(), "err", err)
+			_ = msg.Term()
+			continue
+		}
+		ev, err := Decode(msg.Headers(), msg.Data())
+		if err != nil {
+			c.deadLetter(msg, md, err)
+			continue
+		}
+		if int(md.NumDelivered) > c.cfg.MaxDeliver {
+			c.deadLetter(msg, md, fmt.Errorf("no acknowledgement after %d deliveries (handler crashed or exceeded %s)", md.NumDelivered-1, c.cfg.AckWait))
+			continue
+		}
+		ds = append(ds, delivery{msg: msg, md: md, ev: ev})
+	}
+	if len(ds) == 0 {
 		return
 	}
-	ev, err := Decode(msg.Headers(), msg.Data())
-	if err != nil {
-		c.deadLetter(msg, md, err)
-		return
+	evs := make([]Event, len(ds))
+	for i, d := range ds {
+		evs[i] = d.ev
 	}
-	if int(md.NumDelivered) > c.cfg.MaxDeliver {
-		c.deadLetter(msg, md, fmt.Errorf("no acknowledgement after %d deliveries (handler crashed or exceeded %s)", md.NumDelivered-1, c.cfg.AckWait))
-		return
+	errs := c.call(evs)
+	for i, d := range ds {
+		var err error
+		if errs != nil {
+			err = errs[i]
+		}
+		c.settle(d, err)
 	}
-	err = c.call(ev)
+}
+
+// settle acks, retries or dead-letters one message by its handler outcome.
+func (c *Consumer) settle(d delivery, err error) {
 	switch {
 	case err == nil:
-		if err := msg.Ack(); err != nil {
-			c.log.Warn("ack", "event", ev.ID, "err", err)
+		if err := d.msg.Ack(); err != nil {
+			c.log.Warn("ack", "event", d.ev.ID, "err", err)
 		}
 	case IsPermanent(err):
-		c.deadLetter(msg, md, err)
-	case int(md.NumDelivered) >= c.cfg.MaxDeliver:
-		c.deadLetter(msg, md, fmt.Errorf("failed %d deliveries, last error: %w", md.NumDelivered, err))
+		c.deadLetter(d.msg, d.md, err)
+	case int(d.md.NumDelivered) >= c.cfg.MaxDeliver:
+		c.deadLetter(d.msg, d.md, fmt.Errorf("failed %d deliveries, last error: %w", d.md.NumDelivered, err))
 	default:
-		delay := c.cfg.Backoff(int(md.NumDelivered))
-		c.log.Debug("transient failure; will retry", "event", ev.ID, "type", ev.Type, "delivery", md.NumDelivered, "retry_in", delay, "err", err)
-		if err := msg.NakWithDelay(delay); err != nil {
-			c.log.Warn("nak", "event", ev.ID, "err", err)
+		delay := c.cfg.Backoff(int(d.md.NumDelivered))
+		c.log.Debug("transient failure; will retry", "event", d.ev.ID, "type", d.ev.Type, "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)
+		if err := d.msg.NakWithDelay(delay); err != nil {
+			c.log.Warn("nak", "event", d.ev.ID, "err", err)
 		}
 	}
 }
 
 // call runs the handler with the ack deadline, turning a panic into a
-// transient error so one bad handler path cannot kill the consumer.
-func (c *Consumer) call(ev Event) (err error) {
+// transient error for every event of the batch, so one bad handler path
+// cannot kill the consumer.
+func (c *Consumer) call(evs []Event) (errs []error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AckWait)
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panic: %v", r)
+			errs = make([]error, len(evs))
+			for i := range errs {
+				errs[i] = fmt.Errorf("handler panic: %v", r)
+			}
 		}
 	}()
-	return c.handle(ctx, ev)
+	errs = c.handle(ctx, evs)
+	if errs != nil && len(errs) != len(evs) {
+		panic(fmt.Sprintf("bus: batch handler of %s returned %d results for %d events", c.cfg.Name, len(errs), len(evs)))
+	}
+	return errs
 }
 
 // Dead-letter headers, beside the original CloudEvents headers.

@@ -7,8 +7,10 @@ package inbox
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
@@ -60,6 +62,120 @@ func Handler(db *sqldb.DB, consumer string, h TxHandler) bus.Handler {
 			return h(ctx, tx, ev)
 		})
 	}
+}
+
+// BatchHandler turns h into a bus.BatchHandler that handles a batch of
+// events in one transaction. The fast path records the whole batch in the
+// inbox with one statement and runs h for each new event. If any h fails,
+// that transaction is rolled back and the batch is run again with a
+// savepoint per event, so only the failing events are rolled back and
+// reported while the others commit. If the commit itself fails, every event
+// reports that error and is retried. h may therefore run more than once for
+// an event; it must only write through tx.
+func BatchHandler(db *sqldb.DB, consumer string, h TxHandler) bus.BatchHandler {
+	return func(ctx context.Context, evs []bus.Event) []error {
+		err := db.InTx(ctx, func(tx *sqldb.Tx) error {
+			fresh, err := seenBatch(ctx, tx, consumer, evs)
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				if !fresh[ev.ID] {
+					continue
+				}
+				if err := h(ctx, tx, ev); err != nil {
+					return errSlowPath
+				}
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errSlowPath):
+			return eachInSavepoint(ctx, db, consumer, h, evs)
+		default:
+			return allFailed(len(evs), err)
+		}
+	}
+}
+
+var errSlowPath = errors.New("a handler failed; retry the batch event by event")
+
+// seenBatch records the events in the inbox and returns the ids that were
+// not recorded before.
+func seenBatch(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Event) (map[string]bool, error) {
+	now := time.Now().UnixMicro()
+	args := make([]any, 0, 3*len(evs))
+	var q strings.Builder
+	q.WriteString("INSERT INTO inbox (consumer, event_id, received_at_us) VALUES ")
+	for i, ev := range evs {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(?,?,?)")
+		args = append(args, consumer, ev.ID, now)
+	}
+	q.WriteString(" ON CONFLICT DO NOTHING RETURNING event_id")
+	rows, err := tx.Query(ctx, q.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("inbox record %d events for %s: %w", len(evs), consumer, err)
+	}
+	defer rows.Close()
+	fresh := make(map[string]bool, len(evs))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("inbox record for %s: %w", consumer, err)
+		}
+		fresh[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("inbox record for %s: %w", consumer, err)
+	}
+	return fresh, nil
+}
+
+// eachInSavepoint handles evs in one transaction with a savepoint per event.
+func eachInSavepoint(ctx context.Context, db *sqldb.DB, consumer string, h TxHandler, evs []bus.Event) []error {
+	var errs []error
+	err := db.InTx(ctx, func(tx *sqldb.Tx) error {
+		errs = nil
+		for i, ev := range evs {
+			if _, err := tx.Exec(ctx, "SAVEPOINT inbox_event"); err != nil {
+				return err
+			}
+			seen, err := Seen(ctx, tx, consumer, ev.ID)
+			if err == nil && !seen {
+				err = h(ctx, tx, ev)
+			}
+			if err != nil {
+				if errs == nil {
+					errs = make([]error, len(evs))
+				}
+				errs[i] = err
+				if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT inbox_event"); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT inbox_event"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return allFailed(len(evs), err)
+	}
+	return errs
+}
+
+func allFailed(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // Prune deletes records older than retention. Keep retention longer than

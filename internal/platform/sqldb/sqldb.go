@@ -60,7 +60,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	// synchronous=NORMAL in WAL mode: a commit survives a process crash
 	// (kill -9); only an OS crash or power loss can lose the last commits.
-	common := "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL"
+	common := "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_stmt_cache_size=128"
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
 	write, err := sql.Open("sqlite3", base+"?"+common+"&_txlock=immediate")
 	if err != nil {

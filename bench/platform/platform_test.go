@@ -1,0 +1,191 @@
+// Package platform benchmarks ordermesh's reliability mechanisms beside the
+// raw JetStream rates of the same embedded server, in one run:
+//
+//	go test -run '^$' -bench . -benchtime 20000x ./bench/platform
+//
+// Each benchmark reports msgs/s; BENCHMARKS.md compares outbox to raw
+// publish and consumer to raw consume+ack.
+package platform
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
+)
+
+// payload is 256 bytes of JSON, the message size of every benchmark here.
+var payload = func() []byte {
+	b := make([]byte, 256)
+	copy(b, `{"pad":"`)
+	for i := 8; i < 254; i++ {
+		b[i] = 'a' + byte(i%26)
+	}
+	copy(b[254:], `"}`)
+	return b
+}()
+
+func reportRate(b *testing.B, start time.Time) {
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+func newEvents(b *testing.B, n int) []bus.Event {
+	evs := make([]bus.Event, n)
+	for i := range evs {
+		ev, err := bus.NewEvent("bench.happened", "bench", fmt.Sprintf("order-%d", i%1000), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ev.Data = payload
+		evs[i] = ev
+	}
+	return evs
+}
+
+// BenchmarkRawPublishAsync is JetStream's own limit: 256-byte messages
+// published asynchronously to the file-backed EVENTS stream.
+func BenchmarkRawPublishAsync(b *testing.B) {
+	s := bustest.Start(b)
+	js := s.Bus.JetStream()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if _, err := js.PublishAsync("events.bench.raw", payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("publish acks did not arrive")
+	}
+	reportRate(b, start)
+}
+
+// BenchmarkOutbox is events committed → published → acknowledged: a writer
+// commits transactions of 10 events into SQLite while the relay publishes
+// them; the clock stops when the outbox is drained.
+func BenchmarkOutbox(b *testing.B) {
+	s := bustest.Start(b)
+	db := sqldbtest.Open(b, "sqlite:"+b.TempDir()+"/bench.db", outbox.Migrations())
+	o := outbox.New(db)
+	evs := newEvents(b, b.N)
+	ctx, cancel := context.WithCancel(context.Background())
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- outbox.NewRelay(o, outbox.RelayConfig{Publisher: s.Bus}).Run(ctx) }()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < len(evs); i += 10 {
+		batch := evs[i:min(i+10, len(evs))]
+		if err := db.InTx(ctx, func(tx *sqldb.Tx) error { return o.Add(ctx, tx, batch...) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for {
+		n, err := o.Pending(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	reportRate(b, start)
+	b.StopTimer()
+	cancel()
+	<-relayDone
+}
+
+func prefill(b *testing.B, s *bustest.Server, evs []bus.Event) {
+	for i := 0; i < len(evs); i += 1000 {
+		if errs := s.Bus.PublishBatch(context.Background(), evs[i:min(i+1000, len(evs))]); errs != nil {
+			b.Fatal(errs)
+		}
+	}
+}
+
+// BenchmarkRawConsumeAck is JetStream's consume limit: a durable pull
+// consumer receiving the prefilled messages and acking each one.
+func BenchmarkRawConsumeAck(b *testing.B) {
+	s := bustest.Start(b)
+	prefill(b, s, newEvents(b, b.N))
+	ctx := context.Background()
+	cons, err := s.Bus.JetStream().CreateOrUpdateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{
+		Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Int64
+	done := make(chan struct{})
+	b.ResetTimer()
+	start := time.Now()
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		msg.Ack()
+		if n.Add(1) == int64(b.N) {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(512))
+	if err != nil {
+		b.Fatal(err)
+	}
+	<-done
+	reportRate(b, start)
+	b.StopTimer()
+	cc.Stop()
+}
+
+var state = sqldb.Migrations{Component: "bench", FS: fstest.MapFS{
+	"sqlite/001_state.sql":   {Data: []byte("-- +goose Up\nCREATE TABLE state (order_id TEXT PRIMARY KEY, n INTEGER NOT NULL);\n")},
+	"postgres/001_state.sql": {Data: []byte("-- +goose Up\nCREATE TABLE state (order_id TEXT PRIMARY KEY, n INTEGER NOT NULL);\n")},
+}}
+
+// BenchmarkConsumer is the full consumer path per event: decode the
+// CloudEvent, open a SQLite transaction, record it in the inbox, apply a
+// state change, commit, ack.
+func BenchmarkConsumer(b *testing.B) {
+	s := bustest.Start(b)
+	prefill(b, s, newEvents(b, b.N))
+	db := sqldbtest.Open(b, "sqlite:"+b.TempDir()+"/bench.db", inbox.Migrations(), state)
+	var n, calls atomic.Int64
+	done := make(chan struct{})
+	h := inbox.BatchHandler(db, "bench", func(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+		_, err := tx.Exec(ctx, "INSERT INTO state (order_id, n) VALUES (?, 1) ON CONFLICT (order_id) DO UPDATE SET n = state.n + 1", ev.Subject)
+		return err
+	})
+	b.ResetTimer()
+	start := time.Now()
+	c, err := s.Bus.ConsumeBatch(context.Background(), bus.ConsumerConfig{Name: "bench", Types: []string{"bench.happened"}},
+		func(ctx context.Context, evs []bus.Event) []error {
+			errs := h(ctx, evs)
+			if errs != nil {
+				b.Fatal(errs)
+			}
+			calls.Add(1)
+			if n.Add(int64(len(evs))) == int64(b.N) {
+				close(done)
+			}
+			return nil
+		})
+	if err != nil {
+		b.Fatal(err)
+	}
+	<-done
+	reportRate(b, start)
+	b.ReportMetric(float64(b.N)/float64(calls.Load()), "events/tx")
+	b.StopTimer()
+	c.Stop()
+}
+
