@@ -145,32 +145,54 @@ func (b *Bus) Publish(ctx context.Context, ev Event) error {
 // when all succeeded. A duplicate (same id inside the broker's window)
 // counts as success: the event is already stored.
 func (b *Bus) PublishBatch(ctx context.Context, events []Event) (errs []error) {
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(events))
-		}
-		errs[i] = err
-	}
-	futures := make([]jetstream.PubAckFuture, len(events))
+	return b.PublishAsync(events).Wait(ctx)
+}
+
+// PublishAsync sends events in order without waiting for the broker's
+// acknowledgements; Wait on the result collects them. It lets a caller send
+// the next batch while the acks of this one are still on their way.
+func (b *Bus) PublishAsync(events []Event) *PendingBatch {
+	p := &PendingBatch{events: events, futures: make([]jetstream.PubAckFuture, len(events))}
 	for i, ev := range events {
 		f, err := b.js.PublishMsgAsync(ev.Msg())
 		if err != nil {
-			fail(i, fmt.Errorf("publish %s %s: %w", ev.Type, ev.ID, err))
+			p.fail(i, fmt.Errorf("publish %s %s: %w", ev.Type, ev.ID, err))
 			continue
 		}
-		futures[i] = f
+		p.futures[i] = f
 	}
-	for i, f := range futures {
+	return p
+}
+
+// PendingBatch is a batch sent by PublishAsync whose acks are still due.
+type PendingBatch struct {
+	events  []Event
+	futures []jetstream.PubAckFuture
+	errs    []error
+}
+
+func (p *PendingBatch) fail(i int, err error) {
+	if p.errs == nil {
+		p.errs = make([]error, len(p.events))
+	}
+	p.errs[i] = err
+}
+
+// Wait waits for every acknowledgement and returns each event's outcome as
+// PublishBatch does. An event whose ack has not come when ctx ends counts
+// as failed (it may still be stored; a re-publish is de-duplicated).
+func (p *PendingBatch) Wait(ctx context.Context) (errs []error) {
+	for i, f := range p.futures {
 		if f == nil {
 			continue
 		}
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			fail(i, fmt.Errorf("publish %s %s: %w", events[i].Type, events[i].ID, err))
+			p.fail(i, fmt.Errorf("publish %s %s: %w", p.events[i].Type, p.events[i].ID, err))
 		case <-ctx.Done():
-			fail(i, fmt.Errorf("publish %s %s: %w", events[i].Type, events[i].ID, ctx.Err()))
+			p.fail(i, fmt.Errorf("publish %s %s: %w", p.events[i].Type, p.events[i].ID, ctx.Err()))
 		}
 	}
-	return errs
+	return p.errs
 }

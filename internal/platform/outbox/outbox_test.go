@@ -165,18 +165,18 @@ func TestRelay(t *testing.T) {
 // countingPublisher counts how often each event is handed to the broker,
 // which the broker's own de-duplication would otherwise hide.
 type countingPublisher struct {
-	pub    outbox.Publisher
+	pub    *bus.Bus
 	mu     sync.Mutex
 	counts map[string]int
 }
 
-func (c *countingPublisher) PublishBatch(ctx context.Context, evs []bus.Event) []error {
+func (c *countingPublisher) PublishAsync(evs []bus.Event) *bus.PendingBatch {
 	c.mu.Lock()
 	for _, ev := range evs {
 		c.counts[ev.ID]++
 	}
 	c.mu.Unlock()
-	return c.pub.PublishBatch(ctx, evs)
+	return c.pub.PublishAsync(evs)
 }
 
 var _ outbox.Publisher = (*countingPublisher)(nil)

@@ -7,16 +7,18 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
 
-// Publisher publishes a batch of events and reports each one's outcome
-// (errs nil when all succeeded). *bus.Bus is the real one.
+// Publisher sends a batch of events in order without waiting for the
+// broker's acknowledgements; Wait on the result collects them. *bus.Bus is
+// the real one.
 type Publisher interface {
-	PublishBatch(ctx context.Context, events []bus.Event) (errs []error)
+	PublishAsync(events []bus.Event) *bus.PendingBatch
 }
 
 var _ Publisher = (*bus.Bus)(nil)
@@ -38,14 +40,39 @@ type RelayConfig struct {
 
 // Relay publishes outbox rows in insertion order, in batches with
 // asynchronous acknowledgements, and marks them sent in one statement per
-// batch. On SQLite one relay runs per database. On PostgreSQL any number of
-// relays may run against one database: each claims its batch with
-// FOR UPDATE SKIP LOCKED, so no row is published by two relays at once.
+// batch.
+//
+// On SQLite one relay runs per database, and it pipelines: while the acks
+// of one batch are on their way it reads and sends the next, reading
+// forward from the last id sent (SQLite's single writer makes ids visible
+// in increasing order). A goroutine marks each batch sent as its acks
+// arrive; if any publish failed, the relay waits for the batches in
+// flight, rewinds to the oldest unsent row and backs off.
+//
+// On PostgreSQL any number of relays may run against one database: each
+// claims its batch with FOR UPDATE SKIP LOCKED and holds the claim until
+// the batch is acknowledged and marked, so no row is published by two
+// relays at once.
 type Relay struct {
-	o         *Outbox
-	cfg       RelayConfig
-	log       *slog.Logger
+	o   *Outbox
+	cfg RelayConfig
+	log *slog.Logger
+
 	lastPrune time.Time
+
+	// SQLite pipeline state.
+	cursor   int64          // highest id sent; the next read starts after it
+	inflight chan sentBatch // batches sent, waiting for acks, in order
+	marking  sync.WaitGroup // batches not yet marked
+	failMu   sync.Mutex     // guards failed
+	failed   error          // first publish failure since the last rewind
+	markDone chan struct{}  // closed when the marker goroutine ends
+}
+
+// sentBatch is a batch whose acks the marker waits for.
+type sentBatch struct {
+	ids     []int64
+	pending *bus.PendingBatch
 }
 
 // NewRelay returns a relay for o.
@@ -73,6 +100,11 @@ func NewRelay(o *Outbox, cfg RelayConfig) *Relay {
 // most 10 seconds) and returns. Publish failures are logged and retried
 // with backoff; Run only returns an error if the flush fails.
 func (r *Relay) Run(ctx context.Context) error {
+	if r.o.db.Dialect() != sqldb.Postgres {
+		r.inflight = make(chan sentBatch, 2)
+		r.markDone = make(chan struct{})
+		go r.markSentInOrder()
+	}
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
 	failures := 0
@@ -104,73 +136,124 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// flush publishes what is left after shutdown was requested.
+// flush publishes what is left after shutdown was requested and waits for
+// every batch in flight to be marked.
 func (r *Relay) flush() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var err error
 	for {
-		n, err := r.relayOnce(ctx)
-		if err != nil {
-			return fmt.Errorf("flush outbox: %w", err)
-		}
-		if n < r.cfg.BatchSize {
-			return nil
+		var n int
+		if n, err = r.relayOnce(ctx); err != nil || n < r.cfg.BatchSize {
+			break
 		}
 	}
+	if r.inflight != nil {
+		close(r.inflight)
+		<-r.markDone
+		if err == nil {
+			err = r.takeFailure()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("flush outbox: %w", err)
+	}
+	return nil
 }
 
-// relayOnce publishes one batch and reports how many rows it took. Rows
-// the broker did not acknowledge stay unsent; the error then says why.
-func (r *Relay) relayOnce(ctx context.Context) (n int, err error) {
-	var failed error
+// relayOnce sends one batch and reports how many rows it took.
+func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 	if r.o.db.Dialect() == sqldb.Postgres {
-		err = r.o.db.InTx(ctx, func(tx *sqldb.Tx) error {
-			rows, err := tx.Query(ctx, selectUnsent+" FOR UPDATE SKIP LOCKED", r.cfg.BatchSize)
-			if err != nil {
-				return err
-			}
-			ids, events, err := scanRows(rows)
-			if err != nil {
-				return err
-			}
-			n = len(ids)
-			var sent []int64
-			sent, failed = r.publish(ctx, ids, events)
-			return r.markSent(ctx, tx, sent)
-		})
-	} else {
-		// SQLite: read on the read pool and publish outside any transaction,
-		// so the single writer stays free while the batch is in flight; only
-		// the "mark sent" statement takes the write lock.
-		var rows *sql.Rows
-		if rows, err = r.o.db.Query(ctx, selectUnsent, r.cfg.BatchSize); err != nil {
-			return 0, err
+		return r.claimPublishMark(ctx)
+	}
+	return r.sendNext(ctx)
+}
+
+const selectUnsent = `SELECT id, event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data
+FROM outbox WHERE sent_at_us IS NULL AND id > ? ORDER BY id LIMIT ?`
+
+// claimPublishMark is one PostgreSQL round: claim a batch, publish it, wait
+// for the acks, mark the acknowledged rows, commit.
+func (r *Relay) claimPublishMark(ctx context.Context) (n int, err error) {
+	var failed error
+	err = r.o.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		rows, err := tx.Query(ctx, selectUnsent+" FOR UPDATE SKIP LOCKED", 0, r.cfg.BatchSize)
+		if err != nil {
+			return err
 		}
 		ids, events, err := scanRows(rows)
 		if err != nil || len(ids) == 0 {
-			return 0, err
+			return err
 		}
 		n = len(ids)
 		var sent []int64
-		sent, failed = r.publish(ctx, ids, events)
-		err = r.o.db.InTx(ctx, func(tx *sqldb.Tx) error { return r.markSent(ctx, tx, sent) })
-	}
+		sent, failed = acknowledged(ctx, ids, r.cfg.Publisher.PublishAsync(events))
+		return r.markSent(ctx, tx, sent)
+	})
 	if err != nil {
 		return n, err
 	}
 	return n, failed
 }
 
-const selectUnsent = `SELECT id, event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data
-FROM outbox WHERE sent_at_us IS NULL ORDER BY id LIMIT ?`
-
-// publish publishes events and returns the ids of the rows the broker
-// acknowledged, and the first failure if some were not.
-func (r *Relay) publish(ctx context.Context, ids []int64, events []bus.Event) (sent []int64, failed error) {
-	if len(ids) == 0 {
-		return nil, nil
+// sendNext is one SQLite round: read the rows after the cursor on the read
+// pool and send them; the marker goroutine settles them. After a failure
+// it first waits for the batches in flight and rewinds.
+func (r *Relay) sendNext(ctx context.Context) (int, error) {
+	if err := r.takeFailure(); err != nil {
+		r.marking.Wait()
+		r.cursor = 0
+		return 0, err
 	}
-	errs := r.cfg.Publisher.PublishBatch(ctx, events)
+	rows, err := r.o.db.Query(ctx, selectUnsent, r.cursor, r.cfg.BatchSize)
+	if err != nil {
+		return 0, err
+	}
+	ids, events, err := scanRows(rows)
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	r.cursor = ids[len(ids)-1]
+	r.marking.Add(1)
+	r.inflight <- sentBatch{ids: ids, pending: r.cfg.Publisher.PublishAsync(events)}
+	return len(ids), nil
+}
+
+// markSentInOrder waits for each batch's acks and marks its acknowledged
+// rows sent; failures are kept for sendNext to rewind.
+func (r *Relay) markSentInOrder() {
+	defer close(r.markDone)
+	for b := range r.inflight {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sent, failed := acknowledged(ctx, b.ids, b.pending)
+		err := r.o.db.InTx(ctx, func(tx *sqldb.Tx) error { return r.markSent(ctx, tx, sent) })
+		cancel()
+		if err == nil {
+			err = failed
+		}
+		if err != nil {
+			r.failMu.Lock()
+			if r.failed == nil {
+				r.failed = err
+			}
+			r.failMu.Unlock()
+		}
+		r.marking.Done()
+	}
+}
+
+func (r *Relay) takeFailure() error {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	err := r.failed
+	r.failed = nil
+	return err
+}
+
+// acknowledged waits for a batch's acks and returns the ids of the rows the
+// broker stored, and the first failure if some were not.
+func acknowledged(ctx context.Context, ids []int64, p *bus.PendingBatch) (sent []int64, failed error) {
+	errs := p.Wait(ctx)
 	if errs == nil {
 		return ids, nil
 	}
