@@ -67,6 +67,8 @@ type Node struct {
 	nc       *nats.Conn
 	Bus      *bus.Bus
 	stores   map[string]*store
+	consMu   sync.Mutex
+	cons     []*bus.Consumer
 	http     *http.Server
 	listener net.Listener
 	httpDone chan error
@@ -180,6 +182,23 @@ func (n *Node) openStore(ctx context.Context, service string) error {
 	return nil
 }
 
+// ConsumeBatch starts a durable consumer whose events are handled in
+// batches, with the node's --max-deliver; Close drains it before the
+// outbox relays flush, so events its handlers commit are still published.
+func (n *Node) ConsumeBatch(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) error {
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = n.cfg.MaxDeliver
+	}
+	c, err := n.Bus.ConsumeBatch(ctx, cfg, h)
+	if err != nil {
+		return err
+	}
+	n.consMu.Lock()
+	n.cons = append(n.cons, c)
+	n.consMu.Unlock()
+	return nil
+}
+
 // URL is the node's HTTP base URL.
 func (n *Node) URL() string {
 	addr := n.listener.Addr().(*net.TCPAddr)
@@ -244,8 +263,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// Close shuts down in order: stop HTTP intake, stop the relays (each
-// flushes its outbox), close the databases, drain the connection, stop the
+// Close shuts down in order: stop HTTP intake, drain the consumers, stop
+// the relays (each flushes its outbox), close the databases, drain the connection, stop the
 // embedded broker. ctx bounds the HTTP shutdown.
 func (n *Node) Close(ctx context.Context) error {
 	var errs []error
@@ -258,6 +277,11 @@ func (n *Node) Close(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
+		n.consMu.Lock()
+		for _, c := range n.cons {
+			c.Stop()
+		}
+		n.consMu.Unlock()
 		n.stop()
 		n.relays.Wait()
 		for name, st := range n.stores {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
 
@@ -77,13 +78,35 @@ func TestNodeRelaysAndSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	bustest.Eventually(t, 10*time.Second, "the event relayed", func() bool { return streamHas(t, n, ev.ID) })
+
+	// A consumer on the node reacts with an event of its own through the
+	// outbox, in the same transaction as its inbox record.
+	reacted := make(chan string, 1)
+	err = n.ConsumeBatch(context.Background(), bus.ConsumerConfig{Name: "inventory-reserve", Types: []string{"order.placed"}},
+		inbox.BatchHandler(n.stores["inventory"].db, "inventory-reserve", func(ctx context.Context, tx *sqldb.Tx, in bus.Event) error {
+			out, err := bus.NewEvent("stock.reserved", "inventory", in.Subject, map[string]string{"order": in.Subject})
+			if err != nil {
+				return err
+			}
+			out = out.CausedBy(in)
+			select {
+			case reacted <- out.ID:
+			default:
+			}
+			return n.stores["inventory"].outbox.Add(ctx, tx, out)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reaction := <-reacted
+	bustest.Eventually(t, 10*time.Second, "the reaction relayed", func() bool { return streamHas(t, n, reaction) })
 	if err := n.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
 	n = startNode(t, dir)
 	readyz(t, n)
-	if !streamHas(t, n, ev.ID) {
-		t.Fatal("the event is gone after a restart")
+	if !streamHas(t, n, ev.ID) || !streamHas(t, n, reaction) {
+		t.Fatal("events are gone after a restart")
 	}
 }

@@ -118,3 +118,91 @@ func TestFailedHandlerIsNotMarkedSeen(t *testing.T) {
 		}
 	})
 }
+
+// TestBatchHandlerIsolatesFailures handles a batch where one event fails:
+// the others commit, the failing one changes nothing and reports its error,
+// and a second delivery of the batch is absorbed as duplicates.
+func TestBatchHandlerIsolatesFailures(t *testing.T) {
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		var evs []bus.Event
+		for _, name := range []string{"c1", "bad", "c2", "c1"} {
+			ev, err := bus.NewEvent("thing.happened", "test", name, map[string]int{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, ev)
+		}
+		errBad := errors.New("bad counter")
+		h := inbox.BatchHandler(db, "batch-test", func(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+			if err := increment(ctx, tx, ev); err != nil {
+				return err
+			}
+			if ev.Subject == "bad" {
+				return errBad
+			}
+			return nil
+		})
+		errs := h(ctx, evs)
+		if len(errs) != 4 || errs[0] != nil || !errors.Is(errs[1], errBad) || errs[2] != nil || errs[3] != nil {
+			t.Fatalf("errs = %v, want only the second event to fail", errs)
+		}
+		if c1, bad, c2 := counter(t, db, "c1"), counter(t, db, "bad"), counter(t, db, "c2"); c1 != 2 || bad != 0 || c2 != 1 {
+			t.Fatalf("counters c1=%d bad=%d c2=%d, want 2, 0, 1", c1, bad, c2)
+		}
+		// Redelivery of the good ones: duplicates, nothing changes.
+		if errs := h(ctx, []bus.Event{evs[0], evs[2], evs[3]}); errs != nil {
+			t.Fatalf("redelivery errs = %v", errs)
+		}
+		if c1, c2 := counter(t, db, "c1"), counter(t, db, "c2"); c1 != 2 || c2 != 1 {
+			t.Fatalf("after redelivery c1=%d c2=%d, want 2, 1", c1, c2)
+		}
+	})
+}
+
+// TestConsumeBatchDeadLettersOnlyTheBadEvent runs BatchHandler behind a
+// real consumer: one permanently rejected event among many lands in DLQ,
+// every other event changes state exactly once.
+func TestConsumeBatchDeadLettersOnlyTheBadEvent(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, "sqlite:"+t.TempDir()+"/batch.db", sets...)
+	s := bustest.Start(t)
+	var evs []bus.Event
+	for i := range 200 {
+		name := "good"
+		if i == 77 {
+			name = "poison"
+		}
+		ev, err := bus.NewEvent("thing.happened", "test", name, map[string]int{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, ev)
+	}
+	if errs := s.Bus.PublishBatch(ctx, evs); errs != nil {
+		t.Fatal(errs)
+	}
+	c, err := s.Bus.ConsumeBatch(ctx, bus.ConsumerConfig{Name: "batch-test", Types: []string{"thing.happened"}},
+		inbox.BatchHandler(db, "batch-test", func(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+			if ev.Subject == "poison" {
+				return bus.Permanent(errors.New("poisoned"))
+			}
+			return increment(ctx, tx, ev)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	bustest.Eventually(t, 10*time.Second, "199 events applied", func() bool { return counter(t, db, "good") == 199 })
+	var dls []bus.DeadLetter
+	bustest.Eventually(t, 10*time.Second, "one dead letter", func() bool {
+		dls, err = s.Bus.DeadLetters(ctx)
+		return err == nil && len(dls) == 1
+	})
+	if dls[0].EventID != evs[77].ID || dls[0].Error != "permanent: poisoned" {
+		t.Fatalf("dead letter = %+v", dls[0])
+	}
+	if got := counter(t, db, "poison"); got != 0 {
+		t.Fatalf("poison counter = %d, want 0", got)
+	}
+}

@@ -237,6 +237,53 @@ func TestRelayPrunesSentRows(t *testing.T) {
 	})
 }
 
+// flakyPublisher sends its first batches to a broker that has no EVENTS
+// stream, so they really fail, and later ones to the real broker.
+type flakyPublisher struct {
+	broken, real *bus.Bus
+	failFirst    int
+	mu           sync.Mutex
+	calls        int
+}
+
+func (f *flakyPublisher) PublishAsync(evs []bus.Event) *bus.PendingBatch {
+	f.mu.Lock()
+	f.calls++
+	broken := f.calls <= f.failFirst
+	f.mu.Unlock()
+	if broken {
+		return f.broken.PublishAsync(evs)
+	}
+	return f.real.PublishAsync(evs)
+}
+
+func TestRelayRetriesFailedPublishes(t *testing.T) {
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		s := bustest.Start(t)
+		broken := bustest.Start(t)
+		if err := broken.Bus.JetStream().DeleteStream(ctx, bus.StreamEvents); err != nil {
+			t.Fatal(err)
+		}
+		o := outbox.New(db)
+		for range 30 {
+			if _, err := change(ctx, db, o, 3, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		flaky := &flakyPublisher{broken: broken.Bus, real: s.Bus, failFirst: 2}
+		startRelay(t, o, outbox.RelayConfig{Publisher: flaky, BatchSize: 20, PollInterval: 20 * time.Millisecond})
+		waitDrained(t, o)
+		flaky.mu.Lock()
+		calls := flaky.calls
+		flaky.mu.Unlock()
+		if calls <= 2 {
+			t.Fatalf("relay made %d publish calls; the failures were not exercised", calls)
+		}
+		assertExactlyCommitted(t, s, committedEventIDs(t, db))
+	})
+}
+
 const crashChildEnv = "ORDERMESH_OUTBOX_CRASH_CHILD"
 
 // TestOutboxSurvivesKill starts a child process that commits state changes
