@@ -90,7 +90,7 @@ func platformMigrations() []sqldb.Migrations {
 
 // Start brings a node up: broker, streams, databases (migrated), outbox
 // relays, HTTP. On error everything already started is closed again.
-func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -98,7 +98,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		cfg.MaxDeliver = bus.DefaultMaxDeliver
 	}
 	runCtx, stop := context.WithCancel(context.Background())
-	n = &Node{cfg: cfg, log: cfg.Logger, stores: map[string]*store{}, stop: stop}
+	n := &Node{cfg: cfg, log: cfg.Logger, stores: map[string]*store{}, stop: stop}
 	defer func() {
 		if err != nil {
 			n.Close(context.Background())

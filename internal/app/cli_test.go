@@ -185,3 +185,26 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 		t.Fatalf("ORDERMESH_MAX_DELIVER=lots gave exit %d %q, want an error naming the variable", code, stderr)
 	}
 }
+
+// TestServeStartupFailuresAreClear checks that a service that cannot reach
+// its broker or database exits 1 with a message saying what to fix, and
+// leaves nothing running.
+func TestServeStartupFailuresAreClear(t *testing.T) {
+	s := bustest.Start(t)
+	tests := map[string]struct {
+		args []string
+		want string
+	}{
+		"NATSUnreachable": {[]string{"serve", "orders", "--nats", "nats://127.0.0.1:1", "--db", "sqlite:" + t.TempDir() + "/o.db", "--addr", "127.0.0.1:0"}, "is the broker running"},
+		"DBDirMissing":    {[]string{"serve", "orders", "--nats", s.ClientURL(), "--db", "sqlite:" + t.TempDir() + "/no/such/dir/o.db", "--addr", "127.0.0.1:0"}, "directory"},
+		"AddrInvalid":     {[]string{"serve", "psp", "--nats", s.ClientURL(), "--addr", "nonsense"}, "--addr"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			code, _, stderr := ordermesh(t, tt.args...)
+			if code != 1 || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, stderr %q; want exit 1 mentioning %q", code, stderr, tt.want)
+			}
+		})
+	}
+}
