@@ -126,12 +126,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	c.register(fs)
 	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
 	natsListen := fs.String("nats-listen", "", "also expose the embedded NATS on this TCP address, e.g. 127.0.0.1:4222 (for ordermesh dlq)")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("run takes no arguments, got %q", pos)
 	}
 	if err := c.validate(); err != nil {
 		return err
@@ -224,12 +220,8 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	data := fs.String("data", "./data", "data directory of `ordermesh run`")
 	db := fs.String("db", "", "one service's database: sqlite:PATH or postgres://…")
 	service := fs.String("service", "", "the service --db belongs to")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("migrate takes no arguments, got %q", pos)
 	}
 	targets := map[string]string{}
 	if *db != "" {

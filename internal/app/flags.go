@@ -82,3 +82,15 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	})
 	return positional, err
 }
+
+// parseFlagsOnly is parseFlags for a command that takes no arguments.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("%s takes no arguments, got %q", fs.Name(), pos)
+	}
+	return nil
+}
