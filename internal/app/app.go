@@ -125,10 +125,38 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			}
 		}()
 	}
+	n.relays.Add(1)
+	go func() {
+		defer n.relays.Done()
+		n.pruneInboxes(runCtx)
+	}()
 	if err := n.serveHTTP(); err != nil {
 		return nil, err
 	}
 	return n, nil
+}
+
+// InboxRetention is how long inbox records are kept: longer than the EVENTS
+// stream's history, so any event the broker can still redeliver or replay
+// is recognised as a duplicate.
+const InboxRetention = bus.EventsMaxAge + 24*time.Hour
+
+// pruneInboxes deletes expired inbox records of every store once an hour.
+func (n *Node) pruneInboxes(ctx context.Context) {
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
+	for {
+		for name, st := range n.stores {
+			if _, err := inbox.Prune(ctx, st.db, InboxRetention); err != nil && ctx.Err() == nil {
+				n.log.Warn("prune inbox", "service", name, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func (n *Node) connect(ctx context.Context) error {
