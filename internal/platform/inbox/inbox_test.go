@@ -206,3 +206,31 @@ func TestConsumeBatchDeadLettersOnlyTheBadEvent(t *testing.T) {
 		t.Fatalf("poison counter = %d, want 0", got)
 	}
 }
+
+func TestPruneKeepsRecentRecords(t *testing.T) {
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		old := time.Now().Add(-10 * 24 * time.Hour).UnixMicro()
+		if _, err := db.Exec(ctx, "INSERT INTO inbox (consumer, event_id, received_at_us) VALUES ('c', 'old', ?)", old); err != nil {
+			t.Fatal(err)
+		}
+		err := db.InTx(ctx, func(tx *sqldb.Tx) error { _, err := inbox.Seen(ctx, tx, "c", "recent"); return err })
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := inbox.Prune(ctx, db, 8*24*time.Hour)
+		if err != nil || n != 1 {
+			t.Fatalf("Prune = %d, %v; want the one old record", n, err)
+		}
+		err = db.InTx(ctx, func(tx *sqldb.Tx) error {
+			seen, err := inbox.Seen(ctx, tx, "c", "recent")
+			if err == nil && !seen {
+				t.Error("the recent record was pruned")
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
