@@ -237,4 +237,3 @@ func BenchmarkConsumer(b *testing.B) {
 	b.StopTimer()
 	c.Stop()
 }
-

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"regexp"
@@ -248,9 +247,12 @@ func (c *Consumer) dispatch(msg jetstream.Msg) {
 	if key == "" {
 		key = msg.Subject()
 	}
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	c.workers[h.Sum32()%uint32(len(c.workers))] <- msg
+	// FNV-1a, inline: no allocation per message.
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	c.workers[h%uint32(len(c.workers))] <- msg
 }
 
 // work handles the messages routed to one worker, taking together those
