@@ -88,13 +88,10 @@ type Cancelled struct {
 	Reason     string `json:"reason"`
 }
 
-// Reserved is the data of stock.reserved: what payments needs to authorize.
+// Reserved is the data of stock.reserved.
 type Reserved struct {
-	OrderID      string `json:"order_id"`
-	Items        []Line `json:"items"`
-	TotalCents   int64  `json:"total_cents"`
-	Currency     string `json:"currency"`
-	PaymentToken string `json:"payment_token"`
+	OrderID string `json:"order_id"`
+	Items   []Line `json:"items"`
 }
 
 // Rejected is the data of stock.rejected.

@@ -1,0 +1,121 @@
+// Package httpx holds ordermesh's HTTP plumbing: JSON responses, RFC 9457
+// problem+json errors mapped from apperr kinds in one function, and a
+// strict JSON request decoder.
+package httpx
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+)
+
+// MaxBody is the largest request body accepted (1 MiB).
+const MaxBody = 1 << 20
+
+// Status maps an error to its HTTP status: the one place that does.
+func Status(err error) int {
+	switch apperr.KindOf(err) {
+	case apperr.Invalid:
+		return http.StatusBadRequest
+	case apperr.NotFound:
+		return http.StatusNotFound
+	case apperr.Conflict:
+		return http.StatusConflict
+	case apperr.Unprocessable:
+		return http.StatusUnprocessableEntity
+	case apperr.Unavailable:
+		return http.StatusServiceUnavailable
+	case apperr.TooLarge:
+		return http.StatusRequestEntityTooLarge
+	case apperr.Unsupported:
+		return http.StatusUnsupportedMediaType
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// Problem is an RFC 9457 problem details body, with the offending field.
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	Field    string `json:"field,omitempty"`
+}
+
+// Error writes err as application/problem+json. Internal errors are logged
+// and answered without their details.
+func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	status := Status(err)
+	p := Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Instance: r.URL.Path}
+	if e, ok := apperr.As(err); ok && status != http.StatusInternalServerError {
+		p.Detail, p.Field = e.Error(), e.Field
+	} else {
+		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		p.Detail = "internal error; it has been logged"
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(p)
+}
+
+// JSON writes v as JSON with status.
+func JSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// Decode reads the request body into dst strictly: Content-Type must be
+// application/json, the body at most MaxBody, one JSON value, no unknown
+// fields. Errors are apperr errors naming the field where there is one.
+func Decode(r *http.Request, dst any) error {
+	ct := r.Header.Get("Content-Type")
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		return apperr.New(apperr.Unsupported, "", "Content-Type must be application/json, got %q", ct)
+	}
+	body := http.MaxBytesReader(nil, r.Body, MaxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return decodeError(err)
+		}
+		return apperr.Invalidf("", "body must hold a single JSON value")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var (
+		syntax  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+		tooBig  *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &tooBig):
+		return apperr.New(apperr.TooLarge, "", "body is larger than %d bytes", MaxBody)
+	case errors.As(err, &syntax):
+		return apperr.Invalidf("", "malformed JSON at byte %d", syntax.Offset)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return apperr.Invalidf("", "body is empty or truncated JSON")
+	case errors.As(err, &typeErr):
+		return apperr.Invalidf(typeErr.Field, "must be %s, got %s", typeErr.Type, typeErr.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return apperr.Invalidf(field, "unknown field")
+	default:
+		return apperr.Invalidf("", "cannot read body: %v", err)
+	}
+}
