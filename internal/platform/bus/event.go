@@ -148,3 +148,13 @@ func Decode(h nats.Header, data []byte) (Event, error) {
 	}
 	return ev, nil
 }
+
+// DecodeData unmarshals the event's data into dst. Data that does not fit
+// dst is a permanent error: retrying cannot fix it, so the event is
+// dead-lettered.
+func (ev Event) DecodeData(dst any) error {
+	if err := json.Unmarshal(ev.Data, dst); err != nil {
+		return Permanent(fmt.Errorf("decode %s %s data: %w", ev.Type, ev.ID, err))
+	}
+	return nil
+}

@@ -77,3 +77,17 @@ func (o *Outbox) Pending(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// Emit adds one event of type typ about subject, from source, with data
+// encoded as JSON, to tx. When cause is not nil the new event continues its
+// correlation and trace and names it as its cause.
+func (o *Outbox) Emit(ctx context.Context, tx *sqldb.Tx, source, typ, subject string, data any, cause *bus.Event) error {
+	ev, err := bus.NewEvent(typ, source, subject, data)
+	if err != nil {
+		return err
+	}
+	if cause != nil {
+		ev = ev.CausedBy(*cause)
+	}
+	return o.Add(ctx, tx, ev)
+}

@@ -1,0 +1,92 @@
+package inventory
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+)
+
+// Routes mounts the inventory API on mux.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/products", s.handleCreate)
+	mux.HandleFunc("GET /api/products", s.handleList)
+	mux.HandleFunc("GET /api/products/{sku}", s.handleGet)
+	mux.HandleFunc("POST /api/products/{sku}/restock", s.handleRestock)
+	mux.HandleFunc("GET /api/admin/inventory/ledger", s.handleLedger)
+}
+
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
+	httpx.Error(w, r, s.logger(), err)
+}
+
+func (s *Service) logger() *slog.Logger {
+	if s.log == nil {
+		return slog.Default()
+	}
+	return s.log
+}
+
+func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var p NewProduct
+	if err := httpx.Decode(r, &p); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out, err := s.CreateProduct(r.Context(), p)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/products/"+out.SKU)
+	httpx.JSON(w, http.StatusCreated, out)
+}
+
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
+	out, err := s.listProducts(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	httpx.JSON(w, http.StatusOK, out)
+}
+
+func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
+	sku := r.PathValue("sku")
+	if !ValidSKU(sku) {
+		s.fail(w, r, apperr.New(apperr.NotFound, "sku", "no product %q", sku))
+		return
+	}
+	p, err := s.Product(r.Context(), sku)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	httpx.JSON(w, http.StatusOK, p)
+}
+
+func (s *Service) handleRestock(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Quantity int `json:"quantity"`
+	}
+	if err := httpx.Decode(r, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, err := s.Restock(r.Context(), r.PathValue("sku"), body.Quantity)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	httpx.JSON(w, http.StatusOK, p)
+}
+
+func (s *Service) handleLedger(w http.ResponseWriter, r *http.Request) {
+	out, err := s.Ledger(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	httpx.JSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,173 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+const source = "ordermesh/inventory"
+
+// ConsumerName is the inventory saga consumer, shared by all instances.
+const ConsumerName = "inventory-saga"
+
+// Service applies the inventory rules.
+type Service struct {
+	db     *sqldb.DB
+	outbox *outbox.Outbox
+	log    *slog.Logger
+}
+
+// New returns the inventory service on db, emitting through o.
+func New(db *sqldb.DB, o *outbox.Outbox, log *slog.Logger) *Service {
+	return &Service{db: db, outbox: o, log: log}
+}
+
+// CreateProduct adds a product with its initial stock and emits
+// product.updated. Errors: Invalid, Conflict (SKU exists).
+func (s *Service) CreateProduct(ctx context.Context, p NewProduct) (Product, error) {
+	if err := p.Validate(); err != nil {
+		return Product{}, err
+	}
+	var out Product
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		if err := insertProduct(ctx, tx, p); err != nil {
+			return err
+		}
+		var err error
+		out, err = s.productUpdated(ctx, tx, p.SKU)
+		return err
+	})
+	return out, err
+}
+
+// Restock adds quantity units to sku. Errors: Invalid, NotFound.
+func (s *Service) Restock(ctx context.Context, sku string, quantity int) (Product, error) {
+	if err := ValidateRestock(quantity); err != nil {
+		return Product{}, err
+	}
+	var out Product
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		if err := restock(ctx, tx, sku, quantity); err != nil {
+			return err
+		}
+		var err error
+		out, err = s.productUpdated(ctx, tx, sku)
+		return err
+	})
+	return out, err
+}
+
+func (s *Service) productUpdated(ctx context.Context, tx *sqldb.Tx, sku string) (Product, error) {
+	p, err := getProduct(ctx, tx, sku)
+	if err != nil {
+		return Product{}, err
+	}
+	return p, s.outbox.Emit(ctx, tx, source, event.ProductUpdated, p.SKU, event.Product(p), nil)
+}
+
+// Product returns one product. Errors: NotFound.
+func (s *Service) Product(ctx context.Context, sku string) (Product, error) {
+	return getProduct(ctx, s.db, sku)
+}
+
+// Consumer is the saga consumer's configuration and handler.
+func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{event.OrderPlaced, event.OrderCancelled, event.ShipmentCreated}}
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
+}
+
+func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	switch ev.Type {
+	case event.OrderPlaced:
+		var d event.Placed
+		if err := ev.DecodeData(&d); err != nil {
+			return err
+		}
+		return s.reserve(ctx, tx, ev, d)
+	case event.OrderCancelled:
+		var d event.Cancelled
+		if err := ev.DecodeData(&d); err != nil {
+			return err
+		}
+		return s.release(ctx, tx, ev, d.OrderID)
+	case event.ShipmentCreated:
+		var d event.Shipment
+		if err := ev.DecodeData(&d); err != nil {
+			return err
+		}
+		return s.commit(ctx, tx, ev, d.OrderID)
+	}
+	return bus.Permanent(fmt.Errorf("inventory does not handle %s", ev.Type))
+}
+
+// reserve reserves every line of the order or none. An order seen before
+// (or cancelled before it was placed) is left alone.
+func (s *Service) reserve(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Placed) error {
+	state, err := orderState(ctx, tx, d.OrderID)
+	if err != nil || state != "" {
+		return err
+	}
+	sku, reason, err := tryReserve(ctx, tx, d.OrderID, d.Items)
+	if err != nil {
+		return fmt.Errorf("reserve stock for %s: %w", d.OrderID, err)
+	}
+	if sku != "" {
+		if err := setOrderState(ctx, tx, d.OrderID, stateRejected); err != nil {
+			return err
+		}
+		return s.outbox.Emit(ctx, tx, source, event.StockRejected, d.OrderID, event.Rejected{OrderID: d.OrderID, SKU: sku, Reason: reason}, &ev)
+	}
+	if err := setOrderState(ctx, tx, d.OrderID, stateReserved); err != nil {
+		return err
+	}
+	return s.outbox.Emit(ctx, tx, source, event.StockReserved, d.OrderID, event.Reserved{OrderID: d.OrderID, Items: d.Items}, &ev)
+}
+
+// release gives an order's stock back, whether reserved or already
+// committed; an order not seen yet is marked so it is never reserved.
+func (s *Service) release(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string) error {
+	state, err := orderState(ctx, tx, orderID)
+	if err != nil {
+		return err
+	}
+	var move string
+	switch state {
+	case stateReserved:
+		move = releaseReserved
+	case stateCommitted:
+		move = releaseCommitted
+	case "":
+		return setOrderState(ctx, tx, orderID, stateCancelled)
+	default:
+		return nil // rejected, released or cancelled: nothing held
+	}
+	if err := moveReserved(ctx, tx, orderID, move); err != nil {
+		return fmt.Errorf("release stock of %s: %w", orderID, err)
+	}
+	if err := setOrderState(ctx, tx, orderID, stateReleased); err != nil {
+		return err
+	}
+	return s.outbox.Emit(ctx, tx, source, event.StockReleased, orderID, event.OrderRef{OrderID: orderID}, &ev)
+}
+
+// commit turns an order's reservation into committed stock when it ships.
+func (s *Service) commit(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string) error {
+	state, err := orderState(ctx, tx, orderID)
+	if err != nil || state != stateReserved {
+		return err
+	}
+	if err := moveReserved(ctx, tx, orderID, commitReserved); err != nil {
+		return fmt.Errorf("commit stock of %s: %w", orderID, err)
+	}
+	if err := setOrderState(ctx, tx, orderID, stateCommitted); err != nil {
+		return err
+	}
+	return s.outbox.Emit(ctx, tx, source, event.StockCommitted, orderID, event.OrderRef{OrderID: orderID}, &ev)
+}

@@ -1,0 +1,205 @@
+package inventory
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations is the inventory schema.
+func Migrations() sqldb.Migrations {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return sqldb.Migrations{Component: "inventory", FS: sub}
+}
+
+func forUpdate(tx *sqldb.Tx) string {
+	if tx.Dialect() == sqldb.Postgres {
+		return " FOR UPDATE"
+	}
+	return "" // SQLite: the write transaction already holds the database lock
+}
+
+func insertProduct(ctx context.Context, tx *sqldb.Tx, p NewProduct) error {
+	res, err := tx.Exec(ctx, `INSERT INTO products (sku, name, price_cents, currency, received, available, reserved, committed)
+		VALUES (?, ?, ?, ?, ?, ?, 0, 0) ON CONFLICT (sku) DO NOTHING`, p.SKU, p.Name, p.PriceCents, p.Currency, p.Stock, p.Stock)
+	if err != nil {
+		return fmt.Errorf("insert product %s: %w", p.SKU, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return apperr.New(apperr.Conflict, "sku", "product %s already exists", p.SKU)
+	}
+	return nil
+}
+
+func restock(ctx context.Context, tx *sqldb.Tx, sku string, quantity int) error {
+	res, err := tx.Exec(ctx, "UPDATE products SET received = received + ?, available = available + ? WHERE sku = ?", quantity, quantity, sku)
+	if err != nil {
+		return fmt.Errorf("restock %s: %w", sku, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return apperr.New(apperr.NotFound, "sku", "no product %s", sku)
+	}
+	return nil
+}
+
+type querier interface {
+	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func getProduct(ctx context.Context, q querier, sku string) (Product, error) {
+	var p Product
+	err := q.QueryRow(ctx, "SELECT sku, name, price_cents, currency, available FROM products WHERE sku = ?", sku).
+		Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Available)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Product{}, apperr.New(apperr.NotFound, "sku", "no product %s", sku)
+	}
+	if err != nil {
+		return Product{}, fmt.Errorf("get product %s: %w", sku, err)
+	}
+	return p, nil
+}
+
+func (s *Service) listProducts(ctx context.Context) ([]Product, error) {
+	rows, err := s.db.Query(ctx, "SELECT sku, name, price_cents, currency, available FROM products ORDER BY sku")
+	if err != nil {
+		return nil, fmt.Errorf("list products: %w", err)
+	}
+	defer rows.Close()
+	out := []Product{}
+	for rows.Next() {
+		var p Product
+		if err := rows.Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Available); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// Ledger returns the stock of every SKU by state.
+func (s *Service) Ledger(ctx context.Context) ([]Ledger, error) {
+	rows, err := s.db.Query(ctx, "SELECT sku, received, available, reserved, committed FROM products ORDER BY sku")
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	defer rows.Close()
+	out := []Ledger{}
+	for rows.Next() {
+		var l Ledger
+		if err := rows.Scan(&l.SKU, &l.Received, &l.Available, &l.Reserved, &l.Committed); err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+func orderState(ctx context.Context, tx *sqldb.Tx, orderID string) (string, error) {
+	var state string
+	err := tx.QueryRow(ctx, "SELECT state FROM stock_orders WHERE order_id = ?"+forUpdate(tx), orderID).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return state, err
+}
+
+func setOrderState(ctx context.Context, tx *sqldb.Tx, orderID, state string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO stock_orders (order_id, state) VALUES (?, ?)
+		ON CONFLICT (order_id) DO UPDATE SET state = excluded.state`, orderID, state)
+	return err
+}
+
+// need sums the lines of an order per SKU, sorted (a stable lock order).
+func need(lines []event.Line) ([]string, map[string]int) {
+	qty := map[string]int{}
+	for _, l := range lines {
+		qty[l.SKU] += l.Quantity
+	}
+	skus := make([]string, 0, len(qty))
+	for sku := range qty {
+		skus = append(skus, sku)
+	}
+	sort.Strings(skus)
+	return skus, qty
+}
+
+// tryReserve reserves every line or none. It returns the SKU that could
+// not be reserved ("" on success) and why.
+func tryReserve(ctx context.Context, tx *sqldb.Tx, orderID string, lines []event.Line) (string, string, error) {
+	skus, qty := need(lines)
+	for _, sku := range skus {
+		var available int
+		err := tx.QueryRow(ctx, "SELECT available FROM products WHERE sku = ?"+forUpdate(tx), sku).Scan(&available)
+		if errors.Is(err, sql.ErrNoRows) {
+			return sku, "unknown sku", nil
+		}
+		if err != nil {
+			return "", "", err
+		}
+		if available < qty[sku] {
+			return sku, fmt.Sprintf("insufficient stock: %d available, %d wanted", available, qty[sku]), nil
+		}
+	}
+	for _, sku := range skus {
+		if _, err := tx.Exec(ctx, "UPDATE products SET available = available - ?, reserved = reserved + ? WHERE sku = ?", qty[sku], qty[sku], sku); err != nil {
+			return "", "", err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO reservations (order_id, sku, quantity) VALUES (?, ?, ?)", orderID, sku, qty[sku]); err != nil {
+			return "", "", err
+		}
+	}
+	return "", "", nil
+}
+
+// moveReserved moves an order's reserved units: from reserved to
+// available (release) or to committed (commit), or from committed back to
+// available (release after commit).
+func moveReserved(ctx context.Context, tx *sqldb.Tx, orderID, setClause string) error {
+	rows, err := tx.Query(ctx, "SELECT sku, quantity FROM reservations WHERE order_id = ? ORDER BY sku", orderID)
+	if err != nil {
+		return err
+	}
+	type res struct {
+		sku string
+		q   int
+	}
+	var rs []res
+	for rows.Next() {
+		var r res
+		if err := rows.Scan(&r.sku, &r.q); err != nil {
+			rows.Close()
+			return err
+		}
+		rs = append(rs, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if _, err := tx.Exec(ctx, "UPDATE products SET "+setClause+" WHERE sku = ?", r.q, r.q, r.sku); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const (
+	releaseReserved  = "available = available + ?, reserved = reserved - ?"
+	commitReserved   = "committed = committed + ?, reserved = reserved - ?"
+	releaseCommitted = "available = available + ?, committed = committed - ?"
+)

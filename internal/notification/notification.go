@@ -1,0 +1,145 @@
+// Package notification records one customer message per customer-facing
+// event (placed, confirmed, shipped, completed, cancelled) in its own store.
+package notification
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations is the notifications schema.
+func Migrations() sqldb.Migrations {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return sqldb.Migrations{Component: "notifications", FS: sub}
+}
+
+// ConsumerName is the notifications consumer.
+const ConsumerName = "notifications-send"
+
+// Message is a customer message.
+type Message struct {
+	EventID    string    `json:"event_id"`
+	OrderID    string    `json:"order_id"`
+	CustomerID string    `json:"customer_id"`
+	Type       string    `json:"type"`
+	Subject    string    `json:"subject"`
+	Body       string    `json:"body"`
+	At         time.Time `json:"at"`
+}
+
+// Service records messages.
+type Service struct {
+	db  *sqldb.DB
+	log *slog.Logger
+}
+
+// New returns the notifications service.
+func New(db *sqldb.DB, log *slog.Logger) *Service { return &Service{db: db, log: log} }
+
+// Consumer is the consumer's configuration and handler.
+func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{
+		event.OrderPlaced, event.OrderConfirmed, event.ShipmentCreated, event.OrderCompleted, event.OrderCancelled}}
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
+}
+
+func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	var d struct {
+		CustomerID string `json:"customer_id"`
+		Reason     string `json:"reason"`
+		Tracking   string `json:"tracking"`
+	}
+	if err := ev.DecodeData(&d); err != nil {
+		return err
+	}
+	orderID := ev.Subject
+	if ev.Type == event.OrderPlaced {
+		if _, err := tx.Exec(ctx, "INSERT INTO order_customers (order_id, customer_id) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING", orderID, d.CustomerID); err != nil {
+			return err
+		}
+	}
+	if d.CustomerID == "" {
+		err := tx.QueryRow(ctx, "SELECT customer_id FROM order_customers WHERE order_id = ?", orderID).Scan(&d.CustomerID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("customer of order %s not known yet; will retry", orderID)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	var subject, body string
+	switch ev.Type {
+	case event.OrderPlaced:
+		subject, body = "We received your order", "Order "+orderID+" is being processed."
+	case event.OrderConfirmed:
+		subject, body = "Your order is confirmed", "Order "+orderID+" is paid and will ship soon."
+	case event.ShipmentCreated:
+		subject, body = "Your order has shipped", "Order "+orderID+" is on its way, tracking "+d.Tracking+"."
+	case event.OrderCompleted:
+		subject, body = "Your order is complete", "Thank you for order "+orderID+"."
+	case event.OrderCancelled:
+		subject, body = "Your order was cancelled", "Order "+orderID+" was cancelled ("+d.Reason+"). You have not been charged."
+	default:
+		return bus.Permanent(fmt.Errorf("notifications does not handle %s", ev.Type))
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO messages (event_id, order_id, customer_id, type, subject, body, at_us) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (event_id) DO NOTHING`, ev.ID, orderID, d.CustomerID, ev.Type, subject, body, time.Now().UnixMicro())
+	return err
+}
+
+// Routes mounts the admin view of sent messages.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/admin/notifications", func(w http.ResponseWriter, r *http.Request) {
+		msgs, err := s.Messages(r.Context(), r.URL.Query().Get("order_id"))
+		if err != nil {
+			httpx.Error(w, r, s.log, err)
+			return
+		}
+		httpx.JSON(w, http.StatusOK, msgs)
+	})
+}
+
+// Messages lists messages, of one order when orderID is not empty.
+func (s *Service) Messages(ctx context.Context, orderID string) ([]Message, error) {
+	q := "SELECT event_id, order_id, customer_id, type, subject, body, at_us FROM messages"
+	var args []any
+	if orderID != "" {
+		q += " WHERE order_id = ?"
+		args = append(args, orderID)
+	}
+	rows, err := s.db.Query(ctx, q+" ORDER BY at_us LIMIT 10000", args...)
+	if err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	defer rows.Close()
+	out := []Message{}
+	for rows.Next() {
+		var m Message
+		var at int64
+		if err := rows.Scan(&m.EventID, &m.OrderID, &m.CustomerID, &m.Type, &m.Subject, &m.Body, &at); err != nil {
+			return nil, err
+		}
+		m.At = time.UnixMicro(at).UTC()
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,117 @@
+package payment
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+// Provider is the payment provider as payments uses it.
+type Provider interface {
+	Do(ctx context.Context, op string, req psp.Request) (psp.Operation, error)
+}
+
+// ProviderClient calls the provider over HTTP with a per-attempt timeout,
+// retries with jittered exponential backoff, and a circuit breaker. Every
+// call carries the order id as Idempotency-Key, so a retry of an operation
+// the provider already performed returns its first answer instead of
+// charging again.
+type ProviderClient struct {
+	base     string
+	http     *http.Client
+	breaker  *gobreaker.CircuitBreaker[psp.Operation]
+	attempts int
+}
+
+// ClientConfig configures a ProviderClient.
+type ClientConfig struct {
+	BaseURL  string        // e.g. http://127.0.0.1:8080
+	Timeout  time.Duration // per attempt; zero means 2s
+	Attempts int           // zero means 3
+}
+
+// NewProviderClient returns a client for the provider at cfg.BaseURL.
+func NewProviderClient(cfg ClientConfig) *ProviderClient {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 3
+	}
+	return &ProviderClient{
+		base:     cfg.BaseURL,
+		http:     &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		attempts: cfg.Attempts,
+		breaker: gobreaker.NewCircuitBreaker[psp.Operation](gobreaker.Settings{
+			Name:    "psp",
+			Timeout: 5 * time.Second, // open → half-open
+			ReadyToTrip: func(c gobreaker.Counts) bool {
+				return c.ConsecutiveFailures >= 10
+			},
+		}),
+	}
+}
+
+var _ Provider = (*ProviderClient)(nil)
+
+// errTransient marks a provider failure worth retrying later.
+var errTransient = errors.New("payment provider unavailable")
+
+// Do performs op, retrying transient failures within this call. It returns
+// an error wrapping errTransient when the provider could not be reached.
+func (c *ProviderClient) Do(ctx context.Context, op string, req psp.Request) (psp.Operation, error) {
+	var last error
+	for attempt := range c.attempts {
+		if attempt > 0 {
+			backoff := time.Duration(float64(100*time.Millisecond) * float64(int(1)<<attempt) * (0.5 + rand.Float64()))
+			select {
+			case <-ctx.Done():
+				return psp.Operation{}, fmt.Errorf("%w: %v", errTransient, ctx.Err())
+			case <-time.After(backoff):
+			}
+		}
+		res, err := c.breaker.Execute(func() (psp.Operation, error) { return c.once(ctx, op, req) })
+		if err == nil {
+			return res, nil
+		}
+		last = err
+		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+			break // the breaker is open: give up now, the event is retried later
+		}
+	}
+	return psp.Operation{}, fmt.Errorf("%w: %s %s: %v", errTransient, op, req.OrderID, last)
+}
+
+func (c *ProviderClient) once(ctx context.Context, op string, req psp.Request) (psp.Operation, error) {
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/psp/v1/"+op, bytes.NewReader(body))
+	if err != nil {
+		return psp.Operation{}, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Idempotency-Key", req.OrderID)
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return psp.Operation{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return psp.Operation{}, fmt.Errorf("provider answered %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	var res psp.Operation
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return psp.Operation{}, fmt.Errorf("provider answer: %w", err)
+	}
+	return res, nil
+}

@@ -1,0 +1,286 @@
+// Package psp is a payment-provider simulator: the stand-in for an external
+// card processor. It authorizes, captures, voids and refunds over HTTP,
+// honours Idempotency-Key per operation, keeps a ledger, and can be told to
+// fail (503s), hang past the caller's timeout (after doing the work), or be
+// slow, so the payments service's resilience can be exercised.
+package psp
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations is the provider's ledger schema.
+func Migrations() sqldb.Migrations {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return sqldb.Migrations{Component: "psp", FS: sub}
+}
+
+// Test tokens.
+const (
+	TokenOK                = "tok_ok"
+	TokenDecline           = "tok_decline"
+	TokenInsufficientFunds = "tok_insufficient_funds"
+)
+
+// Operations and outcomes.
+const (
+	OpAuthorize = "authorize"
+	OpCapture   = "capture"
+	OpVoid      = "void"
+	OpRefund    = "refund"
+
+	Approved = "approved" // authorize succeeded
+	Declined = "declined" // authorize refused
+	Done     = "done"     // capture, void or refund took effect
+	Rejected = "rejected" // capture, void or refund not possible in this state
+)
+
+// Faults configures the simulator's misbehaviour.
+type Faults struct {
+	ErrorRate   float64       // share of requests answered 503 without effect
+	TimeoutRate float64       // share of requests that take effect, then hang for Hang
+	Hang        time.Duration // how long a "timeout" hangs; longer than the client's timeout
+	Latency     time.Duration // added to every request
+}
+
+// Request is the body of every operation.
+type Request struct {
+	OrderID     string `json:"order_id"`
+	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
+	Token       string `json:"token,omitempty"`
+}
+
+// Operation is a ledger entry and the answer to a request.
+type Operation struct {
+	ID          int64     `json:"id"`
+	Op          string    `json:"op"`
+	OrderID     string    `json:"order_id"`
+	AmountCents int64     `json:"amount_cents"`
+	Currency    string    `json:"currency"`
+	Outcome     string    `json:"outcome"`
+	Reason      string    `json:"reason,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+// Server is the simulator.
+type Server struct {
+	db     *sqldb.DB
+	faults Faults
+	log    *slog.Logger
+}
+
+// New returns a simulator keeping its ledger in db.
+func New(db *sqldb.DB, faults Faults, log *slog.Logger) *Server {
+	if faults.Hang <= 0 {
+		faults.Hang = 5 * time.Second
+	}
+	return &Server{db: db, faults: faults, log: log}
+}
+
+// Routes mounts the provider API and its admin ledger on mux.
+func (s *Server) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /psp/v1/{op}", s.handleOp)
+	mux.HandleFunc("GET /api/admin/psp/ledger", s.handleLedger)
+}
+
+func (s *Server) handleOp(w http.ResponseWriter, r *http.Request) {
+	op := r.PathValue("op")
+	if op != OpAuthorize && op != OpCapture && op != OpVoid && op != OpRefund {
+		httpx.Error(w, r, s.log, apperr.New(apperr.NotFound, "", "no operation %q", op))
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" || len(key) > 200 {
+		httpx.Error(w, r, s.log, apperr.Invalidf("Idempotency-Key", "header is required (1-200 characters)"))
+		return
+	}
+	var req Request
+	if err := httpx.Decode(r, &req); err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	if req.OrderID == "" {
+		httpx.Error(w, r, s.log, apperr.Invalidf("order_id", "is required"))
+		return
+	}
+	if s.faults.Latency > 0 {
+		time.Sleep(s.faults.Latency)
+	}
+	if rand.Float64() < s.faults.ErrorRate {
+		httpx.Error(w, r, s.log, apperr.New(apperr.Unavailable, "", "simulated provider outage"))
+		return
+	}
+	res, err := s.apply(r.Context(), op, key, req)
+	if err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	if rand.Float64() < s.faults.TimeoutRate {
+		// The operation took effect; the caller will not hear of it in time.
+		select {
+		case <-time.After(s.faults.Hang):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	httpx.JSON(w, http.StatusOK, res)
+}
+
+// apply performs op once per (op, key): a repeat returns the first answer.
+func (s *Server) apply(ctx context.Context, op, key string, req Request) (Operation, error) {
+	var res Operation
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		var err error
+		if res, err = s.find(ctx, tx, op, key); err == nil || !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		res = Operation{Op: op, OrderID: req.OrderID, AmountCents: req.AmountCents, Currency: req.Currency, At: time.Now().UTC()}
+		if err := s.decide(ctx, tx, &res, req.Token); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO psp_operations (op, idem_key, order_id, amount_cents, currency, outcome, reason, at_us)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			res.Op, key, res.OrderID, res.AmountCents, res.Currency, res.Outcome, res.Reason, res.At.UnixMicro()).Scan(&res.ID)
+	})
+	return res, err
+}
+
+func (s *Server) find(ctx context.Context, tx *sqldb.Tx, op, key string) (Operation, error) {
+	var o Operation
+	var at int64
+	err := tx.QueryRow(ctx, `SELECT id, op, order_id, amount_cents, currency, outcome, reason, at_us
+		FROM psp_operations WHERE op = ? AND idem_key = ?`, op, key).
+		Scan(&o.ID, &o.Op, &o.OrderID, &o.AmountCents, &o.Currency, &o.Outcome, &o.Reason, &at)
+	o.At = time.UnixMicro(at).UTC()
+	return o, err
+}
+
+// decide sets the outcome of a new operation from the order's history.
+func (s *Server) decide(ctx context.Context, tx *sqldb.Tx, o *Operation, token string) error {
+	if o.Op == OpAuthorize {
+		switch token {
+		case TokenOK:
+			o.Outcome = Approved
+		case TokenDecline:
+			o.Outcome, o.Reason = Declined, "card_declined"
+		case TokenInsufficientFunds:
+			o.Outcome, o.Reason = Declined, "insufficient_funds"
+		default:
+			o.Outcome, o.Reason = Declined, "invalid_token"
+		}
+		return nil
+	}
+	count := func(op, outcome string) (n int, amount int64, err error) {
+		err = tx.QueryRow(ctx, "SELECT COUNT(*), COALESCE(SUM(amount_cents), 0) FROM psp_operations WHERE order_id = ? AND op = ? AND outcome = ?",
+			o.OrderID, op, outcome).Scan(&n, &amount)
+		return n, amount, err
+	}
+	auths, authAmount, err := count(OpAuthorize, Approved)
+	if err != nil {
+		return err
+	}
+	captures, captured, err := count(OpCapture, Done)
+	if err != nil {
+		return err
+	}
+	voids, _, err := count(OpVoid, Done)
+	if err != nil {
+		return err
+	}
+	refunds, _, err := count(OpRefund, Done)
+	if err != nil {
+		return err
+	}
+	o.Outcome = Rejected
+	switch o.Op {
+	case OpCapture:
+		switch {
+		case auths == 0:
+			o.Reason = "no approved authorization"
+		case voids > 0:
+			o.Reason = "authorization voided"
+		case captures > 0:
+			o.Reason = "already captured"
+		case o.AmountCents > authAmount:
+			o.Reason = "amount exceeds authorization"
+		default:
+			o.Outcome = Done
+		}
+	case OpVoid:
+		switch {
+		case auths == 0:
+			o.Reason = "no approved authorization"
+		case captures > 0:
+			o.Reason = "already captured; refund instead"
+		case voids > 0:
+			o.Reason = "already voided"
+		default:
+			o.Outcome, o.AmountCents = Done, authAmount
+		}
+	case OpRefund:
+		switch {
+		case captures == 0:
+			o.Reason = "nothing captured"
+		case refunds > 0:
+			o.Reason = "already refunded"
+		default:
+			o.Outcome, o.AmountCents = Done, captured
+		}
+	}
+	return nil
+}
+
+// Ledger lists operations, of one order when orderID is not empty.
+func (s *Server) Ledger(ctx context.Context, orderID string) ([]Operation, error) {
+	q := "SELECT id, op, order_id, amount_cents, currency, outcome, reason, at_us FROM psp_operations"
+	var args []any
+	if orderID != "" {
+		q += " WHERE order_id = ?"
+		args = append(args, orderID)
+	}
+	rows, err := s.db.Query(ctx, q+" ORDER BY id", args...)
+	if err != nil {
+		return nil, fmt.Errorf("psp ledger: %w", err)
+	}
+	defer rows.Close()
+	out := []Operation{}
+	for rows.Next() {
+		var o Operation
+		var at int64
+		if err := rows.Scan(&o.ID, &o.Op, &o.OrderID, &o.AmountCents, &o.Currency, &o.Outcome, &o.Reason, &at); err != nil {
+			return nil, err
+		}
+		o.At = time.UnixMicro(at).UTC()
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+func (s *Server) handleLedger(w http.ResponseWriter, r *http.Request) {
+	ops, err := s.Ledger(r.Context(), r.URL.Query().Get("order_id"))
+	if err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	httpx.JSON(w, http.StatusOK, ops)
+}

@@ -1,0 +1,82 @@
+// Package shipping creates a shipment for every confirmed order that has
+// not been cancelled (order.confirmed → shipment.created), once.
+package shipping
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations is the shipping schema.
+func Migrations() sqldb.Migrations {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return sqldb.Migrations{Component: "shipping", FS: sub}
+}
+
+const (
+	source = "ordermesh/shipping"
+	// ConsumerName is the shipping saga consumer.
+	ConsumerName = "shipping-saga"
+	carrier      = "ordermesh-post"
+)
+
+// Service applies the shipping rules.
+type Service struct {
+	db     *sqldb.DB
+	outbox *outbox.Outbox
+}
+
+// New returns the shipping service.
+func New(db *sqldb.DB, o *outbox.Outbox) *Service { return &Service{db: db, outbox: o} }
+
+// Consumer is the saga consumer's configuration and handler.
+func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{event.OrderConfirmed, event.OrderCancelled}}
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
+}
+
+func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	switch ev.Type {
+	case event.OrderConfirmed:
+		var d event.Confirmed
+		if err := ev.DecodeData(&d); err != nil {
+			return err
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		sh := event.Shipment{OrderID: d.OrderID, ShipmentID: id.String(), Carrier: carrier,
+			Tracking: "OM" + strings.ToUpper(strings.ReplaceAll(id.String(), "-", "")[16:])}
+		res, err := tx.Exec(ctx, `INSERT INTO shipments (order_id, state, shipment_id, carrier, tracking) VALUES (?, 'created', ?, ?, ?)
+			ON CONFLICT (order_id) DO NOTHING`, sh.OrderID, sh.ShipmentID, sh.Carrier, sh.Tracking)
+		if err != nil {
+			return fmt.Errorf("create shipment for %s: %w", d.OrderID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // already shipped, or cancelled first
+		}
+		return s.outbox.Emit(ctx, tx, source, event.ShipmentCreated, d.OrderID, sh, &ev)
+	case event.OrderCancelled:
+		_, err := tx.Exec(ctx, "INSERT INTO shipments (order_id, state) VALUES (?, 'cancelled') ON CONFLICT (order_id) DO NOTHING", ev.Subject)
+		return err
+	}
+	return bus.Permanent(fmt.Errorf("shipping does not handle %s", ev.Type))
+}
