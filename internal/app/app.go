@@ -19,17 +19,43 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ordermesh/ordermesh/internal/inventory"
+	"github.com/ordermesh/ordermesh/internal/notification"
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/psp"
+	"github.com/ordermesh/ordermesh/internal/shipping"
 )
 
 // Services lists what `ordermesh serve` can run, in start order.
 var Services = []string{"orders", "inventory", "payments", "shipping", "notifications", "psp", "gateway"}
 
 // storeless services keep no database of their own.
-var storeless = map[string]bool{"psp": true, "gateway": true}
+var storeless = map[string]bool{"gateway": true}
+
+// serviceMigrations are the tables of each service's database, beside the
+// platform's outbox and inbox.
+var serviceMigrations = map[string]func() sqldb.Migrations{
+	"orders":        order.Migrations,
+	"inventory":     inventory.Migrations,
+	"payments":      payment.Migrations,
+	"shipping":      shipping.Migrations,
+	"notifications": notification.Migrations,
+	"psp":           psp.Migrations,
+}
+
+// migrationsOf is everything service's database needs.
+func migrationsOf(service string) []sqldb.Migrations {
+	sets := platformMigrations()
+	if m, ok := serviceMigrations[service]; ok {
+		sets = append(sets, m())
+	}
+	return sets
+}
 
 // Config is everything Start needs.
 type Config struct {
@@ -53,6 +79,14 @@ type Config struct {
 
 	// MaxDeliver is the deliveries an event gets before it is dead-lettered.
 	MaxDeliver int
+	// OrderDeadline is how long an order may stay pending (default 30s).
+	OrderDeadline time.Duration
+	// PSP configures the payment-provider simulator's faults.
+	PSP psp.Faults
+	// PSPURL is where payments finds the provider; empty means this node.
+	PSPURL string
+	// Upstreams maps a service to its instances' base URLs (gateway).
+	Upstreams map[string][]string
 	// OutboxRetention is how long published outbox rows are kept.
 	OutboxRetention time.Duration
 
@@ -115,6 +149,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if err := n.listen(); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	if err := n.startServices(ctx, runCtx, mux); err != nil {
+		return nil, err
+	}
 	for _, st := range n.stores {
 		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.Bus, Retention: cfg.OutboxRetention, Logger: n.log})
 		n.relays.Add(1)
@@ -130,9 +171,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		defer n.relays.Done()
 		n.pruneInboxes(runCtx)
 	}()
-	if err := n.serveHTTP(); err != nil {
-		return nil, err
-	}
+	n.serveHTTP(mux)
 	return n, nil
 }
 
@@ -202,7 +241,7 @@ func (n *Node) openStore(ctx context.Context, service string) error {
 	if err != nil {
 		return fmt.Errorf("%s database: %w", service, err)
 	}
-	if err := db.Migrate(ctx, platformMigrations()...); err != nil {
+	if err := db.Migrate(ctx, migrationsOf(service)...); err != nil {
 		db.Close()
 		return fmt.Errorf("%s database: %w", service, err)
 	}
@@ -245,21 +284,23 @@ func (n *Node) NATSURL() string {
 	return n.cfg.NATSURL
 }
 
-func (n *Node) serveHTTP() error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", n.ready)
+func (n *Node) listen() error {
 	ln, err := net.Listen("tcp", n.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another process using it? pick another with --addr)", n.cfg.Addr, err)
 	}
 	n.listener = ln
+	return nil
+}
+
+func (n *Node) serveHTTP(mux *http.ServeMux) {
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", n.ready)
 	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	n.httpDone = make(chan error, 1)
-	go func() { n.httpDone <- n.http.Serve(ln) }()
-	return nil
+	go func() { n.httpDone <- n.http.Serve(n.listener) }()
 }
 
 // ready answers 200 when the broker is connected and every database

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
 const mainUsage = `ordermesh — event-driven order processing on NATS JetStream
@@ -88,18 +89,25 @@ type commonFlags struct {
 	maxDeliver     int
 	shutdown       time.Duration
 	retention      time.Duration
+	orderDeadline  time.Duration
+	psp            psp.Faults
 }
 
 func (c *commonFlags) register(fs interface {
 	StringVar(*string, string, string, string)
 	IntVar(*int, string, int, string)
 	DurationVar(*time.Duration, string, time.Duration, string)
+	Float64Var(*float64, string, float64, string)
 }) {
 	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.IntVar(&c.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of an event before it is dead-lettered")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&c.retention, "outbox-retention", time.Hour, "how long published outbox rows are kept")
+	fs.DurationVar(&c.orderDeadline, "order-deadline", 30*time.Second, "orders not confirmed by then are cancelled with reason timeout")
+	fs.Float64Var(&c.psp.ErrorRate, "psp-error-rate", 0, "payment-provider simulator: share of requests answered 503 (0-1)")
+	fs.Float64Var(&c.psp.TimeoutRate, "psp-timeout-rate", 0, "payment-provider simulator: share of requests that hang past the client's timeout (0-1)")
+	fs.DurationVar(&c.psp.Latency, "psp-latency", 0, "payment-provider simulator: latency added to every request")
 }
 
 func (c *commonFlags) validate() error {
@@ -108,6 +116,18 @@ func (c *commonFlags) validate() error {
 	}
 	if c.shutdown <= 0 {
 		return usagef("--shutdown-timeout must be positive")
+	}
+	if c.orderDeadline < time.Second {
+		return usagef("--order-deadline must be at least 1s, got %s", c.orderDeadline)
+	}
+	if c.psp.ErrorRate < 0 || c.psp.ErrorRate > 1 {
+		return usagef("--psp-error-rate must be between 0 and 1, got %g", c.psp.ErrorRate)
+	}
+	if c.psp.TimeoutRate < 0 || c.psp.TimeoutRate > 1 {
+		return usagef("--psp-timeout-rate must be between 0 and 1, got %g", c.psp.TimeoutRate)
+	}
+	if c.psp.Latency < 0 {
+		return usagef("--psp-latency must not be negative")
 	}
 	return nil
 }
@@ -139,6 +159,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := Config{
 		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
+		OrderDeadline: c.orderDeadline, PSP: c.psp,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
@@ -160,6 +181,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	natsURL := fs.String("nats", "", "NATS server URL, e.g. nats://127.0.0.1:4222 (required)")
 	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
 	replicas := fs.Int("replicas", 1, "replicas of the streams (3 on a 3-node cluster)")
+	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
+	var upstreams upstreamFlag
+	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -180,6 +204,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *replicas < 1 {
 		return usagef("--replicas must be at least 1")
 	}
+	if service == "payments" && *pspURL == "" {
+		return usagef("serve payments needs --psp-url, the payment provider's base URL")
+	}
+	if service == "gateway" && len(upstreams) == 0 {
+		return usagef("serve gateway needs at least one --upstream SERVICE=URL")
+	}
 	if err := c.validate(); err != nil {
 		return err
 	}
@@ -190,6 +220,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := Config{
 		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, DB: *db, Replicas: *replicas,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
+		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)
@@ -226,7 +257,7 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	targets := map[string]string{}
 	if *db != "" {
 		if !slices.Contains(Services, *service) || storeless[*service] {
-			return usagef("--db needs --service NAME (one of orders, inventory, payments, shipping, notifications)")
+			return usagef("--db needs --service NAME (one of orders, inventory, payments, shipping, notifications, psp)")
 		}
 		targets[*service] = *db
 	} else {
@@ -249,7 +280,7 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return fmt.Errorf("%s: %w", svc, err)
 		}
-		err = d.Migrate(ctx, platformMigrations()...)
+		err = d.Migrate(ctx, migrationsOf(svc)...)
 		d.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", svc, err)
@@ -384,6 +415,26 @@ exposes the embedded broker).`
 		fmt.Fprintf(stdout, "purged %d dead letter(s)\n", n)
 		return nil
 	}
+}
+
+// upstreamFlag collects --upstream SERVICE=URL[,URL…].
+type upstreamFlag map[string][]string
+
+func (u *upstreamFlag) String() string { return fmt.Sprint(map[string][]string(*u)) }
+
+func (u *upstreamFlag) Set(v string) error {
+	svc, urls, ok := strings.Cut(v, "=")
+	if !ok || svc == "" || urls == "" {
+		return fmt.Errorf("want SERVICE=URL[,URL…], got %q", v)
+	}
+	if !slices.Contains(Services, svc) || svc == "gateway" {
+		return fmt.Errorf("unknown service %q", svc)
+	}
+	if *u == nil {
+		*u = upstreamFlag{}
+	}
+	(*u)[svc] = append((*u)[svc], strings.Split(urls, ",")...)
+	return nil
 }
 
 func truncate(s string, n int) string {

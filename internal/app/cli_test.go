@@ -197,7 +197,7 @@ func TestServeStartupFailuresAreClear(t *testing.T) {
 	}{
 		"NATSUnreachable": {[]string{"serve", "orders", "--nats", "nats://127.0.0.1:1", "--db", "sqlite:" + t.TempDir() + "/o.db", "--addr", "127.0.0.1:0"}, "is the broker running"},
 		"DBDirMissing":    {[]string{"serve", "orders", "--nats", s.ClientURL(), "--db", "sqlite:" + t.TempDir() + "/no/such/dir/o.db", "--addr", "127.0.0.1:0"}, "directory"},
-		"AddrInvalid":     {[]string{"serve", "psp", "--nats", s.ClientURL(), "--addr", "nonsense"}, "--addr"},
+		"AddrInvalid":     {[]string{"serve", "gateway", "--nats", s.ClientURL(), "--upstream", "orders=http://127.0.0.1:1", "--addr", "nonsense"}, "--addr"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

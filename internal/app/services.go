@@ -1,0 +1,130 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/inventory"
+	"github.com/ordermesh/ordermesh/internal/notification"
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/payment"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/psp"
+	"github.com/ordermesh/ordermesh/internal/shipping"
+)
+
+// startServices builds each configured service on its store, mounts its
+// routes on mux and starts its consumers and background loops (which end
+// with runCtx).
+func (n *Node) startServices(ctx, runCtx context.Context, mux *http.ServeMux) error {
+	for _, name := range n.cfg.Services {
+		if err := n.startService(ctx, runCtx, mux, name); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, name string) error {
+	st := n.stores[name]
+	log := n.log.With("service", name)
+	switch name {
+	case "inventory":
+		svc := inventory.New(st.db, st.outbox, log)
+		svc.Routes(mux)
+		cfg, h := svc.Consumer()
+		return n.ConsumeBatch(ctx, cfg, h)
+	case "orders":
+		svc := order.New(order.Config{DB: st.db, Outbox: st.outbox, Logger: log, Deadline: n.cfg.OrderDeadline})
+		svc.Routes(mux)
+		n.relays.Add(1)
+		go func() {
+			defer n.relays.Done()
+			svc.RunDeadlines(runCtx, 250*time.Millisecond)
+		}()
+		cfg, h := svc.Consumer()
+		return n.ConsumeBatch(ctx, cfg, h)
+	case "payments":
+		pspURL := n.cfg.PSPURL
+		if pspURL == "" {
+			pspURL = n.URL()
+		}
+		svc := payment.New(st.db, st.outbox, payment.NewProviderClient(payment.ClientConfig{BaseURL: pspURL}), log)
+		cfg, h := svc.Consumer()
+		return n.consume(ctx, cfg, h)
+	case "shipping":
+		cfg, h := shipping.New(st.db, st.outbox).Consumer()
+		return n.ConsumeBatch(ctx, cfg, h)
+	case "notifications":
+		svc := notification.New(st.db, log)
+		svc.Routes(mux)
+		cfg, h := svc.Consumer()
+		return n.ConsumeBatch(ctx, cfg, h)
+	case "psp":
+		psp.New(st.db, n.cfg.PSP, log).Routes(mux)
+		return nil
+	case "gateway":
+		return n.mountGateway(mux)
+	}
+	return fmt.Errorf("unknown service %q", name)
+}
+
+// consume starts a one-event-at-a-time consumer owned by the node.
+func (n *Node) consume(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler) error {
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = n.cfg.MaxDeliver
+	}
+	c, err := n.Bus.Consume(ctx, cfg, h)
+	if err != nil {
+		return err
+	}
+	n.consMu.Lock()
+	n.cons = append(n.cons, c)
+	n.consMu.Unlock()
+	return nil
+}
+
+// gatewayRoutes maps path prefixes to the service that answers them.
+var gatewayRoutes = []struct{ prefix, service string }{
+	{"/api/orders", "orders"},
+	{"/api/products", "inventory"},
+	{"/api/admin/inventory/", "inventory"},
+	{"/api/admin/psp/", "psp"},
+	{"/psp/", "psp"},
+	{"/api/admin/notifications", "notifications"},
+}
+
+// mountGateway proxies /api/… to the configured upstream instances, round
+// robin. (The full gateway — auth, rate limits, balancing policies — is
+// its own issue.)
+func (n *Node) mountGateway(mux *http.ServeMux) error {
+	for _, route := range gatewayRoutes {
+		targets := n.cfg.Upstreams[route.service]
+		if len(targets) == 0 {
+			continue
+		}
+		proxies := make([]*httputil.ReverseProxy, 0, len(targets))
+		for _, t := range targets {
+			u, err := url.Parse(t)
+			if err != nil || u.Scheme == "" || u.Host == "" {
+				return fmt.Errorf("--upstream %s=%q: want an http://host:port URL", route.service, t)
+			}
+			proxies = append(proxies, httputil.NewSingleHostReverseProxy(u))
+		}
+		var next atomic.Uint64
+		handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			proxies[next.Add(1)%uint64(len(proxies))].ServeHTTP(w, r)
+		})
+		mux.Handle(route.prefix, handler)
+		if !strings.HasSuffix(route.prefix, "/") {
+			mux.Handle(route.prefix+"/", handler)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,365 @@
+package order
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+const source = "ordermesh/orders"
+
+// ConsumerName is the orders saga consumer.
+const ConsumerName = "orders-saga"
+
+// Config configures the orders service.
+type Config struct {
+	DB     *sqldb.DB
+	Outbox *outbox.Outbox
+	Logger *slog.Logger
+	// Deadline is how long an order may stay pending before it is
+	// cancelled with reason timeout. Zero means 30s.
+	Deadline time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service applies the order rules.
+type Service struct {
+	db       *sqldb.DB
+	outbox   *outbox.Outbox
+	log      *slog.Logger
+	deadline time.Duration
+	now      func() time.Time
+}
+
+// New returns the orders service.
+func New(cfg Config) *Service {
+	if cfg.Deadline <= 0 {
+		cfg.Deadline = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, now: cfg.Now}
+}
+
+// Placed is the answer to a place request: the response to send, and
+// whether it is a replay of an earlier request with the same key.
+type Placed struct {
+	Status   int
+	Body     []byte
+	OrderID  string
+	Replayed bool
+}
+
+// inFlightTTL is how long a claimed key blocks a duplicate with 409; a
+// claim older than this was left by a crash and may be taken over.
+const inFlightTTL = 30 * time.Second
+
+// Place accepts an order under an idempotency key. The same key with the
+// same body returns the first answer (Replayed); with a different body it
+// is Unprocessable; while the first request still runs it is a Conflict.
+// The key's answer is stored in the order's own transaction. Errors:
+// Invalid, Unprocessable (unknown SKU, mixed currencies, key reuse),
+// Conflict.
+func (s *Service) Place(ctx context.Context, key string, raw []byte, req PlaceRequest) (Placed, error) {
+	if err := req.Validate(); err != nil {
+		return Placed{}, err
+	}
+	sum := sha256.Sum256(raw)
+	hash := hex.EncodeToString(sum[:])
+	if replay, err := s.claimKey(ctx, key, hash); err != nil || replay != nil {
+		if replay != nil {
+			return *replay, nil
+		}
+		return Placed{}, err
+	}
+	var out Placed
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		o, err := s.newOrder(ctx, tx, req)
+		if err != nil {
+			return err
+		}
+		if err := insertOrder(ctx, tx, o, o.CreatedAt.Add(s.deadline)); err != nil {
+			return err
+		}
+		placed := event.Placed{OrderID: o.ID, CustomerID: o.CustomerID, Items: o.Items, TotalCents: o.TotalCents,
+			Currency: o.Currency, PaymentToken: o.paymentToken, ShippingAddress: o.ShippingAddress}
+		if err := s.outbox.Emit(ctx, tx, source, event.OrderPlaced, o.ID, placed, nil); err != nil {
+			return err
+		}
+		body, _ := json.Marshal(o)
+		out = Placed{Status: 202, Body: body, OrderID: o.ID}
+		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET state = 'done', status = ?, response = ? WHERE key = ?", out.Status, string(body), key)
+		return err
+	})
+	if err != nil {
+		// Nothing was stored; free the key so a corrected request can use it.
+		if _, derr := s.db.Exec(context.WithoutCancel(ctx), "DELETE FROM idempotency_keys WHERE key = ? AND state = 'in_flight'", key); derr != nil {
+			s.log.Error("release idempotency key", "key", key, "err", derr)
+		}
+		return Placed{}, err
+	}
+	return out, nil
+}
+
+// claimKey marks key as in flight for this request, or returns the stored
+// answer to replay, or a Conflict / Unprocessable error.
+func (s *Service) claimKey(ctx context.Context, key, hash string) (*Placed, error) {
+	var replay *Placed
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		var (
+			storedHash, state, response string
+			status                      int
+			claimed                     int64
+		)
+		err := tx.QueryRow(ctx, "SELECT request_hash, state, status, response, claimed_us FROM idempotency_keys WHERE key = ?", key).
+			Scan(&storedHash, &state, &status, &response, &claimed)
+		now := s.now()
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			_, err = tx.Exec(ctx, "INSERT INTO idempotency_keys (key, request_hash, state, claimed_us) VALUES (?, ?, 'in_flight', ?)", key, hash, now.UnixMicro())
+			return err
+		case err != nil:
+			return err
+		case storedHash != hash:
+			return apperr.New(apperr.Unprocessable, "Idempotency-Key", "this key was used with a different request body")
+		case state == "done":
+			var id struct {
+				ID string `json:"id"`
+			}
+			json.Unmarshal([]byte(response), &id)
+			replay = &Placed{Status: status, Body: []byte(response), OrderID: id.ID, Replayed: true}
+			return nil
+		case now.Sub(time.UnixMicro(claimed)) < inFlightTTL:
+			return apperr.New(apperr.Conflict, "Idempotency-Key", "a request with this key is still in progress; retry later")
+		default: // a stale claim left by a crash: take it over
+			_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET claimed_us = ? WHERE key = ?", now.UnixMicro(), key)
+			return err
+		}
+	})
+	return replay, err
+}
+
+// newOrder prices the request from the catalog read model.
+func (s *Service) newOrder(ctx context.Context, tx *sqldb.Tx, req PlaceRequest) (Order, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Order{}, err
+	}
+	o := Order{ID: id.String(), CustomerID: req.CustomerID, Status: Pending, Version: 1,
+		ShippingAddress: req.ShippingAddress, CreatedAt: s.now().UTC(), paymentToken: req.PaymentToken,
+		Timeline: []Step{}}
+	for i, it := range req.Items {
+		field := fmt.Sprintf("items[%d].sku", i)
+		cents, currency, err := price(ctx, tx, it.SKU, field)
+		if err != nil {
+			return Order{}, err
+		}
+		if o.Currency == "" {
+			o.Currency = currency
+		} else if currency != o.Currency {
+			return Order{}, apperr.New(apperr.Unprocessable, field, "%s is priced in %s, the order in %s; place separate orders", it.SKU, currency, o.Currency)
+		}
+		o.Items = append(o.Items, event.Line{SKU: it.SKU, Quantity: it.Quantity, UnitPriceCents: cents})
+		o.TotalCents += cents * int64(it.Quantity)
+	}
+	o.Timeline = append(o.Timeline, Step{Type: event.OrderPlaced, At: o.CreatedAt})
+	return o, nil
+}
+
+// Get returns an order. Errors: NotFound.
+func (s *Service) Get(ctx context.Context, id string) (Order, error) {
+	return loadOrder(ctx, s.db, id, false)
+}
+
+// Cancel cancels an order for its customer: allowed until it ships, and a
+// no-op on an already cancelled order. Errors: NotFound, Conflict.
+func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
+	var out Order
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		o, err := loadOrder(ctx, tx, id, true)
+		if err != nil {
+			return err
+		}
+		if !o.Cancellable() {
+			return apperr.New(apperr.Conflict, "", "order %s is %s; it can no longer be cancelled", id, o.Status)
+		}
+		if o.Status != Cancelled {
+			if err := s.cancel(ctx, tx, &o, event.ReasonCustomerRequest, nil); err != nil {
+				return err
+			}
+		}
+		out, err = loadOrder(ctx, tx, id, false)
+		return err
+	})
+	return out, err
+}
+
+// cancel moves o to cancelled with reason and emits order.cancelled, which
+// the other services compensate on.
+func (s *Service) cancel(ctx context.Context, tx *sqldb.Tx, o *Order, reason string, cause *bus.Event) error {
+	o.Status, o.CancelReason = Cancelled, reason
+	ok, err := saveTransition(ctx, tx, o, event.OrderCancelled, s.now())
+	if err != nil || !ok {
+		return errOrError(err, o.ID)
+	}
+	return s.outbox.Emit(ctx, tx, source, event.OrderCancelled, o.ID,
+		event.Cancelled{OrderID: o.ID, CustomerID: o.CustomerID, Reason: reason}, cause)
+}
+
+// errOrError turns a lost optimistic update into a transient error, so the
+// caller's transaction rolls back and the event is retried.
+func errOrError(err error, id string) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("order %s changed concurrently; retry", id)
+}
+
+// Consumer is the saga consumer's configuration and handler.
+func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{
+		event.ProductUpdated, event.StockRejected, event.PaymentAuthorized, event.PaymentFailed,
+		event.ShipmentCreated, event.PaymentCaptured}}
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
+}
+
+func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	if ev.Type == event.ProductUpdated {
+		var p event.Product
+		if err := ev.DecodeData(&p); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO catalog (sku, name, price_cents, currency) VALUES (?, ?, ?, ?)
+			ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents, currency = excluded.currency`,
+			p.SKU, p.Name, p.PriceCents, p.Currency)
+		return err
+	}
+	o, err := loadOrder(ctx, tx, ev.Subject, true)
+	if apperr.KindOf(err) == apperr.NotFound {
+		return bus.Permanent(fmt.Errorf("%s for unknown order %s", ev.Type, ev.Subject))
+	}
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	switch ev.Type {
+	case event.StockRejected:
+		if o.Status == Pending {
+			return s.cancel(ctx, tx, &o, event.ReasonOutOfStock, &ev)
+		}
+	case event.PaymentFailed:
+		if o.Status == Pending {
+			return s.cancel(ctx, tx, &o, event.ReasonPaymentDeclined, &ev)
+		}
+	case event.PaymentAuthorized:
+		if o.Status != Pending {
+			return nil // cancelled meanwhile: payments voids on order.cancelled
+		}
+		o.Status = Confirmed
+		if ok, err := saveTransition(ctx, tx, &o, event.OrderConfirmed, now); err != nil || !ok {
+			return errOrError(err, o.ID)
+		}
+		return s.outbox.Emit(ctx, tx, source, event.OrderConfirmed, o.ID,
+			event.Confirmed{OrderID: o.ID, CustomerID: o.CustomerID, Items: o.Items, ShippingAddress: o.ShippingAddress}, &ev)
+	case event.ShipmentCreated:
+		if o.Status != Confirmed {
+			return nil
+		}
+		o.Status, o.shipped = Shipped, true
+		if ok, err := saveTransition(ctx, tx, &o, event.ShipmentCreated, now); err != nil || !ok {
+			return errOrError(err, o.ID)
+		}
+		return s.completeIfDone(ctx, tx, &o, &ev)
+	case event.PaymentCaptured:
+		if o.captured || (o.Status != Confirmed && o.Status != Shipped) {
+			return nil
+		}
+		o.captured = true
+		if ok, err := saveTransition(ctx, tx, &o, "", now); err != nil || !ok {
+			return errOrError(err, o.ID)
+		}
+		return s.completeIfDone(ctx, tx, &o, &ev)
+	default:
+		return bus.Permanent(fmt.Errorf("orders does not handle %s", ev.Type))
+	}
+	return nil
+}
+
+// completeIfDone completes a shipped order whose payment is captured.
+func (s *Service) completeIfDone(ctx context.Context, tx *sqldb.Tx, o *Order, cause *bus.Event) error {
+	if o.Status != Shipped || !o.captured {
+		return nil
+	}
+	o.Status = Completed
+	if ok, err := saveTransition(ctx, tx, o, event.OrderCompleted, s.now()); err != nil || !ok {
+		return errOrError(err, o.ID)
+	}
+	return s.outbox.Emit(ctx, tx, source, event.OrderCompleted, o.ID, event.OrderRef{OrderID: o.ID, CustomerID: o.CustomerID}, cause)
+}
+
+// RunDeadlines cancels, with reason timeout, every order still pending
+// past its deadline, checking every interval until ctx ends.
+func (s *Service) RunDeadlines(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if err := s.expire(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("order deadlines", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Service) expire(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, "SELECT id FROM orders WHERE status = 'pending' AND deadline_us < ? ORDER BY deadline_us LIMIT 500", s.now().UnixMicro())
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+			o, err := loadOrder(ctx, tx, id, true)
+			if err != nil || o.Status != Pending {
+				return err
+			}
+			return s.cancel(ctx, tx, &o, event.ReasonTimeout, nil)
+		})
+		if err != nil {
+			return fmt.Errorf("expire order %s: %w", id, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package order
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations is the orders schema.
+func Migrations() sqldb.Migrations {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return sqldb.Migrations{Component: "orders", FS: sub}
+}
+
+type querier interface {
+	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
+	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+const orderColumns = `id, customer_id, status, items, total_cents, currency, payment_token, shipping_address,
+	cancel_reason, version, shipped, captured, created_us`
+
+type scanner interface{ Scan(...any) error }
+
+func scanOrder(row scanner) (Order, error) {
+	var (
+		o                 Order
+		items, addr       string
+		shipped, captured int
+		created           int64
+	)
+	if err := row.Scan(&o.ID, &o.CustomerID, &o.Status, &items, &o.TotalCents, &o.Currency, &o.paymentToken, &addr,
+		&o.CancelReason, &o.Version, &shipped, &captured, &created); err != nil {
+		return Order{}, err
+	}
+	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
+		return Order{}, fmt.Errorf("order %s items: %w", o.ID, err)
+	}
+	if err := json.Unmarshal([]byte(addr), &o.ShippingAddress); err != nil {
+		return Order{}, fmt.Errorf("order %s address: %w", o.ID, err)
+	}
+	o.shipped, o.captured = shipped == 1, captured == 1
+	o.CreatedAt = time.UnixMicro(created).UTC()
+	return o, nil
+}
+
+// loadOrder reads an order with its timeline. Errors: NotFound.
+func loadOrder(ctx context.Context, q querier, id string, lock bool) (Order, error) {
+	query := "SELECT " + orderColumns + " FROM orders WHERE id = ?"
+	if tx, ok := q.(*sqldb.Tx); ok && lock && tx.Dialect() == sqldb.Postgres {
+		query += " FOR UPDATE"
+	}
+	o, err := scanOrder(q.QueryRow(ctx, query, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, apperr.New(apperr.NotFound, "id", "no order %s", id)
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("load order %s: %w", id, err)
+	}
+	rows, err := q.Query(ctx, "SELECT type, at_us FROM order_timeline WHERE order_id = ? ORDER BY version", id)
+	if err != nil {
+		return Order{}, fmt.Errorf("load timeline of %s: %w", id, err)
+	}
+	defer rows.Close()
+	o.Timeline = []Step{}
+	for rows.Next() {
+		var s Step
+		var at int64
+		if err := rows.Scan(&s.Type, &at); err != nil {
+			return Order{}, err
+		}
+		s.At = time.UnixMicro(at).UTC()
+		o.Timeline = append(o.Timeline, s)
+	}
+	return o, rows.Err()
+}
+
+func insertOrder(ctx context.Context, tx *sqldb.Tx, o Order, deadline time.Time) error {
+	items, _ := json.Marshal(o.Items)
+	addr, _ := json.Marshal(o.ShippingAddress)
+	_, err := tx.Exec(ctx, `INSERT INTO orders (id, customer_id, status, items, total_cents, currency, payment_token,
+		shipping_address, version, deadline_us, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		o.ID, o.CustomerID, o.Status, string(items), o.TotalCents, o.Currency, o.paymentToken, string(addr),
+		o.Version, deadline.UnixMicro(), o.CreatedAt.UnixMicro())
+	if err != nil {
+		return fmt.Errorf("insert order %s: %w", o.ID, err)
+	}
+	return appendStep(ctx, tx, o.ID, o.Version, event.OrderPlaced, o.CreatedAt)
+}
+
+func appendStep(ctx context.Context, tx *sqldb.Tx, id string, version int, typ string, at time.Time) error {
+	_, err := tx.Exec(ctx, "INSERT INTO order_timeline (order_id, version, type, at_us) VALUES (?, ?, ?, ?)", id, version, typ, at.UnixMicro())
+	return err
+}
+
+// saveTransition writes o's new status and flags with version+1, but only
+// if the stored version is still o.Version (so two instances cannot both
+// move one order), and appends step to the timeline.
+func saveTransition(ctx context.Context, tx *sqldb.Tx, o *Order, step string, at time.Time) (bool, error) {
+	res, err := tx.Exec(ctx, `UPDATE orders SET status = ?, cancel_reason = ?, shipped = ?, captured = ?, version = version + 1
+		WHERE id = ? AND version = ?`, o.Status, o.CancelReason, boolInt(o.shipped), boolInt(o.captured), o.ID, o.Version)
+	if err != nil {
+		return false, fmt.Errorf("update order %s: %w", o.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, nil
+	}
+	o.Version++
+	if step != "" {
+		if err := appendStep(ctx, tx, o.ID, o.Version, step, at); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// price returns the unit price and currency of sku from the catalog read
+// model. Errors: Unprocessable when the SKU is unknown.
+func price(ctx context.Context, tx *sqldb.Tx, sku, field string) (int64, string, error) {
+	var cents int64
+	var currency string
+	err := tx.QueryRow(ctx, "SELECT price_cents, currency FROM catalog WHERE sku = ?", sku).Scan(&cents, &currency)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", apperr.New(apperr.Unprocessable, field, "unknown SKU %s", sku)
+	}
+	return cents, currency, err
+}
+
+func (s *Service) listOrders(ctx context.Context, customerID string, limit int) ([]Order, error) {
+	q := "SELECT " + orderColumns + " FROM orders"
+	var args []any
+	if customerID != "" {
+		q += " WHERE customer_id = ?"
+		args = append(args, customerID)
+	}
+	args = append(args, limit)
+	rows, err := s.db.Query(ctx, q+" ORDER BY created_us DESC LIMIT ?", args...)
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	defer rows.Close()
+	out := []Order{}
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
