@@ -1,0 +1,402 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/inventory"
+	"github.com/ordermesh/ordermesh/internal/notification"
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+// stack is a running node and an HTTP client for it.
+type stack struct {
+	t    *testing.T
+	n    *Node
+	base string
+}
+
+func startStack(t *testing.T, cfg Config) *stack {
+	t.Helper()
+	cfg.Services = Services
+	cfg.Addr = "127.0.0.1:0"
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	n, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close(context.Background()) })
+	return &stack{t: t, n: n, base: n.URL()}
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+func (s *stack) do(method, path string, hdr map[string]string, body any, out any) *http.Response {
+	s.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r = bytes.NewReader(b)
+	case string:
+		r = strings.NewReader(b)
+	default:
+		raw, _ := json.Marshal(b)
+		r = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, s.base+path, r)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			s.t.Fatalf("%s %s: %d %s: %v", method, path, resp.StatusCode, raw, err)
+		}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(raw))
+	return resp
+}
+
+func (s *stack) addProduct(sku string, stock int) {
+	s.t.Helper()
+	resp := s.do("POST", "/api/products", nil, inventory.NewProduct{SKU: sku, Name: "Thing " + sku, PriceCents: 1250, Currency: "EUR", Stock: stock}, nil)
+	if resp.StatusCode != http.StatusCreated {
+		body, _ := io.ReadAll(resp.Body)
+		s.t.Fatalf("create product %s: %d %s", sku, resp.StatusCode, body)
+	}
+	// Orders prices from its own read model, fed by product.updated.
+	bustest.Eventually(s.t, 10*time.Second, "orders to learn "+sku, func() bool {
+		var n int
+		s.n.stores["orders"].db.QueryRow(context.Background(), "SELECT COUNT(*) FROM catalog WHERE sku = ?", sku).Scan(&n)
+		return n == 1
+	})
+}
+
+var address = event.Address{Name: "Ada Lovelace", Line1: "12 St James's Sq", City: "London", PostalCode: "SW1Y 4JH", Country: "GB"}
+
+func orderBody(customer, token string, items ...order.ItemRequest) order.PlaceRequest {
+	return order.PlaceRequest{CustomerID: customer, Items: items, PaymentToken: token, ShippingAddress: address}
+}
+
+var keySeq struct {
+	sync.Mutex
+	n int
+}
+
+func newKey() string {
+	keySeq.Lock()
+	defer keySeq.Unlock()
+	keySeq.n++
+	return fmt.Sprintf("key-%d-%d", time.Now().UnixNano(), keySeq.n)
+}
+
+// place places an order and returns it; the answer must be 202.
+func (s *stack) place(req order.PlaceRequest) order.Order {
+	s.t.Helper()
+	var o order.Order
+	resp := s.do("POST", "/api/orders", map[string]string{"Idempotency-Key": newKey()}, req, &o)
+	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Location") != "/api/orders/"+o.ID {
+		s.t.Fatalf("place: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	return o
+}
+
+func (s *stack) get(id string) order.Order {
+	s.t.Helper()
+	var o order.Order
+	if resp := s.do("GET", "/api/orders/"+id, nil, nil, &o); resp.StatusCode != http.StatusOK {
+		s.t.Fatalf("get %s: %d", id, resp.StatusCode)
+	}
+	return o
+}
+
+// settle waits until every order is completed or cancelled and returns them.
+func (s *stack) settle(ids []string, timeout time.Duration) map[string]order.Order {
+	s.t.Helper()
+	out := map[string]order.Order{}
+	bustest.Eventually(s.t, timeout, fmt.Sprintf("%d orders to complete or cancel", len(ids)), func() bool {
+		for _, id := range ids {
+			if o, ok := out[id]; ok && o.Terminal() {
+				continue
+			}
+			o := s.get(id)
+			if !o.Terminal() {
+				return false
+			}
+			out[id] = o
+		}
+		return true
+	})
+	return out
+}
+
+// checkInvariants asserts DESIGN.md §5 over the whole system once it has
+// settled: stock balanced and nothing left reserved, at most one capture
+// per order and no net charge on a cancelled one, one notification per
+// event, no dead letters, and every emitted payload valid per its schema.
+func (s *stack) checkInvariants(orders map[string]order.Order) {
+	s.t.Helper()
+	var ledger []inventory.Ledger
+	bustest.Eventually(s.t, 15*time.Second, "no stock left reserved", func() bool {
+		s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
+		for _, l := range ledger {
+			if l.Reserved != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, l := range ledger {
+		if l.Received != l.Available+l.Reserved+l.Committed {
+			s.t.Errorf("SKU %s unbalanced: %+v", l.SKU, l)
+		}
+	}
+	// Payments settle after orders do (a void follows the cancel), so wait
+	// for the provider's ledger to show no net charge on cancelled orders.
+	var ops []psp.Operation
+	bustest.Eventually(s.t, 15*time.Second, "cancelled orders to carry no charge", func() bool {
+		s.do("GET", "/api/admin/psp/ledger", nil, nil, &ops)
+		net := map[string]int64{}
+		for _, op := range ops {
+			if op.Outcome != psp.Done {
+				continue
+			}
+			switch op.Op {
+			case psp.OpCapture:
+				net[op.OrderID] += op.AmountCents
+			case psp.OpRefund:
+				net[op.OrderID] -= op.AmountCents
+			}
+		}
+		for id, o := range orders {
+			if o.Status == order.Cancelled && net[id] != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	captures := map[string]int{}
+	for _, op := range ops {
+		if op.Op == psp.OpCapture && op.Outcome == psp.Done {
+			captures[op.OrderID]++
+		}
+	}
+	for id, o := range orders {
+		if captures[id] > 1 {
+			s.t.Errorf("order %s captured %d times", id, captures[id])
+		}
+		if o.Status == order.Completed && captures[id] != 1 {
+			s.t.Errorf("completed order %s has %d captures, want 1", id, captures[id])
+		}
+		seen := map[string]bool{}
+		for _, step := range o.Timeline {
+			if seen[step.Type] {
+				s.t.Errorf("order %s timeline repeats %s: %+v", id, step.Type, o.Timeline)
+			}
+			seen[step.Type] = true
+		}
+	}
+	var msgs []notification.Message
+	s.do("GET", "/api/admin/notifications", nil, nil, &msgs)
+	perOrderType := map[string]int{}
+	for _, m := range msgs {
+		perOrderType[m.OrderID+" "+m.Type]++
+	}
+	for k, n := range perOrderType {
+		if n != 1 {
+			s.t.Errorf("%d notifications for %s, want 1", n, k)
+		}
+	}
+	if dls, err := s.n.Bus.DeadLetters(context.Background()); err != nil || len(dls) != 0 {
+		s.t.Errorf("dead letters: %v %+v", err, dls)
+	}
+	schemas, err := event.LoadSchemas()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, ev := range streamEvents(s.t, s.n) {
+		if err := schemas.Validate(ev.Type, ev.Data); err != nil {
+			s.t.Errorf("contract: %s %s from %s: %v", ev.Type, ev.ID, ev.Source, err)
+		}
+	}
+}
+
+func streamEvents(t *testing.T, n *Node) []bus.Event {
+	t.Helper()
+	ctx := context.Background()
+	st, err := n.Bus.JetStream().Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []bus.Event
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		raw, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		ev, err := bus.Decode(raw.Header, raw.Data)
+		if err != nil {
+			t.Fatalf("EVENTS seq %d: %v", seq, err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func TestOrderSaga(t *testing.T) {
+	s := startStack(t, Config{})
+	s.addProduct("MUG", 5)
+	s.addProduct("TEA", 100)
+
+	ok := s.place(orderBody("alice", psp.TokenOK, order.ItemRequest{SKU: "MUG", Quantity: 2}, order.ItemRequest{SKU: "TEA", Quantity: 3}))
+	if ok.Status != order.Pending || ok.TotalCents != 5*1250 || ok.Currency != "EUR" || ok.Version != 1 {
+		t.Fatalf("placed order = %+v", ok)
+	}
+	noStock := s.place(orderBody("bob", psp.TokenOK, order.ItemRequest{SKU: "MUG", Quantity: 4}))
+	declined := s.place(orderBody("carol", psp.TokenDecline, order.ItemRequest{SKU: "TEA", Quantity: 1}))
+	poor := s.place(orderBody("dave", psp.TokenInsufficientFunds, order.ItemRequest{SKU: "TEA", Quantity: 1}))
+
+	got := s.settle([]string{ok.ID, noStock.ID, declined.ID, poor.ID}, 20*time.Second)
+	want := map[string][2]string{
+		ok.ID:       {order.Completed, ""},
+		noStock.ID:  {order.Cancelled, event.ReasonOutOfStock},
+		declined.ID: {order.Cancelled, event.ReasonPaymentDeclined},
+		poor.ID:     {order.Cancelled, event.ReasonPaymentDeclined},
+	}
+	for id, w := range want {
+		if got[id].Status != w[0] || got[id].CancelReason != w[1] {
+			t.Errorf("order %s = %s/%q, want %s/%q", id, got[id].Status, got[id].CancelReason, w[0], w[1])
+		}
+	}
+	var steps []string
+	for _, st := range got[ok.ID].Timeline {
+		steps = append(steps, st.Type)
+	}
+	if strings.Join(steps, ",") != "order.placed,order.confirmed,shipment.created,order.completed" {
+		t.Errorf("timeline of the completed order = %v", steps)
+	}
+	s.checkInvariants(got)
+
+	var ledger []inventory.Ledger
+	s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
+	for _, l := range ledger {
+		if l.SKU == "MUG" && (l.Committed != 2 || l.Available != 3) {
+			t.Errorf("MUG ledger = %+v, want 2 committed, 3 available", l)
+		}
+	}
+	var msgs []notification.Message
+	s.do("GET", "/api/admin/notifications?order_id="+ok.ID, nil, nil, &msgs)
+	if len(msgs) != 4 {
+		t.Errorf("%d notifications for the completed order, want placed, confirmed, shipped, completed: %+v", len(msgs), msgs)
+	}
+	if resp := s.do("POST", "/api/orders/"+ok.ID+"/cancel", nil, nil, nil); resp.StatusCode != http.StatusConflict {
+		t.Errorf("cancel of a completed order = %d, want 409", resp.StatusCode)
+	}
+}
+
+func TestOversell(t *testing.T) {
+	s := startStack(t, Config{})
+	s.addProduct("LIMITED", 10)
+	ids := make([]string, 50)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids[i] = s.place(orderBody(fmt.Sprintf("c%d", i), psp.TokenOK, order.ItemRequest{SKU: "LIMITED", Quantity: 1})).ID
+		}()
+	}
+	wg.Wait()
+	got := s.settle(ids, 30*time.Second)
+	completed, outOfStock := 0, 0
+	for _, o := range got {
+		switch {
+		case o.Status == order.Completed:
+			completed++
+		case o.Status == order.Cancelled && o.CancelReason == event.ReasonOutOfStock:
+			outOfStock++
+		default:
+			t.Errorf("order %s ended %s/%s", o.ID, o.Status, o.CancelReason)
+		}
+	}
+	if completed != 10 || outOfStock != 40 {
+		t.Fatalf("%d completed, %d cancelled out_of_stock; want 10 and 40", completed, outOfStock)
+	}
+	s.checkInvariants(got)
+}
+
+func TestProviderFaults(t *testing.T) {
+	s := startStack(t, Config{PSP: psp.Faults{ErrorRate: 0.3, TimeoutRate: 0.15, Hang: 2500 * time.Millisecond}})
+	s.addProduct("WIDGET", 1000)
+	var ids []string
+	for i := range 30 {
+		token := psp.TokenOK
+		if i%5 == 4 {
+			token = psp.TokenDecline
+		}
+		ids = append(ids, s.place(orderBody(fmt.Sprintf("c%d", i), token, order.ItemRequest{SKU: "WIDGET", Quantity: 1})).ID)
+	}
+	got := s.settle(ids, 60*time.Second)
+	for _, o := range got {
+		if o.Status == order.Cancelled && o.CancelReason != event.ReasonPaymentDeclined && o.CancelReason != event.ReasonTimeout {
+			t.Errorf("order %s cancelled for %s", o.ID, o.CancelReason)
+		}
+	}
+	s.checkInvariants(got)
+}
+
+func TestCustomerCancelAndDeadline(t *testing.T) {
+	// A slow provider keeps orders pending long enough to cancel them, and
+	// past a short deadline.
+	s := startStack(t, Config{PSP: psp.Faults{Latency: 1500 * time.Millisecond}, OrderDeadline: time.Second})
+	s.addProduct("SLOW", 10)
+	cancelled := s.place(orderBody("erin", psp.TokenOK, order.ItemRequest{SKU: "SLOW", Quantity: 2}))
+	var c order.Order
+	if resp := s.do("POST", "/api/orders/"+cancelled.ID+"/cancel", nil, nil, &c); resp.StatusCode != http.StatusAccepted ||
+		c.Status != order.Cancelled || c.CancelReason != event.ReasonCustomerRequest {
+		t.Fatalf("cancel = %d %+v", resp.StatusCode, c)
+	}
+	expired := s.place(orderBody("frank", psp.TokenOK, order.ItemRequest{SKU: "SLOW", Quantity: 3}))
+	got := s.settle([]string{cancelled.ID, expired.ID}, 20*time.Second)
+	if o := got[expired.ID]; o.Status != order.Cancelled || o.CancelReason != event.ReasonTimeout {
+		t.Errorf("expired order = %s/%s, want cancelled/timeout", o.Status, o.CancelReason)
+	}
+	if got[cancelled.ID].CancelReason != event.ReasonCustomerRequest {
+		t.Errorf("cancelled order reason = %s", got[cancelled.ID].CancelReason)
+	}
+	s.checkInvariants(got)
+	var ledger []inventory.Ledger
+	s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
+	if len(ledger) != 1 || ledger[0].Available != 10 {
+		t.Errorf("stock not fully released: %+v", ledger)
+	}
+}
