@@ -158,7 +158,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if len(all) != 0 {
 		t.Fatalf("bad input stored %d orders", len(all))
 	}
-	for _, ev := range streamEvents(t, s.n) {
+	for _, ev := range streamEvents(t, s.bus) {
 		if ev.Type == event.OrderPlaced {
 			t.Fatalf("bad input published %s", ev.Type)
 		}

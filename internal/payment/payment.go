@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
@@ -71,6 +72,7 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.Handler) {
 		Name:        ConsumerName,
 		Types:       []string{event.OrderPlaced, event.StockReserved, event.OrderCancelled, event.ShipmentCreated},
 		Concurrency: 32,
+		AckWait:     20 * time.Second, // room for the provider client's retries
 	}, s.handle
 }
 

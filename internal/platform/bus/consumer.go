@@ -73,7 +73,9 @@ type ConsumerConfig struct {
 	// means 256. Consume (one event at a time) ignores it.
 	MaxBatch int
 	// AckWait is how long the broker waits for an acknowledgement before
-	// redelivering, and the handler's deadline. Zero means 30s.
+	// redelivering, and the handler's deadline. It is also how long events
+	// received by a crashed instance wait before another gets them. Zero
+	// means 10s.
 	AckWait time.Duration
 	// Backoff returns the redelivery delay after the given delivery failed
 	// transiently. Nil means exponential from 250ms, capped at 30s, ±20%.
@@ -99,7 +101,7 @@ func (c *ConsumerConfig) validate() error {
 		c.MaxBatch = 256
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = 10 * time.Second
 	}
 	if c.Backoff == nil {
 		c.Backoff = ExponentialBackoff(250*time.Millisecond, 30*time.Second)

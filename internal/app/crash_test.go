@@ -1,0 +1,164 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/inventory"
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// process is `ordermesh run` as a child process.
+type process struct {
+	t                     *testing.T
+	bin, data, addr, nats string
+	cmd                   *exec.Cmd
+}
+
+func (p *process) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, "run", "--data", p.data, "--addr", p.addr, "--nats-listen", p.nats,
+		"--order-deadline", "5s", "--log-level", "warn")
+	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	bustest.Eventually(p.t, 30*time.Second, "ordermesh to be ready", func() bool {
+		resp, err := http.Get("http://" + p.addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func (p *process) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Wait()
+}
+
+// TestCrashUnderLoad runs the real binary, places 500 orders from 16
+// clients, kills the process with SIGKILL twice at random moments and
+// restarts it. Clients retry with the same Idempotency-Key until they get
+// an answer. Every accepted order must end completed or cancelled, with
+// every invariant holding.
+func TestCrashUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the real binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "ordermesh")
+	build := exec.Command("go", "build", "-o", bin, "github.com/ordermesh/ordermesh/cmd/ordermesh")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	p := &process{t: t, bin: bin, data: filepath.Join(dir, "data"), addr: freeAddr(t), nats: freeAddr(t)}
+	p.start()
+	defer p.kill()
+
+	s := &stack{t: t, base: "http://" + p.addr}
+	s.addProduct("CRASH-A", 400)
+	s.addProduct("CRASH-B", 150) // runs out: some orders are cancelled out_of_stock
+
+	const total, clients = 500, 16
+	client := &http.Client{Timeout: 5 * time.Second}
+	var accepted atomic.Int64
+	ids := make([]string, total)
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= total {
+					return
+				}
+				token := []string{psp.TokenOK, psp.TokenOK, psp.TokenOK, psp.TokenDecline}[i%4]
+				sku := []string{"CRASH-A", "CRASH-B"}[i%2]
+				body, _ := json.Marshal(orderBody(fmt.Sprintf("c%d", i%37), token, order.ItemRequest{SKU: sku, Quantity: 1}))
+				key := fmt.Sprintf("crash-%d", i)
+				ids[i] = placeUntilAnswered(client, s.base, key, body)
+				accepted.Add(1)
+			}
+		}()
+	}
+	for _, at := range []int64{50 + rand.Int64N(150), 250 + rand.Int64N(150)} {
+		bustest.Eventually(t, 60*time.Second, fmt.Sprintf("%d orders accepted", at), func() bool { return accepted.Load() >= at })
+		p.kill()
+		t.Logf("killed ordermesh with SIGKILL after %d accepted orders", accepted.Load())
+		p.start()
+	}
+	wg.Wait()
+
+	nc, err := bus.Dial(t.Context(), "nats://"+p.nats, "crash-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if s.bus, err = bus.New(nc, bus.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	got := s.settle(ids, 90*time.Second)
+	counts := map[string]int{}
+	for _, o := range got {
+		counts[o.Status+"/"+o.CancelReason]++
+	}
+	t.Logf("outcomes: %v", counts)
+	s.checkInvariants(got)
+	var ledger []inventory.Ledger
+	s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
+	t.Logf("ledger: %+v", ledger)
+}
+
+// placeUntilAnswered posts an order, retrying through crashes (connection
+// errors, 5xx) with the same key, until it is accepted.
+func placeUntilAnswered(c *http.Client, base, key string, body []byte) string {
+	for {
+		req, _ := http.NewRequest("POST", base+"/api/orders", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := c.Do(req)
+		if err != nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		var o order.Order
+		json.NewDecoder(resp.Body).Decode(&o)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusAccepted {
+			return o.ID
+		}
+		// 422 until orders learns the SKU, 409 while a pre-crash claim is
+		// fresh, 5xx while restarting: try again.
+		time.Sleep(50 * time.Millisecond)
+	}
+}
