@@ -74,6 +74,9 @@ type Config struct {
 	NATSURL string
 	// DB is the service's database (serve mode): sqlite:PATH or postgres://…
 	DB string
+	// DSNs overrides the database of single services (e.g. PostgreSQL
+	// schemas in tests while the rest runs embedded).
+	DSNs map[string]string
 	// Replicas of the streams on an external cluster.
 	Replicas int
 
@@ -223,6 +226,9 @@ func (n *Node) connect(ctx context.Context) error {
 
 // DSN is the database a service uses under cfg.
 func (cfg Config) DSN(service string) (string, error) {
+	if dsn, ok := cfg.DSNs[service]; ok {
+		return dsn, nil
+	}
 	if cfg.DataDir != "" {
 		return "sqlite:" + filepath.Join(cfg.DataDir, service+".db"), nil
 	}

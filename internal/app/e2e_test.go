@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -276,8 +278,30 @@ func streamEvents(t *testing.T, b *bus.Bus) []bus.Event {
 	return out
 }
 
+// eachBackend runs f with SQLite-backed services and, when
+// ORDERMESH_TEST_POSTGRES is set, again with every service on its own
+// PostgreSQL schema.
+func eachBackend(t *testing.T, cfg Config, f func(t *testing.T, s *stack)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, startStack(t, cfg)) })
+	base := os.Getenv(sqldbtest.PostgresEnv)
+	if base == "" {
+		return
+	}
+	t.Run("postgres", func(t *testing.T) {
+		pg := cfg
+		pg.DSNs = map[string]string{}
+		for name := range serviceMigrations {
+			pg.DSNs[name] = sqldbtest.PostgresSchema(t, base)
+		}
+		f(t, startStack(t, pg))
+	})
+}
+
 func TestOrderSaga(t *testing.T) {
-	s := startStack(t, Config{})
+	eachBackend(t, Config{}, testOrderSaga)
+}
+
+func testOrderSaga(t *testing.T, s *stack) {
 	s.addProduct("MUG", 5)
 	s.addProduct("TEA", 100)
 
@@ -328,7 +352,10 @@ func TestOrderSaga(t *testing.T) {
 }
 
 func TestOversell(t *testing.T) {
-	s := startStack(t, Config{})
+	eachBackend(t, Config{}, testOversell)
+}
+
+func testOversell(t *testing.T, s *stack) {
 	s.addProduct("LIMITED", 10)
 	ids := make([]string, 50)
 	var wg sync.WaitGroup
@@ -359,7 +386,10 @@ func TestOversell(t *testing.T) {
 }
 
 func TestProviderFaults(t *testing.T) {
-	s := startStack(t, Config{PSP: psp.Faults{ErrorRate: 0.3, TimeoutRate: 0.15, Hang: 2500 * time.Millisecond}})
+	eachBackend(t, Config{PSP: psp.Faults{ErrorRate: 0.3, TimeoutRate: 0.15, Hang: 2500 * time.Millisecond}}, testProviderFaults)
+}
+
+func testProviderFaults(t *testing.T, s *stack) {
 	s.addProduct("WIDGET", 1000)
 	var ids []string
 	for i := range 30 {
@@ -381,7 +411,10 @@ func TestProviderFaults(t *testing.T) {
 func TestCustomerCancelAndDeadline(t *testing.T) {
 	// A slow provider keeps orders pending long enough to cancel them, and
 	// past a short deadline.
-	s := startStack(t, Config{PSP: psp.Faults{Latency: 1500 * time.Millisecond}, OrderDeadline: time.Second})
+	eachBackend(t, Config{PSP: psp.Faults{Latency: 1500 * time.Millisecond}, OrderDeadline: time.Second}, testCancelAndDeadline)
+}
+
+func testCancelAndDeadline(t *testing.T, s *stack) {
 	s.addProduct("SLOW", 10)
 	cancelled := s.place(orderBody("erin", psp.TokenOK, order.ItemRequest{SKU: "SLOW", Quantity: 2}))
 	var c order.Order
