@@ -170,7 +170,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fmt.Fprintf(stdout, "  NATS:   embedded, in-process only (add --nats-listen 127.0.0.1:4222 to expose it)\n")
 		}
 		fmt.Fprintf(stdout, "  Data:   %s\n", *data)
-		fmt.Fprintf(stdout, "  Try:    curl -s %s/readyz\n", n.URL())
+		fmt.Fprintf(stdout, "\nTry it:\n")
+		fmt.Fprintf(stdout, "  curl -s -XPOST %s/api/products -H 'Content-Type: application/json' \\\n", n.URL())
+		fmt.Fprintf(stdout, "    -d '{\"sku\":\"MUG\",\"name\":\"Mug\",\"price_cents\":1250,\"currency\":\"EUR\",\"stock\":10}'\n")
+		fmt.Fprintf(stdout, "  curl -s -XPOST %s/api/orders -H 'Content-Type: application/json' -H 'Idempotency-Key: try-1' \\\n", n.URL())
+		fmt.Fprintf(stdout, "    -d '{\"customer_id\":\"ada\",\"items\":[{\"sku\":\"MUG\",\"quantity\":1}],\"payment_token\":\"tok_ok\",\n")
+		fmt.Fprintf(stdout, "         \"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\",\"city\":\"Paris\",\"postal_code\":\"75001\",\"country\":\"FR\"}}'\n")
+		fmt.Fprintf(stdout, "  curl -s %s/api/orders/ORDER_ID\n", n.URL())
 	})
 }
 
