@@ -345,9 +345,15 @@ func (n *Node) Close(ctx context.Context) error {
 	var errs []error
 	n.closing.Do(func() {
 		if n.http != nil {
-			if err := n.http.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			// In-flight requests get up to 3s (or ctx's deadline) to finish.
+			// After that the rest is closed: net/http counts a connection that
+			// never sent a request as idle only after 5s, so waiting for those
+			// would only stall the shutdown.
+			hctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			if err := n.http.Shutdown(hctx); err != nil {
+				n.http.Close()
 			}
+			cancel()
 			if err := <-n.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errs = append(errs, err)
 			}
