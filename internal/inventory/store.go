@@ -6,7 +6,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"sort"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
@@ -18,13 +17,7 @@ import (
 var migrations embed.FS
 
 // Migrations is the inventory schema.
-func Migrations() sqldb.Migrations {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // embedded at build time
-	}
-	return sqldb.Migrations{Component: "inventory", FS: sub}
-}
+func Migrations() sqldb.Migrations { return sqldb.Embedded("inventory", migrations) }
 
 func forUpdate(tx *sqldb.Tx) string {
 	if tx.Dialect() == sqldb.Postgres {

@@ -8,7 +8,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"time"
@@ -24,13 +23,7 @@ import (
 var migrations embed.FS
 
 // Migrations is the notifications schema.
-func Migrations() sqldb.Migrations {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // embedded at build time
-	}
-	return sqldb.Migrations{Component: "notifications", FS: sub}
-}
+func Migrations() sqldb.Migrations { return sqldb.Embedded("notifications", migrations) }
 
 // ConsumerName is the notifications consumer.
 const ConsumerName = "notifications-send"

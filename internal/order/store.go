@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
@@ -19,13 +18,7 @@ import (
 var migrations embed.FS
 
 // Migrations is the orders schema.
-func Migrations() sqldb.Migrations {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // embedded at build time
-	}
-	return sqldb.Migrations{Component: "orders", FS: sub}
-}
+func Migrations() sqldb.Migrations { return sqldb.Embedded("orders", migrations) }
 
 type querier interface {
 	QueryRow(ctx context.Context, query string, args ...any) *sql.Row

@@ -12,7 +12,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"time"
 
@@ -28,13 +27,7 @@ import (
 var migrations embed.FS
 
 // Migrations is the payments schema.
-func Migrations() sqldb.Migrations {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // embedded at build time
-	}
-	return sqldb.Migrations{Component: "payments", FS: sub}
-}
+func Migrations() sqldb.Migrations { return sqldb.Embedded("payments", migrations) }
 
 const source = "ordermesh/payments"
 

@@ -11,7 +11,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -26,13 +25,7 @@ import (
 var migrations embed.FS
 
 // Migrations is the provider's ledger schema.
-func Migrations() sqldb.Migrations {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // embedded at build time
-	}
-	return sqldb.Migrations{Component: "psp", FS: sub}
-}
+func Migrations() sqldb.Migrations { return sqldb.Embedded("psp", migrations) }
 
 // Test tokens.
 const (

@@ -6,7 +6,6 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
 	"strings"
 
 	"github.com/google/uuid"
@@ -22,13 +21,7 @@ import (
 var migrations embed.FS
 
 // Migrations is the shipping schema.
-func Migrations() sqldb.Migrations {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // embedded at build time
-	}
-	return sqldb.Migrations{Component: "shipping", FS: sub}
-}
+func Migrations() sqldb.Migrations { return sqldb.Embedded("shipping", migrations) }
 
 const (
 	source = "ordermesh/shipping"

@@ -9,7 +9,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
@@ -21,13 +20,7 @@ import (
 var migrations embed.FS
 
 // Migrations is the inbox table's migration set.
-func Migrations() sqldb.Migrations {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the directory is embedded at build time
-	}
-	return sqldb.Migrations{Component: "inbox", FS: sub}
-}
+func Migrations() sqldb.Migrations { return sqldb.Embedded("inbox", migrations) }
 
 // Seen records that consumer processed eventID in tx and reports whether
 // it had already been recorded (a duplicate delivery).

@@ -20,9 +20,7 @@ import (
 var migrations embed.FS
 
 // Migrations is the outbox table's migration set.
-func Migrations() sqldb.Migrations {
-	return sqldb.Migrations{Component: "outbox", FS: mustSub(migrations, "migrations")}
-}
+func Migrations() sqldb.Migrations { return sqldb.Embedded("outbox", migrations) }
 
 // Outbox writes events into a service's database and wakes the relay of
 // this process when a transaction that wrote some commits.

@@ -53,3 +53,14 @@ func (db *DB) migrate(ctx context.Context, set Migrations) error {
 	_, err = p.Up(ctx)
 	return err
 }
+
+// Embedded returns the migration set of component from fsys, an embed.FS
+// holding a "migrations" directory with "sqlite" and "postgres" inside. It
+// panics if that directory is missing, which is a build-time mistake.
+func Embedded(component string, fsys fs.FS) Migrations {
+	sub, err := fs.Sub(fsys, "migrations")
+	if err != nil {
+		panic(fmt.Sprintf("sqldb: %s migrations: %v", component, err))
+	}
+	return Migrations{Component: component, FS: sub}
+}
