@@ -337,4 +337,3 @@ func (r *Relay) prune(ctx context.Context) {
 		}
 	}
 }
-
