@@ -106,6 +106,7 @@ type Node struct {
 	stores   map[string]*store
 	consMu   sync.Mutex
 	cons     []*bus.Consumer
+	onClose  []func() // run first on Close
 	http     *http.Server
 	listener net.Listener
 	httpDone chan error
@@ -344,6 +345,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (n *Node) Close(ctx context.Context) error {
 	var errs []error
 	n.closing.Do(func() {
+		for _, f := range n.onClose {
+			f()
+		}
 		if n.http != nil {
 			// In-flight requests get up to 3s (or ctx's deadline) to finish.
 			// After that the rest is closed: net/http counts a connection that

@@ -43,6 +43,13 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 	case "orders":
 		svc := order.New(order.Config{DB: st.db, Outbox: st.outbox, Logger: log, Deadline: n.cfg.OrderDeadline})
 		svc.Routes(mux)
+		// Long polls and event streams on any instance are woken by the
+		// broker, whichever instance changed the order.
+		stopWatch, err := n.Bus.OnEvent(svc.Notify)
+		if err != nil {
+			return err
+		}
+		n.onClose = append(n.onClose, stopWatch)
 		n.relays.Add(1)
 		go func() {
 			defer n.relays.Done()

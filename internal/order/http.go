@@ -2,6 +2,11 @@ package order
 
 import (
 	"bytes"
+	"context"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/sse"
 	"io"
 	"net/http"
 	"strconv"
@@ -15,6 +20,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/orders", s.handlePlace)
 	mux.HandleFunc("GET /api/orders", s.handleList)
 	mux.HandleFunc("GET /api/orders/{id}", s.handleGet)
+	mux.HandleFunc("GET /api/orders/{id}/events", s.handleEvents)
 	mux.HandleFunc("POST /api/orders/{id}/cancel", s.handleCancel)
 }
 
@@ -50,13 +56,108 @@ func (s *Service) handlePlace(w http.ResponseWriter, r *http.Request) {
 	w.Write(placed.Body)
 }
 
+// MaxWait is the longest a long-polling GET may wait.
+const MaxWait = 60 * time.Second
+
+// handleGet answers GET /api/orders/{id}, and long-polls with
+// ?wait=DURATION&after_version=N: it answers as soon as the version
+// exceeds N, or 304 when the wait ends with no change.
 func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
-	o, err := s.Get(r.Context(), r.PathValue("id"))
+	q := r.URL.Query()
+	if q.Get("wait") == "" {
+		o, err := s.Get(r.Context(), r.PathValue("id"))
+		if err != nil {
+			httpx.Error(w, r, s.log, err)
+			return
+		}
+		httpx.JSON(w, http.StatusOK, o)
+		return
+	}
+	wait, err := time.ParseDuration(q.Get("wait"))
+	if err != nil || wait <= 0 || wait > MaxWait {
+		httpx.Error(w, r, s.log, apperr.Invalidf("wait", "must be a duration up to %s, such as 25s", MaxWait))
+		return
+	}
+	after, err := strconv.Atoi(q.Get("after_version"))
+	if err != nil || after < 0 {
+		httpx.Error(w, r, s.log, apperr.Invalidf("after_version", "is required with wait: the version you have, 0 or more"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	o, changed, err := s.WaitVersion(ctx, r.PathValue("id"), after)
+	switch {
+	case err != nil:
+		httpx.Error(w, r, s.log, err)
+	case !changed:
+		w.WriteHeader(http.StatusNotModified)
+	default:
+		httpx.JSON(w, http.StatusOK, o)
+	}
+}
+
+// keepAlive is how often an idle event stream gets a comment.
+const keepAlive = 15 * time.Second
+
+// handleEvents streams an order's history, then its changes live, as
+// Server-Sent Events: id = version, event = type, data = the order at that
+// version. Last-Event-ID resumes after that version. The stream ends after
+// a terminal state.
+func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	last, err := sse.LastEventID(r, r.URL.Query().Get("after_version"))
+	if err != nil {
+		httpx.Error(w, r, s.log, apperr.Invalidf("Last-Event-ID", "%v", err))
+		return
+	}
+	changes, err := s.ChangesAfter(r.Context(), id, last)
 	if err != nil {
 		httpx.Error(w, r, s.log, err)
 		return
 	}
-	httpx.JSON(w, http.StatusOK, o)
+	stream, err := sse.Start(w)
+	if err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	ping := time.NewTicker(keepAlive)
+	defer ping.Stop()
+	for {
+		for _, c := range changes {
+			if err := stream.Event(strconv.Itoa(c.Version), c.Type, c.Order); err != nil {
+				return
+			}
+			last = c.Version
+			if c.Type == event.OrderCompleted || c.Type == event.OrderCancelled {
+				return
+			}
+		}
+		woken, stop := s.changes.watch(id)
+		if changes, err = s.ChangesAfter(r.Context(), id, last); err != nil {
+			stop()
+			return
+		}
+		if len(changes) > 0 {
+			stop()
+			continue
+		}
+		select {
+		case <-woken:
+		case <-time.After(recheck):
+		case <-ping.C:
+			if err := stream.Comment("keep-alive"); err != nil {
+				stop()
+				return
+			}
+		case <-r.Context().Done():
+			stop()
+			return
+		}
+		stop()
+		if changes, err = s.ChangesAfter(r.Context(), id, last); err != nil {
+			return
+		}
+	}
 }
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {

@@ -40,7 +40,7 @@ type Order struct {
 	Version         int           `json:"version"`
 	ShippingAddress event.Address `json:"shipping_address"`
 	CreatedAt       time.Time     `json:"created_at"`
-	Timeline        []Step        `json:"timeline"`
+	Timeline        []Step        `json:"timeline,omitempty"`
 
 	paymentToken string
 	shipped      bool

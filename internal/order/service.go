@@ -45,6 +45,7 @@ type Service struct {
 	log      *slog.Logger
 	deadline time.Duration
 	now      func() time.Time
+	changes  *changes
 }
 
 // New returns the orders service.
@@ -58,7 +59,7 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, now: cfg.Now}
+	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, now: cfg.Now, changes: newChanges()}
 }
 
 // Placed is the answer to a place request: the response to send, and
@@ -189,6 +190,49 @@ func (s *Service) newOrder(ctx context.Context, tx *sqldb.Tx, req PlaceRequest) 
 // Get returns an order. Errors: NotFound.
 func (s *Service) Get(ctx context.Context, id string) (Order, error) {
 	return loadOrder(ctx, s.db, id, false)
+}
+
+// Notify tells waiting requests that something happened to order id. The
+// app calls it for every event on the broker (bus.OnEvent), so waiters on
+// every instance hear of changes made anywhere.
+func (s *Service) Notify(id string) { s.changes.notify(id) }
+
+// recheck bounds how long a waiter trusts the broker's wake-up: a missed
+// signal costs at most this much latency.
+const recheck = time.Second
+
+// WaitVersion waits until order id's version exceeds after, or ctx ends.
+// It returns the order and whether it changed. Errors: NotFound.
+func (s *Service) WaitVersion(ctx context.Context, id string, after int) (Order, bool, error) {
+	for {
+		woken, stop := s.changes.watch(id) // before reading: no lost wake-up
+		o, err := s.Get(ctx, id)
+		if err != nil || o.Version > after {
+			stop()
+			return o, err == nil, err
+		}
+		select {
+		case <-woken:
+		case <-time.After(recheck):
+		case <-ctx.Done():
+			stop()
+			return o, false, nil
+		}
+		stop()
+	}
+}
+
+// ChangesAfter returns order id's steps after version after, each with the
+// order as it was then. Errors: NotFound.
+func (s *Service) ChangesAfter(ctx context.Context, id string, after int) ([]Change, error) {
+	cs, err := changesAfter(ctx, s.db, id, after)
+	if err != nil || len(cs) > 0 {
+		return cs, err
+	}
+	if _, err := s.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	return nil, nil
 }
 
 // Cancel cancels an order for its customer: allowed until it ships, and a

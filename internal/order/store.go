@@ -93,12 +93,47 @@ func insertOrder(ctx context.Context, tx *sqldb.Tx, o Order, deadline time.Time)
 	if err != nil {
 		return fmt.Errorf("insert order %s: %w", o.ID, err)
 	}
-	return appendStep(ctx, tx, o.ID, o.Version, event.OrderPlaced, o.CreatedAt)
+	return appendStep(ctx, tx, o, event.OrderPlaced, o.CreatedAt)
 }
 
-func appendStep(ctx context.Context, tx *sqldb.Tx, id string, version int, typ string, at time.Time) error {
-	_, err := tx.Exec(ctx, "INSERT INTO order_timeline (order_id, version, type, at_us) VALUES (?, ?, ?, ?)", id, version, typ, at.UnixMicro())
+// appendStep records that o reached its current version through typ,
+// with o as it is now (without its timeline) for live status streams.
+func appendStep(ctx context.Context, tx *sqldb.Tx, o Order, typ string, at time.Time) error {
+	o.Timeline = nil
+	snapshot, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, "INSERT INTO order_timeline (order_id, version, type, at_us, snapshot) VALUES (?, ?, ?, ?, ?)",
+		o.ID, o.Version, typ, at.UnixMicro(), string(snapshot))
 	return err
+}
+
+// Change is one step of an order with the order as it was then.
+type Change struct {
+	Version int
+	Type    string
+	Order   json.RawMessage
+}
+
+// changesAfter returns the steps of order id after version after, oldest first.
+func changesAfter(ctx context.Context, q querier, id string, after int) ([]Change, error) {
+	rows, err := q.Query(ctx, "SELECT version, type, snapshot FROM order_timeline WHERE order_id = ? AND version > ? ORDER BY version", id, after)
+	if err != nil {
+		return nil, fmt.Errorf("changes of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Change
+	for rows.Next() {
+		var c Change
+		var snap string
+		if err := rows.Scan(&c.Version, &c.Type, &snap); err != nil {
+			return nil, err
+		}
+		c.Order = json.RawMessage(snap)
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // saveTransition writes o's new status and flags with version+1, but only
@@ -115,7 +150,7 @@ func saveTransition(ctx context.Context, tx *sqldb.Tx, o *Order, step string, at
 	}
 	o.Version++
 	if step != "" {
-		if err := appendStep(ctx, tx, o.ID, o.Version, step, at); err != nil {
+		if err := appendStep(ctx, tx, *o, step, at); err != nil {
 			return false, err
 		}
 	}

@@ -196,3 +196,20 @@ func (p *PendingBatch) Wait(ctx context.Context) (errs []error) {
 	}
 	return p.errs
 }
+
+// OnEvent calls f with the subject (ce-subject, e.g. an order id) of every
+// event published from now on, on this connection's goroutine, so f must
+// not block. Every instance that calls it sees every event (no queue
+// group): it is a wake-up signal, not a consumer — nothing is acknowledged
+// and a missed call must be harmless. stop ends the subscription.
+func (b *Bus) OnEvent(f func(subject string)) (stop func(), err error) {
+	sub, err := b.nc.Subscribe(SubjectPrefix+">", func(m *nats.Msg) {
+		if s := m.Header.Get(HeaderSubject); s != "" {
+			f(s)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to %s>: %w", SubjectPrefix, err)
+	}
+	return func() { sub.Unsubscribe() }, nil
+}

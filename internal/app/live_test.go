@@ -1,0 +1,149 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+type sseEvent struct {
+	id, typ string
+	order   order.Order
+}
+
+// readSSE reads events from an order's stream until it ends.
+func readSSE(t *testing.T, base, id string, lastEventID string) []sseEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/orders/"+id+"/events", nil)
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	var out []sseEvent
+	var cur sseEvent
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "id: "):
+			cur.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, "event: "):
+			cur.typ = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &cur.order); err != nil {
+				t.Fatalf("event data: %v", err)
+			}
+		case line == "" && cur.id != "":
+			out = append(out, cur)
+			cur = sseEvent{}
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the stream did not end after a terminal state")
+	}
+	return out
+}
+
+func TestLiveOrderStatus(t *testing.T) {
+	// A slow provider leaves time to watch the order move.
+	s := startStack(t, Config{PSP: psp.Faults{Latency: 300 * time.Millisecond}})
+	s.addProduct("LIVE", 10)
+	o := s.place(orderBody("iris", psp.TokenOK, order.ItemRequest{SKU: "LIVE", Quantity: 1}))
+
+	t.Run("SSEFromTheStart", func(t *testing.T) {
+		evs := readSSE(t, s.base, o.ID, "")
+		var types []string
+		prev := 0
+		for _, e := range evs {
+			v, _ := strconv.Atoi(e.id)
+			if v <= prev || e.order.Version != v {
+				t.Fatalf("event ids not increasing or not the order's version: %+v", evs)
+			}
+			prev = v
+			types = append(types, e.typ)
+		}
+		if strings.Join(types, ",") != "order.placed,order.confirmed,shipment.created,order.completed" ||
+			evs[len(evs)-1].order.Status != order.Completed {
+			t.Fatalf("stream = %v (last status %s)", types, evs[len(evs)-1].order.Status)
+		}
+	})
+	t.Run("SSEResumes", func(t *testing.T) {
+		evs := readSSE(t, s.base, o.ID, "2")
+		if len(evs) != 2 || evs[0].typ != "shipment.created" || evs[1].typ != "order.completed" {
+			t.Fatalf("resumed after 2: %+v", evs)
+		}
+	})
+	t.Run("LongPollAnswersOnChange", func(t *testing.T) {
+		o2 := s.place(orderBody("iris", psp.TokenOK, order.ItemRequest{SKU: "LIVE", Quantity: 1}))
+		var got order.Order
+		resp := s.do("GET", "/api/orders/"+o2.ID+"?wait=20s&after_version=1", nil, nil, &got)
+		if resp.StatusCode != 200 || got.Version < 2 {
+			t.Fatalf("long poll = %d version %d, want 200 and a later version", resp.StatusCode, got.Version)
+		}
+		s.settle([]string{o2.ID}, 20*time.Second)
+	})
+	t.Run("LongPollTimesOutWith304", func(t *testing.T) {
+		final := s.get(o.ID)
+		resp := s.do("GET", "/api/orders/"+o.ID+"?wait=200ms&after_version="+strconv.Itoa(final.Version), nil, nil, nil)
+		if resp.StatusCode != http.StatusNotModified {
+			t.Fatalf("long poll with nothing new = %d, want 304", resp.StatusCode)
+		}
+	})
+	t.Run("BadParameters", func(t *testing.T) {
+		for _, q := range []string{"?wait=forever&after_version=1", "?wait=5m&after_version=1", "?wait=5s", "?wait=5s&after_version=-1"} {
+			if resp := s.do("GET", "/api/orders/"+o.ID+q, nil, nil, nil); resp.StatusCode != 400 {
+				t.Errorf("%s = %d, want 400", q, resp.StatusCode)
+			}
+		}
+		if resp := s.do("GET", "/api/orders/nope/events", nil, nil, nil); resp.StatusCode != 404 {
+			t.Errorf("events of an unknown order = %d, want 404", resp.StatusCode)
+		}
+	})
+}
+
+// TestLongPollOnAnotherInstance places an order on one node and long-polls
+// it on a second orders instance that shares the database and broker but
+// not the process: only the broker can wake it.
+func TestLongPollOnAnotherInstance(t *testing.T) {
+	dir := t.TempDir()
+	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0", PSP: psp.Faults{Latency: 300 * time.Millisecond}})
+	s.addProduct("TWIN", 10)
+	second, err := Start(context.Background(), Config{
+		Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(),
+		DSNs: map[string]string{"orders": "sqlite:" + filepath.Join(dir, "orders.db")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close(context.Background())
+	o := s.place(orderBody("jo", psp.TokenOK, order.ItemRequest{SKU: "TWIN", Quantity: 1}))
+	other := &stack{t: t, base: second.URL()}
+	var got order.Order
+	start := time.Now()
+	if resp := other.do("GET", "/api/orders/"+o.ID+"?wait=20s&after_version=1", nil, nil, &got); resp.StatusCode != 200 || got.Version < 2 {
+		t.Fatalf("long poll on the other instance = %d %+v", resp.StatusCode, got)
+	}
+	t.Logf("the other instance answered after %s", time.Since(start))
+	evs := readSSE(t, second.URL(), o.ID, "")
+	if last := evs[len(evs)-1]; last.typ != "order.completed" && last.typ != "order.cancelled" {
+		t.Fatalf("stream on the other instance ended at %s", last.typ)
+	}
+}

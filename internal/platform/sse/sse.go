@@ -1,0 +1,80 @@
+// Package sse writes Server-Sent Events (text/event-stream).
+package sse
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+)
+
+// Writer writes events to one client and flushes each at once.
+type Writer struct {
+	w http.ResponseWriter
+	f http.Flusher
+}
+
+// Start sends the stream's headers. It fails if the connection cannot
+// flush (then it is no stream).
+func Start(w http.ResponseWriter) (*Writer, error) {
+	f, ok := w.(http.Flusher)
+	if !ok {
+		return nil, errors.New("sse: response writer cannot flush")
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // tell proxies not to buffer
+	w.WriteHeader(http.StatusOK)
+	f.Flush()
+	return &Writer{w: w, f: f}, nil
+}
+
+// Event sends one event. data may span lines; each becomes a data: line.
+func (s *Writer) Event(id, typ string, data []byte) error {
+	var b bytes.Buffer
+	if id != "" {
+		fmt.Fprintf(&b, "id: %s\n", id)
+	}
+	if typ != "" {
+		fmt.Fprintf(&b, "event: %s\n", typ)
+	}
+	for _, line := range bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n")) {
+		b.WriteString("data: ")
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	if _, err := s.w.Write(b.Bytes()); err != nil {
+		return err
+	}
+	s.f.Flush()
+	return nil
+}
+
+// Comment sends a comment line, which keeps idle connections alive.
+func (s *Writer) Comment(text string) error {
+	if _, err := fmt.Fprintf(s.w, ": %s\n\n", text); err != nil {
+		return err
+	}
+	s.f.Flush()
+	return nil
+}
+
+// LastEventID parses the Last-Event-ID header (or the given fallback
+// query value) as a non-negative integer; empty means 0.
+func LastEventID(r *http.Request, fallback string) (int, error) {
+	v := r.Header.Get("Last-Event-ID")
+	if v == "" {
+		v = fallback
+	}
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("Last-Event-ID %q: want a non-negative integer", v)
+	}
+	return n, nil
+}
