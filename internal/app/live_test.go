@@ -147,3 +147,59 @@ func TestLongPollOnAnotherInstance(t *testing.T) {
 		t.Fatalf("stream on the other instance ended at %s", last.typ)
 	}
 }
+
+// TestFirehose reads the admin event stream from the start, then resumes
+// it with Last-Event-ID and gets only what came after.
+func TestFirehose(t *testing.T) {
+	s := startStack(t, Config{})
+	s.addProduct("FIRE", 5)
+	o := s.place(orderBody("kim", psp.TokenOK, order.ItemRequest{SKU: "FIRE", Quantity: 1}))
+	s.settle([]string{o.ID}, 20*time.Second)
+
+	read := func(lastID string, n int) []sseEvent {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.base+"/api/admin/stream", nil)
+		if lastID != "" {
+			req.Header.Set("Last-Event-ID", lastID)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out []sseEvent
+		var cur sseEvent
+		sc := bufio.NewScanner(resp.Body)
+		for len(out) < n && sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				cur.id = strings.TrimPrefix(line, "id: ")
+			case strings.HasPrefix(line, "event: "):
+				cur.typ = strings.TrimPrefix(line, "event: ")
+			case line == "" && cur.id != "":
+				out = append(out, cur)
+				cur = sseEvent{}
+			}
+		}
+		if len(out) < n {
+			t.Fatalf("firehose gave %d events, want %d", len(out), n)
+		}
+		return out
+	}
+	total := len(streamEvents(t, s.bus))
+	all := read("", total)
+	for i, e := range all {
+		if e.id != strconv.Itoa(i+1) {
+			t.Fatalf("event %d has id %s, want the stream sequence %d", i, e.id, i+1)
+		}
+	}
+	if all[0].typ != "product.updated" {
+		t.Fatalf("first event = %s", all[0].typ)
+	}
+	rest := read(all[total-3].id, 2)
+	if rest[0].id != all[total-2].id || rest[1].id != all[total-1].id {
+		t.Fatalf("resumed stream = %+v, want the last two events", rest)
+	}
+}

@@ -2,19 +2,25 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/sse"
 	"github.com/ordermesh/ordermesh/internal/psp"
 	"github.com/ordermesh/ordermesh/internal/shipping"
 )
@@ -77,6 +83,7 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		psp.New(st.db, n.cfg.PSP, log).Routes(mux)
 		return nil
 	case "gateway":
+		mux.HandleFunc("GET /api/admin/stream", n.firehose)
 		return n.mountGateway(mux)
 	}
 	return fmt.Errorf("unknown service %q", name)
@@ -134,4 +141,55 @@ func (n *Node) mountGateway(mux *http.ServeMux) error {
 		}
 	}
 	return nil
+}
+
+// firehose streams every event in EVENTS as Server-Sent Events: id = stream
+// sequence, event = type, data = the CloudEvent in JSON (structured mode).
+// Last-Event-ID resumes from the broker's history.
+func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
+	after, err := sse.LastEventID(r, r.URL.Query().Get("after"))
+	if err != nil {
+		httpx.Error(w, r, n.log, apperr.Invalidf("Last-Event-ID", "%v", err))
+		return
+	}
+	stream, err := sse.Start(w)
+	if err != nil {
+		httpx.Error(w, r, n.log, err)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	var mu sync.Mutex // events and keep-alives must not interleave
+	go func() {
+		ping := time.NewTicker(15 * time.Second)
+		defer ping.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ping.C:
+				// Comments interleave safely only between events, so the
+				// keep-alive goes through the same lock as the events.
+				mu.Lock()
+				err := stream.Comment("keep-alive")
+				mu.Unlock()
+				if err != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	err = n.Bus.Tail(ctx, uint64(after), func(seq uint64, ev bus.Event) error {
+		data, _ := json.Marshal(map[string]any{
+			"specversion": "1.0", "id": ev.ID, "type": ev.Type, "source": ev.Source, "subject": ev.Subject,
+			"time": ev.Time, "correlationid": ev.CorrelationID, "causationid": ev.CausationID, "data": ev.Data,
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		return stream.Event(strconv.FormatUint(seq, 10), ev.Type, data)
+	})
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("firehose", "err", err)
+	}
 }

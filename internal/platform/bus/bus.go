@@ -213,3 +213,44 @@ func (b *Bus) OnEvent(f func(subject string)) (stop func(), err error) {
 	}
 	return func() { sub.Unsubscribe() }, nil
 }
+
+// Tail calls f with every event in EVENTS after stream sequence after, in
+// order, then with new ones as they arrive, until ctx ends or f fails. It
+// reads through an ephemeral ordered consumer, so it needs no cleanup and
+// never affects the durable consumers. Undecodable messages are skipped.
+func (b *Bus) Tail(ctx context.Context, after uint64, f func(seq uint64, ev Event) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	}
+	cons, err := b.js.OrderedConsumer(ctx, StreamEvents, cfg)
+	if err != nil {
+		return fmt.Errorf("tail %s: %w", StreamEvents, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("tail %s: %w", StreamEvents, err)
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("tail %s: %w", StreamEvents, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		ev, err := Decode(msg.Headers(), msg.Data())
+		if err != nil {
+			continue
+		}
+		if err := f(md.Sequence.Stream, ev); err != nil {
+			return err
+		}
+	}
+}
