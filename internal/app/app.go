@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -90,6 +92,8 @@ type Config struct {
 	PSPURL string
 	// Upstreams maps a service to its instances' base URLs (gateway).
 	Upstreams map[string][]string
+	// PprofAddr, when set, serves net/http/pprof there.
+	PprofAddr string
 	// OutboxRetention is how long published outbox rows are kept.
 	OutboxRetention time.Duration
 
@@ -176,7 +180,36 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.pruneInboxes(runCtx)
 	}()
 	n.serveHTTP(mux)
+	if cfg.PprofAddr != "" {
+		if err := n.servePprof(cfg.PprofAddr); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
+}
+
+// servePprof serves the runtime profiles on their own listener, so they are
+// never exposed on the API address by accident.
+func (n *Node) servePprof(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof %s: %w", addr, err)
+	}
+	// Sample blocking and lock contention too: that is where a pipeline
+	// that is slow without being busy spends its time.
+	runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+	runtime.SetMutexProfileFraction(100)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	n.onClose = append(n.onClose, func() { srv.Close() })
+	n.log.Info("pprof listening", "addr", ln.Addr().String())
+	return nil
 }
 
 // InboxRetention is how long inbox records are kept: longer than the EVENTS

@@ -29,6 +29,8 @@ Usage:
   ordermesh migrate [flags]          apply database migrations (also done on start)
   ordermesh dlq list|show ID|replay ID...|replay --all|purge --yes
                                      inspect and replay dead letters
+  ordermesh load [--rate N --duration D | --max]
+                                     load generator: throughput, latency, invariants
   ordermesh version
 
 Run 'ordermesh COMMAND --help' for a command's flags. Every flag can also be
@@ -72,6 +74,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdMigrate(ctx, rest, stdout, stderr)
 	case "dlq":
 		return cmdDLQ(ctx, rest, stdout, stderr)
+	case "load":
+		return cmdLoad(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "ordermesh", Version)
 		return nil
@@ -79,13 +83,14 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, mainUsage)
 		return nil
 	default:
-		return usagef("unknown command %q (commands: run, serve, migrate, dlq, version)", cmd)
+		return usagef("unknown command %q (commands: run, serve, migrate, dlq, load, version)", cmd)
 	}
 }
 
 // commonFlags are the flags shared by run and serve.
 type commonFlags struct {
 	addr, logLevel string
+	pprof          string
 	maxDeliver     int
 	shutdown       time.Duration
 	retention      time.Duration
@@ -101,6 +106,7 @@ func (c *commonFlags) register(fs interface {
 }) {
 	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) for profiling")
 	fs.IntVar(&c.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of an event before it is dead-lettered")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&c.retention, "outbox-retention", time.Hour, "how long published outbox rows are kept")
@@ -159,7 +165,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := Config{
 		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
-		OrderDeadline: c.orderDeadline, PSP: c.psp,
+		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
@@ -226,7 +232,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := Config{
 		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, DB: *db, Replicas: *replicas,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
-		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams,
+		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)

@@ -47,11 +47,12 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		cfg, h := svc.Consumer()
 		return n.ConsumeBatch(ctx, cfg, h)
 	case "orders":
-		svc := order.New(order.Config{DB: st.db, Outbox: st.outbox, Logger: log, Deadline: n.cfg.OrderDeadline})
+		svc := order.New(order.Config{DB: st.db, Outbox: st.outbox, Logger: log, Deadline: n.cfg.OrderDeadline,
+			Changed: func(id string) { n.Bus.Changed("order", id) }})
 		svc.Routes(mux)
 		// Long polls and event streams on any instance are woken by the
 		// broker, whichever instance changed the order.
-		stopWatch, err := n.Bus.OnEvent(svc.Notify)
+		stopWatch, err := n.Bus.OnChanged("order", svc.Notify)
 		if err != nil {
 			return err
 		}
@@ -70,7 +71,7 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		}
 		svc := payment.New(st.db, st.outbox, payment.NewProviderClient(payment.ClientConfig{BaseURL: pspURL}), log)
 		cfg, h := svc.Consumer()
-		return n.consume(ctx, cfg, h)
+		return n.ConsumeBatch(ctx, cfg, h)
 	case "shipping":
 		cfg, h := shipping.New(st.db, st.outbox).Consumer()
 		return n.ConsumeBatch(ctx, cfg, h)
@@ -87,21 +88,6 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		return n.mountGateway(mux)
 	}
 	return fmt.Errorf("unknown service %q", name)
-}
-
-// consume starts a one-event-at-a-time consumer owned by the node.
-func (n *Node) consume(ctx context.Context, cfg bus.ConsumerConfig, h bus.Handler) error {
-	if cfg.MaxDeliver == 0 {
-		cfg.MaxDeliver = n.cfg.MaxDeliver
-	}
-	c, err := n.Bus.Consume(ctx, cfg, h)
-	if err != nil {
-		return err
-	}
-	n.consMu.Lock()
-	n.cons = append(n.cons, c)
-	n.consMu.Unlock()
-	return nil
 }
 
 // gatewayRoutes maps path prefixes to the service that answers them.

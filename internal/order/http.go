@@ -132,8 +132,8 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		woken, stop := s.changes.watch(id)
-		if changes, err = s.ChangesAfter(r.Context(), id, last); err != nil {
+		woken, stop := s.changes.watch(id) // before reading: no lost wake-up
+		if changes, err = changesAfter(r.Context(), s.db, id, last); err != nil {
 			stop()
 			return
 		}
@@ -154,7 +154,7 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		stop()
-		if changes, err = s.ChangesAfter(r.Context(), id, last); err != nil {
+		if changes, err = changesAfter(r.Context(), s.db, id, last); err != nil {
 			return
 		}
 	}

@@ -36,6 +36,9 @@ type Config struct {
 	Deadline time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Changed, if set, is told the id of every order whose committed state
+	// changed; the app broadcasts it through the broker to every instance.
+	Changed func(id string)
 }
 
 // Service applies the order rules.
@@ -46,6 +49,7 @@ type Service struct {
 	deadline time.Duration
 	now      func() time.Time
 	changes  *changes
+	changed  func(id string)
 }
 
 // New returns the orders service.
@@ -59,7 +63,11 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, now: cfg.Now, changes: newChanges()}
+	if cfg.Changed == nil {
+		cfg.Changed = func(string) {}
+	}
+	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, now: cfg.Now,
+		changes: newChanges(), changed: cfg.Changed}
 }
 
 // Placed is the answer to a place request: the response to send, and
@@ -102,6 +110,7 @@ func (s *Service) Place(ctx context.Context, key string, raw []byte, req PlaceRe
 		if err := insertOrder(ctx, tx, o, o.CreatedAt.Add(s.deadline)); err != nil {
 			return err
 		}
+		tx.OnCommit(func() { s.changed(o.ID) })
 		placed := event.Placed{OrderID: o.ID, CustomerID: o.CustomerID, Items: o.Items, TotalCents: o.TotalCents,
 			Currency: o.Currency, PaymentToken: o.paymentToken, ShippingAddress: o.ShippingAddress}
 		if err := s.outbox.Emit(ctx, tx, source, event.OrderPlaced, o.ID, placed, nil); err != nil {
@@ -192,14 +201,14 @@ func (s *Service) Get(ctx context.Context, id string) (Order, error) {
 	return loadOrder(ctx, s.db, id, false)
 }
 
-// Notify tells waiting requests that something happened to order id. The
-// app calls it for every event on the broker (bus.OnEvent), so waiters on
-// every instance hear of changes made anywhere.
+// Notify tells waiting requests that order id changed. The app calls it
+// for every change signal on the broker (see Config.Changed), so waiters
+// on every instance hear of changes made anywhere.
 func (s *Service) Notify(id string) { s.changes.notify(id) }
 
 // recheck bounds how long a waiter trusts the broker's wake-up: a missed
 // signal costs at most this much latency.
-const recheck = time.Second
+const recheck = 5 * time.Second
 
 // WaitVersion waits until order id's version exceeds after, or ctx ends.
 // It returns the order and whether it changed. Errors: NotFound.
@@ -262,12 +271,23 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 // the other services compensate on.
 func (s *Service) cancel(ctx context.Context, tx *sqldb.Tx, o *Order, reason string, cause *bus.Event) error {
 	o.Status, o.CancelReason = Cancelled, reason
-	ok, err := saveTransition(ctx, tx, o, event.OrderCancelled, s.now())
+	ok, err := s.transition(ctx, tx, o, event.OrderCancelled, s.now())
 	if err != nil || !ok {
 		return errOrError(err, o.ID)
 	}
 	return s.outbox.Emit(ctx, tx, source, event.OrderCancelled, o.ID,
 		event.Cancelled{OrderID: o.ID, CustomerID: o.CustomerID, Reason: reason}, cause)
+}
+
+// transition saves o's new state (see saveTransition) and, once the
+// transaction commits, announces the change to waiters on every instance.
+func (s *Service) transition(ctx context.Context, tx *sqldb.Tx, o *Order, step string, at time.Time) (bool, error) {
+	ok, err := saveTransition(ctx, tx, o, step, at)
+	if ok {
+		id := o.ID
+		tx.OnCommit(func() { s.changed(id) })
+	}
+	return ok, err
 }
 
 // errOrError turns a lost optimistic update into a transient error, so the
@@ -298,7 +318,7 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 			p.SKU, p.Name, p.PriceCents, p.Currency)
 		return err
 	}
-	o, err := loadOrder(ctx, tx, ev.Subject, true)
+	o, err := loadState(ctx, tx, ev.Subject, true)
 	if apperr.KindOf(err) == apperr.NotFound {
 		return bus.Permanent(fmt.Errorf("%s for unknown order %s", ev.Type, ev.Subject))
 	}
@@ -320,7 +340,7 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 			return nil // cancelled meanwhile: payments voids on order.cancelled
 		}
 		o.Status = Confirmed
-		if ok, err := saveTransition(ctx, tx, &o, event.OrderConfirmed, now); err != nil || !ok {
+		if ok, err := s.transition(ctx, tx, &o, event.OrderConfirmed, now); err != nil || !ok {
 			return errOrError(err, o.ID)
 		}
 		return s.outbox.Emit(ctx, tx, source, event.OrderConfirmed, o.ID,
@@ -330,7 +350,7 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 			return nil
 		}
 		o.Status, o.shipped = Shipped, true
-		if ok, err := saveTransition(ctx, tx, &o, event.ShipmentCreated, now); err != nil || !ok {
+		if ok, err := s.transition(ctx, tx, &o, event.ShipmentCreated, now); err != nil || !ok {
 			return errOrError(err, o.ID)
 		}
 		return s.completeIfDone(ctx, tx, &o, &ev)
@@ -339,7 +359,7 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 			return nil
 		}
 		o.captured = true
-		if ok, err := saveTransition(ctx, tx, &o, "", now); err != nil || !ok {
+		if ok, err := s.transition(ctx, tx, &o, "", now); err != nil || !ok {
 			return errOrError(err, o.ID)
 		}
 		return s.completeIfDone(ctx, tx, &o, &ev)
@@ -355,7 +375,7 @@ func (s *Service) completeIfDone(ctx context.Context, tx *sqldb.Tx, o *Order, ca
 		return nil
 	}
 	o.Status = Completed
-	if ok, err := saveTransition(ctx, tx, o, event.OrderCompleted, s.now()); err != nil || !ok {
+	if ok, err := s.transition(ctx, tx, o, event.OrderCompleted, s.now()); err != nil || !ok {
 		return errOrError(err, o.ID)
 	}
 	return s.outbox.Emit(ctx, tx, source, event.OrderCompleted, o.ID, event.OrderRef{OrderID: o.ID, CustomerID: o.CustomerID}, cause)
@@ -395,7 +415,7 @@ func (s *Service) expire(ctx context.Context) error {
 	rows.Close()
 	for _, id := range ids {
 		err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-			o, err := loadOrder(ctx, tx, id, true)
+			o, err := loadState(ctx, tx, id, true)
 			if err != nil || o.Status != Pending {
 				return err
 			}

@@ -54,16 +54,9 @@ func scanOrder(row scanner) (Order, error) {
 
 // loadOrder reads an order with its timeline. Errors: NotFound.
 func loadOrder(ctx context.Context, q querier, id string, lock bool) (Order, error) {
-	query := "SELECT " + orderColumns + " FROM orders WHERE id = ?"
-	if tx, ok := q.(*sqldb.Tx); ok && lock && tx.Dialect() == sqldb.Postgres {
-		query += " FOR UPDATE"
-	}
-	o, err := scanOrder(q.QueryRow(ctx, query, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Order{}, apperr.New(apperr.NotFound, "id", "no order %s", id)
-	}
+	o, err := loadState(ctx, q, id, lock)
 	if err != nil {
-		return Order{}, fmt.Errorf("load order %s: %w", id, err)
+		return Order{}, err
 	}
 	rows, err := q.Query(ctx, "SELECT type, at_us FROM order_timeline WHERE order_id = ? ORDER BY version", id)
 	if err != nil {
@@ -81,6 +74,23 @@ func loadOrder(ctx context.Context, q querier, id string, lock bool) (Order, err
 		o.Timeline = append(o.Timeline, s)
 	}
 	return o, rows.Err()
+}
+
+// loadState reads an order without its timeline, for the state machine.
+// Errors: NotFound.
+func loadState(ctx context.Context, q querier, id string, lock bool) (Order, error) {
+	query := "SELECT " + orderColumns + " FROM orders WHERE id = ?"
+	if tx, ok := q.(*sqldb.Tx); ok && lock && tx.Dialect() == sqldb.Postgres {
+		query += " FOR UPDATE"
+	}
+	o, err := scanOrder(q.QueryRow(ctx, query, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, apperr.New(apperr.NotFound, "id", "no order %s", id)
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("load order %s: %w", id, err)
+	}
+	return o, nil
 }
 
 func insertOrder(ctx context.Context, tx *sqldb.Tx, o Order, deadline time.Time) error {
@@ -149,10 +159,11 @@ func saveTransition(ctx context.Context, tx *sqldb.Tx, o *Order, step string, at
 		return false, nil
 	}
 	o.Version++
-	if step != "" {
-		if err := appendStep(ctx, tx, *o, step, at); err != nil {
-			return false, err
-		}
+	if step == "" {
+		return true, nil
+	}
+	if err := appendStep(ctx, tx, *o, step, at); err != nil {
+		return false, err
 	}
 	return true, nil
 }

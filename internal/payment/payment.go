@@ -8,11 +8,10 @@ package payment
 
 import (
 	"context"
-	"database/sql"
 	"embed"
-	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
@@ -57,16 +56,18 @@ func New(db *sqldb.DB, o *outbox.Outbox, provider Provider, log *slog.Logger) *S
 	return &Service{db: db, outbox: o, provider: provider, log: log}
 }
 
-// Consumer is the saga consumer's configuration and handler. Events are
-// handled one at a time (provider calls are slow) by many workers; events
-// of one order go to one worker, in order.
-func (s *Service) Consumer() (bus.ConsumerConfig, bus.Handler) {
+// Consumer is the saga consumer's configuration and handler. Events come
+// in batches: each order's events are decided in sequence (with provider
+// calls, outside any transaction), different orders in parallel, and the
+// whole batch's outcome is committed in one transaction.
+func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	return bus.ConsumerConfig{
 		Name:        ConsumerName,
 		Types:       []string{event.OrderPlaced, event.StockReserved, event.OrderCancelled, event.ShipmentCreated},
-		Concurrency: 32,
+		Concurrency: 8,
+		MaxBatch:    128,
 		AckWait:     20 * time.Second, // room for the provider client's retries
-	}, s.handle
+	}, s.handleBatch
 }
 
 type payment struct {
@@ -75,132 +76,233 @@ type payment struct {
 	cancelled                            bool
 }
 
-func (s *Service) load(ctx context.Context, orderID string) (payment, bool, error) {
-	var p payment
-	var cancelled int
-	err := s.db.QueryRow(ctx, "SELECT order_id, amount_cents, currency, token, state, cancelled, provider_ref FROM payments WHERE order_id = ?", orderID).
-		Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref)
-	if errors.Is(err, sql.ErrNoRows) {
-		return payment{}, false, nil
-	}
-	p.cancelled = cancelled == 1
-	return p, err == nil, err
+// emission is an event to emit once the batch commits.
+type emission struct {
+	typ  string
+	data any
 }
 
-// record commits the outcome of handling ev: the inbox entry, the new
-// state and the event to emit (typ "" for none).
-func (s *Service) record(ctx context.Context, ev bus.Event, update func(tx *sqldb.Tx) error, typ string, data any) error {
-	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		seen, err := inbox.Seen(ctx, tx, ConsumerName, ev.ID)
-		if err != nil || seen {
-			return err
+func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
+	seen, err := s.seen(ctx, evs)
+	if err != nil {
+		return failAll(len(evs), err)
+	}
+	var orderIDs []string
+	groups := map[string][]int{}
+	for i, ev := range evs {
+		if seen[ev.ID] {
+			continue
 		}
-		if update != nil {
-			if err := update(tx); err != nil {
-				return err
+		if _, ok := groups[ev.Subject]; !ok {
+			orderIDs = append(orderIDs, ev.Subject)
+		}
+		groups[ev.Subject] = append(groups[ev.Subject], i)
+	}
+	if len(orderIDs) == 0 {
+		return nil
+	}
+	states, err := s.loadMany(ctx, orderIDs)
+	if err != nil {
+		return failAll(len(evs), err)
+	}
+	errs := make([]error, len(evs))
+	emits := make([]*emission, len(evs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, id := range orderIDs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := states[id]
+			for n, i := range groups[id] {
+				out, err := s.decide(ctx, evs[i], &p)
+				if err != nil {
+					errs[i] = err
+					// Later events of this order wait for this one: retry them after it.
+					for _, j := range groups[id][n+1:] {
+						// %v, not %w: even if that one failed for good, these are retried.
+						errs[j] = fmt.Errorf("waiting for event %s of the same order, which failed: %v", evs[i].ID, err)
+					}
+					break
+				}
+				emits[i] = out
+			}
+			mu.Lock()
+			states[id] = p
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	err = s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		var done []bus.Event
+		touched := map[string]bool{}
+		for i, ev := range evs {
+			if seen[ev.ID] || errs[i] != nil {
+				continue
+			}
+			done = append(done, ev)
+			touched[ev.Subject] = true
+			if e := emits[i]; e != nil {
+				if err := s.outbox.Emit(ctx, tx, source, e.typ, ev.Subject, e.data, &evs[i]); err != nil {
+					return err
+				}
 			}
 		}
-		if typ == "" {
+		if len(done) == 0 {
 			return nil
 		}
-		return s.outbox.Emit(ctx, tx, source, typ, ev.Subject, data, &ev)
-	})
-}
-
-func setState(ctx context.Context, orderID, state, ref string, cancelled bool) func(tx *sqldb.Tx) error {
-	return func(tx *sqldb.Tx) error {
-		c := 0
-		if cancelled {
-			c = 1
+		if err := inbox.Record(ctx, tx, ConsumerName, done); err != nil {
+			return err
 		}
-		_, err := tx.Exec(ctx, "UPDATE payments SET state = ?, provider_ref = ?, cancelled = ? WHERE order_id = ?", state, ref, c, orderID)
-		return err
+		for _, id := range orderIDs {
+			if p := states[id]; touched[id] && p != nil {
+				if err := save(ctx, tx, p); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return failAll(len(evs), err)
 	}
+	for _, e := range errs {
+		if e != nil {
+			return errs
+		}
+	}
+	return nil
 }
 
-func (s *Service) handle(ctx context.Context, ev bus.Event) error {
+func failAll(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+// seen returns which events this consumer has already processed.
+func (s *Service) seen(ctx context.Context, evs []bus.Event) (map[string]bool, error) {
+	args := []any{ConsumerName}
+	for _, ev := range evs {
+		args = append(args, ev.ID)
+	}
+	rows, err := s.db.Query(ctx, "SELECT event_id FROM inbox WHERE consumer = ? AND event_id IN ("+sqldb.Placeholders(len(evs))+")", args...)
+	if err != nil {
+		return nil, fmt.Errorf("inbox lookup: %w", err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		seen[id] = true
+	}
+	return seen, rows.Err()
+}
+
+func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payment, error) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := s.db.Query(ctx, "SELECT order_id, amount_cents, currency, token, state, cancelled, provider_ref FROM payments WHERE order_id IN ("+sqldb.Placeholders(len(ids))+")", args...)
+	if err != nil {
+		return nil, fmt.Errorf("load payments: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]*payment, len(ids))
+	for rows.Next() {
+		var p payment
+		var cancelled int
+		if err := rows.Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref); err != nil {
+			return nil, err
+		}
+		p.cancelled = cancelled == 1
+		out[p.orderID] = &p
+	}
+	return out, rows.Err()
+}
+
+func save(ctx context.Context, tx *sqldb.Tx, p *payment) error {
+	c := 0
+	if p.cancelled {
+		c = 1
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO UPDATE SET amount_cents = excluded.amount_cents,
+		currency = excluded.currency, token = excluded.token, state = excluded.state, cancelled = excluded.cancelled,
+		provider_ref = excluded.provider_ref`, p.orderID, p.amount, p.currency, p.token, p.state, c, p.ref)
+	return err
+}
+
+// decide applies one event to the order's payment *pp (nil if none yet),
+// calling the provider when the event asks for money to move, and returns
+// the event to emit, if any. A provider failure is a transient error.
+func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emission, error) {
+	p := *pp
 	switch ev.Type {
 	case event.OrderPlaced:
 		var d event.Placed
 		if err := ev.DecodeData(&d); err != nil {
-			return err
+			return nil, err
 		}
-		return s.record(ctx, ev, func(tx *sqldb.Tx) error {
-			_, err := tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state) VALUES (?, ?, ?, ?, ?)
-				ON CONFLICT (order_id) DO NOTHING`, d.OrderID, d.TotalCents, d.Currency, d.PaymentToken, statePending)
-			return err
-		}, "", nil)
+		if p == nil {
+			*pp = &payment{orderID: d.OrderID, amount: d.TotalCents, currency: d.Currency, token: d.PaymentToken, state: statePending}
+		} else if p.amount == 0 { // cancelled before it was placed
+			p.amount, p.currency, p.token = d.TotalCents, d.Currency, d.PaymentToken
+		}
+		return nil, nil
 	case event.StockReserved:
-		return s.authorize(ctx, ev)
+		if p == nil {
+			return nil, fmt.Errorf("stock.reserved for %s before its order.placed was recorded; will retry", ev.Subject)
+		}
+		if p.cancelled || p.state != statePending {
+			return nil, nil // late or duplicate
+		}
+		res, err := s.provider.Do(ctx, psp.OpAuthorize, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, Token: p.token})
+		if err != nil {
+			return nil, err
+		}
+		if res.Outcome != psp.Approved {
+			p.state = stateFailed
+			return &emission{event.PaymentFailed, event.PaymentFailure{OrderID: p.orderID, Reason: res.Reason}}, nil
+		}
+		p.state, p.ref = stateAuthorized, fmt.Sprintf("psp_%d", res.ID)
+		return &emission{event.PaymentAuthorized, event.Payment{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, ProviderRef: p.ref}}, nil
 	case event.ShipmentCreated:
-		return s.capture(ctx, ev)
+		if p == nil || p.cancelled || p.state != stateAuthorized {
+			return nil, nil
+		}
+		res, err := s.provider.Do(ctx, psp.OpCapture, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
+		if err != nil {
+			return nil, err
+		}
+		if res.Outcome != psp.Done {
+			return nil, bus.Permanent(fmt.Errorf("capture of %s rejected by the provider: %s", p.orderID, res.Reason))
+		}
+		p.state, p.ref = stateCaptured, fmt.Sprintf("psp_%d", res.ID)
+		return &emission{event.PaymentCaptured, event.Payment{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, ProviderRef: p.ref}}, nil
 	case event.OrderCancelled:
-		return s.compensate(ctx, ev)
+		return s.compensate(ctx, ev, pp)
 	}
-	return bus.Permanent(fmt.Errorf("payments does not handle %s", ev.Type))
-}
-
-func (s *Service) authorize(ctx context.Context, ev bus.Event) error {
-	p, ok, err := s.load(ctx, ev.Subject)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("stock.reserved for %s before its order.placed was recorded; will retry", ev.Subject)
-	}
-	if p.cancelled || p.state != statePending {
-		return s.record(ctx, ev, nil, "", nil) // late or duplicate: nothing to do
-	}
-	res, err := s.provider.Do(ctx, psp.OpAuthorize, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, Token: p.token})
-	if err != nil {
-		return err // transient: redelivered with backoff
-	}
-	if res.Outcome != psp.Approved {
-		return s.record(ctx, ev, setState(ctx, p.orderID, stateFailed, "", false), event.PaymentFailed,
-			event.PaymentFailure{OrderID: p.orderID, Reason: res.Reason})
-	}
-	ref := fmt.Sprintf("psp_%d", res.ID)
-	return s.record(ctx, ev, setState(ctx, p.orderID, stateAuthorized, ref, false), event.PaymentAuthorized,
-		event.Payment{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, ProviderRef: ref})
-}
-
-func (s *Service) capture(ctx context.Context, ev bus.Event) error {
-	p, ok, err := s.load(ctx, ev.Subject)
-	if err != nil {
-		return err
-	}
-	if !ok || p.cancelled || p.state != stateAuthorized {
-		return s.record(ctx, ev, nil, "", nil)
-	}
-	res, err := s.provider.Do(ctx, psp.OpCapture, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
-	if err != nil {
-		return err
-	}
-	if res.Outcome != psp.Done {
-		return bus.Permanent(fmt.Errorf("capture of %s rejected by the provider: %s", p.orderID, res.Reason))
-	}
-	ref := fmt.Sprintf("psp_%d", res.ID)
-	return s.record(ctx, ev, setState(ctx, p.orderID, stateCaptured, ref, false), event.PaymentCaptured,
-		event.Payment{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, ProviderRef: ref})
+	return nil, bus.Permanent(fmt.Errorf("payments does not handle %s", ev.Type))
 }
 
 // compensate undoes what was charged for a cancelled order: a void for an
 // authorization (also attempted while still pending, in case an attempt
 // whose answer was lost did authorize), a refund for a capture.
-func (s *Service) compensate(ctx context.Context, ev bus.Event) error {
-	p, ok, err := s.load(ctx, ev.Subject)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return s.record(ctx, ev, func(tx *sqldb.Tx) error {
-			_, err := tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled) VALUES (?, 0, '', '', ?, 1)
-				ON CONFLICT (order_id) DO UPDATE SET cancelled = 1`, ev.Subject, statePending)
-			return err
-		}, "", nil)
+func (s *Service) compensate(ctx context.Context, ev bus.Event, pp **payment) (*emission, error) {
+	p := *pp
+	if p == nil {
+		*pp = &payment{orderID: ev.Subject, state: statePending, cancelled: true}
+		return nil, nil
 	}
 	if p.cancelled {
-		return s.record(ctx, ev, nil, "", nil)
+		return nil, nil
 	}
 	var op, state, typ string
 	switch p.state {
@@ -209,17 +311,17 @@ func (s *Service) compensate(ctx context.Context, ev bus.Event) error {
 	case stateCaptured:
 		op, state, typ = psp.OpRefund, stateRefunded, event.PaymentRefunded
 	default: // failed, voided, refunded: nothing held
-		return s.record(ctx, ev, setState(ctx, p.orderID, p.state, p.ref, true), "", nil)
+		p.cancelled = true
+		return nil, nil
 	}
 	res, err := s.provider.Do(ctx, op, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	p.cancelled = true
 	if res.Outcome != psp.Done {
-		// Nothing to void (never authorized) or already undone.
-		return s.record(ctx, ev, setState(ctx, p.orderID, p.state, p.ref, true), "", nil)
+		return nil, nil // nothing to void (never authorized) or already undone
 	}
-	ref := fmt.Sprintf("psp_%d", res.ID)
-	return s.record(ctx, ev, setState(ctx, p.orderID, state, ref, true), typ,
-		event.Payment{OrderID: p.orderID, AmountCents: res.AmountCents, Currency: p.currency, ProviderRef: ref})
+	p.state, p.ref = state, fmt.Sprintf("psp_%d", res.ID)
+	return &emission{typ, event.Payment{OrderID: p.orderID, AmountCents: res.AmountCents, Currency: p.currency, ProviderRef: p.ref}}, nil
 }

@@ -183,27 +183,35 @@ func (s *Server) decide(ctx context.Context, tx *sqldb.Tx, o *Operation, token s
 		}
 		return nil
 	}
-	count := func(op, outcome string) (n int, amount int64, err error) {
-		err = tx.QueryRow(ctx, "SELECT COUNT(*), COALESCE(SUM(amount_cents), 0) FROM psp_operations WHERE order_id = ? AND op = ? AND outcome = ?",
-			o.OrderID, op, outcome).Scan(&n, &amount)
-		return n, amount, err
+	// The order's history in one query: count and amount per operation
+	// and outcome.
+	type key struct{ op, outcome string }
+	type tally struct {
+		n      int
+		amount int64
 	}
-	auths, authAmount, err := count(OpAuthorize, Approved)
+	hist := map[key]tally{}
+	rows, err := tx.Query(ctx, `SELECT op, outcome, COUNT(*), COALESCE(SUM(amount_cents), 0)
+		FROM psp_operations WHERE order_id = ? GROUP BY op, outcome`, o.OrderID)
 	if err != nil {
 		return err
 	}
-	captures, captured, err := count(OpCapture, Done)
-	if err != nil {
+	for rows.Next() {
+		var k key
+		var t tally
+		if err := rows.Scan(&k.op, &k.outcome, &t.n, &t.amount); err != nil {
+			rows.Close()
+			return err
+		}
+		hist[k] = t
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return err
 	}
-	voids, _, err := count(OpVoid, Done)
-	if err != nil {
-		return err
-	}
-	refunds, _, err := count(OpRefund, Done)
-	if err != nil {
-		return err
-	}
+	auths, authAmount := hist[key{OpAuthorize, Approved}].n, hist[key{OpAuthorize, Approved}].amount
+	captures, captured := hist[key{OpCapture, Done}].n, hist[key{OpCapture, Done}].amount
+	voids, refunds := hist[key{OpVoid, Done}].n, hist[key{OpRefund, Done}].n
 	o.Outcome = Rejected
 	switch o.Op {
 	case OpCapture:

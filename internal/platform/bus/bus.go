@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -197,19 +198,27 @@ func (p *PendingBatch) Wait(ctx context.Context) (errs []error) {
 	return p.errs
 }
 
-// OnEvent calls f with the subject (ce-subject, e.g. an order id) of every
-// event published from now on, on this connection's goroutine, so f must
-// not block. Every instance that calls it sees every event (no queue
-// group): it is a wake-up signal, not a consumer — nothing is acknowledged
-// and a missed call must be harmless. stop ends the subscription.
-func (b *Bus) OnEvent(f func(subject string)) (stop func(), err error) {
-	sub, err := b.nc.Subscribe(SubjectPrefix+">", func(m *nats.Msg) {
-		if s := m.Header.Get(HeaderSubject); s != "" {
-			f(s)
-		}
+// changedPrefix is the core-NATS subject prefix of change signals.
+const changedPrefix = "changed."
+
+// Changed broadcasts, without persistence, that entity id of kind (e.g.
+// "order") has just changed, so that requests waiting on it on any
+// instance look again. A lost signal only delays a waiter until its next
+// recheck.
+func (b *Bus) Changed(kind, id string) {
+	_ = b.nc.Publish(changedPrefix+kind+"."+id, nil)
+}
+
+// OnChanged calls f with the id of every entity of kind that changes from
+// now on, on any instance (see Changed). f runs on the connection's
+// goroutine and must not block. stop ends the subscription.
+func (b *Bus) OnChanged(kind string, f func(id string)) (stop func(), err error) {
+	prefix := changedPrefix + kind + "."
+	sub, err := b.nc.Subscribe(prefix+"*", func(m *nats.Msg) {
+		f(strings.TrimPrefix(m.Subject, prefix))
 	})
 	if err != nil {
-		return nil, fmt.Errorf("subscribe to %s>: %w", SubjectPrefix, err)
+		return nil, fmt.Errorf("subscribe to %s*: %w", prefix, err)
 	}
 	return func() { sub.Unsubscribe() }, nil
 }

@@ -95,6 +95,13 @@ func BatchHandler(db *sqldb.DB, consumer string, h TxHandler) bus.BatchHandler {
 
 var errSlowPath = errors.New("a handler failed; retry the batch event by event")
 
+// Record records events as processed by consumer in tx, ignoring any
+// already recorded. Use it when the caller has filtered duplicates itself.
+func Record(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Event) error {
+	_, err := seenBatch(ctx, tx, consumer, evs)
+	return err
+}
+
 // seenBatch records the events in the inbox and returns the ids that were
 // not recorded before.
 func seenBatch(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Event) (map[string]bool, error) {

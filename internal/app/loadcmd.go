@@ -1,0 +1,173 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/load"
+)
+
+func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("load", `Usage: ordermesh load [flags]
+
+Sends orders at a fixed arrival rate (open loop), follows each to completed
+or cancelled by long polling, and prints accept and completion latencies,
+throughput and errors. It creates its own products on first use, and checks
+the system's invariants afterwards (exit 1 on a violation).
+
+  ordermesh load --rate 500 --duration 60s
+  ordermesh load --max --slo 500ms          find the highest sustainable rate`, stderr)
+	target := fs.String("target", "http://localhost:8080", "ordermesh base URL")
+	token := fs.String("token", "", "bearer token (default: DATA/dev-admin.jwt when --data is given)")
+	data := fs.String("data", "", "data directory of `ordermesh run`, to read dev-admin.jwt from")
+	rate := fs.Float64("rate", 200, "orders per second")
+	duration := fs.Duration("duration", 30*time.Second, "how long to send")
+	findMax := fs.Bool("max", false, "search for the highest rate with p99 completion under --slo and no errors")
+	slo := fs.Duration("slo", 500*time.Millisecond, "completion p99 objective for --max")
+	step := fs.Duration("step", 15*time.Second, "length of each --max trial")
+	mix := fs.Float64("mix", 0, "share of orders meant to fail (declined, out of stock, customer cancel), 0-1")
+	maxInFlight := fs.Int("max-in-flight", 20000, "orders in flight before new ones count as client_saturated errors")
+	drain := fs.Duration("drain", 60*time.Second, "how long to wait for orders to settle after sending stops")
+	jsonOut := fs.String("json", "", "also write the results as JSON to this file (- for stdout)")
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *rate <= 0 || *rate > 100000:
+		return usagef("--rate must be between 0 and 100000 orders/s, got %g", *rate)
+	case *duration <= 0:
+		return usagef("--duration must be positive")
+	case *mix < 0 || *mix > 1:
+		return usagef("--mix must be between 0 and 1, got %g", *mix)
+	case *slo <= 0 || *step <= 0 || *drain <= 0:
+		return usagef("--slo, --step and --drain must be positive")
+	case !strings.HasPrefix(*target, "http://") && !strings.HasPrefix(*target, "https://"):
+		return usagef("--target %q: want an http(s):// URL", *target)
+	}
+	if *token == "" && *data != "" {
+		if raw, err := os.ReadFile(filepath.Join(*data, "dev-admin.jwt")); err == nil {
+			*token = strings.TrimSpace(string(raw))
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read token: %w", err)
+		}
+	}
+	progress := func(p load.Progress) {
+		frac := min(1, p.Elapsed.Seconds()/p.Duration.Seconds())
+		bar := strings.Repeat("#", int(frac*20)) + strings.Repeat(".", 20-int(frac*20))
+		fmt.Fprintf(stderr, "\r%6.1fs [%s] rate %6.0f/s  in-flight %5d  accepted %7d  settled %7d  errors %d   ",
+			p.Elapsed.Seconds(), bar, p.CurrentRate, p.InFlight, p.Accepted, p.Completed, p.Errors)
+	}
+	r := load.New(load.Config{Target: strings.TrimRight(*target, "/"), Token: *token, Rate: *rate, Duration: *duration,
+		MaxInFlight: *maxInFlight, Mix: *mix, Drain: *drain, Progress: progress})
+	fmt.Fprintf(stderr, "preparing %s (products, catalog)…\n", *target)
+	if err := r.Setup(ctx); err != nil {
+		return err
+	}
+
+	var res load.Result
+	report := map[string]any{}
+	if *findMax {
+		fmt.Fprintf(stderr, "searching for the highest rate with completion p99 ≤ %s and no errors, %s per trial\n", *slo, *step)
+		best, runs := r.Max(ctx, *rate, *step, *slo, func(res load.Result, ok bool) {
+			verdict := "FAIL"
+			if ok {
+				verdict = "ok"
+			}
+			fmt.Fprintf(stderr, "\rtrial %7.0f/s: settled %7.0f/s, completion p99 %7.1f ms, errors %d, unsettled %d → %s\n",
+				res.Rate, res.SettledPerSec, res.Completion.P99, res.ErrorCount(), res.Unsettled, verdict)
+		})
+		if best.Rate == 0 {
+			return fmt.Errorf("no trial met the objective (lowest tried: %.0f/s)", runs[len(runs)-1].Rate)
+		}
+		res = best
+		report["max_sustained_rate"] = best.Rate
+		report["trials"] = runs
+		fmt.Fprintf(stdout, "\nhighest sustained rate: %.0f orders/s (completion p99 %.1f ms ≤ %s)\n", best.Rate, best.Completion.P99, *slo)
+	} else {
+		res = r.Run(ctx)
+		fmt.Fprintln(stderr)
+	}
+	printResult(stdout, res)
+	report["result"] = res
+
+	violations, err := r.Check(context.WithoutCancel(ctx), res)
+	if err != nil {
+		return fmt.Errorf("check invariants: %w", err)
+	}
+	report["invariant_violations"] = violations
+	if *jsonOut != "" {
+		if err := writeJSONFile(*jsonOut, stdout, report); err != nil {
+			return err
+		}
+	}
+	if len(violations) > 0 {
+		for _, v := range violations {
+			fmt.Fprintln(stdout, "VIOLATION:", v)
+		}
+		return fmt.Errorf("%d invariant violation(s)", len(violations))
+	}
+	fmt.Fprintln(stdout, "invariants: ok (stock balanced, at most one capture per order, no charge on cancelled orders)")
+	return nil
+}
+
+func printResult(w io.Writer, res load.Result) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "\ntarget rate\t%.0f/s\tsent\t%d\taccepted\t%d (%.0f/s)\t\n", res.Rate, res.Sent, res.Accepted, res.AcceptedPerSec)
+	fmt.Fprintf(tw, "completed\t%d\tcancelled\t%d\tsettled/s\t%.0f\t\n", res.Completed, res.Cancelled, res.SettledPerSec)
+	fmt.Fprintf(tw, "unsettled\t%d\t\t\t\t\t\n", res.Unsettled)
+	tw.Flush()
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\nlatency (ms)\tp50\tp90\tp99\tp99.9\tmax\t")
+	for _, l := range []struct {
+		name string
+		l    load.Latency
+	}{{"accept", res.Accept}, {"completion", res.Completion}} {
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", l.name, l.l.P50, l.l.P90, l.l.P99, l.l.P999, l.l.Max)
+	}
+	tw.Flush()
+	if len(res.CancelReasons) > 0 {
+		fmt.Fprintf(w, "cancel reasons: %s\n", sortedCounts(res.CancelReasons))
+	}
+	if len(res.Errors) == 0 {
+		fmt.Fprintln(w, "errors: none")
+	} else {
+		fmt.Fprintf(w, "errors: %s\n", sortedCounts(res.Errors))
+	}
+}
+
+func sortedCounts(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func writeJSONFile(path string, stdout io.Writer, v any) error {
+	raw, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if path == "-" {
+		_, err = fmt.Fprintf(stdout, "%s\n", raw)
+		return err
+	}
+	if err := os.WriteFile(path, append(raw, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write --json %s: %w", path, err)
+	}
+	return nil
+}
