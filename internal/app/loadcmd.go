@@ -53,6 +53,11 @@ the system's invariants afterwards (exit 1 on a violation).
 	case !strings.HasPrefix(*target, "http://") && !strings.HasPrefix(*target, "https://"):
 		return usagef("--target %q: want an http(s):// URL", *target)
 	}
+	// With --json -, stdout carries only the JSON; people read stderr.
+	human := stdout
+	if *jsonOut == "-" {
+		human = stderr
+	}
 	if *token == "" && *data != "" {
 		if raw, err := os.ReadFile(filepath.Join(*data, "dev-admin.jwt")); err == nil {
 			*token = strings.TrimSpace(string(raw))
@@ -60,11 +65,23 @@ the system's invariants afterwards (exit 1 on a violation).
 			return fmt.Errorf("read token: %w", err)
 		}
 	}
+	// On a terminal the progress line redraws in place; in a log it is
+	// printed every 5 seconds.
+	tty := isTerminal(stderr)
+	var lastPrinted time.Duration
 	progress := func(p load.Progress) {
+		if !tty && p.Elapsed-lastPrinted < 5*time.Second {
+			return
+		}
+		lastPrinted = p.Elapsed
 		frac := min(1, p.Elapsed.Seconds()/p.Duration.Seconds())
 		bar := strings.Repeat("#", int(frac*20)) + strings.Repeat(".", 20-int(frac*20))
-		fmt.Fprintf(stderr, "\r%6.1fs [%s] rate %6.0f/s  in-flight %5d  accepted %7d  settled %7d  errors %d   ",
-			p.Elapsed.Seconds(), bar, p.CurrentRate, p.InFlight, p.Accepted, p.Completed, p.Errors)
+		end := "\n"
+		if tty {
+			end = "   \r"
+		}
+		fmt.Fprintf(stderr, "%6.1fs [%s] rate %6.0f/s  in-flight %5d  accepted %7d  settled %7d  errors %d%s",
+			p.Elapsed.Seconds(), bar, p.CurrentRate, p.InFlight, p.Accepted, p.Completed, p.Errors, end)
 	}
 	r := load.New(load.Config{Target: strings.TrimRight(*target, "/"), Token: *token, Rate: *rate, Duration: *duration,
 		MaxInFlight: *maxInFlight, Mix: *mix, Drain: *drain, Progress: progress})
@@ -82,7 +99,7 @@ the system's invariants afterwards (exit 1 on a violation).
 			if ok {
 				verdict = "ok"
 			}
-			fmt.Fprintf(stderr, "\rtrial %7.0f/s: settled %7.0f/s, completion p99 %7.1f ms, errors %d, unsettled %d → %s\n",
+			fmt.Fprintf(stderr, "trial %7.0f/s: settled %7.0f/s, completion p99 %7.1f ms, errors %d, unsettled %d → %s\n",
 				res.Rate, res.SettledPerSec, res.Completion.P99, res.ErrorCount(), res.Unsettled, verdict)
 		})
 		if best.Rate == 0 {
@@ -91,12 +108,12 @@ the system's invariants afterwards (exit 1 on a violation).
 		res = best
 		report["max_sustained_rate"] = best.Rate
 		report["trials"] = runs
-		fmt.Fprintf(stdout, "\nhighest sustained rate: %.0f orders/s (completion p99 %.1f ms ≤ %s)\n", best.Rate, best.Completion.P99, *slo)
+		fmt.Fprintf(human, "\nhighest sustained rate: %.0f orders/s (completion p99 %.1f ms ≤ %s)\n", best.Rate, best.Completion.P99, *slo)
 	} else {
 		res = r.Run(ctx)
 		fmt.Fprintln(stderr)
 	}
-	printResult(stdout, res)
+	printResult(human, res)
 	report["result"] = res
 
 	violations, err := r.Check(context.WithoutCancel(ctx), res)
@@ -111,12 +128,22 @@ the system's invariants afterwards (exit 1 on a violation).
 	}
 	if len(violations) > 0 {
 		for _, v := range violations {
-			fmt.Fprintln(stdout, "VIOLATION:", v)
+			fmt.Fprintln(human, "VIOLATION:", v)
 		}
 		return fmt.Errorf("%d invariant violation(s)", len(violations))
 	}
-	fmt.Fprintln(stdout, "invariants: ok (stock balanced, at most one capture per order, no charge on cancelled orders)")
+	fmt.Fprintln(human, "invariants: ok (stock balanced, at most one capture per order, no charge on cancelled orders)")
 	return nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func printResult(w io.Writer, res load.Result) {

@@ -4,6 +4,7 @@
 package httpx
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -53,6 +54,11 @@ type Problem struct {
 // Error writes err as application/problem+json. Internal errors are logged
 // and answered without their details.
 func Error(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody is left to read an answer.
+		log.Debug("client gone", "method", r.Method, "path", r.URL.Path)
+		return
+	}
 	status := Status(err)
 	p := Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Instance: r.URL.Path}
 	if e, ok := apperr.As(err); ok && status != http.StatusInternalServerError {
