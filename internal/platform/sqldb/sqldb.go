@@ -16,7 +16,7 @@ import (
 	"sync"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	_ "github.com/mattn/go-sqlite3"    // registers the "sqlite3" database/sql driver
+	"github.com/mattn/go-sqlite3"
 )
 
 // Dialect names the SQL engine behind a DB.
@@ -60,9 +60,17 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	// synchronous=NORMAL in WAL mode: a commit survives a process crash
 	// (kill -9); only an OS crash or power loss can lose the last commits.
+	// Reads are memory-mapped (up to 256 MiB), saving a syscall per page
+	// read beyond the page cache.
 	common := "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_stmt_cache_size=128"
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
-	write, err := sql.Open("sqlite3", base+"?"+common+"&_txlock=immediate")
+	registerSQLite.Do(func() {
+		sql.Register(sqliteDriver, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+			_, err := c.Exec("PRAGMA mmap_size = 268435456", nil)
+			return err
+		}})
+	})
+	write, err := sql.Open(sqliteDriver, base+"?"+common+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -73,7 +81,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		write.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w (check that the directory exists and is writable)", path, err)
 	}
-	read, err := sql.Open("sqlite3", base+"?"+common+"&_query_only=true")
+	read, err := sql.Open(sqliteDriver, base+"?"+common+"&_query_only=true")
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open sqlite %s for reading: %w", path, err)
@@ -82,6 +90,12 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	read.SetMaxIdleConns(4)
 	return &DB{dialect: SQLite, write: write, read: read}, nil
 }
+
+// sqliteDriver is mattn/go-sqlite3 with ordermesh's per-connection
+// settings, registered on first use.
+const sqliteDriver = "sqlite3_ordermesh"
+
+var registerSQLite sync.Once
 
 func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 	db, err := sql.Open("pgx", dsn)
