@@ -76,7 +76,6 @@ type Result struct {
 	Completion      Latency          `json:"completion_latency"`
 	Errors          map[string]int64 `json:"errors"`
 	CancelReasons   map[string]int64 `json:"cancel_reasons"`
-	orders          []string
 	cancelledOrders []string
 }
 
@@ -200,8 +199,8 @@ type run struct {
 	mu                    sync.Mutex
 	accept, completion    *hdrhistogram.Histogram
 	errors, reasons       map[string]int64
-	orders, cancelled     []string
-	sent, accepted, done  atomic.Int64
+	cancelled             []string
+	sent, accepted        atomic.Int64
 	completed, cancelledN atomic.Int64
 	inFlight, errorsN     atomic.Int64
 }
@@ -280,7 +279,7 @@ send:
 		Rate: r.cfg.Rate, Duration: sentFor.Seconds(),
 		Sent: st.sent.Load(), Accepted: st.accepted.Load(), Completed: st.completed.Load(), Cancelled: st.cancelledN.Load(),
 		Accept: summary(st.accept), Completion: summary(st.completion),
-		Errors: st.errors, CancelReasons: st.reasons, orders: st.orders, cancelledOrders: st.cancelled,
+		Errors: st.errors, CancelReasons: st.reasons, cancelledOrders: st.cancelled,
 	}
 	res.Unsettled = res.Accepted - res.Completed - res.Cancelled
 	res.AcceptedPerSec = float64(res.Accepted) / sentFor.Seconds()
@@ -358,7 +357,6 @@ func (r *Runner) order(ctx context.Context, st *run, i int, due time.Time) {
 	st.accepted.Add(1)
 	st.mu.Lock()
 	st.accept.RecordValue(max(1, accepted.Microseconds()))
-	st.orders = append(st.orders, o.ID)
 	st.mu.Unlock()
 	if cancel {
 		if resp, _, err := r.request(ctx, "POST", "/api/orders/"+o.ID+"/cancel", nil, nil); err != nil {
