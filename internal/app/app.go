@@ -23,6 +23,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
@@ -94,6 +95,9 @@ type Config struct {
 	Upstreams map[string][]string
 	// PprofAddr, when set, serves net/http/pprof there.
 	PprofAddr string
+	// Webhooks configures merchant webhook delivery (Logger, DB and Outbox
+	// are filled in by the node).
+	Webhooks webhook.Config
 	// OutboxRetention is how long published outbox rows are kept.
 	OutboxRetention time.Duration
 

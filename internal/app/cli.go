@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/psp"
@@ -96,6 +98,8 @@ type commonFlags struct {
 	retention      time.Duration
 	orderDeadline  time.Duration
 	psp            psp.Faults
+	webhooks       webhook.Config
+	schedule       scheduleFlag
 }
 
 func (c *commonFlags) register(fs interface {
@@ -103,6 +107,8 @@ func (c *commonFlags) register(fs interface {
 	IntVar(*int, string, int, string)
 	DurationVar(*time.Duration, string, time.Duration, string)
 	Float64Var(*float64, string, float64, string)
+	BoolVar(*bool, string, bool, string)
+	Var(flag.Value, string, string)
 }) {
 	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -114,6 +120,10 @@ func (c *commonFlags) register(fs interface {
 	fs.Float64Var(&c.psp.ErrorRate, "psp-error-rate", 0, "payment-provider simulator: share of requests answered 503 (0-1)")
 	fs.Float64Var(&c.psp.TimeoutRate, "psp-timeout-rate", 0, "payment-provider simulator: share of requests that hang past the client's timeout (0-1)")
 	fs.DurationVar(&c.psp.Latency, "psp-latency", 0, "payment-provider simulator: latency added to every request")
+	fs.Var(&c.schedule, "webhook-schedule", "webhook retry schedule: delays before each attempt, e.g. 0s,5s,5m,30m (default: the Standard Webhooks schedule, 0s to 24h)")
+	fs.DurationVar(&c.webhooks.SecretGrace, "webhook-secret-grace", 24*time.Hour, "how long a rotated-out webhook secret keeps signing")
+	fs.DurationVar(&c.webhooks.DisableAfter, "webhook-disable-after", 5*24*time.Hour, "disable a webhook endpoint failing continuously this long")
+	fs.BoolVar(&c.webhooks.AllowPrivate, "webhook-allow-private", false, "let webhook endpoints be loopback or private addresses (local use only)")
 }
 
 func (c *commonFlags) validate() error {
@@ -135,6 +145,10 @@ func (c *commonFlags) validate() error {
 	if c.psp.Latency < 0 {
 		return usagef("--psp-latency must not be negative")
 	}
+	if c.webhooks.SecretGrace <= 0 || c.webhooks.DisableAfter <= 0 {
+		return usagef("--webhook-secret-grace and --webhook-disable-after must be positive")
+	}
+	c.webhooks.Schedule = c.schedule
 	return nil
 }
 
@@ -165,7 +179,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := Config{
 		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
-		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof,
+		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, Webhooks: c.webhooks,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
@@ -233,6 +247,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, DB: *db, Replicas: *replicas,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
+		Webhooks: c.webhooks,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)
@@ -427,6 +442,24 @@ exposes the embedded broker).`
 		fmt.Fprintf(stdout, "purged %d dead letter(s)\n", n)
 		return nil
 	}
+}
+
+// scheduleFlag is --webhook-schedule: comma-separated delays.
+type scheduleFlag []time.Duration
+
+func (s *scheduleFlag) String() string { return fmt.Sprint([]time.Duration(*s)) }
+
+func (s *scheduleFlag) Set(v string) error {
+	var out []time.Duration
+	for _, part := range strings.Split(v, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil || d < 0 {
+			return fmt.Errorf("want comma-separated non-negative durations such as 0s,5s,5m, got %q", part)
+		}
+		out = append(out, d)
+	}
+	*s = out
+	return nil
 }
 
 // upstreamFlag collects --upstream SERVICE=URL[,URL…].

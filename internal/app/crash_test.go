@@ -37,13 +37,27 @@ func freeAddr(t *testing.T) string {
 type process struct {
 	t                     *testing.T
 	bin, data, addr, nats string
+	extra                 []string // more flags
 	cmd                   *exec.Cmd
+}
+
+// buildBinary builds ordermesh into a temp dir for tests that run it.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ordermesh")
+	build := exec.Command("go", "build", "-o", bin, "github.com/ordermesh/ordermesh/cmd/ordermesh")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	return bin
 }
 
 func (p *process) start() {
 	p.t.Helper()
-	p.cmd = exec.Command(p.bin, "run", "--data", p.data, "--addr", p.addr, "--nats-listen", p.nats,
-		"--order-deadline", "5s", "--log-level", "warn")
+	args := append([]string{"run", "--data", p.data, "--addr", p.addr, "--nats-listen", p.nats,
+		"--order-deadline", "5s", "--log-level", "warn"}, p.extra...)
+	p.cmd = exec.Command(p.bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
@@ -72,14 +86,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the real binary")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ordermesh")
-	build := exec.Command("go", "build", "-o", bin, "github.com/ordermesh/ordermesh/cmd/ordermesh")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("build: %v", err)
-	}
-	p := &process{t: t, bin: bin, data: filepath.Join(dir, "data"), addr: freeAddr(t), nats: freeAddr(t)}
+	p := &process{t: t, bin: buildBinary(t), data: filepath.Join(t.TempDir(), "data"), addr: freeAddr(t), nats: freeAddr(t)}
 	p.start()
 	defer p.kill()
 

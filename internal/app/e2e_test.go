@@ -167,8 +167,10 @@ func (s *stack) settle(ids []string, timeout time.Duration) map[string]order.Ord
 // event, no dead letters, and every emitted payload valid per its schema.
 func (s *stack) checkInvariants(orders map[string]order.Order) {
 	s.t.Helper()
+	// After a crash an event can wait out its consumer's AckWait (up to 20s)
+	// before it is redelivered, so allow well beyond that.
 	var ledger []inventory.Ledger
-	bustest.Eventually(s.t, 15*time.Second, "no stock left reserved", func() bool {
+	bustest.Eventually(s.t, 45*time.Second, "no stock left reserved", func() bool {
 		s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
 		for _, l := range ledger {
 			if l.Reserved != 0 {
@@ -185,7 +187,7 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 	// Payments settle after orders do (a void follows the cancel), so wait
 	// for the provider's ledger to show no net charge on cancelled orders.
 	var ops []psp.Operation
-	bustest.Eventually(s.t, 15*time.Second, "cancelled orders to carry no charge", func() bool {
+	bustest.Eventually(s.t, 45*time.Second, "cancelled orders to carry no charge", func() bool {
 		s.do("GET", "/api/admin/psp/ledger", nil, nil, &ops)
 		net := map[string]int64{}
 		for _, op := range ops {

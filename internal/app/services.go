@@ -16,6 +16,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
@@ -79,6 +80,19 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		svc := notification.New(st.db, log)
 		svc.Routes(mux)
 		cfg, h := svc.Consumer()
+		if err := n.ConsumeBatch(ctx, cfg, h); err != nil {
+			return err
+		}
+		whCfg := n.cfg.Webhooks
+		whCfg.DB, whCfg.Outbox, whCfg.Logger = st.db, st.outbox, log
+		hooks := webhook.New(whCfg)
+		hooks.Routes(mux)
+		n.relays.Add(1)
+		go func() {
+			defer n.relays.Done()
+			hooks.Run(runCtx)
+		}()
+		cfg, h = hooks.Consumer()
 		return n.ConsumeBatch(ctx, cfg, h)
 	case "psp":
 		psp.New(st.db, n.cfg.PSP, log).Routes(mux)
@@ -98,6 +112,7 @@ var gatewayRoutes = []struct{ prefix, service string }{
 	{"/api/admin/psp/", "psp"},
 	{"/psp/", "psp"},
 	{"/api/admin/notifications", "notifications"},
+	{"/api/webhooks/", "notifications"},
 }
 
 // mountGateway proxies /api/… to the configured upstream instances, round

@@ -21,6 +21,7 @@ const (
 	PaymentRefunded   = "payment.refunded"
 	ShipmentCreated   = "shipment.created"
 	ProductUpdated    = "product.updated"
+	EndpointDisabled  = "endpoint.disabled"
 )
 
 // Types lists every event type in the catalog.
@@ -28,7 +29,7 @@ var Types = []string{
 	OrderPlaced, OrderConfirmed, OrderCompleted, OrderCancelled,
 	StockReserved, StockRejected, StockReleased, StockCommitted,
 	PaymentAuthorized, PaymentFailed, PaymentCaptured, PaymentVoided, PaymentRefunded,
-	ShipmentCreated, ProductUpdated,
+	ShipmentCreated, ProductUpdated, EndpointDisabled,
 }
 
 // Cancel reasons of order.cancelled.
@@ -131,4 +132,12 @@ type Product struct {
 	PriceCents int64  `json:"price_cents"`
 	Currency   string `json:"currency"`
 	Available  int    `json:"available"`
+}
+
+// Endpoint is the data of endpoint.disabled: a merchant's webhook endpoint
+// that ordermesh stopped delivering to.
+type Endpoint struct {
+	EndpointID string `json:"endpoint_id"`
+	URL        string `json:"url"`
+	Reason     string `json:"reason"`
 }

@@ -37,6 +37,7 @@ func TestSchemasAcceptTheGoStructsAndRejectBadData(t *testing.T) {
 		event.PaymentRefunded:   event.Payment{OrderID: "o1", AmountCents: 1000, Currency: "EUR", ProviderRef: "ref_1"},
 		event.ShipmentCreated:   event.Shipment{OrderID: "o1", ShipmentID: "s1", Carrier: "ordermesh-post", Tracking: "OM1"},
 		event.ProductUpdated:    event.Product{SKU: "SKU-1", Name: "Mug", PriceCents: 500, Currency: "EUR", Available: 3},
+		event.EndpointDisabled:  event.Endpoint{EndpointID: "ep_1", URL: "https://shop.example/hooks", Reason: "410 Gone"},
 	}
 	for _, typ := range event.Types {
 		t.Run(typ, func(t *testing.T) {

@@ -1,0 +1,338 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/inventory"
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+)
+
+// receiver is a merchant's endpoint in the test. It verifies every
+// delivery with the official Standard Webhooks library, never with
+// ordermesh's own signing code, and answers with respond.
+type receiver struct {
+	t       *testing.T
+	mu      sync.Mutex
+	secrets []string
+	got     map[string]int // webhook-id → deliveries received and verified
+	bad     []string
+	respond func(id string, n int) int
+	srv     *httptest.Server
+}
+
+func newReceiver(t *testing.T, respond func(id string, n int) int) *receiver {
+	r := &receiver{t: t, got: map[string]int{}, respond: respond}
+	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	id := req.Header.Get("webhook-id")
+	r.mu.Lock()
+	secrets := append([]string(nil), r.secrets...)
+	r.mu.Unlock()
+	verified := len(secrets) > 0
+	for _, secret := range secrets {
+		wh, err := standardwebhooks.NewWebhook(secret)
+		if err != nil || wh.Verify(body, req.Header) != nil {
+			verified = false
+		}
+	}
+	r.mu.Lock()
+	if !verified {
+		r.bad = append(r.bad, id)
+		r.mu.Unlock()
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	r.got[id]++
+	n := r.got[id]
+	r.mu.Unlock()
+	status := http.StatusOK
+	if r.respond != nil {
+		status = r.respond(id, n)
+	}
+	w.WriteHeader(status)
+}
+
+func (r *receiver) count(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.got[id]
+}
+
+func (r *receiver) ids() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.got {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *stack) subscribe(r *receiver, types ...string) webhook.Endpoint {
+	s.t.Helper()
+	var e webhook.Endpoint
+	resp := s.do("POST", "/api/webhooks/endpoints", nil, map[string]any{"url": r.srv.URL, "event_types": types, "description": "test"}, &e)
+	if resp.StatusCode != http.StatusCreated || !strings.HasPrefix(e.Secret, "whsec_") {
+		s.t.Fatalf("create endpoint: %d %+v", resp.StatusCode, e)
+	}
+	r.mu.Lock()
+	r.secrets = []string{e.Secret}
+	r.mu.Unlock()
+	return e
+}
+
+var testSchedule = []time.Duration{0, 300 * time.Millisecond, 600 * time.Millisecond, 900 * time.Millisecond, time.Second}
+
+func webhookStack(t *testing.T) *stack {
+	return startStack(t, Config{Webhooks: webhook.Config{AllowPrivate: true, Schedule: testSchedule}})
+}
+
+// productEvent creates a product and returns the id of the
+// product.updated event it caused.
+func (s *stack) productEvent(sku string) string {
+	s.t.Helper()
+	s.do("POST", "/api/products", nil, inventory.NewProduct{SKU: sku, Name: sku, PriceCents: 100, Currency: "EUR", Stock: 1}, nil)
+	var id string
+	bustest.Eventually(s.t, 10*time.Second, "product.updated for "+sku, func() bool {
+		for _, ev := range streamEvents(s.t, s.bus) {
+			if ev.Type == event.ProductUpdated && ev.Subject == sku {
+				id = ev.ID
+				return true
+			}
+		}
+		return false
+	})
+	return id
+}
+
+func TestWebhookRetriesOnSchedule(t *testing.T) {
+	s := webhookStack(t)
+	r := newReceiver(t, func(_ string, n int) int {
+		if n <= 3 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	e := s.subscribe(r, event.ProductUpdated)
+	id := s.productEvent("HOOK-1")
+	bustest.Eventually(t, 15*time.Second, "the fourth attempt to succeed", func() bool { return r.count(id) == 4 })
+
+	var ds []webhook.Delivery
+	bustest.Eventually(t, 5*time.Second, "the delivery marked delivered", func() bool {
+		s.do("GET", "/api/webhooks/deliveries?endpoint_id="+e.ID, nil, nil, &ds)
+		return len(ds) == 1 && ds[0].Status == "delivered"
+	})
+	as := ds[0].Attempts
+	if len(as) != 4 || as[0].StatusCode != 500 || as[3].StatusCode != 200 || ds[0].EventID != id {
+		t.Fatalf("attempt log = %+v", as)
+	}
+	for i := 1; i < 4; i++ {
+		gap, want := as[i].At.Sub(as[i-1].At), testSchedule[i]
+		// ±20% jitter, plus the dispatcher's own scheduling latency.
+		if gap < time.Duration(float64(want)*0.8)-50*time.Millisecond || gap > time.Duration(float64(want)*1.2)+400*time.Millisecond {
+			t.Errorf("attempt %d came %s after the previous, want %s ±20%%", i+1, gap, want)
+		}
+	}
+	if len(r.bad) != 0 {
+		t.Fatalf("deliveries that failed verification: %v", r.bad)
+	}
+}
+
+func TestSlowEndpointDoesNotDelayOthers(t *testing.T) {
+	s := webhookStack(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	slow := newReceiver(t, func(string, int) int {
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+		return http.StatusOK
+	})
+	healthy := newReceiver(t, nil)
+	s.subscribe(slow, event.ProductUpdated)
+	s.subscribe(healthy, event.ProductUpdated)
+	var ids []string
+	for i := range 10 {
+		ids = append(ids, s.productEvent(fmt.Sprintf("SLOW-%d", i)))
+	}
+	bustest.Eventually(t, 3*time.Second, "every delivery to the healthy endpoint while the slow one still hangs", func() bool {
+		for _, id := range ids {
+			if healthy.count(id) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestWebhookEndpoints(t *testing.T) {
+	s := webhookStack(t)
+	r := newReceiver(t, nil)
+	e := s.subscribe(r, event.ProductUpdated)
+	t.Run("Validation", func(t *testing.T) {
+		for _, c := range []struct {
+			body  map[string]any
+			field string
+		}{
+			{map[string]any{"url": "ftp://x", "event_types": []string{"order.placed"}}, "url"},
+			{map[string]any{"url": "https://shop.example/h", "event_types": []string{"order.teleported"}}, "event_types[0]"},
+			{map[string]any{"url": "https://shop.example/h", "event_types": []string{}}, "event_types"},
+			{map[string]any{"event_types": []string{"order.placed"}}, "url"},
+		} {
+			var p httpx.Problem
+			if resp := s.do("POST", "/api/webhooks/endpoints", nil, c.body, &p); resp.StatusCode != 400 || p.Field != c.field {
+				t.Errorf("%v = %d %+v, want 400 naming %s", c.body, resp.StatusCode, p, c.field)
+			}
+		}
+	})
+	t.Run("RotateSecretSignsWithBoth", func(t *testing.T) {
+		var rotated webhook.Endpoint
+		s.do("POST", "/api/webhooks/endpoints/"+e.ID+"/rotate-secret", nil, nil, &rotated)
+		if rotated.Secret == e.Secret || !strings.HasPrefix(rotated.Secret, "whsec_") {
+			t.Fatalf("rotated secret = %q", rotated.Secret)
+		}
+		// The receiver now insists that both the old and the new secret verify.
+		r.mu.Lock()
+		r.secrets = []string{e.Secret, rotated.Secret}
+		r.mu.Unlock()
+		id := s.productEvent("ROTATED")
+		bustest.Eventually(t, 10*time.Second, "a delivery verified with both secrets", func() bool { return r.count(id) == 1 })
+	})
+	t.Run("GoneDisables", func(t *testing.T) {
+		gone := newReceiver(t, func(string, int) int { return http.StatusGone })
+		g := s.subscribe(gone, event.ProductUpdated)
+		s.productEvent("GONE")
+		var got webhook.Endpoint
+		bustest.Eventually(t, 10*time.Second, "the endpoint disabled", func() bool {
+			s.do("GET", "/api/webhooks/endpoints/"+g.ID, nil, nil, &got)
+			return got.Disabled
+		})
+		bustest.Eventually(t, 10*time.Second, "endpoint.disabled emitted", func() bool {
+			for _, ev := range streamEvents(t, s.bus) {
+				if ev.Type == event.EndpointDisabled && ev.Subject == g.ID {
+					return true
+				}
+			}
+			return false
+		})
+	})
+}
+
+// TestPrivateAddressesRefused checks the default guard: an endpoint on a
+// loopback IP literal is refused at creation.
+func TestPrivateAddressesRefused(t *testing.T) {
+	s := startStack(t, Config{})
+	var p httpx.Problem
+	resp := s.do("POST", "/api/webhooks/endpoints", nil, map[string]any{"url": "http://127.0.0.1:9/h", "event_types": []string{"order.placed"}}, &p)
+	if resp.StatusCode != 400 || p.Field != "url" {
+		t.Fatalf("loopback endpoint = %d %+v, want 400 naming url", resp.StatusCode, p)
+	}
+}
+
+// TestWebhooksSurviveKill kills the real binary with SIGKILL during a burst
+// of deliveries and restarts it: every event is delivered at least once,
+// and a repeat carries the same webhook-id.
+func TestWebhooksSurviveKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the real binary")
+	}
+	p := &process{t: t, bin: buildBinary(t), data: t.TempDir(), addr: freeAddr(t), nats: freeAddr(t),
+		extra: []string{"--webhook-allow-private", "--webhook-schedule", "0s,200ms,500ms,1s,2s,5s"}}
+	p.start()
+	defer p.kill()
+	s := &stack{t: t, base: "http://" + p.addr}
+	r := newReceiver(t, nil)
+	s.subscribe(r, event.ProductUpdated)
+
+	const products = 150
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < products; i += 6 {
+				body := inventory.NewProduct{SKU: fmt.Sprintf("BURST-%d", i), Name: "burst", PriceCents: 1, Currency: "EUR", Stock: 1}
+				for {
+					raw, _ := json.Marshal(body)
+					resp, err := http.Post(s.base+"/api/products", "application/json", bytes.NewReader(raw))
+					if err == nil {
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusConflict {
+							break
+						}
+					}
+					time.Sleep(50 * time.Millisecond) // the process is restarting
+				}
+			}
+		}()
+	}
+	target := 20 + rand.IntN(60)
+	bustest.Eventually(t, 30*time.Second, fmt.Sprintf("%d deliveries", target), func() bool { return len(r.ids()) >= target })
+	p.kill()
+	t.Logf("killed ordermesh after %d deliveries", len(r.ids()))
+	p.start()
+	wg.Wait()
+
+	nc, err := bus.Dial(t.Context(), "nats://"+p.nats, "webhook-crash-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := bus.New(nc, bus.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, ev := range streamEvents(t, b) {
+		if ev.Type == event.ProductUpdated {
+			want[ev.ID] = true
+		}
+	}
+	if len(want) != products {
+		t.Fatalf("%d product.updated events, want %d", len(want), products)
+	}
+	bustest.Eventually(t, 60*time.Second, "every event delivered", func() bool {
+		got := r.ids()
+		for id := range want {
+			if got[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	repeats := 0
+	for id, n := range r.ids() {
+		if !want[id] {
+			t.Errorf("delivery with webhook-id %s, which is no product.updated event id", id)
+		}
+		if n > 1 {
+			repeats++
+		}
+	}
+	t.Logf("%d events delivered, %d of them more than once (same webhook-id)", len(want), repeats)
+	if len(r.bad) != 0 {
+		t.Fatalf("deliveries that failed verification: %v", r.bad)
+	}
+}

@@ -1,0 +1,293 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+// dispatcher attempts due deliveries: at most PerEndpoint at once per
+// endpoint, with a circuit breaker per endpoint, so a slow or failing
+// endpoint never holds up deliveries to the others.
+type dispatcher struct {
+	s        *Service
+	client   *http.Client
+	mu       sync.Mutex
+	inflight map[string]bool // delivery ids being attempted
+	busy     map[string]int  // endpoint id → attempts in flight
+	breakers map[string]*gobreaker.CircuitBreaker[int]
+	wg       sync.WaitGroup
+}
+
+func newDispatcher(s *Service) *dispatcher {
+	tr := &http.Transport{DialContext: guardedDialer(s.cfg.AllowPrivate), MaxIdleConnsPerHost: 16,
+		TLSHandshakeTimeout: connectTimeout, ResponseHeaderTimeout: totalTimeout}
+	return &dispatcher{
+		s: s,
+		client: &http.Client{Transport: tr, Timeout: totalTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		inflight: map[string]bool{}, busy: map[string]int{}, breakers: map[string]*gobreaker.CircuitBreaker[int]{},
+	}
+}
+
+type due struct {
+	id, endpointID, eventID, eventType string
+	payload                            []byte
+	attempts                           int
+}
+
+func (d *dispatcher) run(ctx context.Context) {
+	defer func() {
+		done := make(chan struct{})
+		go func() { d.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(totalTimeout):
+		}
+	}()
+	for {
+		next, err := d.launchDue(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.s.log.Warn("webhook dispatch", "err", err)
+			next = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.s.wake:
+		case <-time.After(min(next, time.Second)):
+		}
+	}
+}
+
+// launchDue starts every due delivery it has room for and returns how long
+// until the next one is due.
+func (d *dispatcher) launchDue(ctx context.Context) (time.Duration, error) {
+	now := d.s.cfg.Now()
+	rows, err := d.s.db.Query(ctx, `SELECT id, endpoint_id, event_id, event_type, payload, attempts FROM webhook_deliveries
+		WHERE status = 'pending' AND next_attempt_us <= ? ORDER BY next_attempt_us LIMIT 500`, now.UnixMicro())
+	if err != nil {
+		return time.Second, err
+	}
+	var batch []due
+	for rows.Next() {
+		var x due
+		var payload string
+		if err := rows.Scan(&x.id, &x.endpointID, &x.eventID, &x.eventType, &payload, &x.attempts); err != nil {
+			rows.Close()
+			return time.Second, err
+		}
+		x.payload = []byte(payload)
+		batch = append(batch, x)
+	}
+	rows.Close()
+	for _, x := range batch {
+		d.mu.Lock()
+		if d.inflight[x.id] || d.busy[x.endpointID] >= d.s.cfg.PerEndpoint {
+			d.mu.Unlock()
+			continue
+		}
+		d.inflight[x.id] = true
+		d.busy[x.endpointID]++
+		d.mu.Unlock()
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer func() {
+				d.mu.Lock()
+				delete(d.inflight, x.id)
+				d.busy[x.endpointID]--
+				d.mu.Unlock()
+				d.s.Wake() // room for the next one to this endpoint
+			}()
+			if err := d.attempt(context.WithoutCancel(ctx), x); err != nil {
+				d.s.log.Warn("webhook attempt", "delivery", x.id, "err", err)
+			}
+		}()
+	}
+	var nextUS int64
+	err = d.s.db.QueryRow(ctx, "SELECT COALESCE(MIN(next_attempt_us), 0) FROM webhook_deliveries WHERE status = 'pending'").Scan(&nextUS)
+	if err != nil || nextUS == 0 {
+		return time.Second, err
+	}
+	return max(time.Until(time.UnixMicro(nextUS)), 10*time.Millisecond), nil
+}
+
+func (d *dispatcher) breaker(endpointID string) *gobreaker.CircuitBreaker[int] {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b, ok := d.breakers[endpointID]
+	if !ok {
+		b = gobreaker.NewCircuitBreaker[int](gobreaker.Settings{
+			Name: endpointID, Timeout: 30 * time.Second,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
+		})
+		d.breakers[endpointID] = b
+	}
+	return b
+}
+
+// attemptResult is what one HTTP attempt produced.
+type attemptResult struct {
+	status     int
+	latency    time.Duration
+	err        error
+	response   string
+	retryAfter time.Duration
+}
+
+// attempt makes one delivery attempt and records it with its consequence.
+func (d *dispatcher) attempt(ctx context.Context, x due) error {
+	e, err := d.s.Endpoint(ctx, x.endpointID)
+	if err != nil {
+		_, err = d.s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed' WHERE id = ?", x.id)
+		return err
+	}
+	if e.Disabled {
+		_, err = d.s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed' WHERE id = ?", x.id)
+		return err
+	}
+	now := d.s.cfg.Now()
+	var res attemptResult
+	_, berr := d.breaker(e.ID).Execute(func() (int, error) {
+		res = d.post(ctx, e, x, now)
+		if res.err != nil || res.status >= 500 || res.status == http.StatusTooManyRequests {
+			return res.status, errors.New("endpoint failing")
+		}
+		return res.status, nil
+	})
+	if errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests) {
+		// Not attempted: the endpoint's breaker is open. Try again later
+		// without spending an attempt.
+		_, err := d.s.db.Exec(ctx, "UPDATE webhook_deliveries SET next_attempt_us = ? WHERE id = ?",
+			now.Add(30*time.Second).UnixMicro(), x.id)
+		return err
+	}
+	return d.record(ctx, e, x, now, res)
+}
+
+func (d *dispatcher) post(ctx context.Context, e Endpoint, x due, now time.Time) attemptResult {
+	sig, err := signatures(e.signingSecrets(now), x.eventID, now, x.payload)
+	if err != nil {
+		return attemptResult{err: err}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.URL, bytes.NewReader(x.payload))
+	if err != nil {
+		return attemptResult{err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "ordermesh-webhooks/1")
+	req.Header.Set(HeaderID, x.eventID)
+	req.Header.Set(HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set(HeaderSignature, sig)
+	start := time.Now()
+	resp, err := d.client.Do(req)
+	res := attemptResult{latency: time.Since(start), err: err}
+	if err != nil {
+		return res
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	res.status, res.response = resp.StatusCode, string(body)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+	}
+	return res
+}
+
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return min(time.Duration(secs)*time.Second, 24*time.Hour)
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return min(t.Sub(now), 24*time.Hour)
+	}
+	return 0
+}
+
+// record logs the attempt and applies its consequence: delivered; retried
+// on schedule (or after Retry-After); failed when the schedule is spent;
+// the endpoint disabled on 410 or after failing for DisableAfter.
+func (d *dispatcher) record(ctx context.Context, e Endpoint, x due, at time.Time, res attemptResult) error {
+	n := x.attempts + 1
+	errText := ""
+	if res.err != nil {
+		errText = res.err.Error()
+	}
+	ok := res.err == nil && res.status >= 200 && res.status < 300
+	return d.s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO webhook_attempts (delivery_id, n, at_us, status_code, latency_ms, error, response)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, n) DO NOTHING`,
+			x.id, n, at.UnixMicro(), res.status, res.latency.Milliseconds(), errText, res.response); err != nil {
+			return err
+		}
+		if ok {
+			if _, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'delivered', attempts = ? WHERE id = ?", n, x.id); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE webhook_endpoints SET failing_since_us = 0 WHERE id = ? AND failing_since_us <> 0", e.ID)
+			return err
+		}
+		if res.status == http.StatusGone {
+			if _, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed', attempts = ? WHERE id = ?", n, x.id); err != nil {
+				return err
+			}
+			return d.disable(ctx, tx, e, "the endpoint answered 410 Gone")
+		}
+		failingSince := e.failingSince
+		if failingSince.IsZero() {
+			failingSince = at
+			if _, err := tx.Exec(ctx, "UPDATE webhook_endpoints SET failing_since_us = ? WHERE id = ?", at.UnixMicro(), e.ID); err != nil {
+				return err
+			}
+		}
+		if at.Sub(failingSince) >= d.s.cfg.DisableAfter {
+			if _, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed', attempts = ? WHERE id = ?", n, x.id); err != nil {
+				return err
+			}
+			return d.disable(ctx, tx, e, fmt.Sprintf("failing continuously since %s", failingSince.UTC().Format(time.RFC3339)))
+		}
+		if n >= len(d.s.cfg.Schedule) {
+			_, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed', attempts = ? WHERE id = ?", n, x.id)
+			return err
+		}
+		delay := jitter(d.s.cfg.Schedule[n])
+		if res.retryAfter > 0 {
+			delay = res.retryAfter
+		}
+		_, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET attempts = ?, next_attempt_us = ? WHERE id = ?",
+			n, at.Add(delay).UnixMicro(), x.id)
+		return err
+	})
+}
+
+// jitter spreads d by ±20%.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (d *dispatcher) disable(ctx context.Context, tx *sqldb.Tx, e Endpoint, reason string) error {
+	if _, err := tx.Exec(ctx, "UPDATE webhook_endpoints SET disabled = 1, disabled_reason = ? WHERE id = ?", reason, e.ID); err != nil {
+		return err
+	}
+	if d.s.cfg.Outbox == nil {
+		return nil
+	}
+	return d.s.cfg.Outbox.Emit(ctx, tx, source, event.EndpointDisabled, e.ID,
+		event.Endpoint{EndpointID: e.ID, URL: e.URL, Reason: reason}, nil)
+}

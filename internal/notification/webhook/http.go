@@ -1,0 +1,213 @@
+package webhook
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+)
+
+// Routes mounts the webhook management API on mux.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/webhooks/endpoints", s.handleCreate)
+	mux.HandleFunc("GET /api/webhooks/endpoints", s.handleList)
+	mux.HandleFunc("GET /api/webhooks/endpoints/{id}", s.handleGet)
+	mux.HandleFunc("PATCH /api/webhooks/endpoints/{id}", s.handleUpdate)
+	mux.HandleFunc("DELETE /api/webhooks/endpoints/{id}", s.handleDelete)
+	mux.HandleFunc("POST /api/webhooks/endpoints/{id}/rotate-secret", s.handleRotate)
+	mux.HandleFunc("POST /api/webhooks/endpoints/{id}/recover", s.handleRecover)
+	mux.HandleFunc("GET /api/webhooks/deliveries", s.handleDeliveries)
+	mux.HandleFunc("POST /api/webhooks/deliveries/{id}/retry", s.handleRetry)
+}
+
+func (s *Service) answer(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	httpx.JSON(w, status, v)
+}
+
+func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var in EndpointInput
+	if err := httpx.Decode(r, &in); err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	e, err := s.CreateEndpoint(r.Context(), in)
+	if err == nil {
+		w.Header().Set("Location", "/api/webhooks/endpoints/"+e.ID)
+	}
+	s.answer(w, r, http.StatusCreated, e, err)
+}
+
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
+	es, err := s.Endpoints(r.Context())
+	s.answer(w, r, http.StatusOK, es, err)
+}
+
+func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
+	e, err := s.Endpoint(r.Context(), r.PathValue("id"))
+	s.answer(w, r, http.StatusOK, e, err)
+}
+
+func (s *Service) handleUpdate(w http.ResponseWriter, r *http.Request) {
+	var in EndpointInput
+	if err := httpx.Decode(r, &in); err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	e, err := s.UpdateEndpoint(r.Context(), r.PathValue("id"), in)
+	s.answer(w, r, http.StatusOK, e, err)
+}
+
+func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
+	if err := s.DeleteEndpoint(r.Context(), r.PathValue("id")); err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Service) handleRotate(w http.ResponseWriter, r *http.Request) {
+	e, err := s.RotateSecret(r.Context(), r.PathValue("id"))
+	s.answer(w, r, http.StatusOK, e, err)
+}
+
+// Delivery is a delivery with its attempt log.
+type Delivery struct {
+	ID          string    `json:"id"`
+	EndpointID  string    `json:"endpoint_id"`
+	EventID     string    `json:"event_id"`
+	EventType   string    `json:"event_type"`
+	Status      string    `json:"status"`
+	NextAttempt time.Time `json:"next_attempt_at"`
+	CreatedAt   time.Time `json:"created_at"`
+	Attempts    []Attempt `json:"attempts"`
+}
+
+// Attempt is one delivery attempt.
+type Attempt struct {
+	At         time.Time `json:"at"`
+	StatusCode int       `json:"status_code"`
+	LatencyMS  int64     `json:"latency_ms"`
+	Error      string    `json:"error,omitempty"`
+	Response   string    `json:"response"`
+}
+
+// Deliveries lists deliveries, newest first, filtered by status and
+// endpoint when given.
+func (s *Service) Deliveries(ctx context.Context, status, endpointID string) ([]Delivery, error) {
+	q := "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_us, created_us FROM webhook_deliveries WHERE 1 = 1"
+	var args []any
+	if status != "" {
+		q += " AND status = ?"
+		args = append(args, status)
+	}
+	if endpointID != "" {
+		q += " AND endpoint_id = ?"
+		args = append(args, endpointID)
+	}
+	rows, err := s.db.Query(ctx, q+" ORDER BY created_us DESC LIMIT 500", args...)
+	if err != nil {
+		return nil, err
+	}
+	out := []Delivery{}
+	for rows.Next() {
+		var d Delivery
+		var next, created int64
+		if err := rows.Scan(&d.ID, &d.EndpointID, &d.EventID, &d.EventType, &d.Status, &next, &created); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		d.NextAttempt, d.CreatedAt = time.UnixMicro(next).UTC(), time.UnixMicro(created).UTC()
+		out = append(out, d)
+	}
+	rows.Close()
+	for i := range out {
+		if out[i].Attempts, err = s.attempts(ctx, out[i].ID); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) attempts(ctx context.Context, deliveryID string) ([]Attempt, error) {
+	rows, err := s.db.Query(ctx, "SELECT at_us, status_code, latency_ms, error, response FROM webhook_attempts WHERE delivery_id = ? ORDER BY n", deliveryID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Attempt{}
+	for rows.Next() {
+		var a Attempt
+		var at int64
+		if err := rows.Scan(&at, &a.StatusCode, &a.LatencyMS, &a.Error, &a.Response); err != nil {
+			return nil, err
+		}
+		a.At = time.UnixMicro(at).UTC()
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+func (s *Service) handleDeliveries(w http.ResponseWriter, r *http.Request) {
+	status := r.URL.Query().Get("status")
+	if status != "" && status != "pending" && status != "delivered" && status != "failed" {
+		httpx.Error(w, r, s.log, apperr.Invalidf("status", "must be pending, delivered or failed"))
+		return
+	}
+	ds, err := s.Deliveries(r.Context(), status, r.URL.Query().Get("endpoint_id"))
+	s.answer(w, r, http.StatusOK, ds, err)
+}
+
+// Retry schedules a delivery for an immediate attempt. Errors: NotFound,
+// Conflict (already delivered).
+func (s *Service) Retry(ctx context.Context, id string) error {
+	res, err := s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'pending', next_attempt_us = ? WHERE id = ? AND status <> 'delivered'",
+		s.cfg.Now().UnixMicro(), id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		var status string
+		if err := s.db.QueryRow(ctx, "SELECT status FROM webhook_deliveries WHERE id = ?", id).Scan(&status); err != nil {
+			return apperr.New(apperr.NotFound, "id", "no delivery %s", id)
+		}
+		return apperr.New(apperr.Conflict, "id", "delivery %s was already delivered", id)
+	}
+	s.Wake()
+	return nil
+}
+
+func (s *Service) handleRetry(w http.ResponseWriter, r *http.Request) {
+	err := s.Retry(r.Context(), r.PathValue("id"))
+	s.answer(w, r, http.StatusAccepted, map[string]string{"status": "pending"}, err)
+}
+
+// Recover re-sends every failed delivery of an endpoint created since
+// since, and returns how many. Errors: NotFound.
+func (s *Service) Recover(ctx context.Context, endpointID string, since time.Time) (int64, error) {
+	if _, err := s.Endpoint(ctx, endpointID); err != nil {
+		return 0, err
+	}
+	res, err := s.db.Exec(ctx, `UPDATE webhook_deliveries SET status = 'pending', next_attempt_us = ?
+		WHERE endpoint_id = ? AND status = 'failed' AND created_us >= ?`, s.cfg.Now().UnixMicro(), endpointID, since.UnixMicro())
+	if err != nil {
+		return 0, err
+	}
+	s.Wake()
+	return res.RowsAffected()
+}
+
+func (s *Service) handleRecover(w http.ResponseWriter, r *http.Request) {
+	since, err := time.Parse(time.RFC3339, r.URL.Query().Get("since"))
+	if err != nil {
+		httpx.Error(w, r, s.log, apperr.Invalidf("since", "must be an RFC 3339 time such as 2026-11-21T00:00:00Z"))
+		return
+	}
+	n, err := s.Recover(r.Context(), r.PathValue("id"), since)
+	s.answer(w, r, http.StatusAccepted, map[string]int64{"recovered": n}, err)
+}

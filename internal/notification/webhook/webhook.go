@@ -1,0 +1,394 @@
+package webhook
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+// DefaultSchedule is the Standard Webhooks recommended retry schedule: the
+// delay before each attempt, the first immediate.
+var DefaultSchedule = []time.Duration{0, 5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
+	5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour}
+
+const (
+	connectTimeout = 5 * time.Second
+	totalTimeout   = 15 * time.Second
+	maxResponse    = 4 << 10   // response bytes kept in the attempt log
+	maxPayload     = 256 << 10 // larger payloads are refused at subscription
+	source         = "ordermesh/notifications"
+	// ConsumerName is the consumer that turns events into deliveries.
+	ConsumerName = "notifications-webhooks"
+)
+
+// maxPayloadBytes bounds each event type's delivery body (the schema caps
+// lines at 100 and strings at 200 characters), for the subscription check.
+var maxPayloadBytes = map[string]int{event.OrderPlaced: 48 << 10, event.OrderConfirmed: 48 << 10, event.StockReserved: 40 << 10}
+
+// Config configures the webhook service.
+type Config struct {
+	DB     *sqldb.DB
+	Outbox *outbox.Outbox
+	Logger *slog.Logger
+	// Schedule is the delay before each attempt; nil means DefaultSchedule.
+	Schedule []time.Duration
+	// SecretGrace is how long a rotated-out secret still signs. Zero: 24h.
+	SecretGrace time.Duration
+	// DisableAfter disables an endpoint failing continuously this long.
+	// Zero means 5 days.
+	DisableAfter time.Duration
+	// AllowPrivate lets endpoints resolve to loopback and private addresses.
+	AllowPrivate bool
+	// PerEndpoint caps concurrent deliveries to one endpoint. Zero: 4.
+	PerEndpoint int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service manages endpoints and delivers to them.
+type Service struct {
+	cfg  Config
+	db   *sqldb.DB
+	log  *slog.Logger
+	wake chan struct{}
+	d    *dispatcher
+}
+
+// New returns the webhook service.
+func New(cfg Config) *Service {
+	if cfg.Schedule == nil {
+		cfg.Schedule = DefaultSchedule
+	}
+	if cfg.SecretGrace <= 0 {
+		cfg.SecretGrace = 24 * time.Hour
+	}
+	if cfg.DisableAfter <= 0 {
+		cfg.DisableAfter = 5 * 24 * time.Hour
+	}
+	if cfg.PerEndpoint <= 0 {
+		cfg.PerEndpoint = 4
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{cfg: cfg, db: cfg.DB, log: cfg.Logger.With("component", "webhooks"), wake: make(chan struct{}, 1)}
+	s.d = newDispatcher(s)
+	return s
+}
+
+// Endpoint is a merchant's webhook endpoint. Secret is only shown when it
+// is created or rotated.
+type Endpoint struct {
+	ID             string    `json:"id"`
+	URL            string    `json:"url"`
+	EventTypes     []string  `json:"event_types"`
+	Description    string    `json:"description"`
+	Disabled       bool      `json:"disabled"`
+	DisabledReason string    `json:"disabled_reason,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	Secret         string    `json:"secret,omitempty"`
+
+	secret, previous string
+	previousUntil    time.Time
+	failingSince     time.Time
+}
+
+// EndpointInput is the body of POST and PATCH /api/webhooks/endpoints.
+type EndpointInput struct {
+	URL         *string   `json:"url"`
+	EventTypes  *[]string `json:"event_types"`
+	Description *string   `json:"description"`
+	Disabled    *bool     `json:"disabled"`
+}
+
+func (s *Service) validateURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return apperr.Invalidf("url", "must be an absolute http:// or https:// URL without credentials")
+	}
+	if len(raw) > 2000 {
+		return apperr.Invalidf("url", "must be at most 2000 characters")
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !s.cfg.AllowPrivate && !Vetted(ip) {
+		return apperr.Invalidf("url", "%s is a private, loopback, link-local or reserved address", ip)
+	}
+	return nil
+}
+
+func validateTypes(types []string) error {
+	if len(types) == 0 {
+		return apperr.Invalidf("event_types", "must name at least one event type")
+	}
+	for i, t := range types {
+		if !slices.Contains(event.Types, t) {
+			return apperr.Invalidf(fmt.Sprintf("event_types[%d]", i), "unknown event type %q", t)
+		}
+		if maxPayloadBytes[t] > maxPayload {
+			return apperr.Invalidf(fmt.Sprintf("event_types[%d]", i), "%s payloads can exceed 256 KiB and are never truncated", t)
+		}
+	}
+	return nil
+}
+
+// CreateEndpoint registers an endpoint and returns it with its secret.
+// Errors: Invalid.
+func (s *Service) CreateEndpoint(ctx context.Context, in EndpointInput) (Endpoint, error) {
+	if in.URL == nil {
+		return Endpoint{}, apperr.Invalidf("url", "is required")
+	}
+	if err := s.validateURL(*in.URL); err != nil {
+		return Endpoint{}, err
+	}
+	if in.EventTypes == nil {
+		return Endpoint{}, apperr.Invalidf("event_types", "is required")
+	}
+	if err := validateTypes(*in.EventTypes); err != nil {
+		return Endpoint{}, err
+	}
+	if in.Disabled != nil {
+		return Endpoint{}, apperr.Invalidf("disabled", "cannot be set on creation")
+	}
+	desc := ""
+	if in.Description != nil {
+		desc = *in.Description
+	}
+	if len(desc) > 500 {
+		return Endpoint{}, apperr.Invalidf("description", "must be at most 500 characters")
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return Endpoint{}, err
+	}
+	id, _ := uuid.NewV7()
+	e := Endpoint{ID: "ep_" + id.String(), URL: *in.URL, EventTypes: *in.EventTypes, Description: desc,
+		CreatedAt: s.cfg.Now().UTC(), Secret: secret}
+	types, _ := json.Marshal(e.EventTypes)
+	_, err = s.db.Exec(ctx, `INSERT INTO webhook_endpoints (id, url, event_types, description, secret, created_us)
+		VALUES (?, ?, ?, ?, ?, ?)`, e.ID, e.URL, string(types), e.Description, secret, e.CreatedAt.UnixMicro())
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("create endpoint: %w", err)
+	}
+	return e, nil
+}
+
+const endpointColumns = "id, url, event_types, description, secret, previous_secret, previous_until_us, disabled, disabled_reason, failing_since_us, created_us"
+
+func scanEndpoint(row interface{ Scan(...any) error }) (Endpoint, error) {
+	var (
+		e                           Endpoint
+		types                       string
+		prevUntil, failing, created int64
+		disabled                    int
+	)
+	if err := row.Scan(&e.ID, &e.URL, &types, &e.Description, &e.secret, &e.previous, &prevUntil, &disabled,
+		&e.DisabledReason, &failing, &created); err != nil {
+		return Endpoint{}, err
+	}
+	json.Unmarshal([]byte(types), &e.EventTypes)
+	e.Disabled = disabled == 1
+	e.previousUntil = time.UnixMicro(prevUntil)
+	if failing > 0 {
+		e.failingSince = time.UnixMicro(failing)
+	}
+	e.CreatedAt = time.UnixMicro(created).UTC()
+	return e, nil
+}
+
+// Endpoint returns one endpoint without its secret. Errors: NotFound.
+func (s *Service) Endpoint(ctx context.Context, id string) (Endpoint, error) {
+	e, err := scanEndpoint(s.db.QueryRow(ctx, "SELECT "+endpointColumns+" FROM webhook_endpoints WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Endpoint{}, apperr.New(apperr.NotFound, "id", "no webhook endpoint %s", id)
+	}
+	return e, err
+}
+
+// Endpoints lists every endpoint.
+func (s *Service) Endpoints(ctx context.Context) ([]Endpoint, error) {
+	rows, err := s.db.Query(ctx, "SELECT "+endpointColumns+" FROM webhook_endpoints ORDER BY created_us")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Endpoint{}
+	for rows.Next() {
+		e, err := scanEndpoint(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// UpdateEndpoint changes the given fields. Errors: Invalid, NotFound.
+func (s *Service) UpdateEndpoint(ctx context.Context, id string, in EndpointInput) (Endpoint, error) {
+	e, err := s.Endpoint(ctx, id)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	if in.URL != nil {
+		if err := s.validateURL(*in.URL); err != nil {
+			return Endpoint{}, err
+		}
+		e.URL = *in.URL
+	}
+	if in.EventTypes != nil {
+		if err := validateTypes(*in.EventTypes); err != nil {
+			return Endpoint{}, err
+		}
+		e.EventTypes = *in.EventTypes
+	}
+	if in.Description != nil {
+		if len(*in.Description) > 500 {
+			return Endpoint{}, apperr.Invalidf("description", "must be at most 500 characters")
+		}
+		e.Description = *in.Description
+	}
+	if in.Disabled != nil {
+		e.Disabled = *in.Disabled
+		if !e.Disabled {
+			e.DisabledReason, e.failingSince = "", time.Time{}
+		} else if e.DisabledReason == "" {
+			e.DisabledReason = "disabled by request"
+		}
+	}
+	types, _ := json.Marshal(e.EventTypes)
+	_, err = s.db.Exec(ctx, `UPDATE webhook_endpoints SET url = ?, event_types = ?, description = ?, disabled = ?,
+		disabled_reason = ?, failing_since_us = ? WHERE id = ?`, e.URL, string(types), e.Description, boolInt(e.Disabled),
+		e.DisabledReason, micros(e.failingSince), id)
+	return e, err
+}
+
+// DeleteEndpoint removes an endpoint and its pending deliveries.
+// Errors: NotFound.
+func (s *Service) DeleteEndpoint(ctx context.Context, id string) error {
+	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.Exec(ctx, "DELETE FROM webhook_endpoints WHERE id = ?", id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return apperr.New(apperr.NotFound, "id", "no webhook endpoint %s", id)
+		}
+		_, err = tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed' WHERE endpoint_id = ? AND status = 'pending'", id)
+		return err
+	})
+}
+
+// RotateSecret gives the endpoint a new secret; the old one keeps signing
+// (beside the new) for the grace period. Errors: NotFound.
+func (s *Service) RotateSecret(ctx context.Context, id string) (Endpoint, error) {
+	e, err := s.Endpoint(ctx, id)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return Endpoint{}, err
+	}
+	until := s.cfg.Now().Add(s.cfg.SecretGrace)
+	_, err = s.db.Exec(ctx, "UPDATE webhook_endpoints SET secret = ?, previous_secret = ?, previous_until_us = ? WHERE id = ?",
+		secret, e.secret, until.UnixMicro(), id)
+	e.Secret = secret
+	return e, err
+}
+
+// signingSecrets are the secrets that sign a delivery now.
+func (e Endpoint) signingSecrets(now time.Time) []string {
+	if e.previous != "" && now.Before(e.previousUntil) {
+		return []string{e.secret, e.previous}
+	}
+	return []string{e.secret}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// Consumer turns every event into a delivery for each enabled endpoint
+// subscribed to its type, in the transaction that records the event.
+func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: event.Types}
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.enqueue)
+}
+
+func (s *Service) enqueue(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	rows, err := tx.Query(ctx, "SELECT id, event_types FROM webhook_endpoints WHERE disabled = 0")
+	if err != nil {
+		return err
+	}
+	var targets []string
+	for rows.Next() {
+		var id, types string
+		if err := rows.Scan(&id, &types); err != nil {
+			rows.Close()
+			return err
+		}
+		var ts []string
+		json.Unmarshal([]byte(types), &ts)
+		if slices.Contains(ts, ev.Type) {
+			targets = append(targets, id)
+		}
+	}
+	rows.Close()
+	if len(targets) == 0 {
+		return rows.Err()
+	}
+	body, err := json.Marshal(map[string]any{"type": ev.Type, "timestamp": ev.Time.UTC().Format(time.RFC3339Nano), "data": ev.Data})
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	for _, ep := range targets {
+		id, _ := uuid.NewV7()
+		if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, status, next_attempt_us, created_us)
+			VALUES (?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (endpoint_id, event_id) DO NOTHING`,
+			"dl_"+id.String(), ep, ev.ID, ev.Type, string(body), now.Add(s.cfg.Schedule[0]).UnixMicro(), now.UnixMicro()); err != nil {
+			return err
+		}
+	}
+	tx.OnCommit(s.Wake)
+	return nil
+}
+
+// Wake makes the dispatcher look for due deliveries now.
+func (s *Service) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers due deliveries until ctx ends, then waits (briefly) for
+// deliveries in flight.
+func (s *Service) Run(ctx context.Context) { s.d.run(ctx) }
