@@ -91,6 +91,15 @@ type Config struct {
 	PSP psp.Faults
 	// PSPURL is where payments finds the provider; empty means this node.
 	PSPURL string
+	// PSPAsync makes the simulator answer authorizations "pending" and send
+	// the outcome by webhook to payments.
+	PSPAsync bool
+	// PSPWebhookSecret signs the provider's webhooks (shared by psp and
+	// payments); empty in embedded mode means a fresh one per start.
+	PSPWebhookSecret string
+	// PSPNotifyURL is payments' base URL for the provider's webhooks
+	// (serve psp); empty means this node.
+	PSPNotifyURL string
 	// Upstreams maps a service to its instances' base URLs (gateway).
 	Upstreams map[string][]string
 	// PprofAddr, when set, serves net/http/pprof there.
@@ -163,6 +172,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if err := n.listen(); err != nil {
 		return nil, err
+	}
+	if n.cfg.PSPWebhookSecret == "" {
+		if n.cfg.PSPWebhookSecret, err = webhook.NewSecret(); err != nil {
+			return nil, err
+		}
 	}
 	mux := http.NewServeMux()
 	if err := n.startServices(ctx, runCtx, mux); err != nil {

@@ -100,6 +100,8 @@ type commonFlags struct {
 	psp            psp.Faults
 	webhooks       webhook.Config
 	schedule       scheduleFlag
+	pspAsync       bool
+	pspSecret      string
 }
 
 func (c *commonFlags) register(fs interface {
@@ -120,6 +122,8 @@ func (c *commonFlags) register(fs interface {
 	fs.Float64Var(&c.psp.ErrorRate, "psp-error-rate", 0, "payment-provider simulator: share of requests answered 503 (0-1)")
 	fs.Float64Var(&c.psp.TimeoutRate, "psp-timeout-rate", 0, "payment-provider simulator: share of requests that hang past the client's timeout (0-1)")
 	fs.DurationVar(&c.psp.Latency, "psp-latency", 0, "payment-provider simulator: latency added to every request")
+	fs.BoolVar(&c.pspAsync, "psp-async", false, "payment-provider simulator: answer authorizations pending and send the outcome by signed webhook")
+	fs.StringVar(&c.pspSecret, "psp-webhook-secret", "", "whsec_ secret signing the provider's webhooks (serve psp and serve payments must share it; run makes one)")
 	fs.Var(&c.schedule, "webhook-schedule", "webhook retry schedule: delays before each attempt, e.g. 0s,5s,5m,30m (default: the Standard Webhooks schedule, 0s to 24h)")
 	fs.DurationVar(&c.webhooks.SecretGrace, "webhook-secret-grace", 24*time.Hour, "how long a rotated-out webhook secret keeps signing")
 	fs.DurationVar(&c.webhooks.DisableAfter, "webhook-disable-after", 5*24*time.Hour, "disable a webhook endpoint failing continuously this long")
@@ -180,6 +184,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, Webhooks: c.webhooks,
+		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
@@ -208,6 +213,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
 	replicas := fs.Int("replicas", 1, "replicas of the streams (3 on a 3-node cluster)")
 	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
+	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
 	var upstreams upstreamFlag
 	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
 	pos, err := parseFlags(fs, args)
@@ -233,6 +239,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if service == "payments" && *pspURL == "" {
 		return usagef("serve payments needs --psp-url, the payment provider's base URL")
 	}
+	if service == "psp" && c.pspAsync && (*pspNotify == "" || c.pspSecret == "") {
+		return usagef("serve psp --psp-async needs --psp-notify-url (the payments service's base URL) and --psp-webhook-secret (shared with payments)")
+	}
 	if service == "gateway" && len(upstreams) == 0 {
 		return usagef("serve gateway needs at least one --upstream SERVICE=URL")
 	}
@@ -247,7 +256,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, DB: *db, Replicas: *replicas,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
-		Webhooks: c.webhooks,
+		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)

@@ -70,7 +70,9 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		if pspURL == "" {
 			pspURL = n.URL()
 		}
-		svc := payment.New(st.db, st.outbox, payment.NewProviderClient(payment.ClientConfig{BaseURL: pspURL}), log)
+		svc := payment.New(payment.Config{DB: st.db, Outbox: st.outbox, Logger: log, WebhookSecret: n.cfg.PSPWebhookSecret,
+			Provider: payment.NewProviderClient(payment.ClientConfig{BaseURL: pspURL})})
+		svc.Routes(mux)
 		cfg, h := svc.Consumer()
 		return n.ConsumeBatch(ctx, cfg, h)
 	case "shipping":
@@ -95,7 +97,17 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		cfg, h = hooks.Consumer()
 		return n.ConsumeBatch(ctx, cfg, h)
 	case "psp":
-		psp.New(st.db, n.cfg.PSP, log).Routes(mux)
+		notify := n.cfg.PSPNotifyURL
+		if notify == "" {
+			notify = n.URL()
+		}
+		sim := psp.New(st.db, psp.Config{Faults: n.cfg.PSP, Async: n.cfg.PSPAsync, NotifyURL: notify, Secret: n.cfg.PSPWebhookSecret}, log)
+		sim.Routes(mux)
+		n.relays.Add(1)
+		go func() {
+			defer n.relays.Done()
+			sim.RunNotifier(runCtx)
+		}()
 		return nil
 	case "gateway":
 		mux.HandleFunc("GET /api/admin/stream", n.firehose)
@@ -113,6 +125,7 @@ var gatewayRoutes = []struct{ prefix, service string }{
 	{"/psp/", "psp"},
 	{"/api/admin/notifications", "notifications"},
 	{"/api/webhooks/", "notifications"},
+	{"/api/psp/webhooks", "payments"},
 }
 
 // mountGateway proxies /api/… to the configured upstream instances, round

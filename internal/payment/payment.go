@@ -35,25 +35,40 @@ const ConsumerName = "payments-saga"
 
 // Payment states.
 const (
-	statePending    = "pending"
-	stateAuthorized = "authorized"
-	stateFailed     = "failed"
-	stateCaptured   = "captured"
-	stateVoided     = "voided"
-	stateRefunded   = "refunded"
+	statePending     = "pending"
+	stateAuthorizing = "authorizing" // the provider answered pending; its webhook decides
+	stateAuthorized  = "authorized"
+	stateFailed      = "failed"
+	stateCaptured    = "captured"
+	stateVoided      = "voided"
+	stateRefunded    = "refunded"
 )
+
+// Config configures the payments service.
+type Config struct {
+	DB       *sqldb.DB
+	Outbox   *outbox.Outbox
+	Provider Provider
+	Logger   *slog.Logger
+	// WebhookSecret verifies the provider's webhooks (async authorizations).
+	WebhookSecret string
+}
 
 // Service applies the payment rules.
 type Service struct {
-	db       *sqldb.DB
-	outbox   *outbox.Outbox
-	provider Provider
-	log      *slog.Logger
+	db            *sqldb.DB
+	outbox        *outbox.Outbox
+	provider      Provider
+	log           *slog.Logger
+	webhookSecret string
 }
 
 // New returns the payments service.
-func New(db *sqldb.DB, o *outbox.Outbox, provider Provider, log *slog.Logger) *Service {
-	return &Service{db: db, outbox: o, provider: provider, log: log}
+func New(cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{db: cfg.DB, outbox: cfg.Outbox, provider: cfg.Provider, log: cfg.Logger, webhookSecret: cfg.WebhookSecret}
 }
 
 // Consumer is the saga consumer's configuration and handler. Events come
@@ -105,6 +120,12 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	if err != nil {
 		return failAll(len(evs), err)
 	}
+	// Only payments this batch changed are written back, so a concurrent
+	// writer (the provider's webhook) is never overwritten with stale state.
+	loaded := make(map[string]payment, len(states))
+	for id, p := range states {
+		loaded[id] = *p
+	}
 	errs := make([]error, len(evs))
 	emits := make([]*emission, len(evs))
 	var mu sync.Mutex
@@ -155,10 +176,12 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 			return err
 		}
 		for _, id := range orderIDs {
-			if p := states[id]; touched[id] && p != nil {
-				if err := save(ctx, tx, p); err != nil {
-					return err
-				}
+			p := states[id]
+			if before, ok := loaded[id]; !touched[id] || p == nil || (ok && before == *p) {
+				continue
+			}
+			if err := save(ctx, tx, p); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -267,6 +290,10 @@ func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emis
 		if err != nil {
 			return nil, err
 		}
+		if res.Outcome == psp.Pending {
+			p.state = stateAuthorizing // the provider's webhook will tell
+			return nil, nil
+		}
 		if res.Outcome != psp.Approved {
 			p.state = stateFailed
 			return &emission{event.PaymentFailed, event.PaymentFailure{OrderID: p.orderID, Reason: res.Reason}}, nil
@@ -306,7 +333,7 @@ func (s *Service) compensate(ctx context.Context, ev bus.Event, pp **payment) (*
 	}
 	var op, state, typ string
 	switch p.state {
-	case stateAuthorized, statePending:
+	case stateAuthorized, statePending, stateAuthorizing:
 		op, state, typ = psp.OpVoid, stateVoided, event.PaymentVoided
 	case stateCaptured:
 		op, state, typ = psp.OpRefund, stateRefunded, event.PaymentRefunded

@@ -6,9 +6,11 @@
 package psp
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
@@ -42,6 +45,7 @@ const (
 	OpRefund    = "refund"
 
 	Approved = "approved" // authorize succeeded
+	Pending  = "pending"  // async mode: the outcome follows by webhook
 	Declined = "declined" // authorize refused
 	Done     = "done"     // capture, void or refund took effect
 	Rejected = "rejected" // capture, void or refund not possible in this state
@@ -75,19 +79,37 @@ type Operation struct {
 	At          time.Time `json:"at"`
 }
 
+// Config configures the simulator.
+type Config struct {
+	Faults
+	// Async makes authorizations answer "pending"; the outcome is sent
+	// later as a signed Standard Webhooks call to NotifyURL, retried until
+	// it is acknowledged.
+	Async bool
+	// NotifyURL is the merchant's webhook base URL (payments), which gets
+	// POST /api/psp/webhooks.
+	NotifyURL string
+	// Secret signs those webhooks (whsec_…), shared with payments.
+	Secret string
+}
+
 // Server is the simulator.
 type Server struct {
 	db     *sqldb.DB
+	cfg    Config
 	faults Faults
 	log    *slog.Logger
+	wake   chan struct{}
+	client *http.Client
 }
 
 // New returns a simulator keeping its ledger in db.
-func New(db *sqldb.DB, faults Faults, log *slog.Logger) *Server {
-	if faults.Hang <= 0 {
-		faults.Hang = 5 * time.Second
+func New(db *sqldb.DB, cfg Config, log *slog.Logger) *Server {
+	if cfg.Hang <= 0 {
+		cfg.Hang = 5 * time.Second
 	}
-	return &Server{db: db, faults: faults, log: log}
+	return &Server{db: db, cfg: cfg, faults: cfg.Faults, log: log, wake: make(chan struct{}, 1),
+		client: &http.Client{Timeout: 5 * time.Second}}
 }
 
 // Routes mounts the provider API and its admin ledger on mux.
@@ -151,11 +173,113 @@ func (s *Server) apply(ctx context.Context, op, key string, req Request) (Operat
 		if err := s.decide(ctx, tx, &res, req.Token); err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, `INSERT INTO psp_operations (op, idem_key, order_id, amount_cents, currency, outcome, reason, at_us)
+		if err := tx.QueryRow(ctx, `INSERT INTO psp_operations (op, idem_key, order_id, amount_cents, currency, outcome, reason, at_us)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-			res.Op, key, res.OrderID, res.AmountCents, res.Currency, res.Outcome, res.Reason, res.At.UnixMicro()).Scan(&res.ID)
+			res.Op, key, res.OrderID, res.AmountCents, res.Currency, res.Outcome, res.Reason, res.At.UnixMicro()).Scan(&res.ID); err != nil {
+			return err
+		}
+		if !s.cfg.Async || op != OpAuthorize {
+			return nil
+		}
+		// The ledger holds the outcome; the caller hears "pending" now and
+		// the outcome by webhook, from a row written in this transaction.
+		payload, _ := json.Marshal(map[string]any{
+			"type": "authorization.completed", "timestamp": res.At.Format(time.RFC3339Nano), "data": res,
+		})
+		if _, err := tx.Exec(ctx, "INSERT INTO psp_notifications (payload, next_attempt_us) VALUES (?, ?)",
+			string(payload), res.At.UnixMicro()); err != nil {
+			return err
+		}
+		tx.OnCommit(func() {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		})
+		res.Outcome, res.Reason = Pending, ""
+		return nil
 	})
 	return res, err
+}
+
+// RunNotifier sends async outcomes until ctx ends (async mode only): each
+// is a Standard Webhooks POST to NotifyURL/api/psp/webhooks, retried with
+// backoff until the merchant answers 2xx.
+func (s *Server) RunNotifier(ctx context.Context) {
+	if !s.cfg.Async {
+		return
+	}
+	for {
+		if err := s.notifyDue(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("psp notifications", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) notifyDue(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, "SELECT id, payload, attempts FROM psp_notifications WHERE delivered = 0 AND next_attempt_us <= ? ORDER BY id LIMIT 100",
+		time.Now().UnixMicro())
+	if err != nil {
+		return err
+	}
+	type note struct {
+		id       int64
+		payload  string
+		attempts int
+	}
+	var due []note
+	for rows.Next() {
+		var n note
+		if err := rows.Scan(&n.id, &n.payload, &n.attempts); err != nil {
+			rows.Close()
+			return err
+		}
+		due = append(due, n)
+	}
+	rows.Close()
+	for _, n := range due {
+		if s.send(ctx, fmt.Sprintf("psp_evt_%d", n.id), []byte(n.payload)) {
+			if _, err := s.db.Exec(ctx, "UPDATE psp_notifications SET delivered = 1, attempts = attempts + 1 WHERE id = ?", n.id); err != nil {
+				return err
+			}
+			continue
+		}
+		backoff := min(time.Duration(1<<min(n.attempts, 8))*200*time.Millisecond, 30*time.Second)
+		if _, err := s.db.Exec(ctx, "UPDATE psp_notifications SET attempts = attempts + 1, next_attempt_us = ? WHERE id = ?",
+			time.Now().Add(backoff).UnixMicro(), n.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send posts one signed notification and reports whether it was accepted.
+func (s *Server) send(ctx context.Context, id string, body []byte) bool {
+	headers, err := webhook.Sign(s.cfg.Secret, id, time.Now(), body)
+	if err != nil {
+		s.log.Error("psp webhook secret", "err", err)
+		return false
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.NotifyURL+"/api/psp/webhooks", bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode >= 200 && resp.StatusCode < 300
 }
 
 func (s *Server) find(ctx context.Context, tx *sqldb.Tx, op, key string) (Operation, error) {

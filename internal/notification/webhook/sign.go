@@ -60,3 +60,50 @@ func signatures(secrets []string, id string, ts time.Time, body []byte) (string,
 	}
 	return strings.Join(sigs, " "), nil
 }
+
+// Verification errors.
+var (
+	ErrMissingHeaders = errors.New("missing webhook-id, webhook-timestamp or webhook-signature")
+	ErrStale          = errors.New("webhook timestamp is too old or too far in the future")
+	ErrBadSignature   = errors.New("no webhook signature matches")
+)
+
+// Tolerance is how far a webhook's timestamp may be from now.
+const Tolerance = 5 * time.Minute
+
+// Verify checks a received webhook: the headers are present, the timestamp
+// is within Tolerance of now, and one of the space-separated v1 signatures
+// is the HMAC of id.timestamp.body with secret. It returns the webhook-id.
+func Verify(secret string, h interface{ Get(string) string }, body []byte, now time.Time) (string, error) {
+	id, ts, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
+	if id == "" || ts == "" || sigs == "" {
+		return "", ErrMissingHeaders
+	}
+	secs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return "", ErrMissingHeaders
+	}
+	at := time.Unix(secs, 0)
+	if now.Sub(at) > Tolerance || at.Sub(now) > Tolerance {
+		return "", ErrStale
+	}
+	want, err := sign(secret, id, at, body)
+	if err != nil {
+		return "", err
+	}
+	for _, sig := range strings.Fields(sigs) {
+		if hmac.Equal([]byte(sig), []byte(want)) {
+			return id, nil
+		}
+	}
+	return "", ErrBadSignature
+}
+
+// Sign returns the Standard Webhooks headers for body, signed with secret.
+func Sign(secret, id string, at time.Time, body []byte) (map[string]string, error) {
+	sig, err := sign(secret, id, at, body)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{HeaderID: id, HeaderTimestamp: strconv.FormatInt(at.Unix(), 10), HeaderSignature: sig}, nil
+}

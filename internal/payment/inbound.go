@@ -1,0 +1,132 @@
+package payment
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+// inboundConsumer names the provider's webhooks in the inbox, so a
+// webhook-id already processed is acknowledged and ignored.
+const inboundConsumer = "psp-webhooks"
+
+// Routes mounts the provider's webhook receiver.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/psp/webhooks", s.handleProviderWebhook)
+}
+
+// handleProviderWebhook receives an asynchronous authorization outcome:
+// it verifies the Standard Webhooks signature, rejects a timestamp more
+// than 5 minutes away, ignores a webhook-id already processed, and applies
+// the outcome with its event in one transaction.
+func (s *Service) handleProviderWebhook(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		httpx.Error(w, r, s.log, apperr.New(apperr.TooLarge, "", "webhook body over 64 KiB"))
+		return
+	}
+	if s.webhookSecret == "" {
+		httpx.Error(w, r, s.log, apperr.New(apperr.Unavailable, "", "provider webhooks are not configured: start payments with --psp-webhook-secret"))
+		return
+	}
+	id, err := webhook.Verify(s.webhookSecret, r.Header, body, time.Now())
+	if err != nil {
+		httpx.Error(w, r, s.log, apperr.Invalidf("webhook-signature", "%v", err))
+		return
+	}
+	var note struct {
+		Type string        `json:"type"`
+		Data psp.Operation `json:"data"`
+	}
+	if err := json.Unmarshal(body, &note); err != nil || note.Type != "authorization.completed" || note.Data.OrderID == "" {
+		httpx.Error(w, r, s.log, apperr.Invalidf("type", "want an authorization.completed webhook with its operation"))
+		return
+	}
+	if err := s.applyAuthorization(r.Context(), id, note.Data); err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op psp.Operation) error {
+	p, ok, err := s.loadOne(ctx, op.OrderID)
+	if err != nil {
+		return err
+	}
+	if ok && p.cancelled && op.Outcome == psp.Approved && p.state == stateAuthorizing {
+		// Approved after the order was cancelled: void before recording.
+		res, err := s.provider.Do(ctx, psp.OpVoid, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
+		if err != nil {
+			return apperr.New(apperr.Unavailable, "", "void the late authorization of %s: %v", p.orderID, err)
+		}
+		return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+			if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "UPDATE payments SET state = ? WHERE order_id = ? AND state = ?", stateVoided, p.orderID, stateAuthorizing); err != nil {
+				return err
+			}
+			if res.Outcome != psp.Done {
+				return nil
+			}
+			return s.outbox.Emit(ctx, tx, source, event.PaymentVoided, p.orderID,
+				event.Payment{OrderID: p.orderID, AmountCents: res.AmountCents, Currency: p.currency, ProviderRef: fmt.Sprintf("psp_%d", res.ID)}, nil)
+		})
+	}
+	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		var current string
+		err := tx.QueryRow(ctx, "SELECT state FROM payments WHERE order_id = ?", op.OrderID).Scan(&current)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if current == statePending {
+			// The webhook overtook the provider's "pending" answer, which
+			// payments has not recorded yet: have the provider retry.
+			return apperr.New(apperr.Unavailable, "", "authorization of %s is still being recorded; retry", op.OrderID)
+		}
+		if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
+			return err
+		}
+		state, typ := stateFailed, event.PaymentFailed
+		var data any = event.PaymentFailure{OrderID: op.OrderID, Reason: op.Reason}
+		ref := fmt.Sprintf("psp_%d", op.ID)
+		if op.Outcome == psp.Approved {
+			state, typ = stateAuthorized, event.PaymentAuthorized
+			data = event.Payment{OrderID: op.OrderID, AmountCents: op.AmountCents, Currency: op.Currency, ProviderRef: ref}
+		}
+		// Only an authorization still waiting moves: a repeat or a late
+		// webhook (unknown order, already decided) changes nothing.
+		res, err := tx.Exec(ctx, "UPDATE payments SET state = ?, provider_ref = ? WHERE order_id = ? AND state = ? AND cancelled = 0",
+			state, ref, op.OrderID, stateAuthorizing)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		return s.outbox.Emit(ctx, tx, source, typ, op.OrderID, data, nil)
+	})
+}
+
+func (s *Service) loadOne(ctx context.Context, orderID string) (*payment, bool, error) {
+	ps, err := s.loadMany(ctx, []string{orderID})
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, false, err
+	}
+	p, ok := ps[orderID]
+	return p, ok, nil
+}
