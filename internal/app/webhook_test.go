@@ -33,11 +33,17 @@ type receiver struct {
 	got     map[string]int // webhook-id → deliveries received and verified
 	bad     []string
 	respond func(id string, n int) int
-	srv     *httptest.Server
+	// retryAfter, if set, is sent as Retry-After with every answer.
+	retryAfter string
+	srv        *httptest.Server
 }
 
 func newReceiver(t *testing.T, respond func(id string, n int) int) *receiver {
-	r := &receiver{t: t, got: map[string]int{}, respond: respond}
+	return newReceiverWith(t, "", respond)
+}
+
+func newReceiverWith(t *testing.T, retryAfter string, respond func(id string, n int) int) *receiver {
+	r := &receiver{t: t, got: map[string]int{}, respond: respond, retryAfter: retryAfter}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(r.srv.Close)
 	return r
@@ -69,6 +75,9 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	status := http.StatusOK
 	if r.respond != nil {
 		status = r.respond(id, n)
+	}
+	if r.retryAfter != "" {
+		w.Header().Set("Retry-After", r.retryAfter)
 	}
 	w.WriteHeader(status)
 }
@@ -334,5 +343,82 @@ func TestWebhooksSurviveKill(t *testing.T) {
 	t.Logf("%d events delivered, %d of them more than once (same webhook-id)", len(want), repeats)
 	if len(r.bad) != 0 {
 		t.Fatalf("deliveries that failed verification: %v", r.bad)
+	}
+}
+
+// TestWebhookRetryAfterRetryAndRecover checks that a 429's Retry-After
+// sets the next attempt, and that a failed delivery can be re-sent one by
+// one (retry) or all since a time (recover).
+func TestWebhookRetryAfterRetryAndRecover(t *testing.T) {
+	s := startStack(t, Config{Webhooks: webhook.Config{AllowPrivate: true, Schedule: []time.Duration{0, 100 * time.Millisecond}}})
+	var mu sync.Mutex
+	mode := "throttle"
+	r := newReceiverWith(t, "2", func(string, int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		switch mode {
+		case "throttle":
+			return http.StatusTooManyRequests
+		case "down":
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	e := s.subscribe(r, event.ProductUpdated)
+	start := time.Now()
+	s.productEvent("THROTTLED")
+	var ds []webhook.Delivery
+	bustest.Eventually(t, 10*time.Second, "two attempts", func() bool {
+		s.do("GET", "/api/webhooks/deliveries?endpoint_id="+e.ID, nil, nil, &ds)
+		return len(ds) == 1 && len(ds[0].Attempts) == 2
+	})
+	if gap := ds[0].Attempts[1].At.Sub(ds[0].Attempts[0].At); gap < 1900*time.Millisecond {
+		t.Errorf("second attempt %s after the first, want Retry-After's 2s (the schedule said 100ms)", gap)
+	}
+	if ds[0].Status != "failed" {
+		t.Fatalf("delivery = %s after its schedule ran out, want failed (started %s ago)", ds[0].Status, time.Since(start))
+	}
+
+	mu.Lock()
+	mode = "ok"
+	mu.Unlock()
+	if resp := s.do("POST", "/api/webhooks/deliveries/"+ds[0].ID+"/retry", nil, nil, nil); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("retry = %d", resp.StatusCode)
+	}
+	bustest.Eventually(t, 10*time.Second, "the retried delivery delivered", func() bool {
+		var one []webhook.Delivery
+		s.do("GET", "/api/webhooks/deliveries?status=delivered&endpoint_id="+e.ID, nil, nil, &one)
+		return len(one) == 1
+	})
+	if resp := s.do("POST", "/api/webhooks/deliveries/"+ds[0].ID+"/retry", nil, nil, nil); resp.StatusCode != http.StatusConflict {
+		t.Errorf("retry of a delivered delivery = %d, want 409", resp.StatusCode)
+	}
+
+	mu.Lock()
+	mode = "down"
+	mu.Unlock()
+	since := time.Now().UTC().Add(-time.Second)
+	for _, sku := range []string{"DOWN-1", "DOWN-2"} {
+		s.productEvent(sku)
+	}
+	bustest.Eventually(t, 10*time.Second, "two failed deliveries", func() bool {
+		var failed []webhook.Delivery
+		s.do("GET", "/api/webhooks/deliveries?status=failed&endpoint_id="+e.ID, nil, nil, &failed)
+		return len(failed) == 2
+	})
+	mu.Lock()
+	mode = "ok"
+	mu.Unlock()
+	var rec map[string]int
+	if resp := s.do("POST", "/api/webhooks/endpoints/"+e.ID+"/recover?since="+since.Format(time.RFC3339), nil, nil, &rec); resp.StatusCode != http.StatusAccepted || rec["recovered"] != 2 {
+		t.Fatalf("recover = %d %v, want 2 recovered", resp.StatusCode, rec)
+	}
+	bustest.Eventually(t, 10*time.Second, "the recovered deliveries delivered", func() bool {
+		var delivered []webhook.Delivery
+		s.do("GET", "/api/webhooks/deliveries?status=delivered&endpoint_id="+e.ID, nil, nil, &delivered)
+		return len(delivered) == 3
+	})
+	if resp := s.do("POST", "/api/webhooks/endpoints/"+e.ID+"/recover?since=yesterday", nil, nil, nil); resp.StatusCode != 400 {
+		t.Errorf("recover with a bad since = %d, want 400", resp.StatusCode)
 	}
 }

@@ -128,13 +128,16 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	}
 	errs := make([]error, len(evs))
 	emits := make([]*emission, len(evs))
-	var mu sync.Mutex
+	// Each order's goroutine works on its own slot; the map is updated
+	// after they are all done.
+	finals := make([]*payment, len(orderIDs))
 	var wg sync.WaitGroup
-	for _, id := range orderIDs {
+	for k, id := range orderIDs {
+		p := states[id]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p := states[id]
+			defer func() { finals[k] = p }()
 			for n, i := range groups[id] {
 				out, err := s.decide(ctx, evs[i], &p)
 				if err != nil {
@@ -148,12 +151,12 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 				}
 				emits[i] = out
 			}
-			mu.Lock()
-			states[id] = p
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	for k, id := range orderIDs {
+		states[id] = finals[k]
+	}
 	err = s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		var done []bus.Event
 		touched := map[string]bool{}
