@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"log/slog"
 	"net/http"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
@@ -18,14 +17,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 }
 
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
-	httpx.Error(w, r, s.logger(), err)
-}
-
-func (s *Service) logger() *slog.Logger {
-	if s.log == nil {
-		return slog.Default()
-	}
-	return s.log
+	httpx.Error(w, r, s.log, err)
 }
 
 func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) {

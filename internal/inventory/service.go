@@ -26,6 +26,9 @@ type Service struct {
 
 // New returns the inventory service on db, emitting through o.
 func New(db *sqldb.DB, o *outbox.Outbox, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
 	return &Service{db: db, outbox: o, log: log}
 }
 
