@@ -102,6 +102,9 @@ type Config struct {
 	PSPNotifyURL string
 	// Upstreams maps a service to its instances' base URLs (gateway).
 	Upstreams map[string][]string
+	// Balance maps a service to its balancing policy (gateway): round_robin
+	// (default), weighted, least_conn, p2c or hash.
+	Balance map[string]string
 	// PprofAddr, when set, serves net/http/pprof there.
 	PprofAddr string
 	// Webhooks configures merchant webhook delivery (Logger, DB and Outbox

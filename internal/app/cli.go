@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
@@ -215,7 +216,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
 	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
 	var upstreams upstreamFlag
-	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
+	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[;w=WEIGHT][,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
+	balance := balanceFlag{}
+	fs.Var(balance, "lb", "gateway: SERVICE=POLICY (repeatable): round_robin, weighted, least_conn, p2c or hash")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -257,6 +260,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
 		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify,
+		Balance: balance,
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)
@@ -468,6 +472,23 @@ func (s *scheduleFlag) Set(v string) error {
 		out = append(out, d)
 	}
 	*s = out
+	return nil
+}
+
+// balanceFlag collects --lb SERVICE=POLICY.
+type balanceFlag map[string]string
+
+func (b balanceFlag) String() string { return fmt.Sprint(map[string]string(b)) }
+
+func (b balanceFlag) Set(v string) error {
+	svc, policy, ok := strings.Cut(v, "=")
+	if !ok || svc == "" {
+		return fmt.Errorf("want SERVICE=POLICY, got %q", v)
+	}
+	if _, err := gateway.NewBalancer(policy, nil); err != nil {
+		return err
+	}
+	b[svc] = policy
 	return nil
 }
 

@@ -5,15 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
@@ -111,7 +109,7 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		return nil
 	case "gateway":
 		mux.HandleFunc("GET /api/admin/stream", n.firehose)
-		return n.mountGateway(mux)
+		return n.mountGateway(runCtx, mux)
 	}
 	return fmt.Errorf("unknown service %q", name)
 }
@@ -128,30 +126,40 @@ var gatewayRoutes = []struct{ prefix, service string }{
 	{"/api/psp/webhooks", "payments"},
 }
 
-// mountGateway proxies /api/… to the configured upstream instances, round
-// robin. (The full gateway — auth, rate limits, balancing policies — is
-// its own issue.)
-func (n *Node) mountGateway(mux *http.ServeMux) error {
+// mountGateway proxies /api/… to the configured upstream instances, each
+// upstream with its balancing policy (--lb), passive ejection, active
+// health checks and retries on another instance where safe. (Auth, rate
+// limits and caching are still to come.)
+func (n *Node) mountGateway(ctx context.Context, mux *http.ServeMux) error {
+	ups := map[string]*gateway.Upstream{}
+	for svc, targets := range n.cfg.Upstreams {
+		var instances []*gateway.Instance
+		for _, t := range targets {
+			in, err := gateway.NewInstance(t)
+			if err != nil {
+				return fmt.Errorf("--upstream %s: %w", svc, err)
+			}
+			instances = append(instances, in)
+		}
+		up, err := gateway.NewUpstream(svc, n.cfg.Balance[svc], instances)
+		if err != nil {
+			return fmt.Errorf("--lb %s: %w", svc, err)
+		}
+		ups[svc] = up
+		n.relays.Add(1)
+		go func() {
+			defer n.relays.Done()
+			up.CheckHealth(ctx, 2*time.Second)
+		}()
+	}
 	for _, route := range gatewayRoutes {
-		targets := n.cfg.Upstreams[route.service]
-		if len(targets) == 0 {
+		up, ok := ups[route.service]
+		if !ok {
 			continue
 		}
-		proxies := make([]*httputil.ReverseProxy, 0, len(targets))
-		for _, t := range targets {
-			u, err := url.Parse(t)
-			if err != nil || u.Scheme == "" || u.Host == "" {
-				return fmt.Errorf("--upstream %s=%q: want an http://host:port URL", route.service, t)
-			}
-			proxies = append(proxies, httputil.NewSingleHostReverseProxy(u))
-		}
-		var next atomic.Uint64
-		handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			proxies[next.Add(1)%uint64(len(proxies))].ServeHTTP(w, r)
-		})
-		mux.Handle(route.prefix, handler)
+		mux.Handle(route.prefix, up.Handler())
 		if !strings.HasSuffix(route.prefix, "/") {
-			mux.Handle(route.prefix+"/", handler)
+			mux.Handle(route.prefix+"/", up.Handler())
 		}
 	}
 	return nil

@@ -1,0 +1,209 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// Upstream is one service's instances behind the gateway, with the policy
+// that chooses among them.
+type Upstream struct {
+	Name      string
+	Instances []*Instance
+	Balancer  Balancer
+	// Key returns the routing key for hashing policies; nil means the
+	// client address.
+	Key func(*http.Request) string
+	// Timeout bounds each attempt (not streams once their headers are in).
+	Timeout time.Duration
+
+	base     http.RoundTripper
+	mu       sync.Mutex
+	breakers map[*Instance]*gobreaker.CircuitBreaker[*http.Response]
+	failures map[*Instance]int
+}
+
+// EjectAfter is how many consecutive failures take an instance out of
+// rotation until an active health check finds it ready again.
+const EjectAfter = 3
+
+// NewUpstream returns an upstream over instances with policy.
+func NewUpstream(name, policy string, instances []*Instance) (*Upstream, error) {
+	b, err := NewBalancer(policy, instances)
+	if err != nil {
+		return nil, err
+	}
+	return &Upstream{
+		Name: name, Instances: instances, Balancer: b, Timeout: 30 * time.Second,
+		base:     &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext},
+		breakers: map[*Instance]*gobreaker.CircuitBreaker[*http.Response]{},
+		failures: map[*Instance]int{},
+	}, nil
+}
+
+// Handler proxies requests to the upstream.
+func (u *Upstream) Handler() http.Handler {
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetXForwarded()
+			pr.Out.Host = ""
+		},
+		Transport: u,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusBadGateway)
+			io.WriteString(w, `{"type":"about:blank","title":"Bad Gateway","status":502,"detail":"no upstream instance of `+u.Name+` answered"}`)
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Buffer the body (bounded) so a retry can send it again.
+		if r.Body != nil && r.Body != http.NoBody {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+			if err != nil {
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(http.StatusRequestEntityTooLarge)
+				io.WriteString(w, `{"type":"about:blank","title":"Request Entity Too Large","status":413,"detail":"body over 1 MiB"}`)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// retryable reports whether a request may be sent to another instance
+// after a failure: idempotent methods, or any request carrying an
+// Idempotency-Key.
+func retryable(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != ""
+}
+
+var errUpstream = errors.New("upstream answered 502/503/504")
+
+// RoundTrip sends the request to a chosen instance, retrying connection
+// errors and 502/503/504 on a different instance when that is safe.
+func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	key := req.RemoteAddr
+	if u.Key != nil {
+		key = u.Key(req)
+	}
+	tries := 1
+	if retryable(req) {
+		tries = min(3, len(u.Instances))
+	}
+	tried := map[*Instance]bool{}
+	var lastErr error
+	for range tries {
+		in, err := u.Balancer.Pick(key, tried)
+		if err != nil {
+			break
+		}
+		tried[in] = true
+		out := req.Clone(req.Context())
+		out.URL.Scheme, out.URL.Host = in.URL.Scheme, in.URL.Host
+		if req.GetBody != nil {
+			out.Body, _ = req.GetBody()
+		}
+		resp, err := u.breaker(in).Execute(func() (*http.Response, error) {
+			done := in.Begin()
+			defer done()
+			resp, err := u.base.RoundTrip(out)
+			if err != nil {
+				return nil, err
+			}
+			if resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
+				return resp, errUpstream
+			}
+			return resp, nil
+		})
+		u.outcome(in, err)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		if resp != nil {
+			if len(tried) == tries {
+				return resp, nil // out of instances: pass the upstream's answer on
+			}
+			resp.Body.Close()
+		}
+		if req.Context().Err() != nil {
+			break
+		}
+	}
+	if lastErr == nil {
+		lastErr = ErrNoInstance
+	}
+	return nil, lastErr
+}
+
+func (u *Upstream) breaker(in *Instance) *gobreaker.CircuitBreaker[*http.Response] {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	b, ok := u.breakers[in]
+	if !ok {
+		b = gobreaker.NewCircuitBreaker[*http.Response](gobreaker.Settings{
+			Name: in.URL.Host, Timeout: 10 * time.Second,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
+		})
+		u.breakers[in] = b
+	}
+	return b
+}
+
+// outcome counts consecutive failures and ejects an instance after
+// EjectAfter of them (passive health checking).
+func (u *Upstream) outcome(in *Instance, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err == nil {
+		u.failures[in] = 0
+		return
+	}
+	u.failures[in]++
+	if u.failures[in] >= EjectAfter {
+		in.SetHealthy(false)
+	}
+}
+
+// CheckHealth probes every instance's /readyz each interval until ctx
+// ends, putting ready instances back into rotation and taking others out.
+func (u *Upstream) CheckHealth(ctx context.Context, interval time.Duration) {
+	client := &http.Client{Timeout: time.Second, Transport: u.base}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		for _, in := range u.Instances {
+			resp, err := client.Get(in.URL.String() + "/readyz")
+			ok := err == nil && resp.StatusCode == http.StatusOK
+			if resp != nil {
+				resp.Body.Close()
+			}
+			in.SetHealthy(ok)
+			if ok {
+				u.mu.Lock()
+				u.failures[in] = 0
+				u.mu.Unlock()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
