@@ -441,3 +441,27 @@ func testCancelAndDeadline(t *testing.T, s *stack) {
 		t.Errorf("stock not fully released: %+v", ledger)
 	}
 }
+
+// TestCatalogETag checks strong ETags on catalog reads: a matching
+// If-None-Match gets 304, and a change (restock) changes the ETag.
+func TestCatalogETag(t *testing.T) {
+	s := startStack(t, Config{})
+	s.addProduct("TAGGED", 3)
+	first := s.do("GET", "/api/products/TAGGED", nil, nil, nil)
+	etag := first.Header.Get("ETag")
+	if first.StatusCode != 200 || len(etag) < 10 || etag[0] != '"' {
+		t.Fatalf("GET = %d ETag %q, want 200 with a strong ETag", first.StatusCode, etag)
+	}
+	if resp := s.do("GET", "/api/products/TAGGED", map[string]string{"If-None-Match": etag}, nil, nil); resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("If-None-Match with the current ETag = %d, want 304", resp.StatusCode)
+	}
+	s.do("POST", "/api/products/TAGGED/restock", nil, map[string]int{"quantity": 2}, nil)
+	after := s.do("GET", "/api/products/TAGGED", map[string]string{"If-None-Match": etag}, nil, nil)
+	if after.StatusCode != 200 || after.Header.Get("ETag") == etag {
+		t.Fatalf("after a restock: %d ETag %q (was %q), want 200 with a new ETag", after.StatusCode, after.Header.Get("ETag"), etag)
+	}
+	list := s.do("GET", "/api/products", nil, nil, nil)
+	if resp := s.do("GET", "/api/products", map[string]string{"If-None-Match": list.Header.Get("ETag")}, nil, nil); resp.StatusCode != http.StatusNotModified {
+		t.Fatalf("list revalidation = %d, want 304", resp.StatusCode)
+	}
+}

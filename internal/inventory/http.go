@@ -41,7 +41,7 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	httpx.JSON(w, http.StatusOK, out)
+	httpx.JSONWithETag(w, r, out)
 }
 
 func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
@@ -55,7 +55,7 @@ func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	httpx.JSON(w, http.StatusOK, p)
+	httpx.JSONWithETag(w, r, p)
 }
 
 func (s *Service) handleRestock(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,8 @@ package httpx
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -124,4 +126,27 @@ func decodeError(err error) error {
 	default:
 		return apperr.Invalidf("", "cannot read body: %v", err)
 	}
+}
+
+// JSONWithETag writes v as JSON with a strong ETag (a hash of the body),
+// or 304 Not Modified when the request's If-None-Match already names it.
+func JSONWithETag(w http.ResponseWriter, r *http.Request, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	sum := sha256.Sum256(body)
+	etag := `"` + hex.EncodeToString(sum[:12]) + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "no-cache") // revalidate, then 304
+	for _, candidate := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		if c := strings.TrimSpace(candidate); c == etag || c == "*" {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(body, '\n'))
 }
