@@ -20,6 +20,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
@@ -27,6 +30,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
@@ -359,7 +363,11 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", n.ready)
-	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := httpx.NewMetrics(reg)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	n.http = &http.Server{Handler: httpx.Observe(mux, n.log, metrics), ReadHeaderTimeout: 10 * time.Second}
 	n.httpDone = make(chan error, 1)
 	go func() { n.httpDone <- n.http.Serve(n.listener) }()
 }

@@ -465,3 +465,28 @@ func TestCatalogETag(t *testing.T) {
 		t.Fatalf("list revalidation = %d, want 304", resp.StatusCode)
 	}
 }
+
+// TestRequestIDAndMetrics checks that X-Request-ID is propagated (or
+// made) and that /metrics counts requests per route pattern.
+func TestRequestIDAndMetrics(t *testing.T) {
+	s := startStack(t, Config{})
+	if got := s.do("GET", "/api/products", map[string]string{"X-Request-ID": "req-42"}, nil, nil).Header.Get("X-Request-ID"); got != "req-42" {
+		t.Fatalf("X-Request-ID = %q, want the caller's req-42", got)
+	}
+	if got := s.do("GET", "/api/products", nil, nil, nil).Header.Get("X-Request-ID"); len(got) < 16 {
+		t.Fatalf("generated X-Request-ID = %q", got)
+	}
+	s.do("GET", "/api/orders/nope", nil, nil, nil)
+	resp := s.do("GET", "/metrics", nil, nil, nil)
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`ordermesh_http_requests_total{code="200",method="GET",route="GET /api/products"} 2`,
+		`ordermesh_http_requests_total{code="404",method="GET",route="GET /api/orders/{id}"} 1`,
+		`ordermesh_http_request_duration_seconds_bucket`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
