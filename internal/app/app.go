@@ -111,6 +111,8 @@ type Config struct {
 	Balance map[string]string
 	// PprofAddr, when set, serves net/http/pprof there.
 	PprofAddr string
+	// CORSOrigins are the browser origins allowed to call the API.
+	CORSOrigins []string
 	// Webhooks configures merchant webhook delivery (Logger, DB and Outbox
 	// are filled in by the node).
 	Webhooks webhook.Config
@@ -367,7 +369,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := httpx.NewMetrics(reg)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	n.http = &http.Server{Handler: httpx.Observe(mux, n.log, metrics), ReadHeaderTimeout: 10 * time.Second}
+	n.http = &http.Server{Handler: httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, n.log, metrics)), ReadHeaderTimeout: 10 * time.Second}
 	n.httpDone = make(chan error, 1)
 	go func() { n.httpDone <- n.http.Serve(n.listener) }()
 }

@@ -94,6 +94,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type commonFlags struct {
 	addr, logLevel string
 	pprof          string
+	cors           string
 	maxDeliver     int
 	shutdown       time.Duration
 	retention      time.Duration
@@ -115,6 +116,7 @@ func (c *commonFlags) register(fs interface {
 }) {
 	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.cors, "cors-origin", "", "comma-separated browser origins allowed to call the API (e.g. https://shop.example)")
 	fs.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) for profiling")
 	fs.IntVar(&c.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of an event before it is dead-lettered")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
@@ -129,6 +131,16 @@ func (c *commonFlags) register(fs interface {
 	fs.DurationVar(&c.webhooks.SecretGrace, "webhook-secret-grace", 24*time.Hour, "how long a rotated-out webhook secret keeps signing")
 	fs.DurationVar(&c.webhooks.DisableAfter, "webhook-disable-after", 5*24*time.Hour, "disable a webhook endpoint failing continuously this long")
 	fs.BoolVar(&c.webhooks.AllowPrivate, "webhook-allow-private", false, "let webhook endpoints be loopback or private addresses (local use only)")
+}
+
+func (c *commonFlags) origins() []string {
+	var out []string
+	for _, o := range strings.Split(c.cors, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func (c *commonFlags) validate() error {
@@ -185,7 +197,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, Webhooks: c.webhooks,
-		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret,
+		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, CORSOrigins: c.origins(),
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
@@ -260,7 +272,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
 		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify,
-		Balance: balance,
+		Balance: balance, CORSOrigins: c.origins(),
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)

@@ -490,3 +490,15 @@ func TestRequestIDAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestCORSAllowList(t *testing.T) {
+	s := startStack(t, Config{CORSOrigins: []string{"https://shop.example"}})
+	pre := s.do("OPTIONS", "/api/orders", map[string]string{"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"}, nil, nil)
+	if pre.StatusCode != 204 || pre.Header.Get("Access-Control-Allow-Origin") != "https://shop.example" ||
+		!strings.Contains(pre.Header.Get("Access-Control-Allow-Headers"), "Idempotency-Key") {
+		t.Fatalf("preflight from an allowed origin = %d %v", pre.StatusCode, pre.Header)
+	}
+	if got := s.do("GET", "/api/products", map[string]string{"Origin": "https://evil.example"}, nil, nil).Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Fatalf("another origin got Access-Control-Allow-Origin %q", got)
+	}
+}
