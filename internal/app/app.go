@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
@@ -41,8 +42,9 @@ import (
 // Services lists what `ordermesh serve` can run, in start order.
 var Services = []string{"orders", "inventory", "payments", "shipping", "notifications", "psp", "gateway"}
 
-// storeless services keep no database of their own.
-var storeless = map[string]bool{"gateway": true}
+// optionalDB services may run without a database: the gateway keeps only
+// API keys in one, and accepts none without it.
+var optionalDB = map[string]bool{"gateway": true}
 
 // serviceMigrations are the tables of each service's database, beside the
 // platform's outbox and inbox.
@@ -53,6 +55,7 @@ var serviceMigrations = map[string]func() sqldb.Migrations{
 	"shipping":      shipping.Migrations,
 	"notifications": notification.Migrations,
 	"psp":           psp.Migrations,
+	"gateway":       gateway.Migrations,
 }
 
 // migrationsOf is everything service's database needs.
@@ -119,6 +122,28 @@ type Config struct {
 	// OutboxRetention is how long published outbox rows are kept.
 	OutboxRetention time.Duration
 
+	// Auth says which tokens the gateway accepts. With none configured in
+	// embedded mode, a development key is made in DataDir and a dev admin
+	// token written to DataDir/dev-admin.jwt.
+	Auth gateway.AuthConfig
+	// InternalSecret signs the caller's identity from the gateway to
+	// services in other processes; services without a gateway in their
+	// process require it.
+	InternalSecret string
+	// RateLimits per route class (gateway.Classes); RedisURL shares them
+	// between gateway instances; RateLimitOnError is "allow" or "deny"
+	// (default) when Redis cannot answer.
+	RateLimits       map[string]gateway.Limit
+	RedisURL         string
+	RateLimitOnError string
+	// ConcurrencyLimits cap requests in progress per route class.
+	ConcurrencyLimits map[string]int
+	// RouteTimeouts per route class (default 30s; streams have none).
+	RouteTimeouts map[string]time.Duration
+	// CacheTTL is the micro-cache's TTL for catalog reads (default 1s;
+	// negative turns the cache off).
+	CacheTTL time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -139,6 +164,12 @@ type Node struct {
 	relays   sync.WaitGroup
 	stop     context.CancelFunc
 	closing  sync.Once
+
+	// api holds the services' /api/ routes, behind the edge (gateway in
+	// this process) or the identity check (services behind a remote one).
+	api *http.ServeMux
+	// DevToken is the development admin token `run` made, if it made one.
+	DevToken string
 }
 
 // store is one service's database, its outbox and the relay publishing it.
@@ -172,7 +203,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	for _, svc := range cfg.Services {
-		if storeless[svc] {
+		if _, err := cfg.DSN(svc); err != nil && optionalDB[svc] {
 			continue
 		}
 		if err := n.openStore(ctx, svc); err != nil {
@@ -188,10 +219,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	mux := http.NewServeMux()
-	if err := n.startServices(ctx, runCtx, mux); err != nil {
+	n.api = http.NewServeMux()
+	if err := n.startServices(ctx, runCtx, n.api); err != nil {
 		return nil, err
 	}
-	for _, st := range n.stores {
+	if err := n.mountAPI(runCtx, mux); err != nil {
+		return nil, err
+	}
+	for name, st := range n.stores {
+		if name == "gateway" {
+			continue // emits no events
+		}
 		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.Bus, Retention: cfg.OutboxRetention, Logger: n.log})
 		n.relays.Add(1)
 		go func() {
@@ -369,7 +407,18 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := httpx.NewMetrics(reg)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	n.http = &http.Server{Handler: httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, n.log, metrics)), ReadHeaderTimeout: 10 * time.Second}
+	routeOf := func(r *http.Request) string {
+		if _, p := n.api.Handler(r); p != "" {
+			return p
+		}
+		if route, ok := gateway.Classify(r); ok {
+			return "gateway " + route.Class
+		}
+		_, p := mux.Handler(r)
+		return p
+	}
+	n.http = &http.Server{Handler: httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)),
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	n.httpDone = make(chan error, 1)
 	go func() { n.httpDone <- n.http.Serve(n.listener) }()
 }

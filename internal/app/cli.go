@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,10 @@ Usage:
                                      inspect and replay dead letters
   ordermesh load [--rate N --duration D | --max]
                                      load generator: throughput, latency, invariants
+  ordermesh token --sub ID --scopes SCOPES
+                                     mint a JWT with the dev key of 'run' (or --key FILE)
+  ordermesh apikey create|list|revoke
+                                     API keys (om_…), stored as SHA-256 hashes
   ordermesh version
 
 Run 'ordermesh COMMAND --help' for a command's flags. Every flag can also be
@@ -79,6 +84,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdDLQ(ctx, rest, stdout, stderr)
 	case "load":
 		return cmdLoad(ctx, rest, stdout, stderr)
+	case "token":
+		return cmdToken(ctx, rest, stdout, stderr)
+	case "apikey":
+		return cmdAPIKey(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "ordermesh", Version)
 		return nil
@@ -86,7 +95,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, mainUsage)
 		return nil
 	default:
-		return usagef("unknown command %q (commands: run, serve, migrate, dlq, load, version)", cmd)
+		return usagef("unknown command %q (commands: run, serve, migrate, dlq, load, token, apikey, version)", cmd)
 	}
 }
 
@@ -181,6 +190,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats) and one SQLite database per service (DATA/<service>.db).", stderr)
 	var c commonFlags
 	c.register(fs)
+	var g gatewayFlags
+	g.register(fs)
 	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
 	natsListen := fs.String("nats-listen", "", "also expose the embedded NATS on this TCP address, e.g. 127.0.0.1:4222 (for ordermesh dlq)")
 	if err := parseFlagsOnly(fs, args); err != nil {
@@ -199,6 +210,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, Webhooks: c.webhooks,
 		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, CORSOrigins: c.origins(),
 	}
+	if err := g.apply(&cfg); err != nil {
+		return err
+	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
 		fmt.Fprintf(stdout, "  HTTP:   %s   (health: %s/livez, %s/readyz)\n", n.URL(), n.URL(), n.URL())
@@ -208,13 +222,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fmt.Fprintf(stdout, "  NATS:   embedded, in-process only (add --nats-listen 127.0.0.1:4222 to expose it)\n")
 		}
 		fmt.Fprintf(stdout, "  Data:   %s\n", *data)
-		fmt.Fprintf(stdout, "\nTry it:\n")
-		fmt.Fprintf(stdout, "  curl -s -XPOST %s/api/products -H 'Content-Type: application/json' \\\n", n.URL())
+		auth := "-H \"Authorization: Bearer $TOKEN\""
+		if n.DevToken != "" {
+			path := filepath.Join(*data, DevTokenFile)
+			fmt.Fprintf(stdout, "  Token:  dev admin token (30 days), also in %s:\n          %s\n", path, n.DevToken)
+			fmt.Fprintf(stdout, "          more: ordermesh token --data %s --sub CUSTOMER --scopes orders:read,orders:write\n", *data)
+			fmt.Fprintf(stdout, "\nTry it:\n  TOKEN=$(cat %s)\n", path)
+		} else {
+			fmt.Fprintf(stdout, "\nTry it (TOKEN: a JWT your --jwt-key/--jwks-url accepts):\n")
+		}
+		fmt.Fprintf(stdout, "  curl -s -XPOST %s/api/products %s -H 'Content-Type: application/json' \\\n", n.URL(), auth)
 		fmt.Fprintf(stdout, "    -d '{\"sku\":\"MUG\",\"name\":\"Mug\",\"price_cents\":1250,\"currency\":\"EUR\",\"stock\":10}'\n")
-		fmt.Fprintf(stdout, "  curl -s -XPOST %s/api/orders -H 'Content-Type: application/json' -H 'Idempotency-Key: try-1' \\\n", n.URL())
+		fmt.Fprintf(stdout, "  curl -s -XPOST %s/api/orders %s -H 'Content-Type: application/json' -H 'Idempotency-Key: try-1' \\\n", n.URL(), auth)
 		fmt.Fprintf(stdout, "    -d '{\"customer_id\":\"ada\",\"items\":[{\"sku\":\"MUG\",\"quantity\":1}],\"payment_token\":\"tok_ok\",\n")
 		fmt.Fprintf(stdout, "         \"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\",\"city\":\"Paris\",\"postal_code\":\"75001\",\"country\":\"FR\"}}'\n")
-		fmt.Fprintf(stdout, "  curl -s %s/api/orders/ORDER_ID\n", n.URL())
+		fmt.Fprintf(stdout, "  curl -s %s/api/orders/ORDER_ID %s\n", n.URL(), auth)
 	})
 }
 
@@ -222,6 +244,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("serve", "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once.", stderr)
 	var c commonFlags
 	c.register(fs)
+	var g gatewayFlags
+	g.register(fs)
 	natsURL := fs.String("nats", "", "NATS server URL, e.g. nats://127.0.0.1:4222 (required)")
 	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
 	replicas := fs.Int("replicas", 1, "replicas of the streams (3 on a 3-node cluster)")
@@ -245,7 +269,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *natsURL == "" {
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
 	}
-	if !storeless[service] && *db == "" {
+	if !optionalDB[service] && *db == "" {
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
 	}
 	if *replicas < 1 {
@@ -273,6 +297,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
 		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify,
 		Balance: balance, CORSOrigins: c.origins(),
+	}
+	if err := g.apply(&cfg); err != nil {
+		return err
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)
@@ -308,8 +335,8 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	targets := map[string]string{}
 	if *db != "" {
-		if !slices.Contains(Services, *service) || storeless[*service] {
-			return usagef("--db needs --service NAME (one of orders, inventory, payments, shipping, notifications, psp)")
+		if !slices.Contains(Services, *service) {
+			return usagef("--db needs --service NAME (one of %s)", strings.Join(Services, ", "))
 		}
 		targets[*service] = *db
 	} else {
@@ -318,9 +345,7 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		cfg := Config{DataDir: *data}
 		for _, svc := range Services {
-			if !storeless[svc] {
-				targets[svc], _ = cfg.DSN(svc)
-			}
+			targets[svc], _ = cfg.DSN(svc)
 		}
 	}
 	for _, svc := range Services {

@@ -3,14 +3,20 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
@@ -19,6 +25,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/platform/sse"
 	"github.com/ordermesh/ordermesh/internal/psp"
 	"github.com/ordermesh/ordermesh/internal/shipping"
@@ -108,61 +115,167 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		}()
 		return nil
 	case "gateway":
+		// The gateway's own route: the firehose (the others it proxies or,
+		// in one process, hands to the services mounted here).
 		mux.HandleFunc("GET /api/admin/stream", n.firehose)
-		return n.mountGateway(runCtx, mux)
+		return nil
 	}
 	return fmt.Errorf("unknown service %q", name)
 }
 
-// gatewayRoutes maps path prefixes to the service that answers them.
-var gatewayRoutes = []struct{ prefix, service string }{
-	{"/api/orders", "orders"},
-	{"/api/products", "inventory"},
-	{"/api/admin/inventory/", "inventory"},
-	{"/api/admin/psp/", "psp"},
-	{"/psp/", "psp"},
-	{"/api/admin/notifications", "notifications"},
-	{"/api/webhooks/", "notifications"},
-	{"/api/psp/webhooks", "payments"},
+// mountAPI puts the services' /api/ routes on mux behind the edge when
+// this process is a gateway, or behind the check of the gateway's signed
+// identity when the gateway is another process. /psp/ is the payment
+// provider simulator's own API: an outside system's, not ordermesh's.
+func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
+	if slices.Contains(n.cfg.Services, "psp") {
+		mux.Handle("/psp/", n.api)
+	}
+	if !slices.Contains(n.cfg.Services, "gateway") {
+		if n.cfg.InternalSecret == "" {
+			return errors.New("services behind a separate gateway need --internal-secret (the gateway's), so they can refuse requests that bypass it")
+		}
+		signer, err := identity.NewSigner([]byte(n.cfg.InternalSecret))
+		if err != nil {
+			return fmt.Errorf("--internal-secret: %w", err)
+		}
+		mux.Handle("/api/", identity.Require(signer, gateway.ExemptFromIdentity, n.api))
+		return nil
+	}
+	edge, err := n.edge(ctx, mux)
+	if err != nil {
+		return err
+	}
+	mux.Handle("/api/", edge)
+	return nil
 }
 
-// mountGateway proxies /api/… to the configured upstream instances, each
-// upstream with its balancing policy (--lb), passive ejection, active
-// health checks and retries on another instance where safe. (Auth, rate
-// limits and caching are still to come.)
-func (n *Node) mountGateway(ctx context.Context, mux *http.ServeMux) error {
-	ups := map[string]*gateway.Upstream{}
+// edge builds the gateway: upstreams for the services in other processes,
+// authentication, rate limits, the micro-cache.
+func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, error) {
+	upstreams, err := n.upstreams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if h, ok := upstreams["psp"]; ok && !slices.Contains(n.cfg.Services, "psp") {
+		mux.Handle("/psp/", h)
+	}
+	auth, err := n.authenticator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := gateway.EdgeConfig{
+		Auth: auth, Limits: n.cfg.RateLimits, AllowOnLimiterError: n.cfg.RateLimitOnError != "deny",
+		Concurrency: n.cfg.ConcurrencyLimits, Timeouts: n.cfg.RouteTimeouts, Logger: n.log.With("service", "gateway"),
+	}
+	if len(upstreams) > 0 {
+		if n.cfg.InternalSecret == "" {
+			return nil, errors.New("a gateway with --upstream needs --internal-secret (32+ random bytes, shared with the services) to sign the caller's identity")
+		}
+		if cfg.Signer, err = identity.NewSigner([]byte(n.cfg.InternalSecret)); err != nil {
+			return nil, fmt.Errorf("--internal-secret: %w", err)
+		}
+	}
+	if len(n.cfg.RateLimits) > 0 {
+		if n.cfg.RedisURL != "" {
+			rl, rdb, err := gateway.NewRedisLimiter(n.cfg.RedisURL)
+			if err != nil {
+				return nil, err
+			}
+			n.onClose = append(n.onClose, func() { rdb.Close() })
+			cfg.Limiter = rl
+		} else {
+			cfg.Limiter = gateway.NewLocalLimiter()
+		}
+	}
+	if n.cfg.CacheTTL >= 0 {
+		cfg.Cache = gateway.NewCache(n.cfg.CacheTTL, 0)
+		// Any instance of inventory changing a product empties every
+		// gateway's cache: the event reaches core subscribers too.
+		sub, err := n.nc.Subscribe(bus.SubjectPrefix+event.ProductUpdated, func(*nats.Msg) { cfg.Cache.Purge() })
+		if err != nil {
+			return nil, fmt.Errorf("subscribe to product updates: %w", err)
+		}
+		n.onClose = append(n.onClose, func() { sub.Unsubscribe() })
+	}
+	noUpstream := func(service string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "this gateway has no upstream for %s; start it with --upstream %s=URL", service, service))
+		})
+	}
+	cfg.Backend = func(route gateway.Route) http.Handler {
+		if route.Service == "gateway" || slices.Contains(n.cfg.Services, route.Service) {
+			return n.api
+		}
+		if h, ok := upstreams[route.Service]; ok {
+			return h
+		}
+		return noUpstream(route.Service)
+	}
+	return gateway.NewEdge(cfg), nil
+}
+
+// upstreams builds a proxy for each --upstream service, each with its
+// balancing policy (--lb), passive ejection, active health checks and
+// retries on another instance where safe.
+func (n *Node) upstreams(ctx context.Context) (map[string]http.Handler, error) {
+	handlers := map[string]http.Handler{}
 	for svc, targets := range n.cfg.Upstreams {
 		var instances []*gateway.Instance
 		for _, t := range targets {
 			in, err := gateway.NewInstance(t)
 			if err != nil {
-				return fmt.Errorf("--upstream %s: %w", svc, err)
+				return nil, fmt.Errorf("--upstream %s: %w", svc, err)
 			}
 			instances = append(instances, in)
 		}
 		up, err := gateway.NewUpstream(svc, n.cfg.Balance[svc], instances)
 		if err != nil {
-			return fmt.Errorf("--lb %s: %w", svc, err)
+			return nil, fmt.Errorf("--lb %s: %w", svc, err)
 		}
-		ups[svc] = up
+		handlers[svc] = up.Handler()
 		n.relays.Add(1)
 		go func() {
 			defer n.relays.Done()
 			up.CheckHealth(ctx, 2*time.Second)
 		}()
 	}
-	for _, route := range gatewayRoutes {
-		up, ok := ups[route.service]
-		if !ok {
-			continue
-		}
-		mux.Handle(route.prefix, up.Handler())
-		if !strings.HasSuffix(route.prefix, "/") {
-			mux.Handle(route.prefix+"/", up.Handler())
-		}
+	return handlers, nil
+}
+
+// DevTokenFile is where `run` writes its development admin token.
+const DevTokenFile = "dev-admin.jwt"
+
+// authenticator builds the gateway's credential checks. In embedded mode
+// with no key configured it makes (once) a development signing key in the
+// data directory and writes a fresh dev admin token beside it.
+func (n *Node) authenticator(ctx context.Context) (*gateway.Authenticator, error) {
+	cfg := n.cfg.Auth
+	cfg.Logger = n.log
+	if st, ok := n.stores["gateway"]; ok {
+		cfg.APIKeys = gateway.NewAPIKeys(st.db)
 	}
-	return nil
+	if n.cfg.DataDir != "" && len(cfg.KeyFiles) == 0 && cfg.JWKSURL == "" && len(cfg.HS256Secret) == 0 {
+		path, err := gateway.EnsureDevKey(n.cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("development signing key: %w", err)
+		}
+		key, err := gateway.LoadSigningKey(path)
+		if err != nil {
+			return nil, err
+		}
+		tok, err := gateway.Mint(key, gateway.TokenRequest{Subject: "dev-admin", Scopes: []string{identity.Admin}, TTL: 30 * 24 * time.Hour,
+			Issuer: cfg.Issuer, Audience: cfg.Audience})
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(n.cfg.DataDir, DevTokenFile), []byte(tok+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("write dev token: %w", err)
+		}
+		n.DevToken = tok
+		cfg.KeyFiles = []string{path}
+	}
+	return gateway.NewAuthenticator(ctx, cfg)
 }
 
 // firehose streams every event in EVENTS as Server-Sent Events: id = stream

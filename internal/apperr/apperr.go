@@ -20,6 +20,9 @@ const (
 	Unavailable               // a dependency is down; retry later (503)
 	TooLarge                  // body over the limit (413)
 	Unsupported               // wrong content type (415)
+	Unauthorized              // no valid credentials (401)
+	Forbidden                 // authenticated but not allowed (403)
+	TooManyRequests           // over a rate limit (429)
 )
 
 // Error is an application error.

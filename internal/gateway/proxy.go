@@ -60,6 +60,11 @@ func (u *Upstream) Handler() http.Handler {
 		Transport: u,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			w.Header().Set("Content-Type", "application/problem+json")
+			if errors.Is(err, context.DeadlineExceeded) {
+				w.WriteHeader(http.StatusGatewayTimeout)
+				io.WriteString(w, `{"type":"about:blank","title":"Gateway Timeout","status":504,"detail":"`+u.Name+` did not answer within the route's timeout"}`)
+				return
+			}
 			w.WriteHeader(http.StatusBadGateway)
 			io.WriteString(w, `{"type":"about:blank","title":"Bad Gateway","status":502,"detail":"no upstream instance of `+u.Name+` answered"}`)
 		},

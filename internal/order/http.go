@@ -13,6 +13,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
 // Routes mounts the orders API on mux.
@@ -42,6 +43,15 @@ func (s *Service) handlePlace(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, s.log, err)
 		return
 	}
+	// A customer places orders as itself; only admin may name another.
+	caller := identity.From(r.Context())
+	if req.CustomerID == "" {
+		req.CustomerID = caller.Subject
+	}
+	if !caller.Owns(req.CustomerID) {
+		httpx.Error(w, r, s.log, apperr.New(apperr.Forbidden, "customer_id", "you may place orders only as %q", caller.Subject))
+		return
+	}
 	placed, err := s.Place(r.Context(), key, raw, req)
 	if err != nil {
 		httpx.Error(w, r, s.log, err)
@@ -64,12 +74,12 @@ const MaxWait = 60 * time.Second
 // exceeds N, or 304 when the wait ends with no change.
 func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	o, err := s.owned(r)
+	if err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
 	if q.Get("wait") == "" {
-		o, err := s.Get(r.Context(), r.PathValue("id"))
-		if err != nil {
-			httpx.Error(w, r, s.log, err)
-			return
-		}
 		httpx.JSON(w, http.StatusOK, o)
 		return
 	}
@@ -85,7 +95,7 @@ func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	o, changed, err := s.WaitVersion(ctx, r.PathValue("id"), after)
+	o, changed, err := s.WaitVersion(ctx, o.ID, after)
 	switch {
 	case err != nil:
 		httpx.Error(w, r, s.log, err)
@@ -104,6 +114,10 @@ const keepAlive = 15 * time.Second
 // version. Last-Event-ID resumes after that version. The stream ends after
 // a terminal state.
 func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.owned(r); err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
 	id := r.PathValue("id")
 	last, err := sse.LastEventID(r, r.URL.Query().Get("after_version"))
 	if err != nil {
@@ -170,7 +184,20 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	orders, err := s.listOrders(r.Context(), r.URL.Query().Get("customer_id"), limit)
+	customer := r.URL.Query().Get("customer_id")
+	// A customer lists its own orders; admin lists anyone's (or all).
+	if caller := identity.From(r.Context()); !caller.Has(identity.Admin) {
+		if customer != "" && customer != caller.Subject {
+			httpx.Error(w, r, s.log, apperr.New(apperr.Forbidden, "customer_id", "you may list only your own orders (%q)", caller.Subject))
+			return
+		}
+		customer = caller.Subject
+		if customer == "" {
+			httpx.Error(w, r, s.log, apperr.New(apperr.Unauthorized, "", "listing orders needs an authenticated caller"))
+			return
+		}
+	}
+	orders, err := s.listOrders(r.Context(), customer, limit)
 	if err != nil {
 		httpx.Error(w, r, s.log, err)
 		return
@@ -179,10 +206,28 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleCancel(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.owned(r); err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
 	o, err := s.Cancel(r.Context(), r.PathValue("id"))
 	if err != nil {
 		httpx.Error(w, r, s.log, err)
 		return
 	}
 	httpx.JSON(w, http.StatusAccepted, o)
+}
+
+// owned returns the order in the path if the caller may see it: its own,
+// or any with admin. Another customer's order is "not found", so ids
+// cannot be probed.
+func (s *Service) owned(r *http.Request) (Order, error) {
+	o, err := s.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return Order{}, err
+	}
+	if !identity.From(r.Context()).Owns(o.CustomerID) {
+		return Order{}, apperr.New(apperr.NotFound, "", "order %s not found", r.PathValue("id"))
+	}
+	return o, nil
 }

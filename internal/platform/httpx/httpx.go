@@ -38,6 +38,12 @@ func Status(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case apperr.Unsupported:
 		return http.StatusUnsupportedMediaType
+	case apperr.Unauthorized:
+		return http.StatusUnauthorized
+	case apperr.Forbidden:
+		return http.StatusForbidden
+	case apperr.TooManyRequests:
+		return http.StatusTooManyRequests
 	default:
 		return http.StatusInternalServerError
 	}

@@ -63,10 +63,10 @@ func (r *statusRecorder) Flush() {
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// Observe wraps a mux: it propagates X-Request-ID (or makes one), writes
+// Observe wraps next: it propagates X-Request-ID (or makes one), writes
 // one structured access-log line per request, and counts requests and
-// their durations per route pattern.
-func Observe(mux *http.ServeMux, log *slog.Logger, m *Metrics) http.Handler {
+// their durations per route (routeOf names it, e.g. its mux pattern).
+func Observe(next http.Handler, routeOf func(*http.Request) string, log *slog.Logger, m *Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-ID")
@@ -76,12 +76,12 @@ func Observe(mux *http.ServeMux, log *slog.Logger, m *Metrics) http.Handler {
 			r.Header.Set("X-Request-ID", id)
 		}
 		w.Header().Set("X-Request-ID", id)
-		_, route := mux.Handler(r)
+		route := routeOf(r)
 		if route == "" {
 			route = "unmatched"
 		}
 		rec := &statusRecorder{ResponseWriter: w}
-		mux.ServeHTTP(rec, r)
+		next.ServeHTTP(rec, r)
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}

@@ -1,0 +1,258 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
+)
+
+// Route is the gateway's policy for a class of requests.
+type Route struct {
+	// Class names the route for rate limits, concurrency limits and
+	// timeouts: catalog, catalog:write, orders:read, orders:write, admin,
+	// provider.
+	Class string
+	// Scope is required of the caller; "" means public.
+	Scope string
+	// Service answers the route.
+	Service string
+	// Cache marks public GETs the micro-cache may answer.
+	Cache bool
+	// Stream marks long-lived answers (SSE, long polls) that no route
+	// timeout applies to.
+	Stream bool
+}
+
+// Classes are the route classes limits and timeouts may name.
+var Classes = []string{"catalog", "catalog:write", "orders:read", "orders:write", "admin", "provider"}
+
+// Classify maps a request under /api/ to its route; ok is false for paths
+// no service answers.
+func Classify(r *http.Request) (Route, bool) {
+	p, read := r.URL.Path, r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case p == "/api/products" || strings.HasPrefix(p, "/api/products/"):
+		if read {
+			return Route{Class: "catalog", Service: "inventory", Cache: true}, true
+		}
+		return Route{Class: "catalog:write", Scope: identity.Admin, Service: "inventory"}, true
+	case p == "/api/orders" || strings.HasPrefix(p, "/api/orders/"):
+		if read {
+			stream := strings.HasSuffix(p, "/events") || r.URL.Query().Has("wait")
+			return Route{Class: "orders:read", Scope: ScopeOrdersRead, Service: "orders", Stream: stream}, true
+		}
+		return Route{Class: "orders:write", Scope: ScopeOrdersWrite, Service: "orders"}, true
+	case p == "/api/psp/webhooks":
+		// The provider signs these itself; payments verifies the signature.
+		return Route{Class: "provider", Service: "payments"}, true
+	case strings.HasPrefix(p, "/api/webhooks/"):
+		return Route{Class: "admin", Scope: identity.Admin, Service: "notifications"}, true
+	case strings.HasPrefix(p, "/api/admin/inventory/"):
+		return Route{Class: "admin", Scope: identity.Admin, Service: "inventory"}, true
+	case strings.HasPrefix(p, "/api/admin/psp/"):
+		return Route{Class: "admin", Scope: identity.Admin, Service: "psp"}, true
+	case p == "/api/admin/notifications" || strings.HasPrefix(p, "/api/admin/notifications/"):
+		return Route{Class: "admin", Scope: identity.Admin, Service: "notifications"}, true
+	case p == "/api/admin/stream":
+		return Route{Class: "admin", Scope: identity.Admin, Service: "gateway", Stream: true}, true
+	}
+	return Route{}, false
+}
+
+// ExemptFromIdentity names the paths services accept without the
+// gateway's signed identity: those that authenticate themselves.
+func ExemptFromIdentity(path string) bool { return path == "/api/psp/webhooks" }
+
+// EdgeConfig is what the edge enforces.
+type EdgeConfig struct {
+	Auth *Authenticator
+	// Limits per route class; Limiter applies them (nil: none).
+	Limits  map[string]Limit
+	Limiter RateLimiter
+	// OnLimiterError: true lets requests through when the limiter fails
+	// (Redis down), false refuses them with 503.
+	AllowOnLimiterError bool
+	// Concurrency caps requests in progress per route class.
+	Concurrency map[string]int
+	// Timeouts per route class (streams excepted); DefaultTimeout else.
+	Timeouts       map[string]time.Duration
+	DefaultTimeout time.Duration
+	// Cache answers cacheable routes; nil: no caching.
+	Cache *Cache
+	// Signer signs the identity for services in other processes; nil when
+	// the services run in this process (the identity rides in the context).
+	Signer *identity.Signer
+	// Backend answers a route after the edge let it through.
+	Backend func(Route) http.Handler
+	Logger  *slog.Logger
+}
+
+// Edge is the gateway's front: authentication, authorization, rate and
+// concurrency limits, timeouts and caching, before Backend.
+type Edge struct {
+	cfg   EdgeConfig
+	slots map[string]chan struct{}
+}
+
+// NewEdge returns the edge for cfg.
+func NewEdge(cfg EdgeConfig) *Edge {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DefaultTimeout == 0 {
+		cfg.DefaultTimeout = 30 * time.Second
+	}
+	e := &Edge{cfg: cfg, slots: map[string]chan struct{}{}}
+	for class, n := range cfg.Concurrency {
+		e.slots[class] = make(chan struct{}, n)
+	}
+	return e
+}
+
+func (e *Edge) fail(w http.ResponseWriter, r *http.Request, err error) {
+	httpx.Error(w, r, e.cfg.Logger, err)
+}
+
+// ServeHTTP applies the edge's policies to one /api/ request.
+func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Whatever identity a client claims is not the gateway's to forward.
+	r.Header.Del(identity.Header)
+	route, ok := Classify(r)
+	if !ok {
+		e.fail(w, r, apperr.New(apperr.NotFound, "", "no API route %s %s", r.Method, r.URL.Path))
+		return
+	}
+	if r.ContentLength > httpx.MaxBody {
+		e.fail(w, r, apperr.New(apperr.TooLarge, "", "body is larger than %d bytes", httpx.MaxBody))
+		return
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, httpx.MaxBody)
+	}
+	id, err := e.cfg.Auth.Authenticate(r)
+	if err != nil {
+		if apperr.KindOf(err) == apperr.Unauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", error="invalid_token", error_description=`+strconv.Quote(oneLine(err.Error())))
+		}
+		e.fail(w, r, err)
+		return
+	}
+	if route.Scope != "" {
+		if id.Anonymous() {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", scope="`+route.Scope+`"`)
+			e.fail(w, r, apperr.New(apperr.Unauthorized, "Authorization", "this route needs a bearer token or API key with scope %s", route.Scope))
+			return
+		}
+		if !id.Has(route.Scope) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", error="insufficient_scope", scope="`+route.Scope+`"`)
+			e.fail(w, r, apperr.New(apperr.Forbidden, "", "%s lacks scope %s (has: %s)", id.Subject, route.Scope, strings.Join(id.Scopes, " ")))
+			return
+		}
+	}
+	if !e.admit(w, r, route, id) {
+		return
+	}
+	if slots, ok := e.slots[route.Class]; ok {
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		default:
+			w.Header().Set("Retry-After", "1")
+			e.fail(w, r, apperr.New(apperr.Unavailable, "", "too many %s requests in progress (limit %d); retry shortly", route.Class, cap(slots)))
+			return
+		}
+	}
+	if !route.Stream {
+		timeout, ok := e.cfg.Timeouts[route.Class]
+		if !ok {
+			timeout = e.cfg.DefaultTimeout
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
+	if e.cfg.Signer != nil {
+		r.Header.Set(identity.Header, e.cfg.Signer.Sign(id))
+	}
+	r = r.WithContext(identity.With(r.Context(), id))
+	next := e.cfg.Backend(route)
+	if route.Cache && e.cfg.Cache != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		e.cfg.Cache.Serve(w, r, next)
+		return
+	}
+	next.ServeHTTP(w, r)
+}
+
+// admit applies the route class's rate limit to the caller, setting the
+// RateLimit-Policy and RateLimit headers, and answers 429 when over it.
+func (e *Edge) admit(w http.ResponseWriter, r *http.Request, route Route, id identity.Identity) bool {
+	lim, ok := e.cfg.Limits[route.Class]
+	if !ok || e.cfg.Limiter == nil {
+		return true
+	}
+	d, err := e.cfg.Limiter.Allow(r.Context(), route.Class+"|"+callerKey(r, id), lim)
+	if err != nil {
+		if e.cfg.AllowOnLimiterError {
+			e.cfg.Logger.Warn("rate limiter unavailable; letting the request through (--rate-limit-on-error=allow)", "err", err)
+			return true
+		}
+		e.cfg.Logger.Warn("rate limiter unavailable; refusing the request (--rate-limit-on-error=deny)", "err", err)
+		w.Header().Set("Retry-After", "1")
+		e.fail(w, r, apperr.New(apperr.Unavailable, "", "rate limiter unavailable; retry shortly"))
+		return false
+	}
+	q, win := lim.quota()
+	h := w.Header()
+	h.Set("RateLimit-Policy", fmt.Sprintf(`"%s";q=%d;w=%d`, route.Class, q, win))
+	reset := d.ResetAfter
+	if !d.Allowed {
+		reset = d.RetryAfter
+	}
+	h.Set("RateLimit", fmt.Sprintf(`"%s";r=%d;t=%d`, route.Class, d.Remaining, ceilSeconds(reset)))
+	if d.Allowed {
+		return true
+	}
+	h.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
+	e.fail(w, r, apperr.New(apperr.TooManyRequests, "", "rate limit for %s is %d per %s; retry in %s", route.Class, lim.Rate, lim.Period, d.RetryAfter.Round(time.Millisecond)))
+	return false
+}
+
+func ceilSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return int(math.Ceil(d.Seconds()))
+}
+
+// callerKey is whom a rate limit counts: the API key, else the token's
+// subject, else the client's address.
+func callerKey(r *http.Request, id identity.Identity) string {
+	switch {
+	case id.KeyID != "":
+		return "key:" + id.KeyID
+	case !id.Anonymous():
+		return "sub:" + id.Subject
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "ip:" + host
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+
+// IsTimeout reports whether err is a request that ran out of its route's
+// time.
+func IsTimeout(err error) bool { return errors.Is(err, context.DeadlineExceeded) }
