@@ -103,7 +103,7 @@ func (c *Cache) fill(r *http.Request, key string, next http.Handler) *cached {
 	e := &cached{status: rec.status, header: http.Header{}, body: rec.body.Bytes()}
 	for _, k := range cachedHeaders {
 		if v := rec.header.Values(k); len(v) > 0 {
-			e.header[k] = v
+			e.header[http.CanonicalHeaderKey(k)] = v
 		}
 	}
 	var ttl time.Duration
