@@ -55,8 +55,9 @@ func buildBinary(t *testing.T) string {
 
 func (p *process) start() {
 	p.t.Helper()
+	authSetup(p.t)
 	args := append([]string{"run", "--data", p.data, "--addr", p.addr, "--nats-listen", p.nats,
-		"--order-deadline", "5s", "--log-level", "warn"}, p.extra...)
+		"--order-deadline", "5s", "--log-level", "warn", "--jwt-key", testAuth.pem}, p.extra...)
 	p.cmd = exec.Command(p.bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
 	if err := p.cmd.Start(); err != nil {
@@ -95,7 +96,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	s.addProduct("CRASH-B", 150) // runs out: some orders are cancelled out_of_stock
 
 	const total, clients = 500, 16
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: http.DefaultClient.Transport} // with the admin token
 	var accepted atomic.Int64
 	ids := make([]string, total)
 	var wg sync.WaitGroup

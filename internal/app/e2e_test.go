@@ -33,6 +33,7 @@ type stack struct {
 
 func startStack(t *testing.T, cfg Config) *stack {
 	t.Helper()
+	cfg = withTestAuth(t, cfg)
 	cfg.Services = Services
 	cfg.Addr = "127.0.0.1:0"
 	if cfg.DataDir == "" {

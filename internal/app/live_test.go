@@ -126,10 +126,10 @@ func TestLongPollOnAnotherInstance(t *testing.T) {
 	dir := t.TempDir()
 	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0", PSP: psp.Faults{Latency: 300 * time.Millisecond}})
 	s.addProduct("TWIN", 10)
-	second, err := Start(context.Background(), Config{
-		Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(),
+	second, err := Start(context.Background(), withTestAuth(t, Config{
+		Services: []string{"orders", "gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(),
 		DSNs: map[string]string{"orders": "sqlite:" + filepath.Join(dir, "orders.db")},
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 func TestLoadCommand(t *testing.T) {
 	s := startStack(t, Config{})
 	var out, errOut bytes.Buffer
-	code := Main(context.Background(), []string{"load", "--target", s.base, "--rate", "100", "--duration", "2s", "--mix", "0.6", "--json", "-"}, &out, &errOut)
+	code := Main(context.Background(), []string{"load", "--target", s.base, "--token", testAuth.admin, "--rate", "100", "--duration", "2s", "--mix", "0.6", "--json", "-"}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("load exited %d\n%s\n%s", code, out.String(), errOut.String())
 	}

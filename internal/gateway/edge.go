@@ -187,9 +187,16 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r = r.WithContext(identity.With(r.Context(), id))
 	next := e.cfg.Backend(route)
-	if route.Cache && e.cfg.Cache != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		e.cfg.Cache.Serve(w, r, next)
-		return
+	if e.cfg.Cache != nil {
+		if route.Cache && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			e.cfg.Cache.Serve(w, r, next)
+			return
+		}
+		if route.Class == "catalog:write" {
+			// Read your writes through this gateway at once; the others
+			// purge on the product.updated event.
+			defer e.cfg.Cache.Purge()
+		}
 	}
 	next.ServeHTTP(w, r)
 }
