@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -59,6 +60,9 @@ func (u *Upstream) Handler() http.Handler {
 		},
 		Transport: u,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() == nil || errors.Is(err, context.DeadlineExceeded) {
+				slog.Warn("upstream failed", "upstream", u.Name, "method", r.Method, "path", r.URL.Path, "err", err)
+			}
 			w.Header().Set("Content-Type", "application/problem+json")
 			if errors.Is(err, context.DeadlineExceeded) {
 				w.WriteHeader(http.StatusGatewayTimeout)
@@ -135,7 +139,10 @@ func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, nil
 		})
-		u.outcome(in, err)
+		if req.Context().Err() == nil {
+			// A caller that gave up says nothing about the instance.
+			u.outcome(in, err)
+		}
 		if err == nil {
 			return resp, nil
 		}
@@ -164,6 +171,9 @@ func (u *Upstream) breaker(in *Instance) *gobreaker.CircuitBreaker[*http.Respons
 		b = gobreaker.NewCircuitBreaker[*http.Response](gobreaker.Settings{
 			Name: in.URL.Host, Timeout: 10 * time.Second,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 5 },
+			// Callers cancelling (a closed connection, the route's timeout
+			// spent elsewhere) are not the instance failing.
+			IsSuccessful: func(err error) bool { return err == nil || errors.Is(err, context.Canceled) },
 		})
 		u.breakers[in] = b
 	}

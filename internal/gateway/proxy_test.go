@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
 )
 
 // backend is an upstream instance that answers with its name, or 503.
@@ -100,4 +104,37 @@ func contains(xs []int, x int) bool {
 		}
 	}
 	return false
+}
+
+// TestCallersGivingUpDoNotEjectInstances: requests cancelled by their
+// callers must not count as instance failures; before the fix, the end of
+// a load test ejected a healthy instance and opened its breaker.
+func TestCallersGivingUpDoNotEjectInstances(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	in, _ := NewInstance(slow.URL)
+	u, _ := NewUpstream("orders", "", []*Instance{in})
+	h := u.Handler()
+	for range 10 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req := httptest.NewRequest("GET", "/api/orders/x", nil).WithContext(ctx)
+		done := make(chan struct{})
+		go func() {
+			h.ServeHTTP(httptest.NewRecorder(), req)
+			close(done)
+		}()
+		cancel()
+		<-done
+	}
+	if !in.Healthy() {
+		t.Fatal("the instance was ejected because callers cancelled")
+	}
+	if st := u.breaker(in).State(); st != gobreaker.StateClosed {
+		t.Fatalf("breaker %s after cancellations", st)
+	}
 }
