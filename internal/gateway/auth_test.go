@@ -205,3 +205,27 @@ func testAPIKeys(t *testing.T, _ string, db *sqldb.DB) {
 		t.Fatalf("revoked key = %v", err)
 	}
 }
+
+// TestVerifiedTokenCacheHonoursExpiry: a token remembered as verified is
+// still refused once it expires.
+func TestVerifiedTokenCacheHonoursExpiry(t *testing.T) {
+	keys := gatewaytest.NewKeys(t)
+	a, err := NewAuthenticator(context.Background(), AuthConfig{KeyFiles: []string{keys.WritePEM(t, t.TempDir())}, Leeway: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := keys.Sign(t, "EdDSA", gatewaytest.Claims{Subject: "a", Expires: time.Now().Add(1500 * time.Millisecond)})
+	if _, err := a.Authenticate(bearer(tok)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := a.Authenticate(bearer(tok)); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an expired token is still accepted from the cache")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
