@@ -58,7 +58,8 @@ func (u *Upstream) Handler() http.Handler {
 			pr.SetXForwarded()
 			pr.Out.Host = ""
 		},
-		Transport: u,
+		Transport:  u,
+		BufferPool: copyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil || errors.Is(err, context.DeadlineExceeded) {
 				slog.Warn("upstream failed", "upstream", u.Name, "method", r.Method, "path", r.URL.Path, "err", err)
@@ -89,6 +90,14 @@ func (u *Upstream) Handler() http.Handler {
 		rp.ServeHTTP(w, r)
 	})
 }
+
+// copyBuffers spares each proxied response a fresh 32 KiB copy buffer.
+var copyBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
 
 // retryable reports whether a request may be sent to another instance
 // after a failure: idempotent methods, or any request carrying an
