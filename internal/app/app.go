@@ -112,6 +112,9 @@ type Config struct {
 	// Balance maps a service to its balancing policy (gateway): round_robin
 	// (default), weighted, least_conn, p2c or hash.
 	Balance map[string]string
+	// HashKeys maps a service to what its hash policy keys on: subject
+	// (default), ip, or header:NAME.
+	HashKeys map[string]string
 	// PprofAddr, when set, serves net/http/pprof there.
 	PprofAddr string
 	// CORSOrigins are the browser origins allowed to call the API.

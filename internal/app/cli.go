@@ -255,6 +255,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[;w=WEIGHT][,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
 	balance := balanceFlag{}
 	fs.Var(balance, "lb", "gateway: SERVICE=POLICY (repeatable): round_robin, weighted, least_conn, p2c or hash")
+	hashKeys := hashKeyFlag{}
+	fs.Var(hashKeys, "hash-key", "gateway: SERVICE=subject|ip|header:NAME, what the hash policy keys on (default subject: a caller's streams stick to one instance)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -296,7 +298,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
 		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify,
-		Balance: balance, CORSOrigins: c.origins(),
+		Balance: balance, HashKeys: hashKeys, CORSOrigins: c.origins(),
 	}
 	if err := g.apply(&cfg); err != nil {
 		return err
@@ -526,6 +528,23 @@ func (b balanceFlag) Set(v string) error {
 		return err
 	}
 	b[svc] = policy
+	return nil
+}
+
+// hashKeyFlag collects --hash-key SERVICE=KEY.
+type hashKeyFlag map[string]string
+
+func (h hashKeyFlag) String() string { return fmt.Sprint(map[string]string(h)) }
+
+func (h hashKeyFlag) Set(v string) error {
+	svc, key, ok := strings.Cut(v, "=")
+	if !ok || svc == "" {
+		return fmt.Errorf("want SERVICE=subject|ip|header:NAME, got %q", v)
+	}
+	if _, err := gateway.HashKey(key); err != nil {
+		return err
+	}
+	h[svc] = key
 	return nil
 }
 

@@ -233,6 +233,9 @@ func (n *Node) upstreams(ctx context.Context) (map[string]http.Handler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--lb %s: %w", svc, err)
 		}
+		if up.Key, err = gateway.HashKey(n.cfg.HashKeys[svc]); err != nil {
+			return nil, fmt.Errorf("--hash-key %s: %w", svc, err)
+		}
 		handlers[svc] = up.Handler()
 		n.relays.Add(1)
 		go func() {

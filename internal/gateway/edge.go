@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
@@ -103,6 +104,9 @@ type EdgeConfig struct {
 type Edge struct {
 	cfg   EdgeConfig
 	slots map[string]chan struct{}
+	// limiterWarned is when the limiter's failure was last logged (unix
+	// ns): once per 10s, not once per request.
+	limiterWarned atomic.Int64
 }
 
 // NewEdge returns the edge for cfg.
@@ -210,11 +214,13 @@ func (e *Edge) admit(w http.ResponseWriter, r *http.Request, route Route, id ide
 	}
 	d, err := e.cfg.Limiter.Allow(r.Context(), route.Class+"|"+callerKey(r, id), lim)
 	if err != nil {
+		now := time.Now().UnixNano()
+		if last := e.limiterWarned.Load(); now-last > int64(10*time.Second) && e.limiterWarned.CompareAndSwap(last, now) {
+			e.cfg.Logger.Warn("rate limiter unavailable; requests are "+map[bool]string{true: "let through (--rate-limit-on-error=allow)", false: "refused with 503 (--rate-limit-on-error=deny)"}[e.cfg.AllowOnLimiterError], "err", err)
+		}
 		if e.cfg.AllowOnLimiterError {
-			e.cfg.Logger.Warn("rate limiter unavailable; letting the request through (--rate-limit-on-error=allow)", "err", err)
 			return true
 		}
-		e.cfg.Logger.Warn("rate limiter unavailable; refusing the request (--rate-limit-on-error=deny)", "err", err)
 		w.Header().Set("Retry-After", "1")
 		e.fail(w, r, apperr.New(apperr.Unavailable, "", "rate limiter unavailable; retry shortly"))
 		return false

@@ -5,14 +5,18 @@ import (
 	"context"
 	"errors"
 	"io"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
 // Upstream is one service's instances behind the gateway, with the policy
@@ -89,6 +93,39 @@ func (u *Upstream) Handler() http.Handler {
 		}
 		rp.ServeHTTP(w, r)
 	})
+}
+
+// HashKey returns the routing key of the hash policy: "subject" (the
+// caller's; the client address for anonymous callers) by default, "ip", or
+// "header:NAME".
+func HashKey(spec string) (func(*http.Request) string, error) {
+	clientIP := func(r *http.Request) string {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr
+		}
+		return host
+	}
+	switch {
+	case spec == "" || spec == "subject":
+		return func(r *http.Request) string {
+			if id := identity.From(r.Context()); !id.Anonymous() {
+				return id.Subject
+			}
+			return clientIP(r)
+		}, nil
+	case spec == "ip":
+		return clientIP, nil
+	case strings.HasPrefix(spec, "header:") && len(spec) > len("header:"):
+		name := spec[len("header:"):]
+		return func(r *http.Request) string {
+			if v := r.Header.Get(name); v != "" {
+				return v
+			}
+			return clientIP(r)
+		}, nil
+	}
+	return nil, fmt.Errorf("%q: want subject, ip or header:NAME", spec)
 }
 
 // copyBuffers spares each proxied response a fresh 32 KiB copy buffer.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
 // backend is an upstream instance that answers with its name, or 503.
@@ -136,5 +139,46 @@ func TestCallersGivingUpDoNotEjectInstances(t *testing.T) {
 	}
 	if st := u.breaker(in).State(); st != gobreaker.StateClosed {
 		t.Fatalf("breaker %s after cancellations", st)
+	}
+}
+
+// TestHashRoutingSticksToSubject: with the hash policy keyed by subject, a
+// caller's requests (its SSE streams, long polls) all reach one instance,
+// and callers spread over the instances.
+func TestHashRoutingSticksToSubject(t *testing.T) {
+	var hits atomic.Int64
+	ins := []*Instance{backend(t, "a", false, &hits), backend(t, "b", false, &hits), backend(t, "c", false, &hits)}
+	up, err := NewUpstream("orders", "hash", ins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.Key, err = HashKey("subject"); err != nil {
+		t.Fatal(err)
+	}
+	h := up.Handler()
+	seen := map[string]bool{}
+	for c := range 30 {
+		sub := fmt.Sprintf("customer-%d", c)
+		var first string
+		for range 5 {
+			req := httptest.NewRequest("GET", "/api/orders/x/events", nil)
+			req = req.WithContext(identity.With(req.Context(), identity.Identity{Subject: sub}))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if first == "" {
+				first = rec.Body.String()
+			} else if rec.Body.String() != first {
+				t.Fatalf("%s went to %s and then %s", sub, first, rec.Body.String())
+			}
+		}
+		seen[first] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("30 callers used %d of 3 instances", len(seen))
+	}
+	for _, bad := range []string{"cookie", "header:"} {
+		if _, err := HashKey(bad); err == nil {
+			t.Errorf("HashKey(%q) accepted", bad)
+		}
 	}
 }

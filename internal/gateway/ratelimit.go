@@ -148,7 +148,9 @@ func NewRedisLimiter(url string) (*RedisLimiter, *redis.Client, error) {
 		return nil, nil, fmt.Errorf("--redis %s: %w (want redis://HOST:PORT/DB)", url, err)
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, 250*time.Millisecond, 250*time.Millisecond
-	opt.MaxRetries = 1
+	// Redis down must cost a request little: one quick dial, no retries,
+	// then --rate-limit-on-error decides.
+	opt.MaxRetries, opt.DialerRetries = 0, 1
 	rdb := redis.NewClient(opt)
 	return &RedisLimiter{l: redis_rate.NewLimiter(rdb)}, rdb, nil
 }
