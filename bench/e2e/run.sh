@@ -32,7 +32,7 @@ broker=$(go run ./bench/broker-limit -n 200000)
 publish=$(sed 's/.*"publish_async_per_s":\([0-9]*\).*/\1/' <<<"$broker")
 
 echo "searching for the highest sustained rate (p99 completion ≤ 500 ms, no errors)…"
-"$bin" load --target "http://$addr" --max --rate 100 --step "$step" --json "$out/max.json" >"$out/max.txt" 2>"$out/max.progress"
+"$bin" load --target "http://$addr" --data "$data" --max --rate 100 --step "$step" --json "$out/max.json" >"$out/max.txt" 2>"$out/max.progress"
 max=$(sed -n 's/.*"max_sustained_rate": \([0-9.]*\).*/\1/p' "$out/max.json" | head -1)
 half=$(awk -v m="$max" 'BEGIN {printf "%d", m / 2}')
 
@@ -40,7 +40,7 @@ echo "sustaining $half orders/s for $sustain…"
 peak=0
 ( while kill -0 $pid 2>/dev/null; do r=$(rss); echo "$r"; sleep 1; done ) >"$out/rss.log" &
 sampler=$!
-"$bin" load --target "http://$addr" --rate "$half" --duration "$sustain" --json "$out/sustained.json" >"$out/sustained.txt" 2>"$out/sustained.progress"
+"$bin" load --target "http://$addr" --data "$data" --rate "$half" --duration "$sustain" --json "$out/sustained.json" >"$out/sustained.txt" 2>"$out/sustained.progress"
 kill $sampler 2>/dev/null || true
 peak=$(sort -n "$out/rss.log" | tail -1)
 settled=$(sed -n 's/.*"settled_per_s": \([0-9.]*\).*/\1/p' "$out/sustained.json" | head -1)
