@@ -253,9 +253,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
 	var upstreams upstreamFlag
 	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[;w=WEIGHT][,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
-	balance := balanceFlag{}
+	balance := serviceFlag{m: map[string]string{}, want: "POLICY", check: func(p string) error {
+		_, err := gateway.NewBalancer(p, nil)
+		return err
+	}}
 	fs.Var(balance, "lb", "gateway: SERVICE=POLICY (repeatable): round_robin, weighted, least_conn, p2c or hash")
-	hashKeys := hashKeyFlag{}
+	hashKeys := serviceFlag{m: map[string]string{}, want: "subject|ip|header:NAME", check: func(k string) error {
+		_, err := gateway.HashKey(k)
+		return err
+	}}
 	fs.Var(hashKeys, "hash-key", "gateway: SERVICE=subject|ip|header:NAME, what the hash policy keys on (default subject: a caller's streams stick to one instance)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -298,7 +304,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
 		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify,
-		Balance: balance, HashKeys: hashKeys, CORSOrigins: c.origins(),
+		Balance: balance.m, HashKeys: hashKeys.m, CORSOrigins: c.origins(),
 	}
 	if err := g.apply(&cfg); err != nil {
 		return err
@@ -514,37 +520,25 @@ func (s *scheduleFlag) Set(v string) error {
 	return nil
 }
 
-// balanceFlag collects --lb SERVICE=POLICY.
-type balanceFlag map[string]string
-
-func (b balanceFlag) String() string { return fmt.Sprint(map[string]string(b)) }
-
-func (b balanceFlag) Set(v string) error {
-	svc, policy, ok := strings.Cut(v, "=")
-	if !ok || svc == "" {
-		return fmt.Errorf("want SERVICE=POLICY, got %q", v)
-	}
-	if _, err := gateway.NewBalancer(policy, nil); err != nil {
-		return err
-	}
-	b[svc] = policy
-	return nil
+// serviceFlag collects SERVICE=VALUE pairs (--lb, --hash-key), each
+// VALUE checked by check.
+type serviceFlag struct {
+	m     map[string]string
+	want  string // the VALUE's form, for the error
+	check func(string) error
 }
 
-// hashKeyFlag collects --hash-key SERVICE=KEY.
-type hashKeyFlag map[string]string
+func (f serviceFlag) String() string { return fmt.Sprint(f.m) }
 
-func (h hashKeyFlag) String() string { return fmt.Sprint(map[string]string(h)) }
-
-func (h hashKeyFlag) Set(v string) error {
-	svc, key, ok := strings.Cut(v, "=")
+func (f serviceFlag) Set(v string) error {
+	svc, val, ok := strings.Cut(v, "=")
 	if !ok || svc == "" {
-		return fmt.Errorf("want SERVICE=subject|ip|header:NAME, got %q", v)
+		return fmt.Errorf("want SERVICE=%s, got %q", f.want, v)
 	}
-	if _, err := gateway.HashKey(key); err != nil {
+	if err := f.check(val); err != nil {
 		return err
 	}
-	h[svc] = key
+	f.m[svc] = val
 	return nil
 }
 
