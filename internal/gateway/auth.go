@@ -270,12 +270,12 @@ type keySet struct {
 	client *http.Client
 	log    *slog.Logger
 
-	mu          sync.RWMutex
-	byKid       map[string]crypto.PublicKey // from files and the JWKS
-	noKid       []crypto.PublicKey          // PEM keys: match any kid
-	fromURL     map[string]crypto.PublicKey
-	lastForced  time.Time // the last refresh an unknown kid caused
-	refreshing  sync.Mutex
+	mu         sync.RWMutex
+	byKid      map[string]crypto.PublicKey // from files and the JWKS
+	noKid      []crypto.PublicKey          // PEM keys: match any kid
+	fromURL    map[string]crypto.PublicKey
+	lastForced time.Time // the last refresh an unknown kid caused
+	refreshing sync.Mutex
 }
 
 // lookup returns the key named kid (known), or with no kid or an unknown

@@ -63,7 +63,11 @@ func TestJWTRejections(t *testing.T) {
 	valid := keys.Sign(t, "EdDSA", ok)
 	parts := strings.Split(valid, ".")
 	for name, tok := range map[string]string{
-		"Expired":          keys.Sign(t, "EdDSA", with(func(c *gatewaytest.Claims) { c.Expires = now.Add(-2 * time.Minute); c.IssuedAt = now.Add(-time.Hour); c.NotBefore = now.Add(-time.Hour) })),
+		"Expired": keys.Sign(t, "EdDSA", with(func(c *gatewaytest.Claims) {
+			c.Expires = now.Add(-2 * time.Minute)
+			c.IssuedAt = now.Add(-time.Hour)
+			c.NotBefore = now.Add(-time.Hour)
+		})),
 		"NotYetValid":      keys.Sign(t, "EdDSA", with(func(c *gatewaytest.Claims) { c.NotBefore = now.Add(5 * time.Minute) })),
 		"IssuedInFuture":   keys.Sign(t, "EdDSA", with(func(c *gatewaytest.Claims) { c.IssuedAt = now.Add(10 * time.Minute) })),
 		"WrongIssuer":      keys.Sign(t, "EdDSA", with(func(c *gatewaytest.Claims) { c.Issuer = "evil" })),
