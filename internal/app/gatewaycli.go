@@ -119,11 +119,7 @@ func (c *classFlag[T]) Set(v string) error {
 }
 
 func splitScopes(s string) []string {
-	var out []string
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
-		out = append(out, f)
-	}
-	return out
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
 }
 
 func cmdToken(_ context.Context, args []string, stdout, stderr io.Writer) error {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -265,7 +264,3 @@ func callerKey(r *http.Request, id identity.Identity) string {
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
-
-// IsTimeout reports whether err is a request that ran out of its route's
-// time.
-func IsTimeout(err error) bool { return errors.Is(err, context.DeadlineExceeded) }

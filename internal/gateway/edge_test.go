@@ -209,7 +209,7 @@ func TestRedisLimitAcrossGateways(t *testing.T) {
 	// A burst of 300 and a trickle of 1 per hour: over the test exactly
 	// 300 requests may pass, whichever gateway they reach.
 	lim := Limit{Rate: 1, Period: time.Hour, Burst: 300}
-	class := fmt.Sprintf("orders:read")
+	class := "orders:read"
 	var gateways []*httptest.Server
 	for range 3 {
 		rl, rdb, err := NewRedisLimiter(url)

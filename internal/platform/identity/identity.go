@@ -13,10 +13,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 )
 
 // Admin is the scope that implies every other.
@@ -145,10 +149,7 @@ func Require(s *Signer, exempt func(path string) bool, next http.Handler) http.H
 		}
 		id, err := s.Verify(r.Header.Get(Header))
 		if err != nil {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(http.StatusForbidden)
-			json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": "Forbidden", "status": 403,
-				"detail": err.Error() + "; call the API through the gateway", "instance": r.URL.Path})
+			httpx.Error(w, r, slog.Default(), apperr.New(apperr.Forbidden, "", "%v; call the API through the gateway", err))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(With(r.Context(), id)))
