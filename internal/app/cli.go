@@ -253,15 +253,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
 	var upstreams upstreamFlag
 	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[;w=WEIGHT][,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
-	balance := serviceFlag{m: map[string]string{}, want: "POLICY", check: func(p string) error {
-		_, err := gateway.NewBalancer(p, nil)
-		return err
-	}}
+	upstreamConfig := fs.String("upstream-config", "", `gateway: JSON file of upstreams, e.g. {"upstreams": {"orders": {"instances": ["http://127.0.0.1:9101;w=2"], "lb": "p2c", "hash_key": "subject"}}}`)
+	balance := balanceFlag()
 	fs.Var(balance, "lb", "gateway: SERVICE=POLICY (repeatable): round_robin, weighted, least_conn, p2c or hash")
-	hashKeys := serviceFlag{m: map[string]string{}, want: "subject|ip|header:NAME", check: func(k string) error {
-		_, err := gateway.HashKey(k)
-		return err
-	}}
+	hashKeys := hashKeyFlag()
 	fs.Var(hashKeys, "hash-key", "gateway: SERVICE=subject|ip|header:NAME, what the hash policy keys on (default subject: a caller's streams stick to one instance)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -289,8 +284,16 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if service == "psp" && c.pspAsync && (*pspNotify == "" || c.pspSecret == "") {
 		return usagef("serve psp --psp-async needs --psp-notify-url (the payments service's base URL) and --psp-webhook-secret (shared with payments)")
 	}
+	if *upstreamConfig != "" {
+		if service != "gateway" {
+			return usagef("--upstream-config is for serve gateway")
+		}
+		if upstreams, err = loadUpstreamFile(*upstreamConfig, upstreams, balance, hashKeys); err != nil {
+			return err
+		}
+	}
 	if service == "gateway" && len(upstreams) == 0 {
-		return usagef("serve gateway needs at least one --upstream SERVICE=URL")
+		return usagef("serve gateway needs at least one --upstream SERVICE=URL or --upstream-config FILE")
 	}
 	if err := c.validate(); err != nil {
 		return err
@@ -540,6 +543,22 @@ func (f serviceFlag) Set(v string) error {
 	}
 	f.m[svc] = val
 	return nil
+}
+
+// balanceFlag is --lb SERVICE=POLICY.
+func balanceFlag() serviceFlag {
+	return serviceFlag{m: map[string]string{}, want: "POLICY", check: func(p string) error {
+		_, err := gateway.NewBalancer(p, nil)
+		return err
+	}}
+}
+
+// hashKeyFlag is --hash-key SERVICE=subject|ip|header:NAME.
+func hashKeyFlag() serviceFlag {
+	return serviceFlag{m: map[string]string{}, want: "subject|ip|header:NAME", check: func(k string) error {
+		_, err := gateway.HashKey(k)
+		return err
+	}}
 }
 
 // upstreamFlag collects --upstream SERVICE=URL[,URL…].

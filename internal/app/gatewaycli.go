@@ -1,11 +1,14 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -236,4 +239,71 @@ Use a key as Authorization: Bearer om_…`
 		fmt.Fprintf(stdout, "revoked %s\n", pos[1])
 	}
 	return nil
+}
+
+// upstreamFile is the gateway's upstream configuration file
+// (--upstream-config), the file form of --upstream, --lb and --hash-key:
+//
+//	{"upstreams": {
+//	  "orders":    {"instances": ["http://127.0.0.1:9101", "http://127.0.0.1:9102;w=2"], "lb": "p2c"},
+//	  "inventory": {"instances": ["http://127.0.0.1:9111"], "lb": "hash", "hash_key": "header:X-Cart"}}}
+type upstreamFile struct {
+	Upstreams map[string]struct {
+		Instances []string `json:"instances"`
+		LB        string   `json:"lb"`
+		HashKey   string   `json:"hash_key"`
+	} `json:"upstreams"`
+}
+
+// loadUpstreamFile adds the services of an upstream configuration file to
+// what the flags gave. A service named both in the file and by --upstream
+// is an error: which one wins would be a guess. --lb and --hash-key win
+// over the file's lb and hash_key.
+func loadUpstreamFile(path string, upstreams upstreamFlag, balance, hashKeys serviceFlag) (upstreamFlag, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usagef("--upstream-config: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var f upstreamFile
+	if err := dec.Decode(&f); err != nil {
+		return nil, usagef("--upstream-config %s: %v", path, err)
+	}
+	if len(f.Upstreams) == 0 {
+		return nil, usagef(`--upstream-config %s: no services under "upstreams"`, path)
+	}
+	if upstreams == nil {
+		upstreams = upstreamFlag{}
+	}
+	for _, svc := range slices.Sorted(maps.Keys(f.Upstreams)) {
+		u := f.Upstreams[svc]
+		where := fmt.Sprintf("--upstream-config %s: upstreams.%s", path, svc)
+		if !slices.Contains(Services, svc) || svc == "gateway" {
+			return nil, usagef("%s: unknown service (one of %s)", where, strings.Join(slices.DeleteFunc(slices.Clone(Services), func(s string) bool { return s == "gateway" }), ", "))
+		}
+		if _, dup := upstreams[svc]; dup {
+			return nil, usagef("%s: also given by --upstream; name each service in one place", where)
+		}
+		if len(u.Instances) == 0 {
+			return nil, usagef("%s.instances: list at least one http://HOST:PORT", where)
+		}
+		for _, in := range u.Instances {
+			if _, err := gateway.NewInstance(in); err != nil {
+				return nil, usagef("%s.instances: %v", where, err)
+			}
+		}
+		if _, byFlag := balance.m[svc]; u.LB != "" && !byFlag {
+			if err := balance.Set(svc + "=" + u.LB); err != nil {
+				return nil, usagef("%s.lb: %v", where, err)
+			}
+		}
+		if _, byFlag := hashKeys.m[svc]; u.HashKey != "" && !byFlag {
+			if err := hashKeys.Set(svc + "=" + u.HashKey); err != nil {
+				return nil, usagef("%s.hash_key: %v", where, err)
+			}
+		}
+		upstreams[svc] = u.Instances
+	}
+	return upstreams, nil
 }
