@@ -16,8 +16,8 @@ import (
 )
 
 type sseEvent struct {
-	id, typ string
-	order   order.Order
+	id, typ, data string
+	order         order.Order
 }
 
 // readSSE reads events from an order's stream until it ends.
@@ -156,10 +156,12 @@ func TestFirehose(t *testing.T) {
 	o := s.place(orderBody("kim", psp.TokenOK, order.ItemRequest{SKU: "FIRE", Quantity: 1}))
 	s.settle([]string{o.ID}, 20*time.Second)
 
-	read := func(lastID string, n int) []sseEvent {
+	// open returns the stream once its headers have come; read takes n
+	// events from it.
+	open := func(query, lastID string) *http.Response {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, "GET", s.base+"/api/admin/stream", nil)
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.base+"/api/admin/stream"+query, nil)
 		if lastID != "" {
 			req.Header.Set("Last-Event-ID", lastID)
 		}
@@ -167,7 +169,14 @@ func TestFirehose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		t.Cleanup(func() { resp.Body.Close() })
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /api/admin/stream%s = %d", query, resp.StatusCode)
+		}
+		return resp
+	}
+	read := func(resp *http.Response, n int) []sseEvent {
+		t.Helper()
 		var out []sseEvent
 		var cur sseEvent
 		sc := bufio.NewScanner(resp.Body)
@@ -178,6 +187,8 @@ func TestFirehose(t *testing.T) {
 				cur.id = strings.TrimPrefix(line, "id: ")
 			case strings.HasPrefix(line, "event: "):
 				cur.typ = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				cur.data += strings.TrimPrefix(line, "data: ")
 			case line == "" && cur.id != "":
 				out = append(out, cur)
 				cur = sseEvent{}
@@ -189,7 +200,7 @@ func TestFirehose(t *testing.T) {
 		return out
 	}
 	total := len(streamEvents(t, s.bus))
-	all := read("", total)
+	all := read(open("", ""), total)
 	for i, e := range all {
 		if e.id != strconv.Itoa(i+1) {
 			t.Fatalf("event %d has id %s, want the stream sequence %d", i, e.id, i+1)
@@ -198,8 +209,26 @@ func TestFirehose(t *testing.T) {
 	if all[0].typ != "product.updated" {
 		t.Fatalf("first event = %s", all[0].typ)
 	}
-	rest := read(all[total-3].id, 2)
+	rest := read(open("", all[total-3].id), 2)
 	if rest[0].id != all[total-2].id || rest[1].id != all[total-1].id {
 		t.Fatalf("resumed stream = %+v, want the last two events", rest)
+	}
+
+	// ?type= keeps only those types; ?from=now skips the history, so the
+	// first event is the completion of an order placed after connecting.
+	if got := read(open("?type=order.completed", ""), 1); got[0].typ != "order.completed" {
+		t.Fatalf("?type=order.completed gave %+v", got)
+	}
+	live := open("?from=now&type=order.completed&type=order.cancelled", "")
+	o2 := s.place(orderBody("kim", psp.TokenOK, order.ItemRequest{SKU: "FIRE", Quantity: 1}))
+	got := read(live, 1)
+	if got[0].typ != "order.completed" || got[0].id == all[total-1].id || !strings.Contains(got[0].data, o2.ID) {
+		t.Fatalf("?from=now gave %+v, want the completion of %s", got, o2.ID)
+	}
+	for name, query := range map[string]string{"type": "?type=order.exploded", "from": "?from=yesterday"} {
+		var p struct{ Field string }
+		if resp := s.do("GET", "/api/admin/stream"+query, nil, nil, &p); resp.StatusCode != 400 || p.Field != name {
+			t.Fatalf("GET /api/admin/stream%s = %d naming %q, want 400 naming %s", query, resp.StatusCode, p.Field, name)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -283,42 +284,64 @@ func (n *Node) authenticator(ctx context.Context) (*gateway.Authenticator, error
 
 // firehose streams every event in EVENTS as Server-Sent Events: id = stream
 // sequence, event = type, data = the CloudEvent in JSON (structured mode).
-// Last-Event-ID resumes from the broker's history.
+// Last-Event-ID (or ?after=SEQ) resumes from the broker's history;
+// ?from=now starts with the next event instead of the first. ?type=T
+// (repeatable) keeps only those event types.
 func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
-	after, err := sse.LastEventID(r, r.URL.Query().Get("after"))
+	q := r.URL.Query()
+	after, err := sse.LastEventID(r, q.Get("after"))
 	if err != nil {
 		httpx.Error(w, r, n.log, apperr.Invalidf("Last-Event-ID", "%v", err))
 		return
 	}
-	stream, err := sse.Start(w)
-	if err != nil {
-		httpx.Error(w, r, n.log, err)
+	opts := bus.TailOptions{After: uint64(after), Types: q["type"]}
+	switch q.Get("from") {
+	case "":
+	case "now":
+		opts.New = after == 0 // resuming with Last-Event-ID wins: nothing is skipped
+	default:
+		httpx.Error(w, r, n.log, apperr.Invalidf("from", "want from=now, got %q", q.Get("from")))
 		return
+	}
+	for _, t := range opts.Types {
+		if !slices.Contains(event.Types, t) {
+			httpx.Error(w, r, n.log, apperr.Invalidf("type", "unknown event type %q (one of %s)", t, strings.Join(event.Types, ", ")))
+			return
+		}
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	var mu sync.Mutex // events and keep-alives must not interleave
-	go func() {
-		ping := time.NewTicker(15 * time.Second)
-		defer ping.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ping.C:
-				// Comments interleave safely only between events, so the
-				// keep-alive goes through the same lock as the events.
-				mu.Lock()
-				err := stream.Comment("keep-alive")
-				mu.Unlock()
-				if err != nil {
-					cancel()
+	var stream *sse.Writer
+	// The answer starts once the broker's consumer exists, so a client that
+	// has the headers of a from=now stream misses nothing published after.
+	opts.Ready = func() {
+		if stream, err = sse.Start(w); err != nil {
+			cancel()
+			return
+		}
+		go func() {
+			ping := time.NewTicker(15 * time.Second)
+			defer ping.Stop()
+			for {
+				select {
+				case <-ctx.Done():
 					return
+				case <-ping.C:
+					// Comments interleave safely only between events, so the
+					// keep-alive goes through the same lock as the events.
+					mu.Lock()
+					err := stream.Comment("keep-alive")
+					mu.Unlock()
+					if err != nil {
+						cancel()
+						return
+					}
 				}
 			}
-		}
-	}()
-	err = n.Bus.Tail(ctx, uint64(after), func(seq uint64, ev bus.Event) error {
+		}()
+	}
+	tailErr := n.Bus.Tail(ctx, opts, func(seq uint64, ev bus.Event) error {
 		data, _ := json.Marshal(map[string]any{
 			"specversion": "1.0", "id": ev.ID, "type": ev.Type, "source": ev.Source, "subject": ev.Subject,
 			"time": ev.Time, "correlationid": ev.CorrelationID, "causationid": ev.CausationID, "data": ev.Data,
@@ -327,7 +350,12 @@ func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
 		defer mu.Unlock()
 		return stream.Event(strconv.FormatUint(seq, 10), ev.Type, data)
 	})
-	if err != nil && ctx.Err() == nil {
-		n.log.Warn("firehose", "err", err)
+	switch {
+	case stream == nil && err != nil:
+		httpx.Error(w, r, n.log, err)
+	case stream == nil && tailErr != nil:
+		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "the event stream is not available: %v", tailErr))
+	case tailErr != nil && ctx.Err() == nil:
+		n.log.Warn("firehose", "err", tailErr)
 	}
 }

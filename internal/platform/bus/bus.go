@@ -223,14 +223,30 @@ func (b *Bus) OnChanged(kind string, f func(id string)) (stop func(), err error)
 	return func() { sub.Unsubscribe() }, nil
 }
 
-// Tail calls f with every event in EVENTS after stream sequence after, in
-// order, then with new ones as they arrive, until ctx ends or f fails. It
-// reads through an ephemeral ordered consumer, so it needs no cleanup and
-// never affects the durable consumers. Undecodable messages are skipped.
-func (b *Bus) Tail(ctx context.Context, after uint64, f func(seq uint64, ev Event) error) error {
+// TailOptions say where Tail starts and what it keeps.
+type TailOptions struct {
+	After uint64   // the stream sequence to start after (0: the beginning)
+	New   bool     // only events published from now on; After is ignored
+	Types []string // only these event types (none: all); the broker filters
+	// Ready, if set, is called once the consumer exists: every event
+	// published after Ready returns will reach f.
+	Ready func()
+}
+
+// Tail calls f with every event in EVENTS that opts select, in order, then
+// with new ones as they arrive, until ctx ends or f fails. It reads through
+// an ephemeral ordered consumer, so it needs no cleanup and never affects
+// the durable consumers. Undecodable messages are skipped.
+func (b *Bus) Tail(ctx context.Context, opts TailOptions, f func(seq uint64, ev Event) error) error {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if after > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	switch {
+	case opts.New:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	case opts.After > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, opts.After+1
+	}
+	for _, t := range opts.Types {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, SubjectPrefix+t)
 	}
 	cons, err := b.js.OrderedConsumer(ctx, StreamEvents, cfg)
 	if err != nil {
@@ -242,6 +258,9 @@ func (b *Bus) Tail(ctx context.Context, after uint64, f func(seq uint64, ev Even
 	}
 	defer it.Stop()
 	go func() { <-ctx.Done(); it.Stop() }()
+	if opts.Ready != nil {
+		opts.Ready()
+	}
 	for {
 		msg, err := it.Next()
 		if err != nil {
