@@ -20,9 +20,14 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlagSet("load", `Usage: ordermesh load [flags]
 
 Sends orders at a fixed arrival rate (open loop), follows each to completed
-or cancelled by long polling, and prints accept and completion latencies,
-throughput and errors. It creates its own products on first use, and checks
-the system's invariants afterwards (exit 1 on a violation).
+or cancelled through Server-Sent Events, and prints accept and completion
+latencies, throughput and errors. It creates its own products on first use,
+and checks the system's invariants afterwards (exit 1 on a violation).
+
+--follow stream (the default) watches every order's end on one connection,
+the admin event stream (needs an admin token, such as DATA/dev-admin.jwt).
+--follow order opens each order's own stream, as a shop's order page would:
+one more connection and request per order, on both sides.
 
   ordermesh load --rate 500 --duration 60s
   ordermesh load --max --slo 500ms          find the highest sustainable rate`, stderr)
@@ -37,6 +42,7 @@ the system's invariants afterwards (exit 1 on a violation).
 	mix := fs.Float64("mix", 0, "share of orders meant to fail (declined, out of stock, customer cancel), 0-1")
 	maxInFlight := fs.Int("max-in-flight", 20000, "orders in flight before new ones count as client_saturated errors")
 	drain := fs.Duration("drain", 60*time.Second, "how long to wait for orders to settle after sending stops")
+	follow := fs.String("follow", load.FollowStream, "how to see orders settle: stream (one admin event stream) or order (each order's own stream)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file (- for stdout)")
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
@@ -50,6 +56,8 @@ the system's invariants afterwards (exit 1 on a violation).
 		return usagef("--mix must be between 0 and 1, got %g", *mix)
 	case *slo <= 0 || *step <= 0 || *drain <= 0:
 		return usagef("--slo, --step and --drain must be positive")
+	case *follow != load.FollowStream && *follow != load.FollowOrder:
+		return usagef("--follow must be stream or order, got %q", *follow)
 	case !strings.HasPrefix(*target, "http://") && !strings.HasPrefix(*target, "https://"):
 		return usagef("--target %q: want an http(s):// URL", *target)
 	}
@@ -84,7 +92,8 @@ the system's invariants afterwards (exit 1 on a violation).
 			p.Elapsed.Seconds(), bar, p.CurrentRate, p.InFlight, p.Accepted, p.Completed, p.Errors, end)
 	}
 	r := load.New(load.Config{Target: strings.TrimRight(*target, "/"), Token: *token, Rate: *rate, Duration: *duration,
-		MaxInFlight: *maxInFlight, Mix: *mix, Drain: *drain, Progress: progress})
+		MaxInFlight: *maxInFlight, Mix: *mix, Drain: *drain, Follow: *follow, Progress: progress})
+	defer r.Close()
 	fmt.Fprintf(stderr, "preparing %s (products, catalog)…\n", *target)
 	if err := r.Setup(ctx); err != nil {
 		return err

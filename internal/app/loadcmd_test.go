@@ -12,9 +12,15 @@ import (
 // accepted and settled, failures were cancelled for the expected reasons,
 // and the invariants held.
 func TestLoadCommand(t *testing.T) {
+	for _, follow := range []string{"stream", "order"} {
+		t.Run(follow, func(t *testing.T) { testLoadCommand(t, follow) })
+	}
+}
+
+func testLoadCommand(t *testing.T, follow string) {
 	s := startStack(t, Config{})
 	var out, errOut bytes.Buffer
-	code := Main(context.Background(), []string{"load", "--target", s.base, "--token", testAuth.admin, "--rate", "100", "--duration", "2s", "--mix", "0.6", "--json", "-"}, &out, &errOut)
+	code := Main(context.Background(), []string{"load", "--target", s.base, "--token", testAuth.admin, "--rate", "100", "--duration", "2s", "--mix", "0.6", "--json", "-", "--follow", follow}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("load exited %d\n%s\n%s", code, out.String(), errOut.String())
 	}

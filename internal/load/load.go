@@ -1,9 +1,10 @@
 // Package load is ordermesh's load generator: orders at a fixed arrival
 // rate (open loop, so a slow system cannot slow the load down and hide its
-// latency), each followed through long polling until it is completed or
-// cancelled, with accept and completion latencies in HDR histograms
-// measured from the moment each order was due to be sent. Completion is
-// observed on each order's event stream (SSE), never by polling.
+// latency), each followed until it is completed or cancelled, with accept
+// and completion latencies in HDR histograms measured from the moment each
+// order was due to be sent. Completion is observed through Server-Sent
+// Events, never by polling: by default on one stream of every order's end
+// (the admin event stream), or on each order's own stream.
 package load
 
 import (
@@ -38,6 +39,9 @@ type Config struct {
 	Mix float64
 	// Drain is how long to wait, after sending stops, for orders to settle.
 	Drain time.Duration
+	// Follow is how orders are seen settling: FollowStream (the default)
+	// or FollowOrder.
+	Follow string
 	// Progress, if set, is called about twice a second while running.
 	Progress func(Progress)
 }
@@ -99,9 +103,11 @@ func sku(i int) string { return "LOAD-" + strconv.Itoa(i%skuCount) }
 
 // Runner sends load to one target.
 type Runner struct {
-	cfg    Config
-	client *http.Client
-	stream *http.Client // no overall timeout: streams last as long as the order
+	cfg     Config
+	client  *http.Client
+	stream  *http.Client // no overall timeout: streams last as long as the order
+	ends    *watcher     // FollowStream: every order's end
+	stopEnd context.CancelFunc
 }
 
 // New returns a runner for cfg.
@@ -111,6 +117,9 @@ func New(cfg Config) *Runner {
 	}
 	if cfg.Drain <= 0 {
 		cfg.Drain = 60 * time.Second
+	}
+	if cfg.Follow == "" {
+		cfg.Follow = FollowStream
 	}
 	tr := &http.Transport{MaxIdleConns: 0, MaxIdleConnsPerHost: 4096, IdleConnTimeout: 90 * time.Second}
 	return &Runner{cfg: cfg, client: &http.Client{Transport: tr, Timeout: 40 * time.Second}, stream: &http.Client{Transport: tr}}
@@ -180,7 +189,25 @@ func (r *Runner) Setup(ctx context.Context) error {
 			}
 		}
 	}
+	if r.cfg.Follow == FollowStream && r.ends == nil {
+		// The watcher outlives ctx, so that orders in flight when the run is
+		// interrupted can still be seen settling; Close stops it.
+		wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		w, err := r.watch(wctx)
+		if err != nil {
+			stop()
+			return err
+		}
+		r.ends, r.stopEnd = w, stop
+	}
 	return nil
+}
+
+// Close stops following orders.
+func (r *Runner) Close() {
+	if r.stopEnd != nil {
+		r.stopEnd()
+	}
 }
 
 func orderBody(sku, token, customer string) map[string]any {
@@ -365,13 +392,29 @@ func (r *Runner) order(ctx context.Context, st *run, i int, due time.Time) {
 			st.fail("cancel_http_" + strconv.Itoa(resp.StatusCode))
 		}
 	}
+	if r.ends != nil {
+		end, err := r.ends.await(ctx, o.ID)
+		if err != nil {
+			if ctx.Err() == nil {
+				st.fail(err.Error())
+			}
+			return
+		}
+		o.Status, o.CancelReason = end.status, end.reason
+		st.record(o, end.at.Sub(due))
+		return
+	}
 	if err := r.follow(ctx, &o); err != nil {
 		if ctx.Err() == nil {
 			st.fail(err.Error())
 		}
 		return
 	}
-	took := time.Since(due)
+	st.record(o, time.Since(due))
+}
+
+// record counts a settled order and its completion latency.
+func (st *run) record(o orderView, took time.Duration) {
 	st.mu.Lock()
 	st.completion.RecordValue(max(1, took.Microseconds()))
 	if o.Status == "cancelled" {
