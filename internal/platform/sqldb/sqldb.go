@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,8 @@ type DB struct {
 	write   *sql.DB
 	read    *sql.DB
 	rebind  sync.Map // query string -> rebound query string (PostgreSQL)
+	group   group    // SQLite: concurrent write transactions commit together
+	noGroup bool     // ORDERMESH_SQLITE_GROUP_COMMIT=off, for comparison
 }
 
 // Open opens the database named by dsn: "sqlite:PATH" (or a path ending in
@@ -88,7 +91,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	read.SetMaxOpenConns(4)
 	read.SetMaxIdleConns(4)
-	return &DB{dialect: SQLite, write: write, read: read}, nil
+	return &DB{dialect: SQLite, write: write, read: read, noGroup: os.Getenv("ORDERMESH_SQLITE_GROUP_COMMIT") == "off"}, nil
 }
 
 // sqliteDriver is mattn/go-sqlite3 with ordermesh's per-connection
@@ -180,7 +183,28 @@ func (tx *Tx) OnCommit(f func()) { tx.onCommit = append(tx.onCommit, f) }
 // fn, and commits once if fn returned nil. After the commit it runs the hooks
 // fn registered with OnCommit. The error of fn is returned unchanged, so
 // callers can match its kind.
+//
+// On SQLite, transactions of concurrent callers are committed together
+// (see group.go): fn runs inside a savepoint of a shared transaction, and
+// InTx returns once that transaction has committed. fn must not assume it
+// is first in its transaction.
 func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
+	if db.dialect == SQLite && !db.noGroup {
+		return db.inGroup(ctx, fn)
+	}
+	var hooks []func()
+	if err := db.plainTx(ctx, fn, &hooks); err != nil {
+		return err
+	}
+	for _, f := range hooks {
+		f()
+	}
+	return nil
+}
+
+// plainTx runs fn in a transaction of its own and hands back the hooks fn
+// registered, for the caller to run.
+func (db *DB) plainTx(ctx context.Context, fn func(*Tx) error, hooks *[]func()) error {
 	sqlTx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
@@ -193,9 +217,7 @@ func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	for _, f := range tx.onCommit {
-		f()
-	}
+	*hooks = tx.onCommit
 	return nil
 }
 

@@ -3,7 +3,10 @@ package sqldb_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 
@@ -68,6 +71,74 @@ func TestStore(t *testing.T) {
 			}
 			if count(t, db) != before || hooked {
 				t.Fatalf("rollback: rows %d (want %d), hook ran %v", count(t, db), before, hooked)
+			}
+		})
+		// On SQLite concurrent transactions share one commit (group.go);
+		// each must still succeed, fail or panic on its own.
+		t.Run("ConcurrentTransactionsStayApart", func(t *testing.T) {
+			before := count(t, db)
+			const callers = 300
+			var hooks atomic.Int64
+			errs := make([]error, callers)
+			panics := make([]any, callers)
+			cancelled, cancel := context.WithCancel(ctx)
+			cancel()
+			var wg sync.WaitGroup
+			for i := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { panics[i] = recover() }()
+					c := ctx
+					if i%11 == 0 {
+						c = cancelled
+					}
+					errs[i] = db.InTx(c, func(tx *sqldb.Tx) error {
+						tx.OnCommit(func() { hooks.Add(1) })
+						for k := range 2 {
+							if _, err := tx.Exec(c, "INSERT INTO notes (id, body) VALUES (?, ?)", 1000+2*i+k, "group"); err != nil {
+								return err
+							}
+						}
+						switch {
+						case i%5 == 0:
+							return fmt.Errorf("caller %d fails", i)
+						case i%7 == 0:
+							panic(fmt.Sprintf("caller %d panics", i))
+						}
+						return nil
+					})
+				}()
+			}
+			wg.Wait()
+			want := 0
+			for i := range callers {
+				var n int
+				if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM notes WHERE id IN (?, ?)", 1000+2*i, 1001+2*i).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case i%11 == 0:
+					if errs[i] == nil || n != 0 {
+						t.Fatalf("caller %d with a cancelled context: err %v, %d rows", i, errs[i], n)
+					}
+				case i%5 == 0:
+					if errs[i] == nil || errs[i].Error() != fmt.Sprintf("caller %d fails", i) || n != 0 {
+						t.Fatalf("failing caller %d: err %v, %d rows; want its own error and no rows", i, errs[i], n)
+					}
+				case i%7 == 0:
+					if panics[i] != fmt.Sprintf("caller %d panics", i) || n != 0 {
+						t.Fatalf("panicking caller %d: recovered %v, %d rows; want its own panic and no rows", i, panics[i], n)
+					}
+				default:
+					if errs[i] != nil || panics[i] != nil || n != 2 {
+						t.Fatalf("caller %d: err %v, panic %v, %d rows; want both rows", i, errs[i], panics[i], n)
+					}
+					want++
+				}
+			}
+			if got := count(t, db) - before; got != 2*want || hooks.Load() != int64(want) {
+				t.Fatalf("%d rows and %d hooks, want %d rows and %d hooks", got, hooks.Load(), 2*want, want)
 			}
 		})
 		t.Run("PlaceholdersBind", func(t *testing.T) {
