@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,4 +169,39 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if keys != 0 {
 		t.Fatalf("%d idempotency keys left behind by bad input", keys)
 	}
+}
+
+// TestConcurrentDuplicatesMakeOneOrder: the same checkout sent many times
+// at once (a retrying client, a double click) makes exactly one order, and
+// every copy is answered with it.
+func TestConcurrentDuplicatesMakeOneOrder(t *testing.T) {
+	eachBackend(t, Config{}, func(t *testing.T, s *stack) {
+		s.addProduct("DOUBLE", 100)
+		body, _ := json.Marshal(orderBody("ivan", psp.TokenOK, order.ItemRequest{SKU: "DOUBLE", Quantity: 1}))
+		const copies = 12
+		ids := make([]string, copies)
+		codes := make([]int, copies)
+		var wg sync.WaitGroup
+		for i := range copies {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var o order.Order
+				resp := s.do("POST", "/api/orders", map[string]string{"Idempotency-Key": "double-click"}, body, &o)
+				codes[i], ids[i] = resp.StatusCode, o.ID
+			}()
+		}
+		wg.Wait()
+		for i := range copies {
+			if codes[i] != 202 || ids[i] != ids[0] {
+				t.Fatalf("copy %d = %d %q, want 202 with the one order %q (all: %v %v)", i, codes[i], ids[i], ids[0], codes, ids)
+			}
+		}
+		var all []order.Order
+		s.do("GET", "/api/orders?customer_id=ivan", nil, nil, &all)
+		if len(all) != 1 {
+			t.Fatalf("%d orders from %d copies of one checkout, want 1", len(all), copies)
+		}
+		s.settle([]string{ids[0]}, 20*time.Second)
+	})
 }

@@ -3,10 +3,8 @@ package order
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -79,8 +77,11 @@ type Placed struct {
 	Replayed bool
 }
 
-// inFlightTTL is how long a claimed key blocks a duplicate with 409; a
-// claim older than this was left by a crash and may be taken over.
+// inFlightTTL is how long a committed in-flight claim blocks a duplicate
+// with 409; an older claim was left by a crash and may be taken over.
+// Claims are now committed only with their order, so only rows written by
+// earlier versions (which claimed keys in a transaction of their own) are
+// ever seen in flight.
 const inFlightTTL = 30 * time.Second
 
 // Place accepts an order under an idempotency key. The same key with the
@@ -95,14 +96,15 @@ func (s *Service) Place(ctx context.Context, key string, raw []byte, req PlaceRe
 	}
 	sum := sha256.Sum256(raw)
 	hash := hex.EncodeToString(sum[:])
-	if replay, err := s.claimKey(ctx, key, hash); err != nil || replay != nil {
-		if replay != nil {
-			return *replay, nil
-		}
-		return Placed{}, err
-	}
+	// The key is claimed in the same transaction as the order: if anything
+	// fails, the claim goes with it and a corrected request can use the key.
 	var out Placed
+	var replay *Placed
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		var err error
+		if replay, err = s.claimKey(ctx, tx, key, hash); err != nil || replay != nil {
+			return err
+		}
 		o, err := s.newOrder(ctx, tx, req)
 		if err != nil {
 			return err
@@ -121,52 +123,53 @@ func (s *Service) Place(ctx context.Context, key string, raw []byte, req PlaceRe
 		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET state = 'done', status = ?, response = ? WHERE key = ?", out.Status, string(body), key)
 		return err
 	})
-	if err != nil {
-		// Nothing was stored; free the key so a corrected request can use it.
-		if _, derr := s.db.Exec(context.WithoutCancel(ctx), "DELETE FROM idempotency_keys WHERE key = ? AND state = 'in_flight'", key); derr != nil {
-			s.log.Error("release idempotency key", "key", key, "err", derr)
-		}
+	switch {
+	case err != nil:
 		return Placed{}, err
+	case replay != nil:
+		return *replay, nil
 	}
 	return out, nil
 }
 
-// claimKey marks key as in flight for this request, or returns the stored
-// answer to replay, or a Conflict / Unprocessable error.
-func (s *Service) claimKey(ctx context.Context, key, hash string) (*Placed, error) {
-	var replay *Placed
-	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		var (
-			storedHash, state, response string
-			status                      int
-			claimed                     int64
-		)
-		err := tx.QueryRow(ctx, "SELECT request_hash, state, status, response, claimed_us FROM idempotency_keys WHERE key = ?", key).
-			Scan(&storedHash, &state, &status, &response, &claimed)
-		now := s.now()
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			_, err = tx.Exec(ctx, "INSERT INTO idempotency_keys (key, request_hash, state, claimed_us) VALUES (?, ?, 'in_flight', ?)", key, hash, now.UnixMicro())
-			return err
-		case err != nil:
-			return err
-		case storedHash != hash:
-			return apperr.New(apperr.Unprocessable, "Idempotency-Key", "this key was used with a different request body")
-		case state == "done":
-			var id struct {
-				ID string `json:"id"`
-			}
-			json.Unmarshal([]byte(response), &id)
-			replay = &Placed{Status: status, Body: []byte(response), OrderID: id.ID, Replayed: true}
-			return nil
-		case now.Sub(time.UnixMicro(claimed)) < inFlightTTL:
-			return apperr.New(apperr.Conflict, "Idempotency-Key", "a request with this key is still in progress; retry later")
-		default: // a stale claim left by a crash: take it over
-			_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET claimed_us = ? WHERE key = ?", now.UnixMicro(), key)
-			return err
+// claimKey claims key for this request inside tx, or returns the stored
+// answer to replay, or a Conflict / Unprocessable error. A new key costs
+// one statement. On PostgreSQL a concurrent request with the same key
+// waits at the INSERT until the first commits, then replays its answer.
+func (s *Service) claimKey(ctx context.Context, tx *sqldb.Tx, key, hash string) (*Placed, error) {
+	now := s.now()
+	res, err := tx.Exec(ctx, "INSERT INTO idempotency_keys (key, request_hash, state, claimed_us) VALUES (?, ?, 'in_flight', ?) ON CONFLICT (key) DO NOTHING",
+		key, hash, now.UnixMicro())
+	if err != nil {
+		return nil, err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil, nil
+	}
+	var (
+		storedHash, state, response string
+		status                      int
+		claimed                     int64
+	)
+	err = tx.QueryRow(ctx, "SELECT request_hash, state, status, response, claimed_us FROM idempotency_keys WHERE key = ?", key).
+		Scan(&storedHash, &state, &status, &response, &claimed)
+	switch {
+	case err != nil:
+		return nil, err
+	case storedHash != hash:
+		return nil, apperr.New(apperr.Unprocessable, "Idempotency-Key", "this key was used with a different request body")
+	case state == "done":
+		var id struct {
+			ID string `json:"id"`
 		}
-	})
-	return replay, err
+		json.Unmarshal([]byte(response), &id)
+		return &Placed{Status: status, Body: []byte(response), OrderID: id.ID, Replayed: true}, nil
+	case now.Sub(time.UnixMicro(claimed)) < inFlightTTL:
+		return nil, apperr.New(apperr.Conflict, "Idempotency-Key", "a request with this key is still in progress; retry later")
+	default: // a stale claim (from a version that claimed keys in a transaction of their own): take it over
+		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET claimed_us = ? WHERE key = ?", now.UnixMicro(), key)
+		return nil, err
+	}
 }
 
 // newOrder prices the request from the catalog read model.
