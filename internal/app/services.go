@@ -313,10 +313,12 @@ func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	var mu sync.Mutex // events and keep-alives must not interleave
 	var stream *sse.Writer
+	var startErr error
 	// The answer starts once the broker's consumer exists, so a client that
 	// has the headers of a from=now stream misses nothing published after.
 	opts.Ready = func() {
-		if stream, err = sse.Start(w); err != nil {
+		if stream, startErr = sse.Start(w); startErr != nil {
+			stream = nil
 			cancel()
 			return
 		}
@@ -351,8 +353,8 @@ func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
 		return stream.Event(strconv.FormatUint(seq, 10), ev.Type, data)
 	})
 	switch {
-	case stream == nil && err != nil:
-		httpx.Error(w, r, n.log, err)
+	case startErr != nil:
+		httpx.Error(w, r, n.log, startErr)
 	case stream == nil && tailErr != nil:
 		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "the event stream is not available: %v", tailErr))
 	case tailErr != nil && ctx.Err() == nil:
