@@ -133,4 +133,19 @@ func TestProviderWebhookVerification(t *testing.T) {
 	if authorized != 1 {
 		t.Fatalf("%d payment.authorized events for one order, want 1", authorized)
 	}
+
+	// An outcome for an order payments has not recorded yet (its batch has
+	// not committed) is answered "retry", not dropped; one too old to be
+	// anything but an unknown order is acknowledged.
+	stranger := auth
+	stranger.OrderID = "01a1fef0-0000-7000-8000-000000000000"
+	body, _ = json.Marshal(map[string]any{"type": "authorization.completed", "timestamp": time.Now().Format(time.RFC3339), "data": stranger})
+	if code := post("msg_3", time.Now(), official); code != http.StatusServiceUnavailable {
+		t.Errorf("outcome for a payment not recorded yet = %d, want 503 so the provider retries", code)
+	}
+	stranger.At = time.Now().Add(-time.Hour)
+	body, _ = json.Marshal(map[string]any{"type": "authorization.completed", "timestamp": time.Now().Format(time.RFC3339), "data": stranger})
+	if code := post("msg_4", time.Now(), official); code != http.StatusNoContent {
+		t.Errorf("hour-old outcome for an unknown order = %d, want 204", code)
+	}
 }

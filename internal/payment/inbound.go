@@ -62,6 +62,13 @@ func (s *Service) handleProviderWebhook(w http.ResponseWriter, r *http.Request) 
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// unknownOrderGrace is how long a webhook about an order payments has no
+// record of is answered "retry" rather than acknowledged and ignored.
+// Payments records a payment within seconds of asking for its
+// authorization, so an outcome older than this is about an order it never
+// handled.
+const unknownOrderGrace = 10 * time.Minute
+
 func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op psp.Operation) error {
 	p, ok, err := s.loadOne(ctx, op.OrderID)
 	if err != nil {
@@ -93,10 +100,16 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op p
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if current == statePending {
+		switch {
+		case current == statePending:
 			// The webhook overtook the provider's "pending" answer, which
 			// payments has not recorded yet: have the provider retry.
 			return apperr.New(apperr.Unavailable, "", "authorization of %s is still being recorded; retry", op.OrderID)
+		case current == "" && time.Since(op.At) < unknownOrderGrace:
+			// The same race one step earlier: the batch that asked for the
+			// authorization has not committed the payment at all yet.
+			// Acknowledging now would drop the outcome.
+			return apperr.New(apperr.Unavailable, "", "no payment of %s recorded yet; retry", op.OrderID)
 		}
 		if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
 			return err
