@@ -147,7 +147,19 @@ func (w *watcher) ended(id string, o outcome) {
 		return
 	}
 	w.early[id] = o
+	// Ends of orders this run did not place (other clients, the setup's
+	// probes) are never claimed: drop the old ones once there are many.
+	if len(w.early) > maxEarly {
+		for k, e := range w.early {
+			if o.at.Sub(e.at) > time.Minute {
+				delete(w.early, k)
+			}
+		}
+	}
 }
+
+// maxEarly is how many unclaimed ends are kept before old ones are dropped.
+const maxEarly = 10_000
 
 // await waits for order id to end, for ctx, or for the stream to break.
 func (w *watcher) await(ctx context.Context, id string) (outcome, error) {

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -40,12 +41,15 @@ func TestWatcherHandsEachEndToItsOrder(t *testing.T) {
 		o, _ := w.await(context.Background(), "late")
 		done <- o
 	}()
-	for {
+	for deadline := time.Now().Add(10 * time.Second); ; {
 		w.mu.Lock()
 		_, waiting := w.waiting["late"]
 		w.mu.Unlock()
 		if waiting {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("await never registered the order")
 		}
 		<-time.After(time.Millisecond)
 	}
@@ -55,5 +59,22 @@ func TestWatcherHandsEachEndToItsOrder(t *testing.T) {
 	}
 	if len(w.early) != 0 || len(w.waiting) != 0 {
 		t.Fatalf("left over: early %v, waiting %v", w.early, w.waiting)
+	}
+}
+
+// TestWatcherDropsOldUnclaimedEnds: ends of orders nobody awaits (other
+// clients' orders) do not pile up for the whole run.
+func TestWatcherDropsOldUnclaimedEnds(t *testing.T) {
+	w := &watcher{waiting: map[string]chan outcome{}, early: map[string]outcome{}, broken: make(chan struct{})}
+	old := time.Now().Add(-2 * time.Minute)
+	for i := range maxEarly {
+		w.early[fmt.Sprint("other-", i)] = outcome{status: "completed", at: old}
+	}
+	w.ended("fresh", outcome{status: "completed", at: time.Now()})
+	if len(w.early) != 1 {
+		t.Fatalf("%d unclaimed ends kept, want only the fresh one", len(w.early))
+	}
+	if o, err := w.await(context.Background(), "fresh"); err != nil || o.status != "completed" {
+		t.Fatalf("fresh end = %+v, %v", o, err)
 	}
 }
