@@ -67,10 +67,16 @@ func (o *Outbox) Wake() {
 	}
 }
 
-// Pending counts rows not yet published.
+// Pending counts rows not yet marked sent. On SQLite the relay saves its
+// mark a few times a second, so a row stays pending for up to that long
+// after the broker has it.
 func (o *Outbox) Pending(ctx context.Context) (int, error) {
+	q := "SELECT COUNT(*) FROM outbox WHERE sent_at_us IS NULL"
+	if o.db.Dialect() != sqldb.Postgres {
+		q = "SELECT COUNT(*) FROM outbox WHERE id > (SELECT upto FROM outbox_cursor)"
+	}
 	var n int
-	if err := o.db.QueryRow(ctx, "SELECT COUNT(*) FROM outbox WHERE sent_at_us IS NULL").Scan(&n); err != nil {
+	if err := o.db.QueryRow(ctx, q).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count pending outbox rows: %w", err)
 	}
 	return n, nil

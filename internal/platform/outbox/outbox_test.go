@@ -237,11 +237,46 @@ func TestRelayPrunesSentRows(t *testing.T) {
 	})
 }
 
-// flakyPublisher sends its first batches to a broker that has no EVENTS
-// stream, so they really fail, and later ones to the real broker.
+func TestRelayResumesAfterWhatItSent(t *testing.T) {
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		s := bustest.Start(t)
+		o := outbox.New(db)
+		for range 5 {
+			if _, err := change(ctx, db, o, 2, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stop := startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus})
+		waitDrained(t, o)
+		stop()
+		fresh, err := change(ctx, db, o, 3, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counter := &countingPublisher{pub: s.Bus, counts: map[string]int{}}
+		startRelay(t, o, outbox.RelayConfig{Publisher: counter})
+		waitDrained(t, o)
+		counter.mu.Lock()
+		defer counter.mu.Unlock()
+		if len(counter.counts) != len(fresh) {
+			t.Fatalf("the restarted relay published %d events, want only the %d committed since it stopped", len(counter.counts), len(fresh))
+		}
+		for _, ev := range fresh {
+			if counter.counts[ev.ID] != 1 {
+				t.Fatalf("event %s published %d times, want once", ev.ID, counter.counts[ev.ID])
+			}
+		}
+		assertExactlyCommitted(t, s, committedEventIDs(t, db))
+	})
+}
+
+// flakyPublisher sends the batches fail picks (by call number, from 1) to
+// a broker that has no EVENTS stream, so they really fail, and the others
+// to the real broker.
 type flakyPublisher struct {
 	broken, real *bus.Bus
-	failFirst    int
+	fail         func(call int) bool
 	mu           sync.Mutex
 	calls        int
 }
@@ -249,7 +284,7 @@ type flakyPublisher struct {
 func (f *flakyPublisher) PublishAsync(evs []bus.Event) *bus.PendingBatch {
 	f.mu.Lock()
 	f.calls++
-	broken := f.calls <= f.failFirst
+	broken := f.fail(f.calls)
 	f.mu.Unlock()
 	if broken {
 		return f.broken.PublishAsync(evs)
@@ -258,30 +293,40 @@ func (f *flakyPublisher) PublishAsync(evs []bus.Event) *bus.PendingBatch {
 }
 
 func TestRelayRetriesFailedPublishes(t *testing.T) {
-	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
-		ctx := context.Background()
-		s := bustest.Start(t)
-		broken := bustest.Start(t)
-		if err := broken.Bus.JetStream().DeleteStream(ctx, bus.StreamEvents); err != nil {
-			t.Fatal(err)
-		}
-		o := outbox.New(db)
-		for range 30 {
-			if _, err := change(ctx, db, o, 3, false); err != nil {
-				t.Fatal(err)
-			}
-		}
-		flaky := &flakyPublisher{broken: broken.Bus, real: s.Bus, failFirst: 2}
-		startRelay(t, o, outbox.RelayConfig{Publisher: flaky, BatchSize: 20, PollInterval: 20 * time.Millisecond})
-		waitDrained(t, o)
-		flaky.mu.Lock()
-		calls := flaky.calls
-		flaky.mu.Unlock()
-		if calls <= 2 {
-			t.Fatalf("relay made %d publish calls; the failures were not exercised", calls)
-		}
-		assertExactlyCommitted(t, s, committedEventIDs(t, db))
-	})
+	cases := map[string]func(call int) bool{
+		"first two batches fail": func(call int) bool { return call <= 2 },
+		// The second batch is usually in flight when the first fails; its
+		// success must not count the first one's rows as sent.
+		"only the first batch fails": func(call int) bool { return call == 1 },
+	}
+	for name, fail := range cases {
+		t.Run(name, func(t *testing.T) {
+			sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+				ctx := context.Background()
+				s := bustest.Start(t)
+				broken := bustest.Start(t)
+				if err := broken.Bus.JetStream().DeleteStream(ctx, bus.StreamEvents); err != nil {
+					t.Fatal(err)
+				}
+				o := outbox.New(db)
+				for range 30 {
+					if _, err := change(ctx, db, o, 3, false); err != nil {
+						t.Fatal(err)
+					}
+				}
+				flaky := &flakyPublisher{broken: broken.Bus, real: s.Bus, fail: fail}
+				startRelay(t, o, outbox.RelayConfig{Publisher: flaky, BatchSize: 20, PollInterval: 20 * time.Millisecond})
+				waitDrained(t, o)
+				flaky.mu.Lock()
+				calls := flaky.calls
+				flaky.mu.Unlock()
+				if calls <= 2 {
+					t.Fatalf("relay made %d publish calls; the failures were not exercised", calls)
+				}
+				assertExactlyCommitted(t, s, committedEventIDs(t, db))
+			})
+		})
+	}
 }
 
 const crashChildEnv = "ORDERMESH_OUTBOX_CRASH_CHILD"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
@@ -32,21 +33,27 @@ type RelayConfig struct {
 	PollInterval time.Duration
 	// Retention is how long sent rows are kept before pruning. Zero means 1h.
 	Retention time.Duration
+	// SaveEvery is how often, at most, the relay saves its sent mark on
+	// SQLite. A crash re-publishes what was acknowledged since the last
+	// save (the broker drops the copies). Zero means 100ms.
+	SaveEvery time.Duration
 	Logger    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
 // Relay publishes outbox rows in insertion order, in batches with
-// asynchronous acknowledgements, and marks them sent in one statement per
-// batch.
+// asynchronous acknowledgements, and marks them sent.
 //
 // On SQLite one relay runs per database, and it pipelines: while the acks
 // of one batch are on their way it reads and sends the next, reading
 // forward from the last id sent (SQLite's single writer makes ids visible
-// in increasing order). A goroutine marks each batch sent as its acks
-// arrive; if any publish failed, the relay waits for the batches in
-// flight, rewinds to the oldest unsent row and backs off.
+// in increasing order). A goroutine follows the acks in order and moves a
+// high-water mark (every id up to it is stored in the broker), which it
+// saves in outbox_cursor at most every SaveEvery, and on shutdown: one
+// small write a tenth of a second instead of an UPDATE per batch. If any
+// publish failed, the relay waits for the batches in flight, rewinds to
+// the mark and backs off.
 //
 // On PostgreSQL any number of relays may run against one database: each
 // claims its batch with FOR UPDATE SKIP LOCKED and holds the claim until
@@ -61,6 +68,9 @@ type Relay struct {
 
 	// SQLite pipeline state.
 	cursor   int64          // highest id sent; the next read starts after it
+	gen      int64          // bumped by each rewind; batches carry it
+	acked    atomic.Int64   // every id up to it is acknowledged, in order
+	saved    int64          // the mark as last saved (marker goroutine only)
 	inflight chan sentBatch // batches sent, waiting for acks, in order
 	marking  sync.WaitGroup // batches not yet marked
 	failMu   sync.Mutex     // guards failed
@@ -71,6 +81,7 @@ type Relay struct {
 // sentBatch is a batch whose acks the marker waits for.
 type sentBatch struct {
 	ids     []int64
+	gen     int64
 	pending *bus.PendingBatch
 }
 
@@ -84,6 +95,9 @@ func NewRelay(o *Outbox, cfg RelayConfig) *Relay {
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = time.Hour
+	}
+	if cfg.SaveEvery <= 0 {
+		cfg.SaveEvery = 100 * time.Millisecond
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -100,6 +114,11 @@ func NewRelay(o *Outbox, cfg RelayConfig) *Relay {
 // with backoff; Run only returns an error if the flush fails.
 func (r *Relay) Run(ctx context.Context) error {
 	if r.o.db.Dialect() != sqldb.Postgres {
+		if err := r.o.db.QueryRow(ctx, "SELECT upto FROM outbox_cursor").Scan(&r.saved); err != nil {
+			return fmt.Errorf("read the outbox's sent mark: %w", err)
+		}
+		r.cursor = r.saved
+		r.acked.Store(r.saved)
 		r.inflight = make(chan sentBatch, 2)
 		r.markDone = make(chan struct{})
 		go r.markSentInOrder()
@@ -168,8 +187,13 @@ func (r *Relay) relayOnce(ctx context.Context) (int, error) {
 	return r.sendNext(ctx)
 }
 
-const selectUnsent = `SELECT id, event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data
-FROM outbox WHERE sent_at_us IS NULL AND id > ? ORDER BY id LIMIT ?`
+const (
+	outboxColumns = `SELECT id, event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data FROM outbox `
+	// selectUnsent reads PostgreSQL's unsent rows (stamped one by one).
+	selectUnsent = outboxColumns + `WHERE sent_at_us IS NULL AND id > ? ORDER BY id LIMIT ?`
+	// selectAfter reads SQLite's rows after an id (sent is a mark).
+	selectAfter = outboxColumns + `WHERE id > ? ORDER BY id LIMIT ?`
+)
 
 // claimPublishMark is one PostgreSQL round: claim a batch, publish it, wait
 // for the acks, mark the acknowledged rows, commit.
@@ -201,10 +225,11 @@ func (r *Relay) claimPublishMark(ctx context.Context) (n int, err error) {
 func (r *Relay) sendNext(ctx context.Context) (int, error) {
 	if err := r.takeFailure(); err != nil {
 		r.marking.Wait()
-		r.cursor = 0
+		r.cursor = r.acked.Load()
+		r.gen++
 		return 0, err
 	}
-	rows, err := r.o.db.Query(ctx, selectUnsent, r.cursor, r.cfg.BatchSize)
+	rows, err := r.o.db.Query(ctx, selectAfter, r.cursor, r.cfg.BatchSize)
 	if err != nil {
 		return 0, err
 	}
@@ -214,30 +239,98 @@ func (r *Relay) sendNext(ctx context.Context) (int, error) {
 	}
 	r.cursor = ids[len(ids)-1]
 	r.marking.Add(1)
-	r.inflight <- sentBatch{ids: ids, pending: r.cfg.Publisher.PublishAsync(events)}
+	r.inflight <- sentBatch{ids: ids, gen: r.gen, pending: r.cfg.Publisher.PublishAsync(events)}
 	return len(ids), nil
 }
 
-// markSentInOrder waits for each batch's acks and marks its acknowledged
-// rows sent; failures are kept for sendNext to rewind.
+// markSentInOrder follows each batch's acks in order and moves the sent
+// mark over the acknowledged prefix; it saves the mark at most every
+// SaveEvery while rows flow, soon after they stop, and when the relay
+// stops. Failures are kept for sendNext to rewind.
 func (r *Relay) markSentInOrder() {
 	defer close(r.markDone)
-	for b := range r.inflight {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		sent, failed := acknowledged(ctx, b.ids, b.pending)
-		err := r.o.db.InTx(ctx, func(tx *sqldb.Tx) error { return r.markSent(ctx, tx, sent) })
-		cancel()
-		if err == nil {
-			err = failed
-		}
-		if err != nil {
-			r.failMu.Lock()
-			if r.failed == nil {
-				r.failed = err
+	defer r.saveMark()
+	save := time.NewTimer(r.cfg.SaveEvery)
+	save.Stop()
+	var lastSave time.Time
+	failedGen := int64(-1) // batches sent before the rewind that follows a failure
+	for {
+		select {
+		case b, ok := <-r.inflight:
+			if !ok {
+				return
 			}
-			r.failMu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			errs := b.pending.Wait(ctx)
+			cancel()
+			upto, err := ackedPrefix(b.ids, errs)
+			if b.gen != failedGen && upto > r.acked.Load() {
+				r.acked.Store(upto)
+			}
+			if err != nil {
+				// Later batches of this generation must not move the mark
+				// past the rows that failed.
+				failedGen = b.gen
+				r.fail(err)
+			}
+			r.marking.Done()
+			if since := time.Since(lastSave); since >= r.cfg.SaveEvery {
+				r.saveMark()
+				lastSave = time.Now()
+			} else {
+				save.Reset(r.cfg.SaveEvery - since)
+			}
+		case <-save.C:
+			r.saveMark()
+			lastSave = time.Now()
 		}
-		r.marking.Done()
+	}
+}
+
+// ackedPrefix returns the highest id of the batch below which every row
+// was stored (0 if the first was not), and the first failure.
+func ackedPrefix(ids []int64, errs []error) (int64, error) {
+	if errs == nil {
+		return ids[len(ids)-1], nil
+	}
+	nfailed, first := 0, -1
+	for i, err := range errs {
+		if err != nil {
+			nfailed++
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	var upto int64
+	if first > 0 {
+		upto = ids[first-1]
+	}
+	return upto, fmt.Errorf("%d of %d outbox events not published: %w", nfailed, len(ids), errs[first])
+}
+
+// saveMark writes the sent mark if it moved since it was last saved.
+func (r *Relay) saveMark() {
+	upto := r.acked.Load()
+	if upto <= r.saved {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := r.o.db.Exec(ctx, "UPDATE outbox_cursor SET upto = ? WHERE one = 1 AND upto < ?", upto, upto); err != nil {
+		// Not fatal: the next save covers it; a crash before then
+		// re-publishes a little more.
+		r.log.Warn("save outbox sent mark", "err", err)
+		return
+	}
+	r.saved = upto
+}
+
+func (r *Relay) fail(err error) {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	if r.failed == nil {
+		r.failed = err
 	}
 }
 
@@ -323,9 +416,16 @@ func (r *Relay) prune(ctx context.Context) {
 	}
 	r.lastPrune = now
 	cutoff := now.Add(-r.cfg.Retention).UnixMicro()
+	q := `DELETE FROM outbox WHERE id IN
+		(SELECT id FROM outbox WHERE sent_at_us IS NOT NULL AND sent_at_us < ? LIMIT 5000)`
+	if r.o.db.Dialect() != sqldb.Postgres {
+		// Rows up to the saved mark, oldest first; ids follow time, so the
+		// scan stops at the first row young enough to keep.
+		q = `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+			WHERE id <= (SELECT upto FROM outbox_cursor) AND time_us < ? ORDER BY id LIMIT 5000)`
+	}
 	for {
-		res, err := r.o.db.Exec(ctx, `DELETE FROM outbox WHERE id IN
-			(SELECT id FROM outbox WHERE sent_at_us IS NOT NULL AND sent_at_us < ? LIMIT 5000)`, cutoff)
+		res, err := r.o.db.Exec(ctx, q, cutoff)
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
 				r.log.Warn("prune outbox", "err", err)
