@@ -50,7 +50,9 @@ func New(db *sqldb.DB, log *slog.Logger) *Service { return &Service{db: db, log:
 
 // Consumer is the consumer's configuration and handler.
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
-	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{
+	// Off the order's critical path: one worker that lingers, so that the
+	// events of many orders share a transaction.
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Concurrency: 1, Linger: 20 * time.Millisecond, Types: []string{
 		event.OrderPlaced, event.OrderConfirmed, event.ShipmentCreated, event.OrderCompleted, event.OrderCancelled}}
 	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
 }

@@ -337,32 +337,101 @@ func micros(t time.Time) int64 {
 
 // Consumer turns every event into a delivery for each enabled endpoint
 // subscribed to its type, in the transaction that records the event.
+//
+// Events that no enabled endpoint subscribes to are acknowledged without a
+// transaction: there is nothing to write, and a redelivered copy is as
+// harmless as the first. (Without endpoints this consumer would otherwise
+// commit once for every event in the system.)
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
-	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: event.Types}
-	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.enqueue)
+	// Off the order's critical path: one worker that lingers, so that the
+	// events of many orders share a transaction.
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: event.Types, Concurrency: 1, Linger: 20 * time.Millisecond}
+	record := inbox.BatchHandler(s.db, ConsumerName, s.enqueue)
+	return cfg, func(ctx context.Context, evs []bus.Event) []error {
+		wanted, err := s.subscribedTypes(ctx)
+		if err != nil {
+			return record(ctx, evs) // the transaction reads them again, and reports
+		}
+		var keep []bus.Event
+		var at []int
+		for i, ev := range evs {
+			if wanted[ev.Type] {
+				keep = append(keep, ev)
+				at = append(at, i)
+			}
+		}
+		switch len(keep) {
+		case 0:
+			return nil
+		case len(evs):
+			return record(ctx, evs)
+		}
+		errs := record(ctx, keep)
+		if errs == nil {
+			return nil
+		}
+		all := make([]error, len(evs))
+		for j, i := range at {
+			all[i] = errs[j]
+		}
+		return all
+	}
+}
+
+// subscribedTypes reads the event types some enabled endpoint subscribes to.
+func (s *Service) subscribedTypes(ctx context.Context) (map[string]bool, error) {
+	eps, err := enabledEndpoints(ctx, s.db.Query)
+	if err != nil {
+		return nil, err
+	}
+	types := map[string]bool{}
+	for _, ep := range eps {
+		for _, t := range ep.types {
+			types[t] = true
+		}
+	}
+	return types, nil
+}
+
+type subscription struct {
+	id    string
+	types []string
+}
+
+// enabledEndpoints lists the enabled endpoints and their event types,
+// through query (the read pool's or a transaction's).
+func enabledEndpoints(ctx context.Context, query func(context.Context, string, ...any) (*sql.Rows, error)) ([]subscription, error) {
+	rows, err := query(ctx, "SELECT id, event_types FROM webhook_endpoints WHERE disabled = 0")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var eps []subscription
+	for rows.Next() {
+		var ep subscription
+		var types string
+		if err := rows.Scan(&ep.id, &types); err != nil {
+			return nil, err
+		}
+		_ = json.Unmarshal([]byte(types), &ep.types) // written by CreateEndpoint; unreadable matches nothing
+		eps = append(eps, ep)
+	}
+	return eps, rows.Err()
 }
 
 func (s *Service) enqueue(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
-	rows, err := tx.Query(ctx, "SELECT id, event_types FROM webhook_endpoints WHERE disabled = 0")
+	eps, err := enabledEndpoints(ctx, tx.Query)
 	if err != nil {
 		return err
 	}
 	var targets []string
-	for rows.Next() {
-		var id, types string
-		if err := rows.Scan(&id, &types); err != nil {
-			rows.Close()
-			return err
-		}
-		var ts []string
-		json.Unmarshal([]byte(types), &ts)
-		if slices.Contains(ts, ev.Type) {
-			targets = append(targets, id)
+	for _, ep := range eps {
+		if slices.Contains(ep.types, ev.Type) {
+			targets = append(targets, ep.id)
 		}
 	}
-	rows.Close()
 	if len(targets) == 0 {
-		return rows.Err()
+		return nil
 	}
 	body, err := json.Marshal(map[string]any{"type": ev.Type, "timestamp": ev.Time.UTC().Format(time.RFC3339Nano), "data": ev.Data})
 	if err != nil {

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -253,4 +254,48 @@ func TestConsumer(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestLingeringConsumerBatchesWhatArrivesMeanwhile(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var batches [][]string
+	// A linger far longer than the test: the batch is handed on because it
+	// is full, not because the wait ended.
+	cfg := bus.ConsumerConfig{Name: "test-linger", Types: []string{"item.added"}, Concurrency: 1, MaxBatch: 5, Linger: time.Minute}
+	_, err := s.Bus.ConsumeBatch(ctx, cfg, func(_ context.Context, evs []bus.Event) []error {
+		ids := make([]string, len(evs))
+		for i, ev := range evs {
+			ids[i] = ev.ID
+		}
+		mu.Lock()
+		batches = append(batches, ids)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		publish(t, s.Bus, newEvent(t, "item.added", fmt.Sprintf("item-%d", i), nil))
+	}
+	bustest.Eventually(t, 30*time.Second, "a batch handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(batches) > 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(batches) != 1 || len(batches[0]) != 5 {
+		t.Fatalf("handler got batches of %v events, want one batch of all 5 (the worker lingers for the rest)", lens(batches))
+	}
+}
+
+func lens(batches [][]string) []int {
+	n := make([]int, len(batches))
+	for i, b := range batches {
+		n[i] = len(b)
+	}
+	return n
 }

@@ -72,6 +72,12 @@ type ConsumerConfig struct {
 	// events a worker has already received, never waiting for more. Zero
 	// means 256. Consume (one event at a time) ignores it.
 	MaxBatch int
+	// Linger is how long a worker that has received fewer than MaxBatch
+	// events waits for more before handing them on. Zero means it never
+	// waits. Consumers off the order's critical path linger, so that their
+	// batches (and so their transactions) grow at moderate rates; each event
+	// is then late by at most Linger.
+	Linger time.Duration
 	// AckWait is how long the broker waits for an acknowledgement before
 	// redelivering, and the handler's deadline. It is also how long events
 	// received by a crashed instance wait before another gets them. Zero
@@ -276,8 +282,29 @@ func (c *Consumer) work(in <-chan jetstream.Msg) {
 				break fill
 			}
 		}
+		if c.cfg.Linger > 0 && len(batch) < c.batch {
+			batch = linger(in, batch, c.batch, c.cfg.Linger)
+		}
 		c.process(batch)
 	}
+}
+
+// linger adds to batch what arrives on in within d, up to max messages.
+func linger(in <-chan jetstream.Msg, batch []jetstream.Msg, max int, d time.Duration) []jetstream.Msg {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for len(batch) < max {
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // delivery is a received message on its way through process.
