@@ -7,10 +7,14 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
@@ -24,10 +28,29 @@ func Migrations() sqldb.Migrations { return sqldb.Embedded("outbox", migrations)
 
 // Outbox writes events into a service's database and wakes the relay of
 // this process when a transaction that wrote some commits.
+//
+// On SQLite the commit also hands the rows it wrote to the relay, in
+// commit order, so the relay need not read back what was just written. The
+// database stays the record: the relay reads it whenever what it was
+// handed does not continue from the last row it sent (at start, after a
+// failure, when rows were written by another process or more than
+// maxHandedOver piled up).
 type Outbox struct {
 	db   *sqldb.DB
 	wake chan struct{}
+
+	mu        sync.Mutex
+	handedOff []handedRow // committed rows, ascending ids
 }
+
+// handedRow is a committed outbox row handed to the relay.
+type handedRow struct {
+	id int64
+	ev bus.Event
+}
+
+// maxHandedOver bounds the rows kept for a relay that is behind or absent.
+const maxHandedOver = 10_000
 
 // New returns the outbox of db.
 func New(db *sqldb.DB) *Outbox {
@@ -52,11 +75,87 @@ func (o *Outbox) Add(ctx context.Context, tx *sqldb.Tx, events ...bus.Event) err
 		args = append(args, ev.ID, ev.Type, ev.Source, ev.Subject, ev.Time.UnixMicro(),
 			ev.TraceParent, ev.CorrelationID, ev.CausationID, []byte(ev.Data))
 	}
-	if _, err := tx.Exec(ctx, q.String(), args...); err != nil {
+	if tx.Dialect() == sqldb.Postgres {
+		if _, err := tx.Exec(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("outbox add %d events: %w", len(events), err)
+		}
+		tx.OnCommit(o.Wake)
+		return nil
+	}
+	q.WriteString(" RETURNING id")
+	rows, err := o.insertReturning(ctx, tx, q.String(), args, events)
+	if err != nil {
 		return fmt.Errorf("outbox add %d events: %w", len(events), err)
 	}
-	tx.OnCommit(o.Wake)
+	tx.OnCommitInOrder(func() { o.handOver(rows) })
 	return nil
+}
+
+// insertReturning runs the insert and pairs each event with its row id.
+func (o *Outbox) insertReturning(ctx context.Context, tx *sqldb.Tx, q string, args []any, events []bus.Event) ([]handedRow, error) {
+	res, err := tx.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	rows := make([]handedRow, 0, len(events))
+	for res.Next() {
+		var id int64
+		if err := res.Scan(&id); err != nil {
+			return nil, err
+		}
+		rows = append(rows, handedRow{id: id})
+	}
+	if err := res.Err(); err != nil {
+		return nil, err
+	}
+	if len(rows) != len(events) {
+		return nil, fmt.Errorf("inserted %d rows for %d events", len(rows), len(events))
+	}
+	// RETURNING gives no order guarantee; ids of one statement ascend
+	// in the order of its VALUES.
+	slices.SortFunc(rows, func(a, b handedRow) int { return cmp.Compare(a.id, b.id) })
+	for i := range rows {
+		ev := events[i]
+		ev.Time = time.UnixMicro(ev.Time.UnixMicro()).UTC() // as the relay reads it back
+		rows[i].ev = ev
+	}
+	return rows, nil
+}
+
+// handOver gives committed rows to the relay and wakes it. It runs in
+// commit order (sqldb's OnCommitInOrder).
+func (o *Outbox) handOver(rows []handedRow) {
+	o.mu.Lock()
+	if len(o.handedOff)+len(rows) <= maxHandedOver {
+		o.handedOff = append(o.handedOff, rows...)
+	} // else: the relay will find them in the database
+	o.mu.Unlock()
+	o.Wake()
+}
+
+// takeHandedOver returns up to max handed rows that continue from the row
+// after, or nothing if the next one was not handed over; rows up to after
+// are dropped.
+func (o *Outbox) takeHandedOver(after int64, max int) []handedRow {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	i := 0
+	for i < len(o.handedOff) && o.handedOff[i].id <= after {
+		i++
+	}
+	rest := o.handedOff[i:]
+	n := 0
+	for n < len(rest) && n < max && rest[n].id == after+int64(n)+1 {
+		n++
+	}
+	if n == 0 {
+		o.handedOff = slices.Clone(rest)
+		return nil
+	}
+	took := slices.Clone(rest[:n])
+	o.handedOff = slices.Clone(rest[n:])
+	return took
 }
 
 // Wake asks the relay to look for new rows now. It never blocks.

@@ -162,6 +162,65 @@ func TestRelay(t *testing.T) {
 	})
 }
 
+// TestRelayKeepsCommitOrderUnderConcurrentWriters commits from many
+// goroutines at once, so that commits share transactions (group commit on
+// SQLite) and their rows reach the relay from many places, and checks that
+// each committed event is in EVENTS once; on SQLite, in commit (id) order.
+func TestRelayKeepsCommitOrderUnderConcurrentWriters(t *testing.T) {
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		s := bustest.Start(t)
+		o := outbox.New(db)
+		startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus, PollInterval: time.Hour})
+		var wg sync.WaitGroup
+		errs := make(chan error, 16)
+		for w := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 40 {
+					if _, err := change(ctx, db, o, 1+(w+i)%3, (w+i)%7 == 0); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		waitDrained(t, o)
+		committed := committedEventIDs(t, db)
+		bustest.Eventually(t, 30*time.Second, "every committed event in EVENTS", func() bool {
+			return len(s.StreamEvents(t, bus.StreamEvents)) >= len(committed)
+		})
+		assertExactlyCommitted(t, s, committed)
+		if db.Dialect() == sqldb.Postgres {
+			return // concurrent PostgreSQL transactions commit out of id order
+		}
+		rows, err := db.Query(ctx, "SELECT event_id FROM outbox ORDER BY id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var want []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, id)
+		}
+		for i, ev := range s.StreamEvents(t, bus.StreamEvents) {
+			if ev.ID != want[i] {
+				t.Fatalf("event %d in EVENTS is %s, want %s: the relay must publish in commit order", i, ev.ID, want[i])
+			}
+		}
+	})
+}
+
 // countingPublisher counts how often each event is handed to the broker,
 // which the broker's own de-duplication would otherwise hide.
 type countingPublisher struct {

@@ -229,13 +229,21 @@ func (r *Relay) sendNext(ctx context.Context) (int, error) {
 		r.gen++
 		return 0, err
 	}
-	rows, err := r.o.db.Query(ctx, selectAfter, r.cursor, r.cfg.BatchSize)
-	if err != nil {
-		return 0, err
-	}
-	ids, events, err := scanRows(rows)
-	if err != nil || len(ids) == 0 {
-		return 0, err
+	var ids []int64
+	var events []bus.Event
+	if handed := r.o.takeHandedOver(r.cursor, r.cfg.BatchSize); len(handed) > 0 {
+		ids, events = make([]int64, len(handed)), make([]bus.Event, len(handed))
+		for i, h := range handed {
+			ids[i], events[i] = h.id, h.ev
+		}
+	} else {
+		rows, err := r.o.db.Query(ctx, selectAfter, r.cursor, r.cfg.BatchSize)
+		if err != nil {
+			return 0, err
+		}
+		if ids, events, err = scanRows(rows); err != nil || len(ids) == 0 {
+			return 0, err
+		}
 	}
 	r.cursor = ids[len(ids)-1]
 	r.marking.Add(1)

@@ -119,6 +119,7 @@ func (db *DB) runGroup(batch []*groupTx) []groupResult {
 	}
 	defer sqlTx.Rollback()
 	ok := 0
+	var inOrder []func()
 	for i, t := range batch {
 		if err := t.ctx.Err(); err != nil {
 			results[i].err = err
@@ -135,6 +136,7 @@ func (db *DB) runGroup(batch []*groupTx) []groupResult {
 			}
 		} else {
 			t.onCommit = tx.onCommit
+			inOrder = append(inOrder, tx.inOrder...)
 			ok++
 		}
 		if _, err := sqlTx.Exec("RELEASE group_tx"); err != nil {
@@ -146,6 +148,10 @@ func (db *DB) runGroup(batch []*groupTx) []groupResult {
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return failAll(results, fmt.Errorf("commit: %w", err))
+	}
+	// Before leadership passes on, so before the next group commits.
+	for _, f := range inOrder {
+		f()
 	}
 	return results
 }

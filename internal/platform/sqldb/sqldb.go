@@ -155,6 +155,7 @@ type Tx struct {
 	tx       *sql.Tx
 	db       *DB
 	onCommit []func()
+	inOrder  []func()
 }
 
 // Dialect reports the engine of the transaction's database.
@@ -178,6 +179,12 @@ func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row 
 // OnCommit registers f to run after the transaction commits successfully.
 // Hooks never run for a rolled-back transaction.
 func (tx *Tx) OnCommit(f func()) { tx.onCommit = append(tx.onCommit, f) }
+
+// OnCommitInOrder registers f to run as soon as the transaction commits,
+// on the committing goroutine. On SQLite with group commit, these hooks run
+// in commit order: every hook of one transaction before any of the next
+// one's. f must be quick and must not block or use the database.
+func (tx *Tx) OnCommitInOrder(f func()) { tx.inOrder = append(tx.inOrder, f) }
 
 // InTx runs fn in a write transaction: it begins, defers the rollback, calls
 // fn, and commits once if fn returned nil. After the commit it runs the hooks
@@ -216,6 +223,9 @@ func (db *DB) plainTx(ctx context.Context, fn func(*Tx) error, hooks *[]func()) 
 	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	for _, f := range tx.inOrder {
+		f()
 	}
 	*hooks = tx.onCommit
 	return nil
