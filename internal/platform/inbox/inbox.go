@@ -105,6 +105,13 @@ func Record(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Event)
 // seenBatch records the events in the inbox and returns the ids that were
 // not recorded before.
 func seenBatch(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Event) (map[string]bool, error) {
+	if len(evs) == 1 { // the common case at moderate rates: a plain Exec, no rows to read
+		seen, err := Seen(ctx, tx, consumer, evs[0].ID)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]bool{evs[0].ID: !seen}, nil
+	}
 	now := time.Now().UnixMicro()
 	args := make([]any, 0, 3*len(evs))
 	var q strings.Builder

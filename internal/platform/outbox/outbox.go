@@ -93,6 +93,17 @@ func (o *Outbox) Add(ctx context.Context, tx *sqldb.Tx, events ...bus.Event) err
 
 // insertReturning runs the insert and pairs each event with its row id.
 func (o *Outbox) insertReturning(ctx context.Context, tx *sqldb.Tx, q string, args []any, events []bus.Event) ([]handedRow, error) {
+	if len(events) == 1 { // the common case: a plain Exec, no rows to read
+		res, err := tx.Exec(ctx, strings.TrimSuffix(q, " RETURNING id"), args...)
+		if err != nil {
+			return nil, err
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return nil, err
+		}
+		return []handedRow{{id: id, ev: asStored(events[0])}}, nil
+	}
 	res, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -116,11 +127,15 @@ func (o *Outbox) insertReturning(ctx context.Context, tx *sqldb.Tx, q string, ar
 	// in the order of its VALUES.
 	slices.SortFunc(rows, func(a, b handedRow) int { return cmp.Compare(a.id, b.id) })
 	for i := range rows {
-		ev := events[i]
-		ev.Time = time.UnixMicro(ev.Time.UnixMicro()).UTC() // as the relay reads it back
-		rows[i].ev = ev
+		rows[i].ev = asStored(events[i])
 	}
 	return rows, nil
+}
+
+// asStored is ev as the relay would read it back from its row.
+func asStored(ev bus.Event) bus.Event {
+	ev.Time = time.UnixMicro(ev.Time.UnixMicro()).UTC()
+	return ev
 }
 
 // handOver gives committed rows to the relay and wakes it. It runs in
