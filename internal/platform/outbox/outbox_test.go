@@ -269,19 +269,26 @@ func TestRelaysOnPostgresNeverPublishTwice(t *testing.T) {
 	assertExactlyCommitted(t, s, committed)
 }
 
+// relayTenAndStop commits five changes of two events each, lets a relay
+// publish them and stops it.
+func relayTenAndStop(t *testing.T, db *sqldb.DB, o *outbox.Outbox, s *bustest.Server) {
+	t.Helper()
+	for range 5 {
+		if _, err := change(context.Background(), db, o, 2, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus})
+	waitDrained(t, o)
+	stop()
+}
+
 func TestRelayPrunesSentRows(t *testing.T) {
 	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
 		ctx := context.Background()
 		s := bustest.Start(t)
 		o := outbox.New(db)
-		for range 5 {
-			if _, err := change(ctx, db, o, 2, false); err != nil {
-				t.Fatal(err)
-			}
-		}
-		stop := startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus})
-		waitDrained(t, o)
-		stop()
+		relayTenAndStop(t, db, o, s)
 		var rows int
 		if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM outbox").Scan(&rows); err != nil || rows != 10 {
 			t.Fatalf("outbox holds %d rows (err %v) before pruning, want the 10 sent", rows, err)
@@ -301,14 +308,7 @@ func TestRelayResumesAfterWhatItSent(t *testing.T) {
 		ctx := context.Background()
 		s := bustest.Start(t)
 		o := outbox.New(db)
-		for range 5 {
-			if _, err := change(ctx, db, o, 2, false); err != nil {
-				t.Fatal(err)
-			}
-		}
-		stop := startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus})
-		waitDrained(t, o)
-		stop()
+		relayTenAndStop(t, db, o, s)
 		fresh, err := change(ctx, db, o, 3, false)
 		if err != nil {
 			t.Fatal(err)
