@@ -303,6 +303,36 @@ func TestRelayPrunesSentRows(t *testing.T) {
 	})
 }
 
+// On SQLite rows go by event time (ids follow it), oldest first, and the
+// prune stops at the first row young enough to keep.
+func TestRelayPrunesOnlyRowsOlderThanTheRetention(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, sqldbtest.DSNs(t)["sqlite"], sets...)
+	s := bustest.Start(t)
+	o := outbox.New(db)
+	for i := range 10 {
+		ev, err := bus.NewEvent("item.added", "outbox-test", "item", map[string]int{"i": i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 4 {
+			ev.Time = time.Now().Add(-2 * time.Hour)
+		}
+		if err := db.InTx(ctx, func(tx *sqldb.Tx) error { return o.Add(ctx, tx, ev) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus})
+	waitDrained(t, o)
+	stop()
+	startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus, Retention: time.Hour})
+	var rows int
+	bustest.Eventually(t, 10*time.Second, "the 4 old rows pruned, the 6 young kept", func() bool {
+		err := db.QueryRow(ctx, "SELECT COUNT(*) FROM outbox").Scan(&rows)
+		return err == nil && rows == 6
+	})
+}
+
 func TestRelayResumesAfterWhatItSent(t *testing.T) {
 	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
 		ctx := context.Background()

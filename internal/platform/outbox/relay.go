@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -426,14 +427,23 @@ func (r *Relay) prune(ctx context.Context) {
 	cutoff := now.Add(-r.cfg.Retention).UnixMicro()
 	q := `DELETE FROM outbox WHERE id IN
 		(SELECT id FROM outbox WHERE sent_at_us IS NOT NULL AND sent_at_us < ? LIMIT 5000)`
+	arg := cutoff
 	if r.o.db.Dialect() != sqldb.Postgres {
-		// Rows up to the saved mark, oldest first; ids follow time, so the
-		// scan stops at the first row young enough to keep.
+		// Ids follow time, so the rows to go are those before the first row
+		// young enough to keep (found by a scan that stops there: time_us
+		// has no index), and only up to the saved mark.
+		keep := int64(math.MaxInt64)
+		err := r.o.db.QueryRow(ctx, "SELECT id FROM outbox WHERE time_us >= ? ORDER BY id LIMIT 1", cutoff).Scan(&keep)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			r.log.Warn("prune outbox", "err", err)
+			return
+		}
 		q = `DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
-			WHERE id <= (SELECT upto FROM outbox_cursor) AND time_us < ? ORDER BY id LIMIT 5000)`
+			WHERE id < ? AND id <= (SELECT upto FROM outbox_cursor) ORDER BY id LIMIT 5000)`
+		arg = keep
 	}
 	for {
-		res, err := r.o.db.Exec(ctx, q, cutoff)
+		res, err := r.o.db.Exec(ctx, q, arg)
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
 				r.log.Warn("prune outbox", "err", err)
