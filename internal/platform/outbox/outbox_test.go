@@ -322,11 +322,15 @@ func TestRelayPrunesOnlyRowsOlderThanTheRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stop := startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus})
+	// Sent, and kept: the first relay's retention covers every row.
+	stop := startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus, Retention: 24 * time.Hour})
 	waitDrained(t, o)
 	stop()
-	startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus, Retention: time.Hour})
 	var rows int
+	if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM outbox").Scan(&rows); err != nil || rows != 10 {
+		t.Fatalf("%d rows after a relay with 24h retention (err %v), want all 10", rows, err)
+	}
+	startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus, Retention: time.Hour})
 	bustest.Eventually(t, 10*time.Second, "the 4 old rows pruned, the 6 young kept", func() bool {
 		err := db.QueryRow(ctx, "SELECT COUNT(*) FROM outbox").Scan(&rows)
 		return err == nil && rows == 6

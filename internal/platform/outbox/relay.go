@@ -116,6 +116,9 @@ func NewRelay(o *Outbox, cfg RelayConfig) *Relay {
 func (r *Relay) Run(ctx context.Context) error {
 	if r.o.db.Dialect() != sqldb.Postgres {
 		if err := r.o.db.QueryRow(ctx, "SELECT upto FROM outbox_cursor").Scan(&r.saved); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped before it started: nothing sent, nothing to flush
+			}
 			return fmt.Errorf("read the outbox's sent mark: %w", err)
 		}
 		r.cursor = r.saved
