@@ -23,9 +23,9 @@ type Provider interface {
 
 // ProviderClient calls the provider over HTTP with a per-attempt timeout,
 // retries with jittered exponential backoff, and a circuit breaker. Every
-// call carries the order id as Idempotency-Key, so a retry of an operation
-// the provider already performed returns its first answer instead of
-// charging again.
+// call carries an Idempotency-Key (the order id unless the request names
+// another), so a retry of an operation the provider already performed
+// returns its first answer instead of charging again.
 type ProviderClient struct {
 	base     string
 	http     *http.Client
@@ -99,7 +99,11 @@ func (c *ProviderClient) once(ctx context.Context, op string, req psp.Request) (
 		return psp.Operation{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Idempotency-Key", req.OrderID)
+	key := req.IdempotencyKey
+	if key == "" {
+		key = req.OrderID
+	}
+	hreq.Header.Set("Idempotency-Key", key)
 	resp, err := c.http.Do(hreq)
 	if err != nil {
 		return psp.Operation{}, err

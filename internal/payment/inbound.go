@@ -84,7 +84,7 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op p
 			if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
 				return err
 			}
-			if _, err := tx.Exec(ctx, "UPDATE payments SET state = ? WHERE order_id = ? AND state = ?", stateVoided, p.orderID, stateAuthorizing); err != nil {
+			if _, err := tx.Exec(ctx, "UPDATE payments SET state = ?, version = version + 1 WHERE order_id = ? AND state = ?", stateVoided, p.orderID, stateAuthorizing); err != nil {
 				return err
 			}
 			if res.Outcome != psp.Done {
@@ -123,7 +123,7 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op p
 		}
 		// Only an authorization still waiting moves: a repeat or a late
 		// webhook (unknown order, already decided) changes nothing.
-		res, err := tx.Exec(ctx, "UPDATE payments SET state = ?, provider_ref = ? WHERE order_id = ? AND state = ? AND cancelled = 0",
+		res, err := tx.Exec(ctx, "UPDATE payments SET state = ?, provider_ref = ?, version = version + 1 WHERE order_id = ? AND state = ? AND cancelled = 0",
 			state, ref, op.OrderID, stateAuthorizing)
 		if err != nil {
 			return err

@@ -8,7 +8,9 @@ package payment
 
 import (
 	"context"
+	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -89,6 +91,8 @@ type payment struct {
 	orderID, currency, token, state, ref string
 	amount                               int64
 	cancelled                            bool
+	// version is the row's version when loaded; every write moves it.
+	version int64
 }
 
 // emission is an event to emit once the batch commits.
@@ -120,8 +124,11 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	if err != nil {
 		return failAll(len(evs), err)
 	}
-	// Only payments this batch changed are written back, so a concurrent
-	// writer (the provider's webhook) is never overwritten with stale state.
+	// Only payments this batch changed are written back, and only if
+	// nobody wrote them since they were loaded: a concurrent writer (the
+	// provider's webhook, or another instance handling another event of
+	// the same order) is never overwritten with stale state. The loser's
+	// batch fails and is retried against the winner's state.
 	loaded := make(map[string]payment, len(states))
 	for id, p := range states {
 		loaded[id] = *p
@@ -180,10 +187,11 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 		}
 		for _, id := range orderIDs {
 			p := states[id]
-			if before, ok := loaded[id]; !touched[id] || p == nil || (ok && before == *p) {
+			before, existed := loaded[id]
+			if !touched[id] || p == nil || (existed && before == *p) {
 				continue
 			}
-			if err := save(ctx, tx, p); err != nil {
+			if err := save(ctx, tx, p, existed); err != nil {
 				return err
 			}
 		}
@@ -235,7 +243,7 @@ func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payme
 	for i, id := range ids {
 		args[i] = id
 	}
-	rows, err := s.db.Query(ctx, "SELECT order_id, amount_cents, currency, token, state, cancelled, provider_ref FROM payments WHERE order_id IN ("+sqldb.Placeholders(len(ids))+")", args...)
+	rows, err := s.db.Query(ctx, "SELECT order_id, amount_cents, currency, token, state, cancelled, provider_ref, version FROM payments WHERE order_id IN ("+sqldb.Placeholders(len(ids))+")", args...)
 	if err != nil {
 		return nil, fmt.Errorf("load payments: %w", err)
 	}
@@ -244,7 +252,7 @@ func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payme
 	for rows.Next() {
 		var p payment
 		var cancelled int
-		if err := rows.Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref); err != nil {
+		if err := rows.Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref, &p.version); err != nil {
 			return nil, err
 		}
 		p.cancelled = cancelled == 1
@@ -253,16 +261,34 @@ func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payme
 	return out, rows.Err()
 }
 
-func save(ctx context.Context, tx *sqldb.Tx, p *payment) error {
+// errWriteConflict means a payment changed between load and save.
+var errWriteConflict = errors.New("changed by another writer since it was read; will retry")
+
+// save writes p: an update if it existed when loaded, which must still be
+// at the version loaded, else an insert, which must be the first.
+func save(ctx context.Context, tx *sqldb.Tx, p *payment, existed bool) error {
 	c := 0
 	if p.cancelled {
 		c = 1
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO UPDATE SET amount_cents = excluded.amount_cents,
-		currency = excluded.currency, token = excluded.token, state = excluded.state, cancelled = excluded.cancelled,
-		provider_ref = excluded.provider_ref`, p.orderID, p.amount, p.currency, p.token, p.state, c, p.ref)
-	return err
+	var res sql.Result
+	var err error
+	if existed {
+		res, err = tx.Exec(ctx, `UPDATE payments SET amount_cents = ?, currency = ?, token = ?, state = ?, cancelled = ?,
+			provider_ref = ?, version = version + 1 WHERE order_id = ? AND version = ?`,
+			p.amount, p.currency, p.token, p.state, c, p.ref, p.orderID, p.version)
+	} else {
+		res, err = tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
+			p.orderID, p.amount, p.currency, p.token, p.state, c, p.ref)
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("payment of %s %w", p.orderID, errWriteConflict)
+	}
+	return nil
 }
 
 // decide applies one event to the order's payment *pp (nil if none yet),
@@ -286,6 +312,12 @@ func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emis
 		if p == nil {
 			return nil, fmt.Errorf("stock.reserved for %s before its order.placed was recorded; will retry", ev.Subject)
 		}
+		if p.cancelled && p.state == statePending {
+			// Cancelled while nothing was held. If another instance was
+			// authorizing at that moment, it lost the race to record the
+			// authorization, and this is its retry: void what it got.
+			return s.undo(ctx, p, psp.OpVoid, p.orderID+"/late")
+		}
 		if p.cancelled || p.state != statePending {
 			return nil, nil // late or duplicate
 		}
@@ -304,6 +336,13 @@ func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emis
 		p.state, p.ref = stateAuthorized, fmt.Sprintf("psp_%d", res.ID)
 		return &emission{event.PaymentAuthorized, event.Payment{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, ProviderRef: p.ref}}, nil
 	case event.ShipmentCreated:
+		if p != nil && p.cancelled && p.state == stateAuthorized {
+			// The cancellation's void was refused (the authorization was
+			// already captured, by another instance that then lost the
+			// race to record the capture) and this is that capture's
+			// retry: refund it.
+			return s.undo(ctx, p, psp.OpRefund, p.orderID+"/late")
+		}
 		if p == nil || p.cancelled || p.state != stateAuthorized {
 			return nil, nil
 		}
@@ -325,6 +364,12 @@ func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emis
 // compensate undoes what was charged for a cancelled order: a void for an
 // authorization (also attempted while still pending, in case an attempt
 // whose answer was lost did authorize), a refund for a capture.
+//
+// A void while nothing is known to be held has an idempotency key of its
+// own: if it finds nothing and the payment turns out authorized after all
+// (another instance recorded it first, and this event is retried), the
+// void that follows must be decided anew, not answered with the first
+// void's "nothing to void".
 func (s *Service) compensate(ctx context.Context, ev bus.Event, pp **payment) (*emission, error) {
 	p := *pp
 	if p == nil {
@@ -334,23 +379,34 @@ func (s *Service) compensate(ctx context.Context, ev bus.Event, pp **payment) (*
 	if p.cancelled {
 		return nil, nil
 	}
-	var op, state, typ string
 	switch p.state {
-	case stateAuthorized, statePending, stateAuthorizing:
-		op, state, typ = psp.OpVoid, stateVoided, event.PaymentVoided
+	case stateAuthorized:
+		return s.undo(ctx, p, psp.OpVoid, p.orderID)
+	case statePending, stateAuthorizing:
+		return s.undo(ctx, p, psp.OpVoid, p.orderID+"/unconfirmed")
 	case stateCaptured:
-		op, state, typ = psp.OpRefund, stateRefunded, event.PaymentRefunded
+		return s.undo(ctx, p, psp.OpRefund, p.orderID)
 	default: // failed, voided, refunded: nothing held
 		p.cancelled = true
 		return nil, nil
 	}
-	res, err := s.provider.Do(ctx, op, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
+}
+
+// undo asks the provider for op (void or refund) under the idempotency key,
+// marks p cancelled and, if the provider did undo something, records that
+// and returns the event saying so.
+func (s *Service) undo(ctx context.Context, p *payment, op, key string) (*emission, error) {
+	state, typ := stateVoided, event.PaymentVoided
+	if op == psp.OpRefund {
+		state, typ = stateRefunded, event.PaymentRefunded
+	}
+	res, err := s.provider.Do(ctx, op, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, IdempotencyKey: key})
 	if err != nil {
 		return nil, err
 	}
 	p.cancelled = true
 	if res.Outcome != psp.Done {
-		return nil, nil // nothing to void (never authorized) or already undone
+		return nil, nil // nothing to undo, or already undone
 	}
 	p.state, p.ref = state, fmt.Sprintf("psp_%d", res.ID)
 	return &emission{typ, event.Payment{OrderID: p.orderID, AmountCents: res.AmountCents, Currency: p.currency, ProviderRef: p.ref}}, nil

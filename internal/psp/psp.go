@@ -65,6 +65,9 @@ type Request struct {
 	AmountCents int64  `json:"amount_cents"`
 	Currency    string `json:"currency"`
 	Token       string `json:"token,omitempty"`
+	// IdempotencyKey goes in the Idempotency-Key header, not the body;
+	// empty means the order id.
+	IdempotencyKey string `json:"-"`
 }
 
 // Operation is a ledger entry and the answer to a request.
