@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Gateway benchmark: one fixed upstream called directly, through nginx (the
-# Debian package, as a plain keep-alive reverse proxy) and through
-# `ordermesh serve gateway` with JWT auth and a rate limit on — in the same
-# run, with the same load tools:
+# Debian package, as a plain keep-alive reverse proxy), through a bare
+# httputil.ReverseProxy with nothing else in it (the ceiling of any gateway
+# built on it), and through `ordermesh serve gateway` with JWT auth and a
+# rate limit on — in the same run, with the same load tools:
 #   wrk  (closed loop, 64 connections): requests/s at saturation
 #   hey  (open loop at a fixed rate):   latency percentiles, so "added p99"
 #        compares like with like rather than queues at saturation
@@ -29,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-up=127.0.0.1:19201 gw=127.0.0.1:19202 ngx=127.0.0.1:19203 nats=127.0.0.1:19222
+up=127.0.0.1:19201 gw=127.0.0.1:19202 ngx=127.0.0.1:19203 bare=127.0.0.1:19204 nats=127.0.0.1:19222
 echo "building…"
 go build -o "$tmp/ordermesh" ./cmd/ordermesh
 go build -o "$tmp/gwbench" ./bench/gateway
@@ -39,6 +40,7 @@ go build -o "$tmp/gwbench" ./bench/gateway
 openssl genpkey -algorithm ed25519 -out "$tmp/key.pem" 2>/dev/null
 secret=$(openssl rand -hex 32)
 wait_for() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1"; exit 1; }
+"$tmp/gwbench" bare-proxy --addr "$bare" --upstream "http://$up" & pids+=($!)
 wait_for "$up"
 wait_for "$nats"
 "$tmp/ordermesh" serve gateway --addr "$gw" --nats "nats://$nats" --upstream "orders=http://$up" \
@@ -66,6 +68,7 @@ NGINX
 nginx -c "$tmp/nginx.conf" -p "$tmp" & pids+=($!)
 wait_for "$gw"
 wait_for "$ngx"
+wait_for "$bare"
 token=$("$tmp/ordermesh" token --key "$tmp/key.pem" --sub ada --scopes orders:read --ttl 1h)
 path=/api/orders/0193a3f0-5b1e-7c3a-9d2e-1f2a3b4c5d6e
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://$gw$path")
@@ -77,8 +80,9 @@ ms() { # "1.23ms" / "850.00us" / "1.2s" → milliseconds
   awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v+0 } else { sub(/s$/, "", v); print v*1000 } }'
 }
 declare -A rps p99sat p50 p99
-for target in direct nginx gateway; do
-  case $target in direct) addr=$up ;; nginx) addr=$ngx ;; gateway) addr=$gw ;; esac
+targets="direct nginx bare gateway"
+for target in $targets; do
+  case $target in direct) addr=$up ;; nginx) addr=$ngx ;; bare) addr=$bare ;; gateway) addr=$gw ;; esac
   url="http://$addr$path"
   wrk -t2 -c"$conns" -d5s -H "Authorization: Bearer $token" "$url" >/dev/null # warm up
   echo "wrk $target…"
@@ -99,10 +103,11 @@ done
   echo
   echo "| path | req/s (wrk) | p99 at saturation | p50 at $rate/s | p99 at $rate/s |"
   echo "|---|---|---|---|---|"
-  for t in direct nginx gateway; do
+  for t in $targets; do
     printf "| %s | %s | %.2f ms | %.2f ms | %.2f ms |\n" "$t" "${rps[$t]}" "${p99sat[$t]}" "${p50[$t]}" "${p99[$t]}"
   done
   echo
   awk -v g="${rps[gateway]}" -v n="${rps[nginx]}" 'BEGIN { printf "gateway req/s = %.0f%% of nginx (target ≥ 90%%)\n", 100*g/n }'
+  awk -v g="${rps[gateway]}" -v b="${rps[bare]}" -v n="${rps[nginx]}" 'BEGIN { printf "bare ReverseProxy req/s = %.0f%% of nginx; gateway = %.0f%% of the bare ReverseProxy\n", 100*b/n, 100*g/b }'
   awk -v g="${p99[gateway]}" -v d="${p99[direct]}" -v n="${p99[nginx]}" 'BEGIN { printf "added p99 at the fixed rate: gateway %+.2f ms, nginx %+.2f ms (target < 1 ms)\n", g-d, n-d }'
 } | tee "$out/summary.md"
