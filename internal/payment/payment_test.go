@@ -13,6 +13,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
@@ -47,15 +48,6 @@ func (g *gate) Do(ctx context.Context, op string, req psp.Request) (psp.Operatio
 		hold()
 	}
 	return res, err
-}
-
-func newEvent(t *testing.T, typ, orderID string, data any) bus.Event {
-	t.Helper()
-	ev, err := bus.NewEvent(typ, "test", orderID, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ev
 }
 
 // TestInstancesRacingOnOneOrderLeaveNothingHeld runs two payments
@@ -129,13 +121,13 @@ func TestInstancesRacingOnOneOrderLeaveNothingHeld(t *testing.T) {
 
 				orderID := fmt.Sprintf("order-%d", i)
 				events := map[string]bus.Event{
-					event.OrderPlaced: newEvent(t, event.OrderPlaced, orderID, event.Placed{
+					event.OrderPlaced: bustest.NewEvent(t, event.OrderPlaced, orderID, event.Placed{
 						OrderID: orderID, CustomerID: "ada", TotalCents: 2500, Currency: "EUR", PaymentToken: psp.TokenOK,
 						Items: []event.Line{{SKU: "MUG", Quantity: 2, UnitPriceCents: 1250}},
 					}),
-					event.StockReserved:   newEvent(t, event.StockReserved, orderID, event.Reserved{OrderID: orderID}),
-					event.ShipmentCreated: newEvent(t, event.ShipmentCreated, orderID, event.Shipment{OrderID: orderID, ShipmentID: "s1"}),
-					event.OrderCancelled:  newEvent(t, event.OrderCancelled, orderID, event.Cancelled{OrderID: orderID, CustomerID: "ada", Reason: event.ReasonCustomerRequest}),
+					event.StockReserved:   bustest.NewEvent(t, event.StockReserved, orderID, event.Reserved{OrderID: orderID}),
+					event.ShipmentCreated: bustest.NewEvent(t, event.ShipmentCreated, orderID, event.Shipment{OrderID: orderID, ShipmentID: "s1"}),
+					event.OrderCancelled:  bustest.NewEvent(t, event.OrderCancelled, orderID, event.Cancelled{OrderID: orderID, CustomerID: "ada", Reason: event.ReasonCustomerRequest}),
 				}
 				for _, typ := range c.before {
 					if errs := a.handleBatch(ctx, []bus.Event{events[typ]}); errs != nil {

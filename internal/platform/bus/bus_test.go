@@ -17,15 +17,6 @@ import (
 
 func fastBackoff(int) time.Duration { return 20 * time.Millisecond }
 
-func newEvent(t *testing.T, typ, subject string, data any) bus.Event {
-	t.Helper()
-	ev, err := bus.NewEvent(typ, "test", subject, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ev
-}
-
 func publish(t *testing.T, b *bus.Bus, evs ...bus.Event) {
 	t.Helper()
 	for _, ev := range evs {
@@ -66,9 +57,9 @@ func (r *recorder) count(key string) int {
 }
 
 func TestEnvelopeRoundTrip(t *testing.T) {
-	cause := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+	cause := bustest.NewEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
 	cause.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-	ev := newEvent(t, "stock.reserved", "o-1", map[string]string{"sku": "A"}).CausedBy(cause)
+	ev := bustest.NewEvent(t, "stock.reserved", "o-1", map[string]string{"sku": "A"}).CausedBy(cause)
 	msg := ev.Msg()
 	if msg.Subject != "events.stock.reserved" {
 		t.Fatalf("subject = %q", msg.Subject)
@@ -87,7 +78,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	good := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1}).Msg()
+	good := bustest.NewEvent(t, "order.placed", "o-1", map[string]int{"n": 1}).Msg()
 	tests := map[string]func(h nats.Header) []byte{
 		"NoID":        func(h nats.Header) []byte { h.Del(bus.HeaderID); return good.Data },
 		"NoType":      func(h nats.Header) []byte { h.Del(bus.HeaderType); return good.Data },
@@ -111,7 +102,7 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestPublishDuplicateIsDropped(t *testing.T) {
 	s := bustest.Start(t)
-	ev := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+	ev := bustest.NewEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
 	publish(t, s.Bus, ev, ev)
 	if errs := s.Bus.PublishBatch(context.Background(), []bus.Event{ev}); errs != nil {
 		t.Fatalf("PublishBatch of a duplicate: %v", errs)
@@ -137,7 +128,7 @@ func TestConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Stop()
-		ev := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+		ev := bustest.NewEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
 		publish(t, s.Bus, ev)
 		bustest.Eventually(t, 10*time.Second, "event processed", func() bool { return r.count(ev.ID) == 1 })
 		c.Stop()
@@ -173,8 +164,8 @@ func TestConsumer(t *testing.T) {
 		if _, err := s.Bus.JetStream().PublishMsg(context.Background(), garbage); err != nil {
 			t.Fatal(err)
 		}
-		rejected := newEvent(t, "order.placed", "o-1", map[string]string{"note": "reject-me"})
-		after := newEvent(t, "order.placed", "o-1", map[string]string{"note": "fine"})
+		rejected := bustest.NewEvent(t, "order.placed", "o-1", map[string]string{"note": "reject-me"})
+		after := bustest.NewEvent(t, "order.placed", "o-1", map[string]string{"note": "fine"})
 		publish(t, s.Bus, rejected, after)
 
 		bustest.Eventually(t, 10*time.Second, "the message behind the poison to be processed", func() bool { return r.count(after.ID) == 1 })
@@ -206,7 +197,7 @@ func TestConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Stop()
-		ev := newEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+		ev := bustest.NewEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
 		publish(t, s.Bus, ev)
 		var dls []bus.DeadLetter
 		bustest.Eventually(t, 10*time.Second, "a dead letter", func() bool {
@@ -235,7 +226,7 @@ func TestConsumer(t *testing.T) {
 		}
 		var evs []bus.Event
 		for range 100 {
-			evs = append(evs, newEvent(t, "order.placed", "o", map[string]int{"n": 1}))
+			evs = append(evs, bustest.NewEvent(t, "order.placed", "o", map[string]int{"n": 1}))
 		}
 		if errs := s.Bus.PublishBatch(context.Background(), evs); errs != nil {
 			t.Fatal(errs)
@@ -278,7 +269,7 @@ func TestLingeringConsumerBatchesWhatArrivesMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		publish(t, s.Bus, newEvent(t, "item.added", fmt.Sprintf("item-%d", i), nil))
+		publish(t, s.Bus, bustest.NewEvent(t, "item.added", fmt.Sprintf("item-%d", i), nil))
 	}
 	bustest.Eventually(t, 30*time.Second, "a batch handled", func() bool {
 		mu.Lock()

@@ -99,3 +99,13 @@ func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() b
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// NewEvent is bus.NewEvent from source "test", failing tb on error.
+func NewEvent(tb testing.TB, typ, subject string, data any) bus.Event {
+	tb.Helper()
+	ev, err := bus.NewEvent(typ, "test", subject, data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ev
+}
