@@ -346,8 +346,13 @@ func testOrderSaga(t *testing.T, s *stack) {
 			t.Errorf("MUG ledger = %+v, want 2 committed, 3 available", l)
 		}
 	}
+	// Notifications are their own consumer: the order can be completed
+	// before they are all recorded.
 	var msgs []notification.Message
-	s.do("GET", "/api/admin/notifications?order_id="+ok.ID, nil, nil, &msgs)
+	bustest.Eventually(t, 10*time.Second, "four notifications for the completed order", func() bool {
+		s.do("GET", "/api/admin/notifications?order_id="+ok.ID, nil, nil, &msgs)
+		return len(msgs) >= 4
+	})
 	if len(msgs) != 4 {
 		t.Errorf("%d notifications for the completed order, want placed, confirmed, shipped, completed: %+v", len(msgs), msgs)
 	}
