@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"database/sql"
 	"net/http"
 	"time"
 
@@ -98,7 +99,8 @@ type Attempt struct {
 }
 
 // Deliveries lists deliveries, newest first, filtered by status and
-// endpoint when given.
+// endpoint when given, each with its attempts. One statement reads both,
+// so a delivery's status and its attempts are from the same moment.
 func (s *Service) Deliveries(ctx context.Context, status, endpointID string) ([]Delivery, error) {
 	q := "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_us, created_us FROM webhook_deliveries WHERE 1 = 1"
 	var args []any
@@ -110,45 +112,36 @@ func (s *Service) Deliveries(ctx context.Context, status, endpointID string) ([]
 		q += " AND endpoint_id = ?"
 		args = append(args, endpointID)
 	}
-	rows, err := s.db.Query(ctx, q+" ORDER BY created_us DESC LIMIT 500", args...)
-	if err != nil {
-		return nil, err
-	}
-	out := []Delivery{}
-	for rows.Next() {
-		var d Delivery
-		var next, created int64
-		if err := rows.Scan(&d.ID, &d.EndpointID, &d.EventID, &d.EventType, &d.Status, &next, &created); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		d.NextAttempt, d.CreatedAt = time.UnixMicro(next).UTC(), time.UnixMicro(created).UTC()
-		out = append(out, d)
-	}
-	rows.Close()
-	for i := range out {
-		if out[i].Attempts, err = s.attempts(ctx, out[i].ID); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-func (s *Service) attempts(ctx context.Context, deliveryID string) ([]Attempt, error) {
-	rows, err := s.db.Query(ctx, "SELECT at_us, status_code, latency_ms, error, response FROM webhook_attempts WHERE delivery_id = ? ORDER BY n", deliveryID)
+	q = `SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.next_attempt_us, d.created_us,
+		a.at_us, a.status_code, a.latency_ms, a.error, a.response
+		FROM (` + q + ` ORDER BY created_us DESC LIMIT 500) d
+		LEFT JOIN webhook_attempts a ON a.delivery_id = d.id
+		ORDER BY d.created_us DESC, d.id, a.n`
+	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := []Attempt{}
+	out := []Delivery{}
 	for rows.Next() {
-		var a Attempt
-		var at int64
-		if err := rows.Scan(&at, &a.StatusCode, &a.LatencyMS, &a.Error, &a.Response); err != nil {
+		var d Delivery
+		var next, created int64
+		var at, code, latency sql.NullInt64
+		var errText, response sql.NullString
+		if err := rows.Scan(&d.ID, &d.EndpointID, &d.EventID, &d.EventType, &d.Status, &next, &created,
+			&at, &code, &latency, &errText, &response); err != nil {
 			return nil, err
 		}
-		a.At = time.UnixMicro(at).UTC()
-		out = append(out, a)
+		if len(out) == 0 || out[len(out)-1].ID != d.ID {
+			d.NextAttempt, d.CreatedAt = time.UnixMicro(next).UTC(), time.UnixMicro(created).UTC()
+			d.Attempts = []Attempt{}
+			out = append(out, d)
+		}
+		if at.Valid {
+			last := &out[len(out)-1]
+			last.Attempts = append(last.Attempts, Attempt{At: time.UnixMicro(at.Int64).UTC(), StatusCode: int(code.Int64),
+				LatencyMS: latency.Int64, Error: errText.String, Response: response.String})
+		}
 	}
 	return out, rows.Err()
 }
