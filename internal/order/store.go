@@ -58,7 +58,9 @@ func loadOrder(ctx context.Context, q querier, id string, lock bool) (Order, err
 	if err != nil {
 		return Order{}, err
 	}
-	rows, err := q.Query(ctx, "SELECT type, at_us FROM order_timeline WHERE order_id = ? ORDER BY version", id)
+	// Up to the version read: a step committed since is not shown beside
+	// the older state.
+	rows, err := q.Query(ctx, "SELECT type, at_us FROM order_timeline WHERE order_id = ? AND version <= ? ORDER BY version", id, o.Version)
 	if err != nil {
 		return Order{}, fmt.Errorf("load timeline of %s: %w", id, err)
 	}
