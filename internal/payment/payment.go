@@ -309,7 +309,10 @@ func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emis
 		}
 		return nil, nil
 	case event.StockReserved:
-		if p == nil {
+		if p == nil || p.currency == "" {
+			// Not yet known, or known only as cancelled: a cancellation can
+			// be recorded first, and a late void needs the amount and
+			// currency order.placed brings.
 			return nil, fmt.Errorf("stock.reserved for %s before its order.placed was recorded; will retry", ev.Subject)
 		}
 		if p.cancelled && p.state == statePending {

@@ -107,13 +107,7 @@ func TestInstancesRacingOnOneOrderLeaveNothingHeld(t *testing.T) {
 			sqldbtest.Each(t, sets, func(t *testing.T, dsn string, dbA *sqldb.DB) {
 				ctx := context.Background()
 				dbB := sqldbtest.Open(t, dsn, sets...)
-				pspDB := sqldbtest.Open(t, "sqlite:"+filepath.Join(t.TempDir(), "psp.db"), psp.Migrations())
-				provider := psp.New(pspDB, psp.Config{}, log)
-				mux := http.NewServeMux()
-				provider.Routes(mux)
-				srv := httptest.NewServer(mux)
-				t.Cleanup(srv.Close)
-				client := NewProviderClient(ClientConfig{BaseURL: srv.URL})
+				provider, client := startProvider(t, log)
 				g := &gate{inner: client, op: c.gateOp, after: c.gateAfter, entered: make(chan struct{}), release: make(chan struct{})}
 				a := New(Config{DB: dbA, Outbox: outbox.New(dbA), Provider: client, Logger: log})
 				gatedA := New(Config{DB: dbA, Outbox: outbox.New(dbA), Provider: g, Logger: log})
@@ -155,25 +149,7 @@ func TestInstancesRacingOnOneOrderLeaveNothingHeld(t *testing.T) {
 					t.Fatalf("retry of %s: %v", c.held, errs)
 				}
 
-				ledger, err := provider.Ledger(ctx, orderID)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var held, charged int64
-				for _, op := range ledger {
-					switch {
-					case op.Op == psp.OpAuthorize && op.Outcome == psp.Approved:
-						held += op.AmountCents
-					case op.Op == psp.OpVoid && op.Outcome == psp.Done:
-						held -= op.AmountCents
-					case op.Op == psp.OpCapture && op.Outcome == psp.Done:
-						held -= op.AmountCents
-						charged += op.AmountCents
-					case op.Op == psp.OpRefund && op.Outcome == psp.Done:
-						charged -= op.AmountCents
-					}
-				}
-				if held != 0 || charged != 0 {
+				if held, charged, ledger := holdings(t, provider, orderID); held != 0 || charged != 0 {
 					t.Errorf("provider holds %d and charged %d for the cancelled order, want 0 and 0; ledger: %+v", held, charged, ledger)
 				}
 				states, err := a.loadMany(ctx, []string{orderID})
@@ -193,4 +169,98 @@ func TestInstancesRacingOnOneOrderLeaveNothingHeld(t *testing.T) {
 			})
 		})
 	}
+}
+
+// startProvider serves the provider simulator over HTTP and returns it and
+// a client of it.
+func startProvider(t *testing.T, log *slog.Logger) (*psp.Server, Provider) {
+	t.Helper()
+	pspDB := sqldbtest.Open(t, "sqlite:"+filepath.Join(t.TempDir(), "psp.db"), psp.Migrations())
+	provider := psp.New(pspDB, psp.Config{}, log)
+	mux := http.NewServeMux()
+	provider.Routes(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return provider, NewProviderClient(ClientConfig{BaseURL: srv.URL})
+}
+
+// holdings sums the provider's ledger for an order: what it holds
+// (authorized, not voided or captured) and what it charged (captured, not
+// refunded).
+func holdings(t *testing.T, provider *psp.Server, orderID string) (held, charged int64, ledger []psp.Operation) {
+	t.Helper()
+	ledger, err := provider.Ledger(context.Background(), orderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range ledger {
+		switch {
+		case op.Op == psp.OpAuthorize && op.Outcome == psp.Approved:
+			held += op.AmountCents
+		case op.Op == psp.OpVoid && op.Outcome == psp.Done:
+			held -= op.AmountCents
+		case op.Op == psp.OpCapture && op.Outcome == psp.Done:
+			held -= op.AmountCents
+			charged += op.AmountCents
+		case op.Op == psp.OpRefund && op.Outcome == psp.Done:
+			charged -= op.AmountCents
+		}
+	}
+	return held, charged, ledger
+}
+
+// TestCancelRecordedBeforeTheOrderVoidsACrashedAuthorization: an instance
+// authorized an order and died before recording it. Then the order's
+// deadline cancelled it, and the cancellation reached payments before the
+// order.placed it had not recorded. The redelivered stock.reserved must
+// void that authorization, and only once order.placed has told payments
+// the amount and currency, so the payment.voided it emits is whole.
+func TestCancelRecordedBeforeTheOrderVoidsACrashedAuthorization(t *testing.T) {
+	sets := []sqldb.Migrations{Migrations(), outbox.Migrations(), inbox.Migrations()}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	schemas, err := event.LoadSchemas()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		provider, client := startProvider(t, log)
+		s := New(Config{DB: db, Outbox: outbox.New(db), Provider: client, Logger: log})
+		const orderID = "order-crashed"
+		placed := bustest.NewEvent(t, event.OrderPlaced, orderID, event.Placed{
+			OrderID: orderID, CustomerID: "ada", TotalCents: 2500, Currency: "EUR", PaymentToken: psp.TokenOK,
+			Items: []event.Line{{SKU: "MUG", Quantity: 2, UnitPriceCents: 1250}},
+		})
+		reserved := bustest.NewEvent(t, event.StockReserved, orderID, event.Reserved{OrderID: orderID})
+		cancelled := bustest.NewEvent(t, event.OrderCancelled, orderID, event.Cancelled{OrderID: orderID, CustomerID: "ada", Reason: event.ReasonTimeout})
+
+		// The instance that died got this far.
+		if _, err := client.Do(ctx, psp.OpAuthorize, psp.Request{OrderID: orderID, AmountCents: 2500, Currency: "EUR", Token: psp.TokenOK}); err != nil {
+			t.Fatal(err)
+		}
+		if errs := s.handleBatch(ctx, []bus.Event{cancelled}); errs != nil {
+			t.Fatalf("order.cancelled: %v", errs)
+		}
+		if errs := s.handleBatch(ctx, []bus.Event{reserved}); errs == nil || errs[0] == nil || bus.IsPermanent(errs[0]) {
+			t.Fatalf("stock.reserved before order.placed = %v, want a transient error (retry once the amount is known)", errs)
+		}
+		if held, _, ledger := holdings(t, provider, orderID); held != 2500 {
+			t.Fatalf("provider holds %d before order.placed is recorded, want the crashed authorization's 2500; ledger: %+v", held, ledger)
+		}
+		for _, ev := range []bus.Event{placed, reserved} {
+			if errs := s.handleBatch(ctx, []bus.Event{ev}); errs != nil {
+				t.Fatalf("%s: %v", ev.Type, errs)
+			}
+		}
+		if held, charged, ledger := holdings(t, provider, orderID); held != 0 || charged != 0 {
+			t.Errorf("provider holds %d and charged %d for the cancelled order, want 0 and 0; ledger: %+v", held, charged, ledger)
+		}
+		var data []byte
+		if err := db.QueryRow(ctx, "SELECT data FROM outbox WHERE subject = ? AND type = ?", orderID, event.PaymentVoided).Scan(&data); err != nil {
+			t.Fatalf("no payment.voided in the outbox: %v", err)
+		}
+		if err := schemas.Validate(event.PaymentVoided, data); err != nil {
+			t.Errorf("payment.voided %s: %v", data, err)
+		}
+	})
 }
