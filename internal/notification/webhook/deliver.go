@@ -148,8 +148,20 @@ type attemptResult struct {
 	retryAfter time.Duration
 }
 
-// attempt makes one delivery attempt and records it with its consequence.
+// attempt makes one delivery attempt, if it is still due, and records it
+// with its consequence.
 func (d *dispatcher) attempt(ctx context.Context, x due) error {
+	// launchDue's list may be stale: it may have been read before the
+	// previous attempt of this delivery was recorded, and launched after
+	// that attempt left the in-flight set. Attempt only if the delivery is
+	// still as read; else that attempt would be made twice.
+	now := d.s.cfg.Now()
+	var still int
+	err := d.s.db.QueryRow(ctx, `SELECT COUNT(*) FROM webhook_deliveries
+		WHERE id = ? AND status = 'pending' AND attempts = ? AND next_attempt_us <= ?`, x.id, x.attempts, now.UnixMicro()).Scan(&still)
+	if err != nil || still == 0 {
+		return err
+	}
 	e, err := d.s.Endpoint(ctx, x.endpointID)
 	if err != nil {
 		_, err = d.s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed' WHERE id = ?", x.id)
@@ -159,14 +171,13 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 		_, err = d.s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed' WHERE id = ?", x.id)
 		return err
 	}
-	now := d.s.cfg.Now()
-	var res attemptResult
+	var out attemptResult
 	_, berr := d.breaker(e.ID).Execute(func() (int, error) {
-		res = d.post(ctx, e, x, now)
-		if res.err != nil || res.status >= 500 || res.status == http.StatusTooManyRequests {
-			return res.status, errors.New("endpoint failing")
+		out = d.post(ctx, e, x, now)
+		if out.err != nil || out.status >= 500 || out.status == http.StatusTooManyRequests {
+			return out.status, errors.New("endpoint failing")
 		}
-		return res.status, nil
+		return out.status, nil
 	})
 	if errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests) {
 		// Not attempted: the endpoint's breaker is open. Try again later
@@ -175,7 +186,7 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 			now.Add(30*time.Second).UnixMicro(), x.id)
 		return err
 	}
-	return d.record(ctx, e, x, now, res)
+	return d.record(ctx, e, x, now, out)
 }
 
 func (d *dispatcher) post(ctx context.Context, e Endpoint, x due, now time.Time) attemptResult {
