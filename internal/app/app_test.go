@@ -15,7 +15,7 @@ import (
 
 func startNode(t *testing.T, dir string) *Node {
 	t.Helper()
-	n, err := Start(context.Background(), Config{Services: Services, Addr: "127.0.0.1:0", DataDir: dir})
+	n, err := Start(context.Background(), Config{Services: Services, Addr: "127.0.0.1:0", DataDir: dir, Logger: bustest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/gateway/gatewaytest"
 	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
@@ -147,7 +148,7 @@ func TestOrdersAreTheCallers(t *testing.T) {
 // jwx against the key file, independently of the gateway.
 func TestRunMakesDevToken(t *testing.T) {
 	dir := t.TempDir()
-	n, err := Start(context.Background(), Config{Services: Services, Addr: "127.0.0.1:0", DataDir: dir})
+	n, err := Start(context.Background(), Config{Services: Services, Addr: "127.0.0.1:0", DataDir: dir, Logger: bustest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestServicesRefuseRequestsThatBypassTheGateway(t *testing.T) {
 	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0"})
 	secret := strings.Repeat("0123456789abcdef", 4)
 	orders, err := Start(context.Background(), Config{
-		Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: secret,
+		Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: secret, Logger: bustest.Logger(t),
 		DSNs: map[string]string{"orders": "sqlite:" + filepath.Join(dir, "orders.db")},
 	})
 	if err != nil {
@@ -235,13 +236,13 @@ func TestServicesRefuseRequestsThatBypassTheGateway(t *testing.T) {
 	if resp := direct.do("GET", "/api/orders", map[string]string{identity.Header: other.Sign(identity.Identity{Subject: "x", Scopes: []string{"admin"}})}, nil, nil); resp.StatusCode != 403 {
 		t.Fatalf("an identity signed with another secret = %d, want 403", resp.StatusCode)
 	}
-	if _, err := Start(context.Background(), Config{Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(),
+	if _, err := Start(context.Background(), Config{Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), Logger: bustest.Logger(t),
 		DSNs: map[string]string{"orders": "sqlite:" + filepath.Join(dir, "orders.db")}}); err == nil || !strings.Contains(err.Error(), "--internal-secret") {
 		t.Fatalf("a service without --internal-secret started (%v)", err)
 	}
 	// Through a gateway holding the secret, the same service answers.
 	gw, err := Start(context.Background(), withTestAuth(t, Config{
-		Services: []string{"gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: secret,
+		Services: []string{"gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: secret, Logger: bustest.Logger(t),
 		Upstreams: map[string][]string{"orders": {orders.URL()}},
 	}))
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -46,7 +45,7 @@ func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "ordermesh")
 	build := exec.Command("go", "build", "-o", bin, "github.com/ordermesh/ordermesh/cmd/ordermesh")
-	build.Stderr = os.Stderr
+	build.Stderr = bustest.LogWriter(t)
 	if err := build.Run(); err != nil {
 		t.Fatalf("build: %v", err)
 	}
@@ -59,7 +58,8 @@ func (p *process) start() {
 	args := append([]string{"run", "--data", p.data, "--addr", p.addr, "--nats-listen", p.nats,
 		"--order-deadline", "5s", "--log-level", "warn", "--jwt-key", testAuth.pem}, p.extra...)
 	p.cmd = exec.Command(p.bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = os.Stderr, os.Stderr
+	out := bustest.LogWriter(p.t)
+	p.cmd.Stdout, p.cmd.Stderr = out, out
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	if s.bus, err = bus.New(nc, bus.Config{}); err != nil {
+	if s.bus, err = bus.New(nc, bus.Config{Logger: bustest.Logger(t)}); err != nil {
 		t.Fatal(err)
 	}
 	got := s.settle(ids, 90*time.Second)

@@ -36,6 +36,7 @@ func startStack(t *testing.T, cfg Config) *stack {
 	cfg = withTestAuth(t, cfg)
 	cfg.Services = Services
 	cfg.Addr = "127.0.0.1:0"
+	cfg.Logger = bustest.Logger(t)
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}

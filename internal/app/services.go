@@ -234,6 +234,7 @@ func (n *Node) upstreams(ctx context.Context) (map[string]http.Handler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--lb %s: %w", svc, err)
 		}
+		up.Log = n.log.With("service", "gateway")
 		if up.Key, err = gateway.HashKey(n.cfg.HashKeys[svc]); err != nil {
 			return nil, fmt.Errorf("--hash-key %s: %w", svc, err)
 		}

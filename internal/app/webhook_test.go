@@ -156,11 +156,12 @@ func TestWebhookRetriesOnSchedule(t *testing.T) {
 	if len(as) != 4 || as[0].StatusCode != 500 || as[3].StatusCode != 200 || ds[0].EventID != id {
 		t.Fatalf("attempt log = %+v", as)
 	}
+	// Never early: at least the schedule's delay less its 20% jitter. How
+	// late it may be depends on the machine, so the schedule's upper bound
+	// is checked on the service's own clock, in webhook's TestRetrySchedule.
 	for i := 1; i < 4; i++ {
-		gap, want := as[i].At.Sub(as[i-1].At), testSchedule[i]
-		// ±20% jitter, plus the dispatcher's own scheduling latency.
-		if gap < time.Duration(float64(want)*0.8)-50*time.Millisecond || gap > time.Duration(float64(want)*1.2)+400*time.Millisecond {
-			t.Errorf("attempt %d came %s after the previous, want %s ±20%%", i+1, gap, want)
+		if gap, want := as[i].At.Sub(as[i-1].At), testSchedule[i]; gap < want*8/10 {
+			t.Errorf("attempt %d came %s after the previous, before %s less 20%%", i+1, gap, want)
 		}
 	}
 	if len(r.bad) != 0 {
@@ -171,14 +172,13 @@ func TestWebhookRetriesOnSchedule(t *testing.T) {
 func TestSlowEndpointDoesNotDelayOthers(t *testing.T) {
 	s := webhookStack(t)
 	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
 	slow := newReceiver(t, func(string, int) int {
-		select {
-		case <-release:
-		case <-time.After(5 * time.Second):
-		}
+		<-release
 		return http.StatusOK
 	})
+	// Registered after the receiver's, so it runs first and the server's
+	// Close does not wait on the hanging requests.
+	t.Cleanup(func() { close(release) })
 	healthy := newReceiver(t, nil)
 	s.subscribe(slow, event.ProductUpdated)
 	s.subscribe(healthy, event.ProductUpdated)
@@ -186,7 +186,9 @@ func TestSlowEndpointDoesNotDelayOthers(t *testing.T) {
 	for i := range 10 {
 		ids = append(ids, s.productEvent(fmt.Sprintf("SLOW-%d", i)))
 	}
-	bustest.Eventually(t, 3*time.Second, "every delivery to the healthy endpoint while the slow one still hangs", func() bool {
+	// The slow endpoint hangs until the test ends, so whatever the healthy
+	// one gets, it gets while the slow one still hangs.
+	bustest.Eventually(t, 30*time.Second, "every delivery to the healthy endpoint while the slow one still hangs", func() bool {
 		for _, id := range ids {
 			if healthy.count(id) == 0 {
 				return false
@@ -309,7 +311,7 @@ func TestWebhooksSurviveKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	b, err := bus.New(nc, bus.Config{})
+	b, err := bus.New(nc, bus.Config{Logger: bustest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,8 @@ type Upstream struct {
 	Key func(*http.Request) string
 	// Timeout bounds each attempt (not streams once their headers are in).
 	Timeout time.Duration
+	// Log receives failed attempts; nil means slog.Default().
+	Log *slog.Logger
 
 	base     http.RoundTripper
 	mu       sync.Mutex
@@ -55,6 +57,13 @@ func NewUpstream(name, policy string, instances []*Instance) (*Upstream, error) 
 	}, nil
 }
 
+func (u *Upstream) logger() *slog.Logger {
+	if u.Log == nil {
+		return slog.Default()
+	}
+	return u.Log
+}
+
 // Handler proxies requests to the upstream.
 func (u *Upstream) Handler() http.Handler {
 	rp := &httputil.ReverseProxy{
@@ -66,7 +75,7 @@ func (u *Upstream) Handler() http.Handler {
 		BufferPool: copyBuffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil || errors.Is(err, context.DeadlineExceeded) {
-				slog.Warn("upstream failed", "upstream", u.Name, "method", r.Method, "path", r.URL.Path, "err", err)
+				u.logger().Warn("upstream failed", "upstream", u.Name, "method", r.Method, "path", r.URL.Path, "err", err)
 			}
 			w.Header().Set("Content-Type", "application/problem+json")
 			if errors.Is(err, context.DeadlineExceeded) {

@@ -14,23 +14,25 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 )
 
-// TestStaleDueListDoesNotRepeatAnAttempt: the dispatcher lists due
-// deliveries, then launches each one not in flight. An attempt can be made
-// and recorded between the two, so the list it launches from is stale; an
-// attempt launched from it must not be made a second time.
-func TestStaleDueListDoesNotRepeatAnAttempt(t *testing.T) {
+// failingDelivery sets up a service on SQLite with cfg, an endpoint that
+// answers 500 and counts its posts, and one pending delivery to it. It
+// returns the service, its dispatcher and the post counter.
+func failingDelivery(t *testing.T, cfg Config) (*Service, *dispatcher, *atomic.Int32) {
+	t.Helper()
 	ctx := context.Background()
-	db := sqldbtest.Open(t, "sqlite:"+filepath.Join(t.TempDir(), "n.db"), notification.Migrations(), inbox.Migrations())
+	cfg.DB = sqldbtest.Open(t, "sqlite:"+filepath.Join(t.TempDir(), "n.db"), notification.Migrations(), inbox.Migrations())
+	cfg.AllowPrivate = true
 	var posts atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		posts.Add(1)
 		w.WriteHeader(http.StatusInternalServerError)
 	}))
 	t.Cleanup(srv.Close)
-	s := New(Config{DB: db, AllowPrivate: true, Schedule: []time.Duration{0, time.Hour, time.Hour}})
+	s := New(cfg)
 	url, types := srv.URL, []string{event.ProductUpdated}
 	if _, err := s.CreateEndpoint(ctx, EndpointInput{URL: &url, EventTypes: &types}); err != nil {
 		t.Fatal(err)
@@ -39,15 +41,31 @@ func TestStaleDueListDoesNotRepeatAnAttempt(t *testing.T) {
 	if errs := handle(ctx, []bus.Event{bustest.NewEvent(t, event.ProductUpdated, "MUG", map[string]any{"sku": "MUG"})}); errs != nil {
 		t.Fatal(errs)
 	}
+	return s, newDispatcher(s), &posts
+}
 
-	d := newDispatcher(s)
-	var x due
+// theDelivery reads the only delivery as the dispatcher lists it, with its
+// status and when it is next due.
+func theDelivery(t *testing.T, db *sqldb.DB) (x due, status string, next time.Time) {
+	t.Helper()
 	var payload string
-	if err := db.QueryRow(ctx, "SELECT id, endpoint_id, event_id, event_type, payload, attempts FROM webhook_deliveries").
-		Scan(&x.id, &x.endpointID, &x.eventID, &x.eventType, &payload, &x.attempts); err != nil {
+	var nextUS int64
+	if err := db.QueryRow(context.Background(), `SELECT id, endpoint_id, event_id, event_type, payload, attempts, status, next_attempt_us
+		FROM webhook_deliveries`).Scan(&x.id, &x.endpointID, &x.eventID, &x.eventType, &payload, &x.attempts, &status, &nextUS); err != nil {
 		t.Fatal(err)
 	}
 	x.payload = []byte(payload)
+	return x, status, time.UnixMicro(nextUS)
+}
+
+// TestStaleDueListDoesNotRepeatAnAttempt: the dispatcher lists due
+// deliveries, then launches each one not in flight. An attempt can be made
+// and recorded between the two, so the list it launches from is stale; an
+// attempt launched from it must not be made a second time.
+func TestStaleDueListDoesNotRepeatAnAttempt(t *testing.T) {
+	ctx := context.Background()
+	s, d, posts := failingDelivery(t, Config{Schedule: []time.Duration{0, time.Hour, time.Hour}})
+	x, _, _ := theDelivery(t, s.db)
 	stale := x // as listed before the first attempt was recorded
 	if err := d.attempt(ctx, x); err != nil {
 		t.Fatal(err)
@@ -58,12 +76,45 @@ func TestStaleDueListDoesNotRepeatAnAttempt(t *testing.T) {
 	if n := posts.Load(); n != 1 {
 		t.Errorf("the endpoint got %d posts, want 1: the stale listing repeated the attempt", n)
 	}
-	var attempts int
-	var status string
-	if err := db.QueryRow(ctx, "SELECT attempts, status FROM webhook_deliveries WHERE id = ?", x.id).Scan(&attempts, &status); err != nil {
-		t.Fatal(err)
+	if x, status, _ := theDelivery(t, s.db); x.attempts != 1 || status != "pending" {
+		t.Errorf("delivery = %d attempts, %s; want 1, pending (next in an hour)", x.attempts, status)
 	}
-	if attempts != 1 || status != "pending" {
-		t.Errorf("delivery = %d attempts, %s; want 1, pending (next in an hour)", attempts, status)
+}
+
+// TestRetrySchedule: each failed attempt schedules the next after the
+// schedule's delay for it, ±20% jitter, and the last one fails the
+// delivery. The clock is the service's, so this checks the decision, not
+// how promptly the dispatcher acts on it.
+func TestRetrySchedule(t *testing.T) {
+	ctx := context.Background()
+	schedule := []time.Duration{0, time.Minute, 10 * time.Minute, time.Hour}
+	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s, d, posts := failingDelivery(t, Config{Schedule: schedule, Now: func() time.Time { return clock }})
+	for n := 1; n <= len(schedule); n++ {
+		x, status, next := theDelivery(t, s.db)
+		if status != "pending" || x.attempts != n-1 {
+			t.Fatalf("before attempt %d: %s with %d attempts", n, status, x.attempts)
+		}
+		if next.After(clock) {
+			clock = next
+		}
+		at := clock
+		if err := d.attempt(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+		if posts.Load() != int32(n) {
+			t.Fatalf("attempt %d was not made (%d posts)", n, posts.Load())
+		}
+		x, status, next = theDelivery(t, s.db)
+		if n == len(schedule) {
+			if status != "failed" || x.attempts != n {
+				t.Fatalf("after the last attempt: %s with %d attempts, want failed with %d", status, x.attempts, n)
+			}
+			break
+		}
+		want := schedule[n]
+		if delay := next.Sub(at); delay < want*8/10 || delay > want*12/10 {
+			t.Errorf("attempt %d scheduled %s after attempt %d, want %s ±20%%", n+1, delay, n, want)
+		}
 	}
 }

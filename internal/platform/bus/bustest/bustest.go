@@ -27,6 +27,7 @@ func Start(tb testing.TB) *Server {
 // StartIn starts a server whose store is dir (reuse dir to restart it).
 func StartIn(tb testing.TB, dir string) *Server {
 	tb.Helper()
+	log := Logger(tb)
 	e, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Listen: "127.0.0.1:0"})
 	if err != nil {
 		tb.Fatal(err)
@@ -36,7 +37,7 @@ func StartIn(tb testing.TB, dir string) *Server {
 		e.Shutdown()
 		tb.Fatal(err)
 	}
-	b, err := bus.New(nc, bus.Config{})
+	b, err := bus.New(nc, bus.Config{Logger: log})
 	if err != nil {
 		tb.Fatal(err)
 	}
