@@ -147,19 +147,23 @@ func (s *stack) get(id string) order.Order {
 func (s *stack) settle(ids []string, timeout time.Duration) map[string]order.Order {
 	s.t.Helper()
 	out := map[string]order.Order{}
-	bustest.Eventually(s.t, timeout, fmt.Sprintf("%d orders to complete or cancel", len(ids)), func() bool {
+	var open order.Order
+	settled := bustest.Within(timeout, func() bool {
 		for _, id := range ids {
 			if o, ok := out[id]; ok && o.Terminal() {
 				continue
 			}
-			o := s.get(id)
-			if !o.Terminal() {
+			if open = s.get(id); !open.Terminal() {
 				return false
 			}
-			out[id] = o
+			out[id] = open
 		}
 		return true
 	})
+	if !settled {
+		s.t.Fatalf("timed out after %s waiting for %d orders to complete or cancel; %d did, and %s is still %s: %+v",
+			timeout, len(ids), len(out), open.ID, open.Status, open.Timeline)
+	}
 	return out
 }
 
@@ -172,7 +176,7 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 	// After a crash an event can wait out its consumer's AckWait (up to 20s)
 	// before it is redelivered, so allow well beyond that.
 	var ledger []inventory.Ledger
-	bustest.Eventually(s.t, 45*time.Second, "no stock left reserved", func() bool {
+	if !bustest.Within(45*time.Second, func() bool {
 		s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
 		for _, l := range ledger {
 			if l.Reserved != 0 {
@@ -180,7 +184,9 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 			}
 		}
 		return true
-	})
+	}) {
+		s.t.Fatalf("stock still reserved after 45s: %+v", ledger)
+	}
 	for _, l := range ledger {
 		if l.Received != l.Available+l.Reserved+l.Committed {
 			s.t.Errorf("SKU %s unbalanced: %+v", l.SKU, l)
@@ -189,7 +195,8 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 	// Payments settle after orders do (a void follows the cancel), so wait
 	// for the provider's ledger to show no net charge on cancelled orders.
 	var ops []psp.Operation
-	bustest.Eventually(s.t, 45*time.Second, "cancelled orders to carry no charge", func() bool {
+	var charged []string
+	if !bustest.Within(45*time.Second, func() bool {
 		s.do("GET", "/api/admin/psp/ledger", nil, nil, &ops)
 		net := map[string]int64{}
 		for _, op := range ops {
@@ -203,13 +210,25 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 				net[op.OrderID] -= op.AmountCents
 			}
 		}
+		charged = charged[:0]
 		for id, o := range orders {
 			if o.Status == order.Cancelled && net[id] != 0 {
-				return false
+				charged = append(charged, id)
 			}
 		}
-		return true
-	})
+		return len(charged) == 0
+	}) {
+		for _, id := range charged {
+			var theirs []psp.Operation
+			for _, op := range ops {
+				if op.OrderID == id {
+					theirs = append(theirs, op)
+				}
+			}
+			s.t.Errorf("cancelled order %s still charged after 45s: %+v; provider: %+v", id, orders[id].Timeline, theirs)
+		}
+		s.t.FailNow()
+	}
 	captures := map[string]int{}
 	for _, op := range ops {
 		if op.Op == psp.OpCapture && op.Outcome == psp.Done {

@@ -92,13 +92,22 @@ func (s *Server) StreamEvents(tb testing.TB, stream string) []bus.Event {
 // Eventually polls cond every 10ms until it holds or timeout passes.
 func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
+	if !Within(timeout, cond) {
+		tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// Within polls cond every 10ms until it holds, and reports whether it did
+// before timeout passed: for a caller that has more to say when it did not.
+func Within(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+			return false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return true
 }
 
 // NewEvent is bus.NewEvent from source "test", failing tb on error.
