@@ -139,6 +139,18 @@ func (d *dispatcher) breaker(endpointID string) *gobreaker.CircuitBreaker[int] {
 	return b
 }
 
+// closeBreaker forgets endpointID's breaker, so the next attempt goes
+// ahead even if it was open: a person asking to retry or recover has said
+// the endpoint is fixed, and should not wait out the open state. If it is
+// not, the breaker opens again after as many failures as the first time.
+// This is the breaker of this process only; another instance's stays as
+// it is until its own timeout.
+func (d *dispatcher) closeBreaker(endpointID string) {
+	d.mu.Lock()
+	delete(d.breakers, endpointID)
+	d.mu.Unlock()
+}
+
 // attemptResult is what one HTTP attempt produced.
 type attemptResult struct {
 	status     int

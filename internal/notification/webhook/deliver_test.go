@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sony/gobreaker/v2"
+
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/notification"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
@@ -18,18 +20,27 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 )
 
-// failingDelivery sets up a service on SQLite with cfg, an endpoint that
-// answers 500 and counts its posts, and one pending delivery to it. It
-// returns the service, its dispatcher and the post counter.
-func failingDelivery(t *testing.T, cfg Config) (*Service, *dispatcher, *atomic.Int32) {
+// testEndpoint counts the posts it gets and answers 500 until it is made
+// healthy.
+type testEndpoint struct {
+	posts   atomic.Int32
+	healthy atomic.Bool
+}
+
+// failingDelivery sets up a service on SQLite with cfg, a failing
+// testEndpoint, and one pending delivery to it. It returns the service, its
+// dispatcher and the endpoint.
+func failingDelivery(t *testing.T, cfg Config) (*Service, *dispatcher, *testEndpoint) {
 	t.Helper()
 	ctx := context.Background()
 	cfg.DB = sqldbtest.Open(t, "sqlite:"+filepath.Join(t.TempDir(), "n.db"), notification.Migrations(), inbox.Migrations())
 	cfg.AllowPrivate = true
-	var posts atomic.Int32
+	ep := &testEndpoint{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		posts.Add(1)
-		w.WriteHeader(http.StatusInternalServerError)
+		ep.posts.Add(1)
+		if !ep.healthy.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
 	}))
 	t.Cleanup(srv.Close)
 	s := New(cfg)
@@ -41,7 +52,7 @@ func failingDelivery(t *testing.T, cfg Config) (*Service, *dispatcher, *atomic.I
 	if errs := handle(ctx, []bus.Event{bustest.NewEvent(t, event.ProductUpdated, "MUG", map[string]any{"sku": "MUG"})}); errs != nil {
 		t.Fatal(errs)
 	}
-	return s, newDispatcher(s), &posts
+	return s, s.d, ep
 }
 
 // theDelivery reads the only delivery as the dispatcher lists it, with its
@@ -64,7 +75,7 @@ func theDelivery(t *testing.T, db *sqldb.DB) (x due, status string, next time.Ti
 // attempt launched from it must not be made a second time.
 func TestStaleDueListDoesNotRepeatAnAttempt(t *testing.T) {
 	ctx := context.Background()
-	s, d, posts := failingDelivery(t, Config{Schedule: []time.Duration{0, time.Hour, time.Hour}})
+	s, d, ep := failingDelivery(t, Config{Schedule: []time.Duration{0, time.Hour, time.Hour}})
 	x, _, _ := theDelivery(t, s.db)
 	stale := x // as listed before the first attempt was recorded
 	if err := d.attempt(ctx, x); err != nil {
@@ -73,7 +84,7 @@ func TestStaleDueListDoesNotRepeatAnAttempt(t *testing.T) {
 	if err := d.attempt(ctx, stale); err != nil {
 		t.Fatal(err)
 	}
-	if n := posts.Load(); n != 1 {
+	if n := ep.posts.Load(); n != 1 {
 		t.Errorf("the endpoint got %d posts, want 1: the stale listing repeated the attempt", n)
 	}
 	if x, status, _ := theDelivery(t, s.db); x.attempts != 1 || status != "pending" {
@@ -89,7 +100,7 @@ func TestRetrySchedule(t *testing.T) {
 	ctx := context.Background()
 	schedule := []time.Duration{0, time.Minute, 10 * time.Minute, time.Hour}
 	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	s, d, posts := failingDelivery(t, Config{Schedule: schedule, Now: func() time.Time { return clock }})
+	s, d, ep := failingDelivery(t, Config{Schedule: schedule, Now: func() time.Time { return clock }})
 	for n := 1; n <= len(schedule); n++ {
 		x, status, next := theDelivery(t, s.db)
 		if status != "pending" || x.attempts != n-1 {
@@ -102,8 +113,8 @@ func TestRetrySchedule(t *testing.T) {
 		if err := d.attempt(ctx, x); err != nil {
 			t.Fatal(err)
 		}
-		if posts.Load() != int32(n) {
-			t.Fatalf("attempt %d was not made (%d posts)", n, posts.Load())
+		if ep.posts.Load() != int32(n) {
+			t.Fatalf("attempt %d was not made (%d posts)", n, ep.posts.Load())
 		}
 		x, status, next = theDelivery(t, s.db)
 		if n == len(schedule) {
@@ -116,5 +127,44 @@ func TestRetrySchedule(t *testing.T) {
 		if delay := next.Sub(at); delay < want*8/10 || delay > want*12/10 {
 			t.Errorf("attempt %d scheduled %s after attempt %d, want %s ±20%%", n+1, delay, n, want)
 		}
+	}
+}
+
+// TestRetryAndRecoverGoPastAnOpenBreaker: once an endpoint has failed often
+// enough to open its circuit breaker, a retry or recover asked for by a
+// person is attempted at once, not after the breaker's 30 s.
+func TestRetryAndRecoverGoPastAnOpenBreaker(t *testing.T) {
+	for name, resend := range map[string]func(*Service, due) error{
+		"retry": func(s *Service, x due) error { return s.Retry(context.Background(), x.id) },
+		"recover": func(s *Service, x due) error {
+			_, err := s.Recover(context.Background(), x.endpointID, time.Time{})
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s, d, ep := failingDelivery(t, Config{Schedule: make([]time.Duration, 5)})
+			for range 5 {
+				x, _, _ := theDelivery(t, s.db)
+				if err := d.attempt(ctx, x); err != nil {
+					t.Fatal(err)
+				}
+			}
+			x, status, _ := theDelivery(t, s.db)
+			if status != "failed" || d.breaker(x.endpointID).State() != gobreaker.StateOpen {
+				t.Fatalf("after 5 failed attempts: delivery %s, breaker %s; want failed, open", status, d.breaker(x.endpointID).State())
+			}
+			ep.healthy.Store(true)
+			if err := resend(s, x); err != nil {
+				t.Fatal(err)
+			}
+			x, _, _ = theDelivery(t, s.db)
+			if err := d.attempt(ctx, x); err != nil {
+				t.Fatal(err)
+			}
+			if _, status, _ := theDelivery(t, s.db); status != "delivered" || ep.posts.Load() != 6 {
+				t.Errorf("after the %s: delivery %s after %d posts; want delivered after 6", name, status, ep.posts.Load())
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"net/http"
 	"time"
 
@@ -156,21 +157,27 @@ func (s *Service) handleDeliveries(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, http.StatusOK, ds, err)
 }
 
-// Retry schedules a delivery for an immediate attempt. Errors: NotFound,
-// Conflict (already delivered).
+// Retry schedules a delivery for an immediate attempt, past its endpoint's
+// open circuit breaker if it has one. Errors: NotFound, Conflict (already
+// delivered).
 func (s *Service) Retry(ctx context.Context, id string) error {
+	var endpointID string
+	err := s.db.QueryRow(ctx, "SELECT endpoint_id FROM webhook_deliveries WHERE id = ?", id).Scan(&endpointID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return apperr.New(apperr.NotFound, "id", "no delivery %s", id)
+	}
+	if err != nil {
+		return err
+	}
 	res, err := s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'pending', next_attempt_us = ? WHERE id = ? AND status <> 'delivered'",
 		s.cfg.Now().UnixMicro(), id)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		var status string
-		if err := s.db.QueryRow(ctx, "SELECT status FROM webhook_deliveries WHERE id = ?", id).Scan(&status); err != nil {
-			return apperr.New(apperr.NotFound, "id", "no delivery %s", id)
-		}
 		return apperr.New(apperr.Conflict, "id", "delivery %s was already delivered", id)
 	}
+	s.d.closeBreaker(endpointID)
 	s.Wake()
 	return nil
 }
@@ -181,7 +188,8 @@ func (s *Service) handleRetry(w http.ResponseWriter, r *http.Request) {
 }
 
 // Recover re-sends every failed delivery of an endpoint created since
-// since, and returns how many. Errors: NotFound.
+// since, past the endpoint's open circuit breaker if it has one, and
+// returns how many. Errors: NotFound.
 func (s *Service) Recover(ctx context.Context, endpointID string, since time.Time) (int64, error) {
 	if _, err := s.Endpoint(ctx, endpointID); err != nil {
 		return 0, err
@@ -191,6 +199,7 @@ func (s *Service) Recover(ctx context.Context, endpointID string, since time.Tim
 	if err != nil {
 		return 0, err
 	}
+	s.d.closeBreaker(endpointID)
 	s.Wake()
 	return res.RowsAffected()
 }
