@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
@@ -104,6 +107,10 @@ type Config struct {
 	// PSPWebhookSecret signs the provider's webhooks (shared by psp and
 	// payments); empty in embedded mode means a fresh one per start.
 	PSPWebhookSecret string
+	// PSPAPIKey is the provider API's credential: payments sends it, the
+	// simulator requires it. Empty in embedded mode means a fresh one per
+	// start.
+	PSPAPIKey string
 	// PSPNotifyURL is payments' base URL for the provider's webhooks
 	// (serve psp); empty means this node.
 	PSPNotifyURL string
@@ -164,10 +171,15 @@ type Node struct {
 	http     *http.Server
 	listener net.Listener
 	httpDone chan error
-	relays   sync.WaitGroup
-	stop     context.CancelFunc
-	closing  sync.Once
+	// pspListener is the provider simulator's own loopback listener in
+	// embedded mode: an outside system's API never shares ordermesh's port.
+	pspListener net.Listener
+	relays      sync.WaitGroup
+	stop        context.CancelFunc
+	closing     sync.Once
 
+	// pspAPI is the provider simulator's own API, when this node runs it.
+	pspAPI http.Handler
 	// api holds the services' /api/ routes, behind the edge (gateway in
 	// this process) or the identity check (services behind a remote one).
 	api *http.ServeMux
@@ -220,6 +232,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if n.cfg.PSPWebhookSecret, err = webhook.NewSecret(); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.listenPSP(); err != nil {
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	n.api = http.NewServeMux()
@@ -320,7 +335,11 @@ func (n *Node) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Logger: n.log}); err != nil {
+	schemas, err := event.LoadSchemas()
+	if err != nil {
+		return fmt.Errorf("event schemas: %w", err)
+	}
+	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Logger: n.log, Validate: schemas.Validate}); err != nil {
 		return err
 	}
 	return n.Bus.EnsureStreams(ctx)
@@ -399,6 +418,47 @@ func (n *Node) listen() error {
 	}
 	n.listener = ln
 	return nil
+}
+
+// listenPSP gives the provider simulator of an embedded node a listener
+// of its own on loopback, and a fresh API key unless one is configured.
+// A simulator served alone (serve psp) answers on the node's address and
+// must be given its key.
+func (n *Node) listenPSP() error {
+	if !slices.Contains(n.cfg.Services, "psp") {
+		return nil
+	}
+	if n.cfg.PSPAPIKey == "" && n.cfg.DataDir != "" {
+		key, err := webhook.NewSecret()
+		if err != nil {
+			return err
+		}
+		n.cfg.PSPAPIKey = strings.TrimPrefix(key, "whsec_")
+	}
+	if n.cfg.PSPAPIKey == "" {
+		return errors.New("serve psp needs --psp-api-key (the provider's API key, shared with serve payments)")
+	}
+	if n.cfg.DataDir == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listen for the payment-provider simulator: %w", err)
+	}
+	n.pspListener = ln
+	n.onClose = append(n.onClose, func() { ln.Close() })
+	return nil
+}
+
+// pspURL is where this node's payments service finds the provider.
+func (n *Node) pspURL() (string, error) {
+	switch {
+	case n.cfg.PSPURL != "":
+		return n.cfg.PSPURL, nil
+	case n.pspListener != nil:
+		return "http://" + n.pspListener.Addr().String(), nil
+	}
+	return "", errors.New("payments needs the provider's URL: pass --psp-url")
 }
 
 func (n *Node) serveHTTP(mux *http.ServeMux) {

@@ -113,6 +113,7 @@ type commonFlags struct {
 	schedule       scheduleFlag
 	pspAsync       bool
 	pspSecret      string
+	pspAPIKey      string
 }
 
 func (c *commonFlags) register(fs interface {
@@ -136,6 +137,7 @@ func (c *commonFlags) register(fs interface {
 	fs.DurationVar(&c.psp.Latency, "psp-latency", 0, "payment-provider simulator: latency added to every request")
 	fs.BoolVar(&c.pspAsync, "psp-async", false, "payment-provider simulator: answer authorizations pending and send the outcome by signed webhook")
 	fs.StringVar(&c.pspSecret, "psp-webhook-secret", "", "whsec_ secret signing the provider's webhooks (serve psp and serve payments must share it; run makes one)")
+	fs.StringVar(&c.pspAPIKey, "psp-api-key", "", "the payment provider's API key: serve psp requires it from callers, serve payments sends it (run makes one)")
 	fs.Var(&c.schedule, "webhook-schedule", "webhook retry schedule: delays before each attempt, e.g. 0s,5s,5m,30m (default: the Standard Webhooks schedule, 0s to 24h)")
 	fs.DurationVar(&c.webhooks.SecretGrace, "webhook-secret-grace", 24*time.Hour, "how long a rotated-out webhook secret keeps signing")
 	fs.DurationVar(&c.webhooks.DisableAfter, "webhook-disable-after", 5*24*time.Hour, "disable a webhook endpoint failing continuously this long")
@@ -208,7 +210,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, Webhooks: c.webhooks,
-		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, CORSOrigins: c.origins(),
+		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPAPIKey: c.pspAPIKey, CORSOrigins: c.origins(),
 	}
 	if err := g.apply(&cfg); err != nil {
 		return err
@@ -281,6 +283,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if service == "payments" && *pspURL == "" {
 		return usagef("serve payments needs --psp-url, the payment provider's base URL")
 	}
+	if (service == "psp" || service == "payments") && c.pspAPIKey == "" {
+		return usagef("serve %s needs --psp-api-key, the payment provider's API key (the same for serve psp and serve payments)", service)
+	}
 	if service == "psp" && c.pspAsync && (*pspNotify == "" || c.pspSecret == "") {
 		return usagef("serve psp --psp-async needs --psp-notify-url (the payments service's base URL) and --psp-webhook-secret (shared with payments)")
 	}
@@ -306,7 +311,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, DB: *db, Replicas: *replicas,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
-		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify,
+		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify, PSPAPIKey: c.pspAPIKey,
 		Balance: balance.m, HashKeys: hashKeys.m, CORSOrigins: c.origins(),
 	}
 	if err := g.apply(&cfg); err != nil {

@@ -56,7 +56,7 @@ func TestIdempotencyKey(t *testing.T) {
 		// duplicate sees it while the first is still being processed.
 		sum := sha256.Sum256(body)
 		_, err := s.n.stores["orders"].db.Exec(context.Background(),
-			"INSERT INTO idempotency_keys (key, request_hash, state, claimed_us) VALUES ('busy-key', ?, 'in_flight', ?)",
+			"INSERT INTO idempotency_keys (caller, key, request_hash, state, claimed_us) VALUES ('test-admin', 'busy-key', ?, 'in_flight', ?)",
 			hex.EncodeToString(sum[:]), time.Now().UnixMicro())
 		if err != nil {
 			t.Fatal(err)

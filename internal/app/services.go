@@ -72,12 +72,12 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		cfg, h := svc.Consumer()
 		return n.ConsumeBatch(ctx, cfg, h)
 	case "payments":
-		pspURL := n.cfg.PSPURL
-		if pspURL == "" {
-			pspURL = n.URL()
+		pspURL, err := n.pspURL()
+		if err != nil {
+			return err
 		}
 		svc := payment.New(payment.Config{DB: st.db, Outbox: st.outbox, Logger: log, WebhookSecret: n.cfg.PSPWebhookSecret,
-			Provider: payment.NewProviderClient(payment.ClientConfig{BaseURL: pspURL})})
+			Provider: payment.NewProviderClient(payment.ClientConfig{BaseURL: pspURL, APIKey: n.cfg.PSPAPIKey})})
 		svc.Routes(mux)
 		cfg, h := svc.Consumer()
 		return n.ConsumeBatch(ctx, cfg, h)
@@ -107,8 +107,15 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		if notify == "" {
 			notify = n.URL()
 		}
-		sim := psp.New(st.db, psp.Config{Faults: n.cfg.PSP, Async: n.cfg.PSPAsync, NotifyURL: notify, Secret: n.cfg.PSPWebhookSecret}, log)
+		sim := psp.New(st.db, psp.Config{Faults: n.cfg.PSP, Async: n.cfg.PSPAsync, NotifyURL: notify, Secret: n.cfg.PSPWebhookSecret,
+			APIKey: n.cfg.PSPAPIKey}, log)
 		sim.Routes(mux)
+		n.pspAPI = sim.ProviderAPI()
+		if n.pspListener != nil {
+			srv := &http.Server{Handler: n.pspAPI, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+			go srv.Serve(n.pspListener)
+			n.onClose = append(n.onClose, func() { srv.Close() })
+		}
 		n.relays.Add(1)
 		go func() {
 			defer n.relays.Done()
@@ -126,11 +133,12 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 
 // mountAPI puts the services' /api/ routes on mux behind the edge when
 // this process is a gateway, or behind the check of the gateway's signed
-// identity when the gateway is another process. /psp/ is the payment
-// provider simulator's own API: an outside system's, not ordermesh's.
+// identity when the gateway is another process. The payment provider
+// simulator's own API (/psp/v1/) is an outside system's: it is served here
+// only by `serve psp`, and otherwise on a loopback listener of its own.
 func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
-	if slices.Contains(n.cfg.Services, "psp") {
-		mux.Handle("/psp/", n.api)
+	if n.pspAPI != nil && n.pspListener == nil {
+		mux.Handle("/psp/", n.pspAPI)
 	}
 	if !slices.Contains(n.cfg.Services, "gateway") {
 		if n.cfg.InternalSecret == "" {
@@ -157,9 +165,6 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, err
 	upstreams, err := n.upstreams(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if h, ok := upstreams["psp"]; ok && !slices.Contains(n.cfg.Services, "psp") {
-		mux.Handle("/psp/", h)
 	}
 	auth, err := n.authenticator(ctx)
 	if err != nil {

@@ -169,6 +169,23 @@ type Claims struct {
 	Scopes []string `json:"scopes,omitempty"`
 }
 
+// UnmarshalJSON reads the claims, refusing times that are not JSON
+// numbers: RFC 7519 makes exp, nbf and iat NumericDates, and golang-jwt
+// would otherwise accept "exp": "9999999999" as a string.
+func (c *Claims) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		if v, ok := raw[name]; ok && (len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9'))) {
+			return fmt.Errorf("claim %s must be a number of seconds, got %s", name, v)
+		}
+	}
+	type plain Claims // without this method
+	return json.Unmarshal(b, (*plain)(c))
+}
+
 // Authenticate returns the caller's identity: anonymous without an
 // Authorization header, an apperr Unauthorized for bad credentials.
 func (a *Authenticator) Authenticate(r *http.Request) (identity.Identity, error) {

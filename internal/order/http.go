@@ -55,7 +55,7 @@ func (s *Service) handlePlace(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, s.log, apperr.New(apperr.Forbidden, "customer_id", "you may place orders only as %q", caller.Subject))
 		return
 	}
-	placed, err := s.Place(r.Context(), key, raw, req)
+	placed, err := s.Place(r.Context(), caller.Subject, key, raw, req)
 	if err != nil {
 		httpx.Error(w, r, s.log, err)
 		return
@@ -138,6 +138,14 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		httpx.Error(w, r, s.log, err)
 		return
+	}
+	if len(changes) == 0 {
+		// Resumed after the last step of a finished order: nothing will
+		// ever follow, and 204 tells EventSource to stop reconnecting.
+		if o, err := s.Get(r.Context(), id); err == nil && o.Terminal() && o.Version <= last {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 	}
 	stream, err := sse.Start(w)
 	if err != nil {

@@ -84,13 +84,15 @@ type Placed struct {
 // ever seen in flight.
 const inFlightTTL = 30 * time.Second
 
-// Place accepts an order under an idempotency key. The same key with the
-// same body returns the first answer (Replayed); with a different body it
-// is Unprocessable; while the first request still runs it is a Conflict.
+// Place accepts an order under caller's idempotency key. Keys are scoped to
+// the caller (the authenticated subject): another caller's key of the same
+// spelling is a different key. The same caller, key and body returns the
+// first answer (Replayed); with a different body it is Unprocessable;
+// while the first request still runs it is a Conflict.
 // The key's answer is stored in the order's own transaction. Errors:
 // Invalid, Unprocessable (unknown SKU, mixed currencies, key reuse),
 // Conflict.
-func (s *Service) Place(ctx context.Context, key string, raw []byte, req PlaceRequest) (Placed, error) {
+func (s *Service) Place(ctx context.Context, caller, key string, raw []byte, req PlaceRequest) (Placed, error) {
 	if err := req.Validate(); err != nil {
 		return Placed{}, err
 	}
@@ -102,7 +104,7 @@ func (s *Service) Place(ctx context.Context, key string, raw []byte, req PlaceRe
 	var replay *Placed
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		var err error
-		if replay, err = s.claimKey(ctx, tx, key, hash); err != nil || replay != nil {
+		if replay, err = s.claimKey(ctx, tx, caller, key, hash); err != nil || replay != nil {
 			return err
 		}
 		o, err := s.newOrder(ctx, tx, req)
@@ -120,7 +122,8 @@ func (s *Service) Place(ctx context.Context, key string, raw []byte, req PlaceRe
 		}
 		body, _ := json.Marshal(o)
 		out = Placed{Status: 202, Body: body, OrderID: o.ID}
-		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET state = 'done', status = ?, response = ? WHERE key = ?", out.Status, string(body), key)
+		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET state = 'done', status = ?, response = ? WHERE caller = ? AND key = ?",
+			out.Status, string(body), caller, key)
 		return err
 	})
 	switch {
@@ -136,10 +139,10 @@ func (s *Service) Place(ctx context.Context, key string, raw []byte, req PlaceRe
 // answer to replay, or a Conflict / Unprocessable error. A new key costs
 // one statement. On PostgreSQL a concurrent request with the same key
 // waits at the INSERT until the first commits, then replays its answer.
-func (s *Service) claimKey(ctx context.Context, tx *sqldb.Tx, key, hash string) (*Placed, error) {
+func (s *Service) claimKey(ctx context.Context, tx *sqldb.Tx, caller, key, hash string) (*Placed, error) {
 	now := s.now()
-	res, err := tx.Exec(ctx, "INSERT INTO idempotency_keys (key, request_hash, state, claimed_us) VALUES (?, ?, 'in_flight', ?) ON CONFLICT (key) DO NOTHING",
-		key, hash, now.UnixMicro())
+	res, err := tx.Exec(ctx, "INSERT INTO idempotency_keys (caller, key, request_hash, state, claimed_us) VALUES (?, ?, ?, 'in_flight', ?) ON CONFLICT (caller, key) DO NOTHING",
+		caller, key, hash, now.UnixMicro())
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +154,7 @@ func (s *Service) claimKey(ctx context.Context, tx *sqldb.Tx, key, hash string) 
 		status                      int
 		claimed                     int64
 	)
-	err = tx.QueryRow(ctx, "SELECT request_hash, state, status, response, claimed_us FROM idempotency_keys WHERE key = ?", key).
+	err = tx.QueryRow(ctx, "SELECT request_hash, state, status, response, claimed_us FROM idempotency_keys WHERE caller = ? AND key = ?", caller, key).
 		Scan(&storedHash, &state, &status, &response, &claimed)
 	switch {
 	case err != nil:
@@ -167,7 +170,7 @@ func (s *Service) claimKey(ctx context.Context, tx *sqldb.Tx, key, hash string) 
 	case now.Sub(time.UnixMicro(claimed)) < inFlightTTL:
 		return nil, apperr.New(apperr.Conflict, "Idempotency-Key", "a request with this key is still in progress; retry later")
 	default: // a stale claim (from a version that claimed keys in a transaction of their own): take it over
-		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET claimed_us = ? WHERE key = ?", now.UnixMicro(), key)
+		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET claimed_us = ? WHERE caller = ? AND key = ?", now.UnixMicro(), caller, key)
 		return nil, err
 	}
 }

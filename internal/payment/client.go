@@ -31,6 +31,7 @@ type ProviderClient struct {
 	http     *http.Client
 	breaker  *gobreaker.CircuitBreaker[psp.Operation]
 	attempts int
+	apiKey   string
 }
 
 // ClientConfig configures a ProviderClient.
@@ -38,6 +39,7 @@ type ClientConfig struct {
 	BaseURL  string        // e.g. http://127.0.0.1:8080
 	Timeout  time.Duration // per attempt; zero means 2s
 	Attempts int           // zero means 3
+	APIKey   string        // sent as `Authorization: Bearer KEY`
 }
 
 // NewProviderClient returns a client for the provider at cfg.BaseURL.
@@ -52,6 +54,7 @@ func NewProviderClient(cfg ClientConfig) *ProviderClient {
 		base:     cfg.BaseURL,
 		http:     &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 		attempts: cfg.Attempts,
+		apiKey:   cfg.APIKey,
 		breaker: gobreaker.NewCircuitBreaker[psp.Operation](gobreaker.Settings{
 			Name:    "psp",
 			Timeout: 5 * time.Second, // open → half-open
@@ -99,6 +102,7 @@ func (c *ProviderClient) once(ctx context.Context, op string, req psp.Request) (
 		return psp.Operation{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Authorization", "Bearer "+c.apiKey)
 	key := req.IdempotencyKey
 	if key == "" {
 		key = req.OrderID

@@ -79,11 +79,11 @@ func New(cfg Config) *Service {
 // whole batch's outcome is committed in one transaction.
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	return bus.ConsumerConfig{
-		Name:        ConsumerName,
-		Types:       []string{event.OrderPlaced, event.StockReserved, event.OrderCancelled, event.ShipmentCreated},
-		Concurrency: 8,
-		MaxBatch:    128,
-		AckWait:     20 * time.Second, // room for the provider client's retries
+		Name:           ConsumerName,
+		Types:          []string{event.OrderPlaced, event.StockReserved, event.OrderCancelled, event.ShipmentCreated},
+		Concurrency:    8,
+		MaxBatch:       128,
+		HandlerTimeout: 20 * time.Second, // room for the provider client's retries
 	}, s.handleBatch
 }
 

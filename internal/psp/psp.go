@@ -8,6 +8,7 @@ package psp
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"database/sql"
 	"embed"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
@@ -94,6 +96,10 @@ type Config struct {
 	NotifyURL string
 	// Secret signs those webhooks (whsec_…), shared with payments.
 	Secret string
+	// APIKey is the credential callers of the provider API must send as
+	// `Authorization: Bearer KEY`, as a real provider requires its
+	// merchant's secret key. Empty refuses every call.
+	APIKey string
 }
 
 // Server is the simulator.
@@ -115,13 +121,29 @@ func New(db *sqldb.DB, cfg Config, log *slog.Logger) *Server {
 		client: &http.Client{Timeout: 5 * time.Second}}
 }
 
-// Routes mounts the provider API and its admin ledger on mux.
+// Routes mounts the provider's admin ledger on mux: ordermesh's view of
+// the outside system, behind the gateway's admin scope.
 func (s *Server) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /psp/v1/{op}", s.handleOp)
 	mux.HandleFunc("GET /api/admin/psp/ledger", s.handleLedger)
 }
 
+// ProviderAPI is the provider's own API (POST /psp/v1/{op}), for a
+// listener of its own: it stands for an outside system, so it is never
+// mounted beside ordermesh's API. Every call needs Config.APIKey.
+func (s *Server) ProviderAPI() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /psp/v1/{op}", s.handleOp)
+	return mux
+}
+
 func (s *Server) handleOp(w http.ResponseWriter, r *http.Request) {
+	scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if s.cfg.APIKey == "" || !strings.EqualFold(scheme, "Bearer") ||
+		subtle.ConstantTimeCompare([]byte(cred), []byte(s.cfg.APIKey)) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="psp"`)
+		httpx.Error(w, r, s.log, apperr.New(apperr.Unauthorized, "Authorization", "the provider API needs `Authorization: Bearer KEY` with the provider's API key"))
+		return
+	}
 	op := r.PathValue("op")
 	if op != OpAuthorize && op != OpCapture && op != OpVoid && op != OpRefund {
 		httpx.Error(w, r, s.log, apperr.New(apperr.NotFound, "", "no operation %q", op))

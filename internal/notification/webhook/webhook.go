@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -128,7 +129,13 @@ func (s *Service) validateURL(raw string) error {
 	if len(raw) > 2000 {
 		return apperr.Invalidf("url", "must be at most 2000 characters")
 	}
-	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && !s.cfg.AllowPrivate && !Vetted(ip) {
+	host := u.Hostname()
+	if strings.Contains(host, "%") && !s.cfg.AllowPrivate {
+		// A zone names a local interface: only link-local and other
+		// non-routable addresses have one.
+		return apperr.Invalidf("url", "%s names a network interface (an IPv6 zone); webhooks go to public addresses only", host)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && !s.cfg.AllowPrivate && !Vetted(ip) {
 		return apperr.Invalidf("url", "%s is a private, loopback, link-local or reserved address", ip)
 	}
 	return nil

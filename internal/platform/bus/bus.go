@@ -41,6 +41,11 @@ type Config struct {
 	Replicas int
 	// Logger receives consumer warnings. Nil means slog.Default().
 	Logger *slog.Logger
+	// Validate, when set, checks every received event's data against its
+	// type's contract before any handler sees it. An event it refuses is
+	// dead-lettered at once and changes nothing: consumers trust no
+	// payload, whoever published it.
+	Validate func(typ string, data []byte) error
 }
 
 // Bus publishes events and runs consumers over one NATS connection.

@@ -49,6 +49,10 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// DefaultAckWait is how long an unacknowledged delivery waits before the
+// broker redelivers it (see ConsumerConfig.AckWait).
+const DefaultAckWait = 3 * time.Second
+
 // DefaultMaxDeliver is how many deliveries an event gets before it is
 // dead-lettered (--max-deliver).
 const DefaultMaxDeliver = 8
@@ -79,10 +83,15 @@ type ConsumerConfig struct {
 	// is then late by at most Linger.
 	Linger time.Duration
 	// AckWait is how long the broker waits for an acknowledgement before
-	// redelivering, and the handler's deadline. It is also how long events
-	// received by a crashed instance wait before another gets them. Zero
-	// means 10s.
+	// redelivering. It is also how long events received by a crashed
+	// instance wait before another gets them, so it is short: while a
+	// handler is legitimately busy (a provider call with retries), the
+	// consumer tells the broker it is in progress every AckWait/3. Zero
+	// means 3s.
 	AckWait time.Duration
+	// HandlerTimeout is the handler's deadline for one batch. Zero means
+	// 30s.
+	HandlerTimeout time.Duration
 	// Backoff returns the redelivery delay after the given delivery failed
 	// transiently. Nil means exponential from 250ms, capped at 30s, ±20%.
 	Backoff func(delivery int) time.Duration
@@ -107,7 +116,10 @@ func (c *ConsumerConfig) validate() error {
 		c.MaxBatch = 256
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = 10 * time.Second
+		c.AckWait = DefaultAckWait
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = 30 * time.Second
 	}
 	if c.Backoff == nil {
 		c.Backoff = ExponentialBackoff(250*time.Millisecond, 30*time.Second)
@@ -140,7 +152,8 @@ type Consumer struct {
 	ctx     context.Context // handlers' base context; cancelled after Stop
 	cancel  context.CancelFunc
 	subs    []jetstream.ConsumeContext
-	workers []chan jetstream.Msg
+	workers []*queue
+	held    held
 	wg      sync.WaitGroup
 	stop    sync.Once
 }
@@ -178,12 +191,14 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 	}
 	c := &Consumer{bus: b, cfg: cfg, handle: h, batch: batch, log: b.log.With("consumer", cfg.Name)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.workers = make([]chan jetstream.Msg, cfg.Concurrency)
+	c.held.since = map[jetstream.Msg]time.Time{}
+	c.workers = make([]*queue, cfg.Concurrency)
 	for i := range c.workers {
-		c.workers[i] = make(chan jetstream.Msg, 64)
+		c.workers[i] = newQueue()
 		c.wg.Add(1)
 		go c.work(c.workers[i])
 	}
+	go c.keepAlive()
 	sources := []struct {
 		stream  string
 		filters []string
@@ -236,7 +251,7 @@ func (c *Consumer) Stop() {
 			}
 		}
 		for _, w := range c.workers {
-			close(w)
+			w.close()
 		}
 		done := make(chan struct{})
 		go func() { c.wg.Wait(); close(done) }()
@@ -260,51 +275,42 @@ func (c *Consumer) dispatch(msg jetstream.Msg) {
 	for i := 0; i < len(key); i++ {
 		h = (h ^ uint32(key[i])) * 16777619
 	}
-	c.workers[h%uint32(len(c.workers))] <- msg
+	c.held.add(msg)
+	c.workers[h%uint32(len(c.workers))].push(msg)
+}
+
+// keepAlive reports every held message older than AckWait/3 as in
+// progress, every AckWait/3, until the consumer's context ends.
+func (c *Consumer) keepAlive() {
+	every := c.cfg.AckWait / 3
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+			for _, m := range c.held.older(every) {
+				if err := m.InProgress(); err != nil {
+					c.log.Debug("in progress", "subject", m.Subject(), "err", err)
+				}
+			}
+		}
+	}
 }
 
 // work handles the messages routed to one worker, taking together those
-// already waiting (up to the batch size) without waiting for more.
-func (c *Consumer) work(in <-chan jetstream.Msg) {
+// already waiting (up to the batch size), lingering for more if configured.
+func (c *Consumer) work(q *queue) {
 	defer c.wg.Done()
 	batch := make([]jetstream.Msg, 0, c.batch)
-	for msg := range in {
-		batch = append(batch[:0], msg)
-	fill:
-		for len(batch) < c.batch {
-			select {
-			case m, ok := <-in:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, m)
-			default:
-				break fill
-			}
-		}
-		if c.cfg.Linger > 0 && len(batch) < c.batch {
-			batch = linger(in, batch, c.batch, c.cfg.Linger)
+	for {
+		batch = q.take(batch[:0], c.batch, c.cfg.Linger)
+		if len(batch) == 0 {
+			return
 		}
 		c.process(batch)
 	}
-}
-
-// linger adds to batch what arrives on in within d, up to max messages.
-func linger(in <-chan jetstream.Msg, batch []jetstream.Msg, max int, d time.Duration) []jetstream.Msg {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for len(batch) < max {
-		select {
-		case m, ok := <-in:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, m)
-		case <-timer.C:
-			return batch
-		}
-	}
-	return batch
 }
 
 // delivery is a received message on its way through process.
@@ -323,15 +329,19 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 		if err != nil {
 			c.log.Error("message without JetStream metadata; terminating it", "subject", msg.Subject(), "err", err)
 			_ = msg.Term()
+			c.held.remove(msg)
 			continue
 		}
 		ev, err := Decode(msg.Headers(), msg.Data())
+		if err == nil && c.bus.cfg.Validate != nil {
+			err = c.bus.cfg.Validate(ev.Type, ev.Data)
+		}
 		if err != nil {
 			c.deadLetter(msg, md, err)
 			continue
 		}
 		if int(md.NumDelivered) > c.cfg.MaxDeliver {
-			c.deadLetter(msg, md, fmt.Errorf("no acknowledgement after %d deliveries (handler crashed or exceeded %s)", md.NumDelivered-1, c.cfg.AckWait))
+			c.deadLetter(msg, md, fmt.Errorf("no acknowledgement after %d deliveries (handler crashed or exceeded %s)", md.NumDelivered-1, c.cfg.HandlerTimeout))
 			continue
 		}
 		ds = append(ds, delivery{msg: msg, md: md, ev: ev})
@@ -355,6 +365,7 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 
 // settle acks, retries or dead-letters one message by its handler outcome.
 func (c *Consumer) settle(d delivery, err error) {
+	defer c.held.remove(d.msg)
 	switch {
 	case err == nil:
 		if err := d.msg.Ack(); err != nil {
@@ -377,7 +388,7 @@ func (c *Consumer) settle(d delivery, err error) {
 // transient error for every event of the batch, so one bad handler path
 // cannot kill the consumer.
 func (c *Consumer) call(evs []Event) (errs []error) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AckWait)
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.HandlerTimeout)
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
@@ -413,6 +424,7 @@ const (
 // dead-letter stream cannot be written, the message is redelivered later
 // rather than lost.
 func (c *Consumer) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, cause error) {
+	defer c.held.remove(msg)
 	h := nats.Header{}
 	for k, v := range msg.Headers() {
 		if strings.HasPrefix(k, "Nats-") {

@@ -4,6 +4,7 @@
 package httpx
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -95,20 +96,26 @@ func Decode(r *http.Request, dst any) error {
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 		return apperr.New(apperr.Unsupported, "", "Content-Type must be application/json, got %q", ct)
 	}
-	body := http.MaxBytesReader(nil, r.Body, MaxBody)
-	dec := json.NewDecoder(body)
+	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
+	if err != nil {
+		return decodeError(err)
+	}
+	return DecodeBytes(raw, dst)
+}
+
+// DecodeBytes is Decode for a body already read: one JSON value, no
+// unknown fields, and nothing CheckJSON refuses (repeated keys, nulls,
+// control characters).
+func DecodeBytes(raw []byte, dst any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		return decodeError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return decodeError(err)
-		}
 		return apperr.Invalidf("", "body must hold a single JSON value")
 	}
-	return nil
+	return CheckJSON(raw)
 }
 
 func decodeError(err error) error {
