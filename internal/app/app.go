@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -85,6 +84,8 @@ type Config struct {
 
 	// NATSURL is the external broker (serve mode).
 	NATSURL string
+	// NATSOptions authenticate to it (credentials, TLS).
+	NATSOptions []nats.Option
 	// DB is the service's database (serve mode): sqlite:PATH or postgres://…
 	DB string
 	// DSNs overrides the database of single services (e.g. PostgreSQL
@@ -178,6 +179,8 @@ type Node struct {
 	stop        context.CancelFunc
 	closing     sync.Once
 
+	// unlock releases the data directory (embedded mode), last in Close.
+	unlock func()
 	// pspAPI is the provider simulator's own API, when this node runs it.
 	pspAPI http.Handler
 	// api holds the services' /api/ routes, behind the edge (gateway in
@@ -321,16 +324,26 @@ func (n *Node) pruneInboxes(ctx context.Context) {
 func (n *Node) connect(ctx context.Context) error {
 	var err error
 	if n.cfg.DataDir != "" {
-		if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
-			return fmt.Errorf("create data dir: %w (pass --data DIR that ordermesh may write)", err)
+		if err := existingDir(n.cfg.DataDir, true); err != nil {
+			return err
 		}
-		n.embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(n.cfg.DataDir, "nats"), Listen: n.cfg.NATSListen})
+		release, err := lockDataDir(n.cfg.DataDir, "run")
+		if err != nil {
+			return err
+		}
+		n.unlock = release
+		password, err := embeddedPassword(n.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		n.embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(n.cfg.DataDir, "nats"), Listen: n.cfg.NATSListen,
+			User: NATSUser, Password: password})
 		if err != nil {
 			return err
 		}
 		n.nc, err = n.embedded.Connect("ordermesh")
 	} else {
-		n.nc, err = bus.Dial(ctx, n.cfg.NATSURL, "ordermesh-"+fmt.Sprint(n.cfg.Services))
+		n.nc, err = bus.Dial(ctx, n.cfg.NATSURL, "ordermesh-"+fmt.Sprint(n.cfg.Services), n.cfg.NATSOptions...)
 	}
 	if err != nil {
 		return err
@@ -403,10 +416,11 @@ func (n *Node) URL() string {
 	return fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(addr.Port)))
 }
 
-// NATSURL is the broker's TCP URL, or "" for an in-process-only broker.
+// NATSURL is the broker's TCP URL with the embedded broker's credentials
+// in it, or "" for an in-process-only broker.
 func (n *Node) NATSURL() string {
 	if n.embedded != nil {
-		return n.embedded.ClientURL()
+		return n.embedded.ClientURLWithCredentials()
 	}
 	return n.cfg.NATSURL
 }
@@ -560,6 +574,9 @@ func (n *Node) Close(ctx context.Context) error {
 		}
 		if n.embedded != nil {
 			n.embedded.Shutdown()
+		}
+		if n.unlock != nil {
+			n.unlock()
 		}
 	})
 	return errors.Join(errs...)

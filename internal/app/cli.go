@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -218,8 +218,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
 		fmt.Fprintf(stdout, "  HTTP:   %s   (health: %s/livez, %s/readyz)\n", n.URL(), n.URL(), n.URL())
-		if u := n.NATSURL(); u != "" {
-			fmt.Fprintf(stdout, "  NATS:   %s   (try: ordermesh dlq list --nats %s)\n", u, u)
+		if u := n.embedded.ClientURL(); u != "" {
+			fmt.Fprintf(stdout, "  NATS:   %s   (user %s, password in %s)\n", u, NATSUser, filepath.Join(*data, NATSPasswordFile))
+			fmt.Fprintf(stdout, "          try: ordermesh dlq list --nats nats://%s:$(cat %s)@%s\n", NATSUser, filepath.Join(*data, NATSPasswordFile), strings.TrimPrefix(u, "nats://"))
 		} else {
 			fmt.Fprintf(stdout, "  NATS:   embedded, in-process only (add --nats-listen 127.0.0.1:4222 to expose it)\n")
 		}
@@ -248,7 +249,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.register(fs)
 	var g gatewayFlags
 	g.register(fs)
-	natsURL := fs.String("nats", "", "NATS server URL, e.g. nats://127.0.0.1:4222 (required)")
+	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222 (required)")
+	var nf natsFlags
+	nf.register(fs)
 	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
 	replicas := fs.Int("replicas", 1, "replicas of the streams (3 on a 3-node cluster)")
 	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
@@ -303,12 +306,16 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := c.validate(); err != nil {
 		return err
 	}
+	natsOpts, err := nf.options()
+	if err != nil {
+		return err
+	}
 	log, err := c.logger(stderr)
 	if err != nil {
 		return err
 	}
 	cfg := Config{
-		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, DB: *db, Replicas: *replicas,
+		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, NATSOptions: natsOpts, DB: *db, Replicas: *replicas,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
 		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify, PSPAPIKey: c.pspAPIKey,
@@ -318,8 +325,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
-		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), *natsURL)
+		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), redactURL(*natsURL))
 	})
+}
+
+// redactURL hides the password of a URL with credentials, for printing.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
 }
 
 // runUntilSignal starts a node, reports it, waits for ctx (SIGINT/SIGTERM)
@@ -346,6 +362,7 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	data := fs.String("data", "./data", "data directory of `ordermesh run`")
 	db := fs.String("db", "", "one service's database: sqlite:PATH or postgres://…")
 	service := fs.String("service", "", "the service --db belongs to")
+	create := fs.Bool("create", false, "create --data if it does not exist")
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
@@ -356,9 +373,14 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		targets[*service] = *db
 	} else {
-		if err := os.MkdirAll(*data, 0o755); err != nil {
-			return fmt.Errorf("create data dir: %w", err)
+		if err := existingDir(*data, *create); err != nil {
+			return err
 		}
+		release, err := lockDataDir(*data, "migrate")
+		if err != nil {
+			return err
+		}
+		defer release()
 		cfg := Config{DataDir: *data}
 		for _, svc := range Services {
 			targets[svc], _ = cfg.DSN(svc)
@@ -393,10 +415,13 @@ Commands:
   replay --all         replay every dead letter
   purge --yes          delete every dead letter
 
-Against a running system: --nats URL (ordermesh run --nats-listen 127.0.0.1:4222
-exposes the embedded broker).`
+Against a running system: --nats URL. ordermesh run --nats-listen 127.0.0.1:4222
+exposes the embedded broker to user ordermesh, whose password is in
+DATA/nats-password: --nats nats://ordermesh:PASSWORD@127.0.0.1:4222.`
 	fs := newFlagSet("dlq", synopsis, stderr)
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
+	var nf natsFlags
+	nf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	all := fs.Bool("all", false, "replay: every dead letter")
 	yes := fs.Bool("yes", false, "purge: really delete every dead letter")
@@ -430,7 +455,11 @@ exposes the embedded broker).`
 		return usagef("unknown dlq command %q (list, show, replay, purge)", sub)
 	}
 
-	nc, err := bus.Dial(ctx, *natsURL, "ordermesh-dlq")
+	natsOpts, err := nf.options()
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Dial(ctx, *natsURL, "ordermesh-dlq", natsOpts...)
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,14 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		return n.ConsumeBatch(ctx, cfg, h)
 	case "orders":
 		svc := order.New(order.Config{DB: st.db, Outbox: st.outbox, Logger: log, Deadline: n.cfg.OrderDeadline,
-			Changed: func(id string) { n.Bus.Changed("order", id) }})
+			Changed: func(id string) { n.Bus.Changed("order", id) },
+			CatalogCaughtUp: func(ctx context.Context) (bool, error) {
+				seq, err := n.Bus.LastSequence(ctx, event.ProductUpdated)
+				if err != nil || seq == 0 {
+					return err == nil, err
+				}
+				return n.Bus.AckedThrough(ctx, order.ConsumerName, seq)
+			}})
 		svc.Routes(mux)
 		// Long polls and event streams on any instance are woken by the
 		// broker, whichever instance changed the order.

@@ -38,6 +38,10 @@ const (
 	ReasonPaymentDeclined = "payment_declined"
 	ReasonTimeout         = "timeout"
 	ReasonCustomerRequest = "customer_request"
+	// ReasonRejected cancels an order.placed that the orders service never
+	// accepted (a forged or misrouted event), so whatever other services
+	// did for it is compensated.
+	ReasonRejected = "rejected"
 )
 
 // Line is one order line with the unit price the order was placed at.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
@@ -47,7 +48,22 @@ func (s *Service) CreateProduct(ctx context.Context, p NewProduct) (Product, err
 		out, err = s.productUpdated(ctx, tx, p.SKU)
 		return err
 	})
+	if err == nil {
+		s.awaitPublished(ctx, p.SKU)
+	}
 	return out, err
+}
+
+// awaitPublished waits (up to 5s) until the product.updated just committed
+// is stored in the broker, so once the caller hears of the change every
+// service can learn of it: an order for a product created a moment ago
+// waits for the orders catalog instead of failing as unknown.
+func (s *Service) awaitPublished(ctx context.Context, sku string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.outbox.WaitPublished(ctx); err != nil {
+		s.log.Warn("product.updated not yet in the broker; orders may not know the change for a moment", "sku", sku, "err", err)
+	}
 }
 
 // Restock adds quantity units to sku. Errors: Invalid, NotFound.
@@ -64,6 +80,9 @@ func (s *Service) Restock(ctx context.Context, sku string, quantity int) (Produc
 		out, err = s.productUpdated(ctx, tx, sku)
 		return err
 	})
+	if err == nil {
+		s.awaitPublished(ctx, sku)
+	}
 	return out, err
 }
 

@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -37,6 +38,13 @@ type Config struct {
 	// Changed, if set, is told the id of every order whose committed state
 	// changed; the app broadcasts it through the broker to every instance.
 	Changed func(id string)
+	// CatalogCaughtUp, if set, reports whether the catalog read model has
+	// applied every product.updated the broker holds. Placing an order
+	// for a SKU the catalog does not know waits (up to CatalogWait) until
+	// it has, so a product created with 201 can be ordered at once.
+	CatalogCaughtUp func(ctx context.Context) (bool, error)
+	// CatalogWait bounds that wait. Zero means 3s.
+	CatalogWait time.Duration
 }
 
 // Service applies the order rules.
@@ -48,6 +56,8 @@ type Service struct {
 	now      func() time.Time
 	changes  *changes
 	changed  func(id string)
+	caughtUp func(ctx context.Context) (bool, error)
+	catWait  time.Duration
 }
 
 // New returns the orders service.
@@ -64,8 +74,11 @@ func New(cfg Config) *Service {
 	if cfg.Changed == nil {
 		cfg.Changed = func(string) {}
 	}
+	if cfg.CatalogWait <= 0 {
+		cfg.CatalogWait = 3 * time.Second
+	}
 	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, now: cfg.Now,
-		changes: newChanges(), changed: cfg.Changed}
+		changes: newChanges(), changed: cfg.Changed, caughtUp: cfg.CatalogCaughtUp, catWait: cfg.CatalogWait}
 }
 
 // Placed is the answer to a place request: the response to send, and
@@ -98,6 +111,43 @@ func (s *Service) Place(ctx context.Context, caller, key string, raw []byte, req
 	}
 	sum := sha256.Sum256(raw)
 	hash := hex.EncodeToString(sum[:])
+	placed, err := s.place(ctx, caller, key, hash, req)
+	var unknown unknownSKUError
+	if errors.As(err, &unknown) && s.waitForCatalog(ctx) {
+		placed, err = s.place(ctx, caller, key, hash, req)
+	}
+	return placed, err
+}
+
+// waitForCatalog waits until the catalog read model has applied every
+// product.updated in the broker, or CatalogWait passes. It reports whether
+// the catalog caught up.
+func (s *Service) waitForCatalog(ctx context.Context) bool {
+	if s.caughtUp == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.catWait)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, err := s.caughtUp(ctx)
+		if ok {
+			return true
+		}
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("catalog progress", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+// place is one attempt of Place, in one transaction.
+func (s *Service) place(ctx context.Context, caller, key, hash string, req PlaceRequest) (Placed, error) {
 	// The key is claimed in the same transaction as the order: if anything
 	// fails, the claim goes with it and a corrected request can use the key.
 	var out Placed
@@ -308,7 +358,7 @@ func errOrError(err error, id string) error {
 // Consumer is the saga consumer's configuration and handler.
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{
-		event.ProductUpdated, event.StockRejected, event.PaymentAuthorized, event.PaymentFailed,
+		event.ProductUpdated, event.OrderPlaced, event.StockRejected, event.PaymentAuthorized, event.PaymentFailed,
 		event.ShipmentCreated, event.PaymentCaptured}}
 	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
 }
@@ -323,6 +373,9 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 			ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents, currency = excluded.currency`,
 			p.SKU, p.Name, p.PriceCents, p.Currency)
 		return err
+	}
+	if ev.Type == event.OrderPlaced {
+		return s.checkPlaced(ctx, tx, ev)
 	}
 	o, err := loadState(ctx, tx, ev.Subject, true)
 	if apperr.KindOf(err) == apperr.NotFound {
@@ -373,6 +426,29 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 		return bus.Permanent(fmt.Errorf("orders does not handle %s", ev.Type))
 	}
 	return nil
+}
+
+// checkPlaced compensates an order.placed this service never accepted: a
+// genuine one is published from the orders outbox after the order's row
+// committed, so an unknown order id means a forged or misrouted event.
+// Inventory and payments may already have acted on it; order.cancelled
+// (reason rejected) makes them release and void whatever they did.
+func (s *Service) checkPlaced(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	_, err := loadState(ctx, tx, ev.Subject, false)
+	if apperr.KindOf(err) != apperr.NotFound {
+		return err
+	}
+	var p event.Placed
+	if err := ev.DecodeData(&p); err != nil {
+		return err
+	}
+	if p.OrderID != ev.Subject {
+		return bus.Permanent(fmt.Errorf("order.placed for %s carries order_id %s", ev.Subject, p.OrderID))
+	}
+	s.log.Warn("order.placed for an order this service never accepted; cancelling it so other services compensate",
+		"order", p.OrderID, "event", ev.ID, "source", ev.Source)
+	return s.outbox.Emit(ctx, tx, source, event.OrderCancelled, p.OrderID,
+		event.Cancelled{OrderID: p.OrderID, CustomerID: p.CustomerID, Reason: event.ReasonRejected}, &ev)
 }
 
 // completeIfDone completes a shipped order whose payment is captured.

@@ -58,17 +58,22 @@ type Bus struct {
 
 // Dial connects to an external NATS server at url, retrying the initial
 // connection for a while and reconnecting forever afterwards.
-func Dial(ctx context.Context, url, name string) (*nats.Conn, error) {
+// opts add credentials and TLS (see nats.UserCredentials, nats.UserInfo,
+// nats.RootCAs, nats.ClientCert).
+func Dial(ctx context.Context, url, name string, opts ...nats.Option) (*nats.Conn, error) {
 	if url == "" {
 		return nil, errors.New("no NATS url: pass --nats nats://HOST:4222 (or start `ordermesh run --nats-listen 127.0.0.1:4222`)")
 	}
 	var lastErr error
 	for attempt := 0; attempt < 10; attempt++ {
-		nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond))
+		nc, err := nats.Connect(url, append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}, opts...)...)
 		if err == nil {
 			return nc, nil
 		}
 		lastErr = err
+		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(err.Error(), "Authorization Violation") {
+			return nil, fmt.Errorf("connect to NATS at %s: %w (the broker refused the credentials: check --nats-user/--nats-password, --nats-creds, or the user:password in the URL)", url, err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -286,4 +291,36 @@ func (b *Bus) Tail(ctx context.Context, opts TailOptions, f func(seq uint64, ev 
 			return err
 		}
 	}
+}
+
+// LastSequence returns the EVENTS stream sequence of the newest event of
+// type typ, or 0 when there is none.
+func (b *Bus) LastSequence(ctx context.Context, typ string) (uint64, error) {
+	stream, err := b.js.Stream(ctx, StreamEvents)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", StreamEvents, err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, SubjectPrefix+typ)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last %s: %w", typ, err)
+	}
+	return msg.Sequence, nil
+}
+
+// AckedThrough reports whether the durable consumer name has
+// acknowledged every event of its types in EVENTS up to stream sequence
+// seq, whichever instance handled them.
+func (b *Bus) AckedThrough(ctx context.Context, name string, seq uint64) (bool, error) {
+	cons, err := b.js.Consumer(ctx, StreamEvents, name)
+	if err != nil {
+		return false, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	return info.AckFloor.Stream >= seq, nil
 }

@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -14,7 +15,8 @@ import (
 // Embedded is a NATS JetStream server running inside this process with a
 // file store, reached through an in-process connection.
 type Embedded struct {
-	srv *server.Server
+	srv            *server.Server
+	user, password string
 }
 
 // EmbeddedConfig configures StartEmbedded.
@@ -25,6 +27,10 @@ type EmbeddedConfig struct {
 	// listener so other processes (ordermesh dlq, tests) can connect.
 	// Empty means in-process connections only.
 	Listen string
+	// User and Password, when set, are required of every client, the
+	// in-process connection included: the TCP port is then no open door
+	// to publish forged events.
+	User, Password string
 }
 
 // StartEmbedded starts the server and waits until it accepts connections.
@@ -53,6 +59,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	opts.Username, opts.Password = cfg.User, cfg.Password
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded nats: %w", err)
@@ -66,24 +73,40 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded nats started without JetStream (store %s)", cfg.StoreDir)
 	}
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, user: cfg.User, password: cfg.Password}, nil
 }
 
 // Connect opens an in-process client connection to the server.
 func (e *Embedded) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1))
+	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1), nats.UserInfo(e.user, e.password))
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded nats: %w", err)
 	}
 	return nc, nil
 }
 
-// ClientURL is the TCP URL of the server, or "" when it does not listen.
+// ClientURL is the TCP URL of the server, without credentials, or "" when
+// it does not listen.
 func (e *Embedded) ClientURL() string {
 	if e.srv.Addr() == nil {
 		return ""
 	}
 	return e.srv.ClientURL()
+}
+
+// ClientURLWithCredentials is ClientURL with the user and password in it,
+// as nats.Connect and --nats accept it.
+func (e *Embedded) ClientURLWithCredentials() string {
+	u := e.ClientURL()
+	if u == "" || e.user == "" {
+		return u
+	}
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	parsed.User = url.UserPassword(e.user, e.password)
+	return parsed.String()
 }
 
 // Shutdown stops the server and waits for it to finish.

@@ -9,6 +9,7 @@ package outbox
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"embed"
 	"fmt"
 	"slices"
@@ -208,4 +209,35 @@ func (o *Outbox) Emit(ctx context.Context, tx *sqldb.Tx, source, typ, subject st
 		ev = ev.CausedBy(*cause)
 	}
 	return o.Add(ctx, tx, ev)
+}
+
+// WaitPublished waits until every row committed before the call is stored
+// in the broker, so a caller can answer "done" only once other services
+// can see the events (read-your-writes across services). It polls the
+// relay's progress every 10ms until ctx ends. Errors: ctx's.
+func (o *Outbox) WaitPublished(ctx context.Context) error {
+	var last sql.NullInt64
+	if err := o.db.QueryRow(ctx, "SELECT MAX(id) FROM outbox").Scan(&last); err != nil || !last.Valid {
+		return err
+	}
+	done := "SELECT upto >= ? FROM outbox_cursor"
+	if o.db.Dialect() == sqldb.Postgres {
+		done = "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE sent_at_us IS NULL AND id <= ?)"
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var ok bool
+		if err := o.db.QueryRow(ctx, done, last.Int64).Scan(&ok); err != nil {
+			return fmt.Errorf("outbox progress: %w", err)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
