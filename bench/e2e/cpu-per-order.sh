@@ -16,7 +16,7 @@ addr=127.0.0.1:18481
 tmp=$(mktemp -d)
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install -y time)"; exit 1; }
 go build -o "$tmp/ordermesh" ./cmd/ordermesh
-"$tmp/ordermesh" run --data "$tmp/data" --addr "$addr" --log-level warn >"$tmp/run.log" 2>&1 &
+"$tmp/ordermesh" run --data "$tmp/data" --addr "$addr" --metrics-addr 127.0.0.1:0 --log-level warn >"$tmp/run.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://$addr/readyz" >/dev/null && break; sleep 0.1; done

@@ -17,7 +17,7 @@ addr=127.0.0.1:18480
 
 echo "building ordermesh…"
 go build -o "$bin" ./cmd/ordermesh
-"$bin" run --data "$data" --addr "$addr" --log-level warn >"$out/run.log" 2>&1 &
+"$bin" run --data "$data" --addr "$addr" --metrics-addr 127.0.0.1:0 --log-level warn >"$out/run.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data" "$(dirname "$bin")"' EXIT
 for _ in $(seq 1 100); do

@@ -125,6 +125,12 @@ type Config struct {
 	HashKeys map[string]string
 	// PprofAddr, when set, serves net/http/pprof there.
 	PprofAddr string
+	// MetricsAddr, when set, serves Prometheus /metrics there: never on
+	// the API listener, which anyone who can call the API reaches.
+	MetricsAddr string
+	// BodyTimeout bounds reading a whole request, body included, so a
+	// client that stalls mid-body does not hold a connection (default 30s).
+	BodyTimeout time.Duration
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string
 	// Webhooks configures merchant webhook delivery (Logger, DB and Outbox
@@ -179,6 +185,8 @@ type Node struct {
 	stop        context.CancelFunc
 	closing     sync.Once
 
+	metrics    http.Handler
+	metricsURL string
 	// unlock releases the data directory (embedded mode), last in Close.
 	unlock func()
 	// pspAPI is the provider simulator's own API, when this node runs it.
@@ -266,6 +274,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.pruneInboxes(runCtx)
 	}()
 	n.serveHTTP(mux)
+	if cfg.MetricsAddr != "" {
+		if err := n.serveMetrics(cfg.MetricsAddr); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.PprofAddr != "" {
 		if err := n.servePprof(cfg.PprofAddr); err != nil {
 			return nil, err
@@ -297,6 +310,25 @@ func (n *Node) servePprof(addr string) error {
 	n.log.Info("pprof listening", "addr", ln.Addr().String())
 	return nil
 }
+
+// serveMetrics serves /metrics on a listener of its own (a Prometheus
+// scrape port), apart from the API that clients reach.
+func (n *Node) serveMetrics(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	go srv.Serve(ln)
+	n.metricsURL = "http://" + ln.Addr().String() + "/metrics"
+	n.onClose = append(n.onClose, func() { srv.Close() })
+	return nil
+}
+
+// MetricsURL is where /metrics is served, or "" when it is not.
+func (n *Node) MetricsURL() string { return n.metricsURL }
 
 // InboxRetention is how long inbox records are kept: longer than the EVENTS
 // stream's history, so any event the broker can still redeliver or replay
@@ -483,7 +515,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := httpx.NewMetrics(reg)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	n.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	routeOf := func(r *http.Request) string {
 		if _, p := n.api.Handler(r); p != "" {
 			return p
@@ -494,8 +526,14 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 		_, p := mux.Handler(r)
 		return p
 	}
+	bodyTimeout := n.cfg.BodyTimeout
+	if bodyTimeout <= 0 {
+		bodyTimeout = 30 * time.Second
+	}
+	// ReadTimeout covers the body too; net/http lifts it once a handler has
+	// read the whole request, so streams and long polls are not cut.
 	n.http = &http.Server{Handler: httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)),
-		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: bodyTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	n.httpDone = make(chan error, 1)
 	go func() { n.httpDone <- n.http.Serve(n.listener) }()
 }

@@ -102,7 +102,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // commonFlags are the flags shared by run and serve.
 type commonFlags struct {
 	addr, logLevel string
-	pprof          string
+	pprof, metrics string
+	bodyTimeout    time.Duration
 	cors           string
 	maxDeliver     int
 	shutdown       time.Duration
@@ -116,7 +117,10 @@ type commonFlags struct {
 	pspAPIKey      string
 }
 
-func (c *commonFlags) register(fs interface {
+// register adds the shared flags; run listens on loopback by default (a
+// development default), serve on every interface (it runs behind a
+// gateway or in a container).
+func (c *commonFlags) register(defaultAddr, defaultMetrics string, fs interface {
 	StringVar(*string, string, string, string)
 	IntVar(*int, string, int, string)
 	DurationVar(*time.Duration, string, time.Duration, string)
@@ -124,7 +128,9 @@ func (c *commonFlags) register(fs interface {
 	BoolVar(*bool, string, bool, string)
 	Var(flag.Value, string, string)
 }) {
-	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
+	fs.StringVar(&c.addr, "addr", defaultAddr, "HTTP listen address (0.0.0.0:8080 or :8080 for every interface)")
+	fs.StringVar(&c.metrics, "metrics-addr", defaultMetrics, "serve Prometheus /metrics on this address, apart from the API (empty: off)")
+	fs.DurationVar(&c.bodyTimeout, "read-timeout", 30*time.Second, "longest time to read a request, body included (slow clients are cut off)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.cors, "cors-origin", "", "comma-separated browser origins allowed to call the API (e.g. https://shop.example)")
 	fs.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) for profiling")
@@ -191,7 +197,7 @@ func (c *commonFlags) logger(stderr io.Writer) (*slog.Logger, error) {
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats) and one SQLite database per service (DATA/<service>.db).", stderr)
 	var c commonFlags
-	c.register(fs)
+	c.register("127.0.0.1:8080", "127.0.0.1:9090", fs)
 	var g gatewayFlags
 	g.register(fs)
 	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
@@ -209,7 +215,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := Config{
 		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
-		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, Webhooks: c.webhooks,
+		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout, Webhooks: c.webhooks,
 		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPAPIKey: c.pspAPIKey, CORSOrigins: c.origins(),
 	}
 	if err := g.apply(&cfg); err != nil {
@@ -218,6 +224,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
 		fmt.Fprintf(stdout, "  HTTP:   %s   (health: %s/livez, %s/readyz)\n", n.URL(), n.URL(), n.URL())
+		if u := n.MetricsURL(); u != "" {
+			fmt.Fprintf(stdout, "  Metrics: %s\n", u)
+		}
 		if u := n.embedded.ClientURL(); u != "" {
 			fmt.Fprintf(stdout, "  NATS:   %s   (user %s, password in %s)\n", u, NATSUser, filepath.Join(*data, NATSPasswordFile))
 			fmt.Fprintf(stdout, "          try: ordermesh dlq list --nats nats://%s:$(cat %s)@%s\n", NATSUser, filepath.Join(*data, NATSPasswordFile), strings.TrimPrefix(u, "nats://"))
@@ -246,7 +255,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once.", stderr)
 	var c commonFlags
-	c.register(fs)
+	c.register(":8080", "", fs)
 	var g gatewayFlags
 	g.register(fs)
 	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222 (required)")
@@ -318,6 +327,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, NATSOptions: natsOpts, DB: *db, Replicas: *replicas,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
+		MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout,
 		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify, PSPAPIKey: c.pspAPIKey,
 		Balance: balance.m, HashKeys: hashKeys.m, CORSOrigins: c.origins(),
 	}

@@ -7,8 +7,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,7 +58,7 @@ func (p *process) start() {
 	p.t.Helper()
 	authSetup(p.t)
 	args := append([]string{"run", "--data", p.data, "--addr", p.addr, "--nats-listen", p.nats,
-		"--order-deadline", "5s", "--log-level", "warn", "--jwt-key", testAuth.pem}, p.extra...)
+		"--order-deadline", "5s", "--log-level", "warn", "--jwt-key", testAuth.pem, "--metrics-addr", "127.0.0.1:0"}, p.extra...)
 	p.cmd = exec.Command(p.bin, args...)
 	out := bustest.LogWriter(p.t)
 	p.cmd.Stdout, p.cmd.Stderr = out, out
@@ -71,6 +73,15 @@ func (p *process) start() {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+}
+
+// natsURL is the process's broker with the credentials `run` made.
+func (p *process) natsURL() string {
+	pw, err := os.ReadFile(filepath.Join(p.data, NATSPasswordFile))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return "nats://" + NATSUser + ":" + strings.TrimSpace(string(pw)) + "@" + p.nats
 }
 
 func (p *process) kill() {
@@ -127,7 +138,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	}
 	wg.Wait()
 
-	nc, err := bus.Dial(t.Context(), "nats://"+p.nats, "crash-test")
+	nc, err := bus.Dial(t.Context(), p.natsURL(), "crash-test")
 	if err != nil {
 		t.Fatal(err)
 	}

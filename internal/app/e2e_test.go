@@ -495,7 +495,7 @@ func TestCatalogETag(t *testing.T) {
 // TestRequestIDAndMetrics checks that X-Request-ID is propagated (or
 // made) and that /metrics counts requests per route pattern.
 func TestRequestIDAndMetrics(t *testing.T) {
-	s := startStack(t, Config{})
+	s := startStack(t, Config{MetricsAddr: "127.0.0.1:0"})
 	if got := s.do("GET", "/api/products", map[string]string{"X-Request-ID": "req-42"}, nil, nil).Header.Get("X-Request-ID"); got != "req-42" {
 		t.Fatalf("X-Request-ID = %q, want the caller's req-42", got)
 	}
@@ -503,7 +503,14 @@ func TestRequestIDAndMetrics(t *testing.T) {
 		t.Fatalf("generated X-Request-ID = %q", got)
 	}
 	s.do("GET", "/api/orders/nope", nil, nil, nil)
-	resp := s.do("GET", "/metrics", nil, nil, nil)
+	if resp := s.do("GET", "/metrics", nil, nil, nil); resp.StatusCode != 404 {
+		t.Fatalf("/metrics on the API listener = %d, want 404 (it has its own listener)", resp.StatusCode)
+	}
+	resp, err := http.Get(s.n.MetricsURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{
 		`ordermesh_http_requests_total{code="200",method="GET",route="GET /api/products"} 2`,

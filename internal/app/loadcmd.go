@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,7 +35,9 @@ one more connection and request per order, on both sides.
 	target := fs.String("target", "http://localhost:8080", "ordermesh base URL")
 	token := fs.String("token", "", "bearer token (default: DATA/dev-admin.jwt when --data is given)")
 	data := fs.String("data", "", "data directory of `ordermesh run`, to read dev-admin.jwt from")
-	rate := fs.Float64("rate", 200, "orders per second")
+	rateFlag := rateValue(200)
+	fs.Var(&rateFlag, "rate", "orders per second: 300 or 300/s (also 18000/m)")
+	rate := (*float64)(&rateFlag)
 	duration := fs.Duration("duration", 30*time.Second, "how long to send")
 	findMax := fs.Bool("max", false, "search for the highest rate with p99 completion under --slo and no errors")
 	slo := fs.Duration("slo", 500*time.Millisecond, "completion p99 objective for --max")
@@ -205,5 +208,30 @@ func writeJSONFile(path string, stdout io.Writer, v any) error {
 	if err := os.WriteFile(path, append(raw, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write --json %s: %w", path, err)
 	}
+	return nil
+}
+
+// rateValue is a rate flag: a bare number of orders per second, or N/s,
+// N/m or N/h.
+type rateValue float64
+
+func (r *rateValue) String() string { return strconv.FormatFloat(float64(*r), 'g', -1, 64) }
+
+func (r *rateValue) Set(v string) error {
+	num, unit, hasUnit := strings.Cut(strings.TrimSpace(v), "/")
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return fmt.Errorf("want orders per second such as 300 or 300/s, got %q", v)
+	}
+	switch {
+	case !hasUnit, unit == "s":
+	case unit == "m":
+		f /= 60
+	case unit == "h":
+		f /= 3600
+	default:
+		return fmt.Errorf("unit %q: use /s, /m or /h", unit)
+	}
+	*r = rateValue(f)
 	return nil
 }

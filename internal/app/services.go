@@ -189,17 +189,16 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, err
 			return nil, fmt.Errorf("--internal-secret: %w", err)
 		}
 	}
-	if len(n.cfg.RateLimits) > 0 {
-		if n.cfg.RedisURL != "" {
-			rl, rdb, err := gateway.NewRedisLimiter(n.cfg.RedisURL)
-			if err != nil {
-				return nil, err
-			}
-			n.onClose = append(n.onClose, func() { rdb.Close() })
-			cfg.Limiter = rl
-		} else {
-			cfg.Limiter = gateway.NewLocalLimiter()
+	// Limits are always on (gateway.DefaultLimits); Redis shares them.
+	if n.cfg.RedisURL != "" {
+		rl, rdb, err := gateway.NewRedisLimiter(n.cfg.RedisURL)
+		if err != nil {
+			return nil, err
 		}
+		n.onClose = append(n.onClose, func() { rdb.Close() })
+		cfg.Limiter = rl
+	} else {
+		cfg.Limiter = gateway.NewLocalLimiter()
 	}
 	if n.cfg.CacheTTL >= 0 {
 		cfg.Cache = gateway.NewCache(n.cfg.CacheTTL, 0)

@@ -306,7 +306,7 @@ func TestWebhooksSurviveKill(t *testing.T) {
 	p.start()
 	wg.Wait()
 
-	nc, err := bus.Dial(t.Context(), "nats://"+p.nats, "webhook-crash-test")
+	nc, err := bus.Dial(t.Context(), p.natsURL(), "webhook-crash-test")
 	if err != nil {
 		t.Fatal(err)
 	}

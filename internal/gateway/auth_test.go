@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -42,6 +43,13 @@ func TestJWTAcceptsEachAlgorithm(t *testing.T) {
 			}
 		})
 	}
+	t.Run("NumericTimes", func(t *testing.T) { // the raw signer that the string-time rejections use
+		now := time.Now()
+		tok := keys.SignEdDSAClaims(t, map[string]any{"sub": "ada", "iss": "ordermesh", "aud": "ordermesh", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})
+		if id, err := a.Authenticate(bearer(tok)); err != nil || id.Subject != "ada" {
+			t.Fatalf("= %+v, %v", id, err)
+		}
+	})
 	if id, err := a.Authenticate(bearer("")); err != nil || !id.Anonymous() {
 		t.Fatalf("no header = %+v, %v; want anonymous", id, err)
 	}
@@ -84,6 +92,10 @@ func TestJWTRejections(t *testing.T) {
 		"TamperedPayload":  parts[0] + "." + strings.TrimRight(parts[1], "A") + "B." + parts[2],
 		"SignatureRemoved": parts[0] + "." + parts[1] + ".",
 		"UnknownAPIKey":    "om_doesnotexist",
+		"ExpIsAString": keys.SignEdDSAClaims(t, map[string]any{"sub": "ada", "scope": "admin", "iss": "ordermesh", "aud": "ordermesh",
+			"iat": now.Unix(), "exp": fmt.Sprint(now.Add(time.Hour).Unix())}),
+		"NbfIsAString": keys.SignEdDSAClaims(t, map[string]any{"sub": "ada", "scope": "admin", "iss": "ordermesh", "aud": "ordermesh",
+			"iat": now.Unix(), "nbf": fmt.Sprint(now.Unix()), "exp": now.Add(time.Hour).Unix()}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			id, err := a.Authenticate(bearer(tok))

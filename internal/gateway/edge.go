@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,8 +35,20 @@ type Route struct {
 	Stream bool
 }
 
-// Classes are the route classes limits and timeouts may name.
-var Classes = []string{"catalog", "catalog:write", "orders:read", "orders:write", "admin", "provider"}
+// Classes are the route classes limits and timeouts may name, and
+// ClassAuthFailures, the failed authentications from one client address.
+var Classes = []string{"catalog", "catalog:write", "orders:read", "orders:write", "admin", "provider", ClassAuthFailures}
+
+// ClassAuthFailures limits failed authentications per client address.
+const ClassAuthFailures = "auth:failures"
+
+// DefaultLimits apply when no limit is configured for a class: every
+// customer's order writes (admin callers, such as the load generator, are
+// exempt from the defaults), and failed authentications per address.
+var DefaultLimits = map[string]Limit{
+	"orders:write":    {Rate: 600, Period: time.Minute, Burst: 60},
+	ClassAuthFailures: {Rate: 20, Period: time.Minute, Burst: 10},
+}
 
 // Classify maps a request under /api/ to its route; ok is false for paths
 // no service answers.
@@ -77,7 +90,8 @@ func ExemptFromIdentity(path string) bool { return path == "/api/psp/webhooks" }
 // EdgeConfig is what the edge enforces.
 type EdgeConfig struct {
 	Auth *Authenticator
-	// Limits per route class; Limiter applies them (nil: none).
+	// Limits per route class, beside DefaultLimits; Limiter applies them
+	// (nil: an in-process one).
 	Limits  map[string]Limit
 	Limiter RateLimiter
 	// OnLimiterError: true lets requests through when the limiter fails
@@ -106,6 +120,11 @@ type Edge struct {
 	// limiterWarned is when the limiter's failure was last logged (unix
 	// ns): once per 10s, not once per request.
 	limiterWarned atomic.Int64
+	// blocked are client addresses over the failed-authentication limit,
+	// with when they may try again: their credentials are not even
+	// checked until then.
+	blockedMu sync.Mutex
+	blocked   map[string]time.Time
 }
 
 // NewEdge returns the edge for cfg.
@@ -116,7 +135,10 @@ func NewEdge(cfg EdgeConfig) *Edge {
 	if cfg.DefaultTimeout == 0 {
 		cfg.DefaultTimeout = 30 * time.Second
 	}
-	e := &Edge{cfg: cfg, slots: map[string]chan struct{}{}}
+	if cfg.Limiter == nil {
+		cfg.Limiter = NewLocalLimiter()
+	}
+	e := &Edge{cfg: cfg, slots: map[string]chan struct{}{}, blocked: map[string]time.Time{}}
 	for class, n := range cfg.Concurrency {
 		e.slots[class] = make(chan struct{}, n)
 	}
@@ -143,8 +165,14 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, httpx.MaxBody)
 	}
+	if r.Header.Get("Authorization") != "" && e.isBlocked(w, r) {
+		return
+	}
 	id, err := e.cfg.Auth.Authenticate(r)
 	if err != nil {
+		if apperr.KindOf(err) == apperr.Unauthorized && !e.admitFailure(w, r) {
+			return
+		}
 		if apperr.KindOf(err) == apperr.Unauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", error="invalid_token", error_description=`+strconv.Quote(oneLine(err.Error())))
 		}
@@ -204,11 +232,74 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	next.ServeHTTP(w, r)
 }
 
+// limit is the limit of class: the configured one, else the default
+// (which admin callers are exempt from).
+func (e *Edge) limit(class string, id identity.Identity) (Limit, bool) {
+	if lim, ok := e.cfg.Limits[class]; ok {
+		return lim, true
+	}
+	if id.Has(identity.Admin) {
+		return Limit{}, false
+	}
+	lim, ok := DefaultLimits[class]
+	return lim, ok
+}
+
+// clientHost is the client's address without its port.
+func clientHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// isBlocked answers 429 to a client address that is over the failed
+// authentication limit, without checking its credentials.
+func (e *Edge) isBlocked(w http.ResponseWriter, r *http.Request) bool {
+	host := clientHost(r)
+	e.blockedMu.Lock()
+	until, ok := e.blocked[host]
+	if ok && time.Now().After(until) {
+		delete(e.blocked, host)
+		ok = false
+	}
+	e.blockedMu.Unlock()
+	if !ok {
+		return false
+	}
+	wait := time.Until(until)
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(wait))))
+	e.fail(w, r, apperr.New(apperr.TooManyRequests, "", "too many failed authentication attempts from %s; retry in %s", host, wait.Round(time.Second)))
+	return true
+}
+
+// admitFailure counts a failed authentication against the client's
+// address, and answers 429 (blocking the address for a while) once it is
+// over ClassAuthFailures' limit.
+func (e *Edge) admitFailure(w http.ResponseWriter, r *http.Request) bool {
+	lim, _ := e.limit(ClassAuthFailures, identity.Identity{})
+	host := clientHost(r)
+	d, err := e.cfg.Limiter.Allow(r.Context(), ClassAuthFailures+"|ip:"+host, lim)
+	if err != nil || d.Allowed {
+		return true
+	}
+	e.blockedMu.Lock()
+	if len(e.blocked) > 100_000 {
+		clear(e.blocked) // bounded memory under a spoofing flood
+	}
+	e.blocked[host] = time.Now().Add(d.RetryAfter)
+	e.blockedMu.Unlock()
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
+	e.fail(w, r, apperr.New(apperr.TooManyRequests, "", "too many failed authentication attempts from %s; retry in %s", host, d.RetryAfter.Round(time.Second)))
+	return false
+}
+
 // admit applies the route class's rate limit to the caller, setting the
 // RateLimit-Policy and RateLimit headers, and answers 429 when over it.
 func (e *Edge) admit(w http.ResponseWriter, r *http.Request, route Route, id identity.Identity) bool {
-	lim, ok := e.cfg.Limits[route.Class]
-	if !ok || e.cfg.Limiter == nil {
+	lim, ok := e.limit(route.Class, id)
+	if !ok {
 		return true
 	}
 	d, err := e.cfg.Limiter.Allow(r.Context(), route.Class+"|"+callerKey(r, id), lim)
@@ -256,11 +347,7 @@ func callerKey(r *http.Request, id identity.Identity) string {
 	case !id.Anonymous():
 		return "sub:" + id.Subject
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return "ip:" + host
+	return "ip:" + clientHost(r)
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
