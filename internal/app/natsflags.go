@@ -17,7 +17,7 @@ import (
 // accepted inside the URL, nats://USER:PASS@HOST:4222), and TLS with a CA
 // and an optional client certificate.
 type natsFlags struct {
-	creds, user, password string
+	creds, user, password  string
 	tlsCA, tlsCert, tlsKey string
 }
 
