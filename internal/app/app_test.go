@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
@@ -68,7 +69,9 @@ func TestNodeRelaysAndSurvivesRestart(t *testing.T) {
 	if checks := readyz(t, n); checks["orders_db"] != "ok" || checks["nats"] != "ok" {
 		t.Fatalf("readyz checks = %v", checks)
 	}
-	ev, err := bus.NewEvent("order.placed", "orders", "order-1", map[string]int{"total_cents": 1200})
+	line := []event.Line{{SKU: "NODE", Quantity: 1, UnitPriceCents: 1200}}
+	ev, err := bus.NewEvent(event.OrderPlaced, "orders", "order-1", event.Placed{OrderID: "order-1", CustomerID: "c", Items: line,
+		TotalCents: 1200, Currency: "EUR", PaymentToken: "tok_ok", ShippingAddress: address})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +87,7 @@ func TestNodeRelaysAndSurvivesRestart(t *testing.T) {
 	reacted := make(chan string, 1)
 	err = n.ConsumeBatch(context.Background(), bus.ConsumerConfig{Name: "inventory-reserve", Types: []string{"order.placed"}},
 		inbox.BatchHandler(n.stores["inventory"].db, "inventory-reserve", func(ctx context.Context, tx *sqldb.Tx, in bus.Event) error {
-			out, err := bus.NewEvent("stock.reserved", "inventory", in.Subject, map[string]string{"order": in.Subject})
+			out, err := bus.NewEvent(event.StockReserved, "inventory", in.Subject, event.Reserved{OrderID: in.Subject, Items: line})
 			if err != nil {
 				return err
 			}
@@ -98,7 +101,12 @@ func TestNodeRelaysAndSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reaction := <-reacted
+	var reaction string
+	select {
+	case reaction = <-reacted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the consumer never reacted")
+	}
 	bustest.Eventually(t, 10*time.Second, "the reaction relayed", func() bool { return streamHas(t, n, reaction) })
 	if err := n.Close(context.Background()); err != nil {
 		t.Fatal(err)

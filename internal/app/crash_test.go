@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,6 +111,8 @@ func TestCrashUnderLoad(t *testing.T) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: http.DefaultClient.Transport} // with the admin token
 	var accepted atomic.Int64
 	ids := make([]string, total)
+	var acceptedMu sync.Mutex
+	var acceptedIDs []string
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
 	for range clients {
@@ -126,6 +129,9 @@ func TestCrashUnderLoad(t *testing.T) {
 				body, _ := json.Marshal(orderBody(fmt.Sprintf("c%d", i%37), token, order.ItemRequest{SKU: sku, Quantity: 1}))
 				key := fmt.Sprintf("crash-%d", i)
 				ids[i] = placeUntilAnswered(client, s.base, key, body)
+				acceptedMu.Lock()
+				acceptedIDs = append(acceptedIDs, ids[i])
+				acceptedMu.Unlock()
 				accepted.Add(1)
 			}
 		}()
@@ -133,8 +139,18 @@ func TestCrashUnderLoad(t *testing.T) {
 	for _, at := range []int64{50 + rand.Int64N(150), 250 + rand.Int64N(150)} {
 		bustest.Eventually(t, 60*time.Second, fmt.Sprintf("%d orders accepted", at), func() bool { return accepted.Load() >= at })
 		p.kill()
-		t.Logf("killed ordermesh with SIGKILL after %d accepted orders", accepted.Load())
+		acceptedMu.Lock()
+		before := slices.Clone(acceptedIDs)
+		acceptedMu.Unlock()
+		t.Logf("killed ordermesh with SIGKILL after %d accepted orders", len(before))
+		restart := time.Now()
 		p.start()
+		ready := time.Since(restart)
+		// Recovery: every order accepted before the kill settles, including
+		// those whose events the killed process held unacknowledged.
+		s.settle(before, 90*time.Second)
+		t.Logf("recovery: ready %.1fs after the restart; all %d orders accepted before the kill settled %.1fs after it",
+			ready.Seconds(), len(before), time.Since(restart).Seconds())
 	}
 	wg.Wait()
 
