@@ -102,7 +102,7 @@ func (s *Service) Product(ctx context.Context, sku string) (Product, error) {
 // Consumer is the saga consumer's configuration and handler.
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{event.OrderPlaced, event.OrderCancelled, event.ShipmentCreated}}
-	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle, inbox.LockFirst(lockStock))
 }
 
 func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {

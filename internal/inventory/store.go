@@ -6,10 +6,13 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
 
@@ -196,3 +199,63 @@ const (
 	commitReserved   = "committed = committed + ?, reserved = reserved - ?"
 	releaseCommitted = "available = available + ?, committed = committed - ?"
 )
+
+// lockStock locks, on PostgreSQL, every product row a batch of events may
+// change, in SKU order, before any handler runs. Handlers then lock rows
+// one event at a time in whatever order the events came, but they already
+// hold them: two batches (on two instances) that share SKUs queue on the
+// first one instead of each holding one the other waits for. SQLite needs
+// nothing: its write transaction holds the whole database.
+func lockStock(ctx context.Context, tx *sqldb.Tx, evs []bus.Event) error {
+	if tx.Dialect() != sqldb.Postgres {
+		return nil
+	}
+	skus := map[string]bool{}
+	var others []any // orders whose reservations the batch may move
+	for _, ev := range evs {
+		if ev.Type != event.OrderPlaced {
+			others = append(others, ev.Subject)
+			continue
+		}
+		var d event.Placed
+		if err := ev.DecodeData(&d); err != nil {
+			continue // the handler reports it
+		}
+		for _, l := range d.Items {
+			skus[l.SKU] = true
+		}
+	}
+	if len(others) > 0 {
+		rows, err := tx.Query(ctx, "SELECT DISTINCT sku FROM reservations WHERE order_id IN ("+sqldb.Placeholders(len(others))+")", others...)
+		if err != nil {
+			return fmt.Errorf("lock stock: %w", err)
+		}
+		for rows.Next() {
+			var sku string
+			if err := rows.Scan(&sku); err != nil {
+				rows.Close()
+				return err
+			}
+			skus[sku] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	if len(skus) == 0 {
+		return nil
+	}
+	args := make([]any, 0, len(skus))
+	for _, sku := range slices.Sorted(maps.Keys(skus)) {
+		args = append(args, sku)
+	}
+	rows, err := tx.Query(ctx, "SELECT sku FROM products WHERE sku IN ("+sqldb.Placeholders(len(args))+") ORDER BY sku FOR UPDATE", args...)
+	if err != nil {
+		return fmt.Errorf("lock stock: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() { // each row is locked as it is read
+	}
+	return rows.Err()
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
@@ -176,12 +175,10 @@ func TestInstancesRacingOnOneOrderLeaveNothingHeld(t *testing.T) {
 func startProvider(t *testing.T, log *slog.Logger) (*psp.Server, Provider) {
 	t.Helper()
 	pspDB := sqldbtest.Open(t, "sqlite:"+filepath.Join(t.TempDir(), "psp.db"), psp.Migrations())
-	provider := psp.New(pspDB, psp.Config{}, log)
-	mux := http.NewServeMux()
-	provider.Routes(mux)
-	srv := httptest.NewServer(mux)
+	provider := psp.New(pspDB, psp.Config{APIKey: "test-provider-key"}, log)
+	srv := httptest.NewServer(provider.ProviderAPI())
 	t.Cleanup(srv.Close)
-	return provider, NewProviderClient(ClientConfig{BaseURL: srv.URL})
+	return provider, NewProviderClient(ClientConfig{BaseURL: srv.URL, APIKey: "test-provider-key"})
 }
 
 // holdings sums the provider's ledger for an order: what it holds

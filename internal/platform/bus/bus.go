@@ -32,6 +32,9 @@ const (
 	EventsMaxAge = 7 * 24 * time.Hour
 	// DuplicateWindow is how long the broker remembers Nats-Msg-Id values.
 	DuplicateWindow = 2 * time.Minute
+	// PublishAckTimeout is the longest a publish waits for the broker's
+	// acknowledgement before it counts as failed (and is retried).
+	PublishAckTimeout = 10 * time.Second
 )
 
 // Config configures a Bus.
@@ -92,7 +95,11 @@ func New(nc *nats.Conn, cfg Config) (*Bus, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	// Every asynchronous publish gets an answer within PublishAckTimeout:
+	// an acknowledgement lost with a stream leader that died becomes an
+	// error to retry (the broker drops a re-publish by Nats-Msg-Id), never
+	// a wait without end.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(PublishAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -192,7 +199,13 @@ func (p *PendingBatch) fail(i int, err error) {
 // Wait waits for every acknowledgement and returns each event's outcome as
 // PublishBatch does. An event whose ack has not come when ctx ends counts
 // as failed (it may still be stored; a re-publish is de-duplicated).
+//
+// It waits at most PublishAckTimeout past the last publish, whatever ctx
+// says: a future whose acknowledgement was lost (a leader change) fails
+// instead of hanging its caller.
 func (p *PendingBatch) Wait(ctx context.Context) (errs []error) {
+	ctx, cancel := context.WithTimeout(ctx, PublishAckTimeout+time.Second)
+	defer cancel()
 	for i, f := range p.futures {
 		if f == nil {
 			continue

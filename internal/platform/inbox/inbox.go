@@ -65,11 +65,22 @@ func Handler(db *sqldb.DB, consumer string, h TxHandler) bus.Handler {
 // reported while the others commit. If the commit itself fails, every event
 // reports that error and is retried. h may therefore run more than once for
 // an event; it must only write through tx.
-func BatchHandler(db *sqldb.DB, consumer string, h TxHandler) bus.BatchHandler {
+//
+// A deadlock or serialization failure (sqldb.IsRetryable) is not any one
+// event's fault: it aborts the whole transaction, which InTx runs again,
+// rather than spending a delivery of the event that met it.
+func BatchHandler(db *sqldb.DB, consumer string, h TxHandler, opts ...Option) bus.BatchHandler {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	return func(ctx context.Context, evs []bus.Event) []error {
 		err := db.InTx(ctx, func(tx *sqldb.Tx) error {
 			fresh, err := seenBatch(ctx, tx, consumer, evs)
 			if err != nil {
+				return err
+			}
+			if err := o.lock(ctx, tx, evs); err != nil {
 				return err
 			}
 			for _, ev := range evs {
@@ -77,6 +88,9 @@ func BatchHandler(db *sqldb.DB, consumer string, h TxHandler) bus.BatchHandler {
 					continue
 				}
 				if err := h(ctx, tx, ev); err != nil {
+					if sqldb.IsRetryable(err) {
+						return err
+					}
 					return errSlowPath
 				}
 			}
@@ -86,7 +100,7 @@ func BatchHandler(db *sqldb.DB, consumer string, h TxHandler) bus.BatchHandler {
 		case err == nil:
 			return nil
 		case errors.Is(err, errSlowPath):
-			return eachInSavepoint(ctx, db, consumer, h, evs)
+			return eachInSavepoint(ctx, db, consumer, h, o, evs)
 		default:
 			return allFailed(len(evs), err)
 		}
@@ -94,6 +108,29 @@ func BatchHandler(db *sqldb.DB, consumer string, h TxHandler) bus.BatchHandler {
 }
 
 var errSlowPath = errors.New("a handler failed; retry the batch event by event")
+
+// Option configures a BatchHandler.
+type Option func(*options)
+
+type options struct {
+	lockFirst func(ctx context.Context, tx *sqldb.Tx, evs []bus.Event) error
+}
+
+func (o options) lock(ctx context.Context, tx *sqldb.Tx, evs []bus.Event) error {
+	if o.lockFirst == nil {
+		return nil
+	}
+	return o.lockFirst(ctx, tx, evs)
+}
+
+// LockFirst runs lock at the start of every batch transaction, before any
+// handler. A consumer whose handlers lock several rows per event uses it
+// to lock every row the batch will touch in one global order, so that
+// concurrent batches (other instances) never wait on each other in a
+// cycle.
+func LockFirst(lock func(ctx context.Context, tx *sqldb.Tx, evs []bus.Event) error) Option {
+	return func(o *options) { o.lockFirst = lock }
+}
 
 // Record records events as processed by consumer in tx, ignoring any
 // already recorded. Use it when the caller has filtered duplicates itself.
@@ -144,10 +181,13 @@ func seenBatch(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Eve
 }
 
 // eachInSavepoint handles evs in one transaction with a savepoint per event.
-func eachInSavepoint(ctx context.Context, db *sqldb.DB, consumer string, h TxHandler, evs []bus.Event) []error {
+func eachInSavepoint(ctx context.Context, db *sqldb.DB, consumer string, h TxHandler, o options, evs []bus.Event) []error {
 	var errs []error
 	err := db.InTx(ctx, func(tx *sqldb.Tx) error {
 		errs = nil
+		if err := o.lock(ctx, tx, evs); err != nil {
+			return err
+		}
 		for i, ev := range evs {
 			if _, err := tx.Exec(ctx, "SAVEPOINT inbox_event"); err != nil {
 				return err
@@ -155,6 +195,9 @@ func eachInSavepoint(ctx context.Context, db *sqldb.DB, consumer string, h TxHan
 			seen, err := Seen(ctx, tx, consumer, ev.ID)
 			if err == nil && !seen {
 				err = h(ctx, tx, ev)
+			}
+			if sqldb.IsRetryable(err) {
+				return err // the whole transaction again, see BatchHandler
 			}
 			if err != nil {
 				if errs == nil {

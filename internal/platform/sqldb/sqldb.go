@@ -10,12 +10,15 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/mattn/go-sqlite3"
 )
@@ -200,13 +203,40 @@ func (db *DB) InTx(ctx context.Context, fn func(*Tx) error) error {
 		return db.inGroup(ctx, fn)
 	}
 	var hooks []func()
-	if err := db.plainTx(ctx, fn, &hooks); err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		err := db.plainTx(ctx, fn, &hooks)
+		if err == nil {
+			break
+		}
+		if !IsRetryable(err) || attempt == maxTxAttempts {
+			return err
+		}
+		// A deadlock victim or a serialization failure: the transaction
+		// did nothing, and running it again is the documented remedy.
+		backoff := time.Duration(attempt*attempt) * time.Millisecond * time.Duration(5+rand.IntN(10))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
 	}
 	for _, f := range hooks {
 		f()
 	}
 	return nil
+}
+
+// maxTxAttempts bounds InTx's retries of a transaction that PostgreSQL
+// aborted as a deadlock victim or for a serialization failure.
+const maxTxAttempts = 5
+
+// IsRetryable reports whether err aborted a PostgreSQL transaction that
+// may simply be run again: a deadlock (40P01) or a serialization failure
+// (40001). InTx retries those itself; fn must then be safe to run again,
+// as it is when it only writes through its Tx.
+func IsRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
 // plainTx runs fn in a transaction of its own and hands back the hooks fn
