@@ -515,6 +515,24 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := httpx.NewMetrics(reg)
+	for name, st := range n.stores {
+		if name == "gateway" {
+			continue
+		}
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "ordermesh_outbox_oldest_unsent_seconds",
+			Help:        "Age of the oldest outbox row not yet published to the broker (0 when none).",
+			ConstLabels: prometheus.Labels{"service": name},
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			age, err := st.outbox.OldestUnsent(ctx, time.Now())
+			if err != nil {
+				return -1
+			}
+			return age.Seconds()
+		}))
+	}
 	n.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	routeOf := func(r *http.Request) string {
 		if _, p := n.api.Handler(r); p != "" {
@@ -538,8 +556,12 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	go func() { n.httpDone <- n.http.Serve(n.listener) }()
 }
 
-// ready answers 200 when the broker is connected and every database
-// answers, else 503 with what is wrong.
+// MaxOutboxLag is how old the oldest unpublished outbox row may be before
+// /readyz reports the node not ready.
+const MaxOutboxLag = 30 * time.Second
+
+// ready answers 200 when the broker is connected, every database answers
+// and every outbox is being published, else 503 with what is wrong.
 func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 	checks := map[string]string{"nats": "ok"}
 	status := http.StatusOK
@@ -555,6 +577,20 @@ func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusServiceUnavailable
 		} else {
 			checks[name+"_db"] = "ok"
+		}
+		if name != "gateway" {
+			// A relay that cannot publish leaves rows waiting: the
+			// services' events stop flowing, so this instance is not ready.
+			switch age, err := st.outbox.OldestUnsent(ctx, time.Now()); {
+			case err != nil:
+				checks[name+"_outbox"] = err.Error()
+				status = http.StatusServiceUnavailable
+			case age > MaxOutboxLag:
+				checks[name+"_outbox"] = fmt.Sprintf("the oldest unpublished event is %s old; the relay cannot publish", age.Round(time.Second))
+				status = http.StatusServiceUnavailable
+			default:
+				checks[name+"_outbox"] = "ok"
+			}
 		}
 		cancel()
 	}

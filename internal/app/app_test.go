@@ -66,7 +66,7 @@ func streamHas(t *testing.T, n *Node, id string) bool {
 func TestNodeRelaysAndSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, dir)
-	if checks := readyz(t, n); checks["orders_db"] != "ok" || checks["nats"] != "ok" {
+	if checks := readyz(t, n); checks["orders_db"] != "ok" || checks["nats"] != "ok" || checks["orders_outbox"] != "ok" {
 		t.Fatalf("readyz checks = %v", checks)
 	}
 	line := []event.Line{{SKU: "NODE", Quantity: 1, UnitPriceCents: 1200}}

@@ -187,6 +187,8 @@ type PendingBatch struct {
 	events  []Event
 	futures []jetstream.PubAckFuture
 	errs    []error
+	// wait bounds Wait (PublishAckTimeout and a margin; tests shorten it).
+	wait time.Duration
 }
 
 func (p *PendingBatch) fail(i int, err error) {
@@ -204,7 +206,10 @@ func (p *PendingBatch) fail(i int, err error) {
 // says: a future whose acknowledgement was lost (a leader change) fails
 // instead of hanging its caller.
 func (p *PendingBatch) Wait(ctx context.Context) (errs []error) {
-	ctx, cancel := context.WithTimeout(ctx, PublishAckTimeout+time.Second)
+	if p.wait == 0 {
+		p.wait = PublishAckTimeout + time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.wait)
 	defer cancel()
 	for i, f := range p.futures {
 		if f == nil {

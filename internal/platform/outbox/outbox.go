@@ -11,6 +11,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -195,6 +196,26 @@ func (o *Outbox) Pending(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("count pending outbox rows: %w", err)
 	}
 	return n, nil
+}
+
+// OldestUnsent returns how long the oldest row not yet marked sent has
+// waited (zero when none): the relay's lag, which grows without bound
+// when it cannot publish. On SQLite it includes up to SaveEvery of the
+// lazily saved mark.
+func (o *Outbox) OldestUnsent(ctx context.Context, now time.Time) (time.Duration, error) {
+	q := "SELECT time_us FROM outbox WHERE sent_at_us IS NULL ORDER BY id LIMIT 1"
+	if o.db.Dialect() != sqldb.Postgres {
+		q = "SELECT time_us FROM outbox WHERE id > (SELECT upto FROM outbox_cursor) ORDER BY id LIMIT 1"
+	}
+	var us int64
+	err := o.db.QueryRow(ctx, q).Scan(&us)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("oldest unsent outbox row: %w", err)
+	}
+	return max(0, now.Sub(time.UnixMicro(us))), nil
 }
 
 // Emit adds one event of type typ about subject, from source, with data

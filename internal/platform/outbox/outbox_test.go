@@ -518,3 +518,37 @@ func TestCrashChild(t *testing.T) {
 		fmt.Printf("COMMITTED %d\n", i)
 	}
 }
+
+// TestOldestUnsentShowsTheRelaysLag: rows nobody publishes age (what
+// /readyz and the lag metric report); once a relay publishes them the lag
+// is zero. WaitPublished returns only then.
+func TestOldestUnsentShowsTheRelaysLag(t *testing.T) {
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		o := outbox.New(db)
+		if age, err := o.OldestUnsent(ctx, time.Now()); err != nil || age != 0 {
+			t.Fatalf("empty outbox: lag %s, %v", age, err)
+		}
+		if _, err := change(ctx, db, o, 2, false); err != nil {
+			t.Fatal(err)
+		}
+		if age, err := o.OldestUnsent(ctx, time.Now().Add(time.Minute)); err != nil || age < time.Minute {
+			t.Fatalf("unpublished rows a minute later: lag %s, %v; want at least 1m", age, err)
+		}
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		if err := o.WaitPublished(short); err == nil {
+			t.Fatal("WaitPublished returned with no relay running")
+		}
+		s := bustest.Start(t)
+		startRelay(t, o, outbox.RelayConfig{Publisher: s.Bus})
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer wcancel()
+		if err := o.WaitPublished(wctx); err != nil {
+			t.Fatalf("WaitPublished with a relay: %v", err)
+		}
+		if age, err := o.OldestUnsent(ctx, time.Now()); err != nil || age != 0 {
+			t.Fatalf("after publishing: lag %s, %v", age, err)
+		}
+	})
+}
