@@ -200,24 +200,7 @@ func TestRelayKeepsCommitOrderUnderConcurrentWriters(t *testing.T) {
 		if db.Dialect() == sqldb.Postgres {
 			return // concurrent PostgreSQL transactions commit out of id order
 		}
-		rows, err := db.Query(ctx, "SELECT event_id FROM outbox ORDER BY id")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var want []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				t.Fatal(err)
-			}
-			want = append(want, id)
-		}
-		for i, ev := range s.StreamEvents(t, bus.StreamEvents) {
-			if ev.ID != want[i] {
-				t.Fatalf("event %d in EVENTS is %s, want %s: the relay must publish in commit order", i, ev.ID, want[i])
-			}
-		}
+		assertStreamInIDOrder(t, db, s)
 	})
 }
 
@@ -267,6 +250,34 @@ func TestRelaysOnPostgresNeverPublishTwice(t *testing.T) {
 		}
 	}
 	assertExactlyCommitted(t, s, committed)
+	// Every row was committed before the relays started, so id order is
+	// commit order, and the three relays together must keep it: a later
+	// event of an order must never reach the broker first.
+	assertStreamInIDOrder(t, db, s)
+}
+
+// assertStreamInIDOrder checks that EVENTS holds the outbox's events in
+// the order of their row ids.
+func assertStreamInIDOrder(t *testing.T, db *sqldb.DB, s *bustest.Server) {
+	t.Helper()
+	rows, err := db.Query(context.Background(), "SELECT event_id FROM outbox ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var want []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	for i, ev := range s.StreamEvents(t, bus.StreamEvents) {
+		if ev.ID != want[i] {
+			t.Fatalf("event %d in EVENTS is %s, want %s: events must reach the broker in commit order", i, ev.ID, want[i])
+		}
+	}
 }
 
 // relayTenAndStop commits five changes of two events each, lets a relay

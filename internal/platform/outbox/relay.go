@@ -56,10 +56,11 @@ type RelayConfig struct {
 // publish failed, the relay waits for the batches in flight, rewinds to
 // the mark and backs off.
 //
-// On PostgreSQL any number of relays may run against one database: each
-// claims its batch with FOR UPDATE SKIP LOCKED and holds the claim until
-// the batch is acknowledged and marked, so no row is published by two
-// relays at once.
+// On PostgreSQL any number of relays may run against one database (one
+// per instance). A round takes a transaction-scoped advisory lock, claims
+// the oldest unsent batch, publishes it, waits for the acks and marks the
+// rows, so rounds run one at a time and events reach the broker in id
+// order whichever instance relays them.
 type Relay struct {
 	o   *Outbox
 	cfg RelayConfig
@@ -199,11 +200,22 @@ const (
 	selectAfter = outboxColumns + `WHERE id > ? ORDER BY id LIMIT ?`
 )
 
+// relayLockKey, with the hash of the current schema, names the PostgreSQL
+// advisory lock that serializes the relay rounds of one outbox (services
+// that share a database keep their outboxes in schemas of their own).
+const relayLockKey int32 = 0x6f75_7462 // "outb"
+
 // claimPublishMark is one PostgreSQL round: claim a batch, publish it, wait
 // for the acks, mark the acknowledged rows, commit.
 func (r *Relay) claimPublishMark(ctx context.Context) (n int, err error) {
 	var failed error
 	err = r.o.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		// One round at a time across every relay on this database: rounds
+		// of two relays would publish in parallel, and a later event of an
+		// order could reach the broker before an earlier one.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))", relayLockKey); err != nil {
+			return fmt.Errorf("take the relay lock: %w", err)
+		}
 		rows, err := tx.Query(ctx, selectUnsent+" FOR UPDATE SKIP LOCKED", 0, r.cfg.BatchSize)
 		if err != nil {
 			return err
