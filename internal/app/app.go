@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -91,8 +92,14 @@ type Config struct {
 	// DSNs overrides the database of single services (e.g. PostgreSQL
 	// schemas in tests while the rest runs embedded).
 	DSNs map[string]string
-	// Replicas of the streams on an external cluster.
-	Replicas int
+	// Replicas of the streams on an external cluster (0: keep theirs), their
+	// placement, and the EVENTS stream's storage cap (see bus.Config).
+	Replicas       int
+	Placement      *jetstream.Placement
+	StreamMaxBytes int64
+	// StreamsTimeout bounds the wait for the broker to place the streams at
+	// start (default 2m).
+	StreamsTimeout time.Duration
 
 	// MaxDeliver is the deliveries an event gets before it is dead-lettered.
 	MaxDeliver int
@@ -384,10 +391,17 @@ func (n *Node) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("event schemas: %w", err)
 	}
-	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Logger: n.log, Validate: schemas.Validate}); err != nil {
+	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Placement: n.cfg.Placement, MaxBytes: n.cfg.StreamMaxBytes,
+		Logger: n.log, Validate: schemas.Validate}); err != nil {
 		return err
 	}
-	return n.Bus.EnsureStreams(ctx)
+	timeout := n.cfg.StreamsTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return n.Bus.EnsureStreams(sctx)
 }
 
 // DSN is the database a service uses under cfg.

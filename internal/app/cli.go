@@ -30,6 +30,9 @@ Usage:
   ordermesh serve SERVICE [flags]    one service against external NATS and its own database
                                      (SERVICE: orders, inventory, payments, shipping,
                                      notifications, psp, gateway)
+  ordermesh setup --nats URL [--replicas 3]
+                                     create or update the broker's streams, waiting until the
+                                     cluster can place them (also done on start)
   ordermesh migrate [flags]          apply database migrations (also done on start)
   ordermesh dlq list|show ID|replay ID...|replay --all|purge --yes
                                      inspect and replay dead letters
@@ -80,6 +83,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdServe(ctx, rest, stdout, stderr)
 	case "migrate":
 		return cmdMigrate(ctx, rest, stdout, stderr)
+	case "setup":
+		return cmdSetup(ctx, rest, stdout, stderr)
 	case "dlq":
 		return cmdDLQ(ctx, rest, stdout, stderr)
 	case "load":
@@ -95,7 +100,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, mainUsage)
 		return nil
 	default:
-		return usagef("unknown command %q (commands: run, serve, migrate, dlq, load, token, apikey, version)", cmd)
+		return usagef("unknown command %q (commands: run, serve, setup, migrate, dlq, load, token, apikey, version)", cmd)
 	}
 }
 
@@ -262,7 +267,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var nf natsFlags
 	nf.register(fs)
 	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
-	replicas := fs.Int("replicas", 1, "replicas of the streams (3 on a 3-node cluster)")
+	var sf streamFlags
+	sf.register(fs)
 	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
 	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
 	var upstreams upstreamFlag
@@ -289,8 +295,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if !optionalDB[service] && *db == "" {
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
 	}
-	if *replicas < 1 {
-		return usagef("--replicas must be at least 1")
+	if err := sf.validate(); err != nil {
+		return err
 	}
 	if service == "payments" && *pspURL == "" {
 		return usagef("serve payments needs --psp-url, the payment provider's base URL")
@@ -324,13 +330,14 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg := Config{
-		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, NATSOptions: natsOpts, DB: *db, Replicas: *replicas,
+		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, NATSOptions: natsOpts, DB: *db,
 		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
 		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
 		MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout,
 		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify, PSPAPIKey: c.pspAPIKey,
 		Balance: balance.m, HashKeys: hashKeys.m, CORSOrigins: c.origins(),
 	}
+	sf.config(&cfg)
 	if err := g.apply(&cfg); err != nil {
 		return err
 	}
@@ -364,6 +371,55 @@ func runUntilSignal(ctx context.Context, cfg Config, timeout time.Duration, star
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	cfg.Logger.Info("stopped cleanly")
+	return nil
+}
+
+func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("setup", "Usage: ordermesh setup --nats URL [--replicas 3] [flags]\n\nCreates or updates the broker's streams (EVENTS, DLQ, REPLAY) and exits: the\nexplicit first step of a deployment. While the cluster cannot place them yet\n(still forming, too few servers) it retries, until --timeout. Replicas are\nnever lowered. Every service also does this at start.", stderr)
+	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated (required)")
+	var nf natsFlags
+	nf.register(fs)
+	var sf streamFlags
+	sf.register(fs)
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the cluster to place the streams")
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
+	if *natsURL == "" {
+		return usagef("setup needs --nats URL (or $ORDERMESH_NATS)")
+	}
+	if err := sf.validate(); err != nil {
+		return err
+	}
+	opts, err := nf.options()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	nc, err := bus.Dial(ctx, *natsURL, "ordermesh-setup", opts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var cfg Config
+	sf.config(&cfg)
+	b, err := bus.New(nc, bus.Config{Replicas: cfg.Replicas, Placement: cfg.Placement, MaxBytes: cfg.StreamMaxBytes, Logger: log})
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := b.EnsureStreams(sctx); err != nil {
+		return err
+	}
+	for _, name := range []string{bus.StreamEvents, bus.StreamDLQ, bus.StreamReplay} {
+		st, err := b.JetStream().Stream(ctx, name)
+		if err != nil {
+			return err
+		}
+		info := st.CachedInfo()
+		fmt.Fprintf(stdout, "%s: %d replica(s), %d messages\n", name, info.Config.Replicas, info.State.Msgs)
+	}
 	return nil
 }
 

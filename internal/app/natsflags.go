@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // natsFlags are the standard ways to authenticate to an external NATS
@@ -87,4 +88,46 @@ func embeddedPassword(dir string) (string, error) {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	return pw, nil
+}
+
+// streamFlags say how the streams are set up on a cluster.
+type streamFlags struct {
+	replicas int
+	maxBytes int64
+	cluster  string
+	tags     string
+}
+
+func (f *streamFlags) register(fs interface {
+	IntVar(*int, string, int, string)
+	Int64Var(*int64, string, int64, string)
+	StringVar(*string, string, string, string)
+}) {
+	fs.IntVar(&f.replicas, "replicas", 0, "replicas of the streams (3 on a 3-node cluster); 0 keeps what they have (1 for new ones), and they are never lowered")
+	fs.Int64Var(&f.maxBytes, "stream-max-bytes", 0, "cap on the EVENTS stream's storage in bytes (0: none, or the cap it has)")
+	fs.StringVar(&f.cluster, "stream-cluster", "", "place the streams in this NATS cluster")
+	fs.StringVar(&f.tags, "stream-tags", "", "place the streams on servers with these tags (comma-separated)")
+}
+
+func (f *streamFlags) validate() error {
+	if f.replicas < 0 || f.replicas > 5 {
+		return usagef("--replicas must be 0 to 5, got %d", f.replicas)
+	}
+	if f.maxBytes < 0 {
+		return usagef("--stream-max-bytes must not be negative")
+	}
+	return nil
+}
+
+// config fills the stream settings of cfg.
+func (f *streamFlags) config(cfg *Config) {
+	cfg.Replicas, cfg.StreamMaxBytes = f.replicas, f.maxBytes
+	if f.cluster != "" || f.tags != "" {
+		cfg.Placement = &jetstream.Placement{Cluster: f.cluster}
+		for _, t := range strings.Split(f.tags, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				cfg.Placement.Tags = append(cfg.Placement.Tags, t)
+			}
+		}
+	}
 }

@@ -40,8 +40,16 @@ const (
 // Config configures a Bus.
 type Config struct {
 	// Replicas is the replica count of the streams (1 embedded, 3 on a
-	// clustered broker). Zero means 1.
+	// clustered broker). Zero means what the streams have, or 1 for new
+	// ones. A stream never gets fewer replicas than it has: an instance
+	// started without the flag cannot turn a cluster's R3 streams into R1.
 	Replicas int
+	// Placement, when set, places the streams on a cluster or on servers
+	// with tags.
+	Placement *jetstream.Placement
+	// MaxBytes caps EVENTS' storage (0: no cap; the oldest events go
+	// first once it is reached).
+	MaxBytes int64
 	// Logger receives consumer warnings. Nil means slog.Default().
 	Logger *slog.Logger
 	// Validate, when set, checks every received event's data against its
@@ -88,9 +96,6 @@ func Dial(ctx context.Context, url, name string, opts ...nats.Option) (*nats.Con
 
 // New wraps an open connection.
 func New(nc *nats.Conn, cfg Config) (*Bus, error) {
-	if cfg.Replicas <= 0 {
-		cfg.Replicas = 1
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -113,8 +118,32 @@ func (b *Bus) Conn() *nats.Conn { return b.nc }
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
 // EnsureStreams creates or updates the EVENTS, DLQ and REPLAY streams. It is
-// idempotent and safe to call from every instance at start.
+// idempotent and safe to call from every instance at start. While the
+// broker cannot place a stream yet (a cluster still forming, too few
+// servers up), it retries with backoff and says so in the log, until ctx
+// ends.
 func (b *Bus) EnsureStreams(ctx context.Context) error {
+	wait := 250 * time.Millisecond
+	for {
+		// Each attempt has a deadline of its own: a request to a cluster
+		// without a JetStream leader yet gets no answer at all.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := b.ensureStreams(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		b.log.Warn("streams not ready; retrying (is the JetStream cluster up and are there enough servers for the replicas?)", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+func (b *Bus) ensureStreams(ctx context.Context) error {
 	streams := []jetstream.StreamConfig{{
 		Name:        StreamEvents,
 		Description: "ordermesh domain events (CloudEvents, binary mode)",
@@ -142,10 +171,45 @@ func (b *Bus) EnsureStreams(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.cfg.Replicas,
 	}}
+	streams[0].MaxBytes = b.cfg.MaxBytes
 	for _, cfg := range streams {
-		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+		cfg.Placement = b.cfg.Placement
+		if err := b.ensureStream(ctx, cfg); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// ensureStream creates cfg's stream or updates it, keeping the replicas
+// it has when more than asked for, and the placement when none is asked.
+func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	existing, err := b.js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		cfg.Replicas = max(cfg.Replicas, 1)
+		if _, err := b.js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("create stream %s with %d replicas: %w", cfg.Name, cfg.Replicas, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
+	have := existing.CachedInfo().Config
+	if cfg.Replicas < have.Replicas {
+		if cfg.Replicas > 0 {
+			b.log.Warn("keeping the stream's replicas: another instance asked for more", "stream", cfg.Name, "asked", cfg.Replicas, "has", have.Replicas)
+		}
+		cfg.Replicas = have.Replicas
+	}
+	if cfg.Placement == nil {
+		cfg.Placement = have.Placement
+	}
+	if cfg.MaxBytes == 0 && cfg.Name == StreamEvents {
+		cfg.MaxBytes = have.MaxBytes // a cap is lifted only by setting one
+	}
+	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("update stream %s: %w", cfg.Name, err)
 	}
 	return nil
 }

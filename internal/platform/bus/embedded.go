@@ -27,6 +27,15 @@ type EmbeddedConfig struct {
 	// listener so other processes (ordermesh dlq, tests) can connect.
 	// Empty means in-process connections only.
 	Listen string
+	// Name is the server's name (unique in a cluster); empty means
+	// "ordermesh".
+	Name string
+	// Cluster, when set, joins this server to a JetStream cluster: its
+	// name, this server's route listener (host:port) and every member's
+	// route URL (nats-route://host:port), itself included.
+	Cluster       string
+	ClusterListen string
+	Routes        []string
 	// User and Password, when set, are required of every client, the
 	// in-process connection included: the TCP port is then no open door
 	// to publish forged events.
@@ -60,11 +69,41 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		opts.Host, opts.Port = host, port
 	}
 	opts.Username, opts.Password = cfg.User, cfg.Password
+	if cfg.Name != "" {
+		opts.ServerName = cfg.Name
+	}
+	if cfg.Cluster != "" {
+		host, portStr, err := net.SplitHostPort(cfg.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster listen %q: want host:port: %w", cfg.ClusterListen, err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster listen %q: %w", cfg.ClusterListen, err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster, Host: host, Port: port}
+		for _, r := range cfg.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded nats: %w", err)
 	}
 	go srv.Start()
+	if cfg.Cluster != "" {
+		// A cluster member is ready once it accepts clients; JetStream
+		// comes up when enough members have joined (see EnsureStreams).
+		if !srv.ReadyForConnections(30 * time.Second) {
+			srv.Shutdown()
+			return nil, fmt.Errorf("nats %s did not become ready within 30s", opts.ServerName)
+		}
+		return &Embedded{srv: srv, user: cfg.User, password: cfg.Password}, nil
+	}
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded nats did not become ready within 30s (store %s)", cfg.StoreDir)

@@ -1,0 +1,93 @@
+package bus_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestStreamsWaitForTheClusterAndKeepTheirReplicas: stream setup against
+// the first node of a 3-node cluster waits until the others join and then
+// places three replicas; an instance that asks for fewer (or none) later
+// leaves them at three.
+func TestStreamsWaitForTheClusterAndKeepTheirReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	dir := t.TempDir()
+	routes := make([]string, 3)
+	listens := make([]string, 3)
+	for i := range 3 {
+		listens[i] = freePort(t)
+		routes[i] = "nats-route://" + listens[i]
+	}
+	start := func(i int) *bus.Embedded {
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(dir, fmt.Sprint(i)), Listen: "127.0.0.1:0",
+			Name: fmt.Sprintf("n%d", i), Cluster: "test", ClusterListen: listens[i], Routes: routes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Shutdown)
+		return e
+	}
+	first := start(0)
+	nc, err := nats.Connect(first.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := bus.New(nc, bus.Config{Replicas: 3, Logger: bustest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.EnsureStreams(ctx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("streams set up on one node of three: %v", err)
+	case <-time.After(time.Second):
+	}
+	start(1)
+	start(2)
+	if err := <-done; err != nil {
+		t.Fatalf("once the cluster formed: %v", err)
+	}
+	for _, asked := range []int{0, 1} {
+		lower, err := bus.New(nc, bus.Config{Replicas: asked, Logger: bustest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lower.EnsureStreams(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{bus.StreamEvents, bus.StreamDLQ, bus.StreamReplay} {
+			st, err := b.JetStream().Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := st.CachedInfo().Config.Replicas; r != 3 {
+				t.Fatalf("after an instance asked for %d replicas, %s has %d, want 3", asked, name, r)
+			}
+		}
+	}
+}
