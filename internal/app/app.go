@@ -97,6 +97,9 @@ type Config struct {
 	Replicas       int
 	Placement      *jetstream.Placement
 	StreamMaxBytes int64
+	// Partitioned runs every consumer as one durable consumer per
+	// partition, each held by one instance at a time (bus.Config).
+	Partitioned bool
 	// StreamsTimeout bounds the wait for the broker to place the streams at
 	// start (default 2m).
 	StreamsTimeout time.Duration
@@ -392,7 +395,7 @@ func (n *Node) connect(ctx context.Context) error {
 		return fmt.Errorf("event schemas: %w", err)
 	}
 	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Placement: n.cfg.Placement, MaxBytes: n.cfg.StreamMaxBytes,
-		Logger: n.log, Validate: schemas.Validate}); err != nil {
+		Partitioned: n.cfg.Partitioned, Logger: n.log, Validate: schemas.Validate}); err != nil {
 		return err
 	}
 	timeout := n.cfg.StreamsTimeout

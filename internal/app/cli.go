@@ -269,6 +269,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
 	var sf streamFlags
 	sf.register(fs)
+	partitioned := fs.Bool("partitioned", true, "consume each partition of the events on one instance at a time, so several instances never handle one order's events at once (false: one consumer shared by all instances)")
 	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
 	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
 	var upstreams upstreamFlag
@@ -338,6 +339,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Balance: balance.m, HashKeys: hashKeys.m, CORSOrigins: c.origins(),
 	}
 	sf.config(&cfg)
+	cfg.Partitioned = *partitioned
 	if err := g.apply(&cfg); err != nil {
 		return err
 	}

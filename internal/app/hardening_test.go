@@ -27,6 +27,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -427,4 +428,62 @@ func cli(t *testing.T, args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
 	code := Main(context.Background(), args, &out, &errOut)
 	return code, out.String(), errOut.String()
+}
+
+// TestTwoPartitionedInstancesCompleteOrders: every saga service runs
+// twice (two nodes on one broker and the same databases), with partitioned
+// consumers: the partitions split between the instances, and every order
+// still completes or cancels with the invariants holding.
+func TestTwoPartitionedInstancesCompleteOrders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two full nodes")
+	}
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, NATSListen: "127.0.0.1:0", Partitioned: true}
+	dsns := map[string]string{}
+	if base := os.Getenv(sqldbtest.PostgresEnv); base != "" {
+		cfg.DSNs = map[string]string{}
+		for name := range serviceMigrations {
+			cfg.DSNs[name] = sqldbtest.PostgresSchema(t, base)
+		}
+		dsns = cfg.DSNs
+	}
+	s := startStack(t, cfg)
+	saga := []string{"orders", "inventory", "payments", "shipping", "notifications"}
+	for _, svc := range saga {
+		if _, ok := dsns[svc]; !ok {
+			dsns[svc] = "sqlite:" + filepath.Join(dir, svc+".db")
+		}
+	}
+	pspURL, err := s.n.pspURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Start(context.Background(), Config{
+		Services: saga, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), DSNs: dsns, Partitioned: true,
+		InternalSecret: strings.Repeat("0123456789abcdef", 4), PSPURL: pspURL, PSPAPIKey: s.n.cfg.PSPAPIKey,
+		PSPWebhookSecret: s.n.cfg.PSPWebhookSecret, Logger: bustest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close(context.Background())
+	split := func(n *Node) bool {
+		n.consMu.Lock()
+		defer n.consMu.Unlock()
+		for _, c := range n.cons {
+			if len(c.Partitions()) != bus.Partitions/2 {
+				return false
+			}
+		}
+		return len(n.cons) > 0
+	}
+	bustest.Eventually(t, 30*time.Second, "each node to hold half of every consumer's partitions", func() bool { return split(s.n) && split(second) })
+	s.addProduct("TWICE", 40)
+	var ids []string
+	for i := range 30 {
+		token := []string{psp.TokenOK, psp.TokenOK, psp.TokenDecline}[i%3]
+		ids = append(ids, s.place(orderBody(fmt.Sprintf("c%d", i%7), token, order.ItemRequest{SKU: "TWICE", Quantity: 1})).ID)
+	}
+	s.checkInvariants(s.settle(ids, 60*time.Second))
 }

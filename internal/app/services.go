@@ -56,12 +56,12 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 	case "orders":
 		svc := order.New(order.Config{DB: st.db, Outbox: st.outbox, Logger: log, Deadline: n.cfg.OrderDeadline,
 			Changed: func(id string) { n.Bus.Changed("order", id) },
-			CatalogCaughtUp: func(ctx context.Context) (bool, error) {
-				seq, err := n.Bus.LastSequence(ctx, event.ProductUpdated)
+			CatalogCaughtUp: func(ctx context.Context, sku string) (bool, error) {
+				seq, err := n.Bus.LastSequence(ctx, event.ProductUpdated, sku)
 				if err != nil || seq == 0 {
 					return err == nil, err
 				}
-				return n.Bus.AckedThrough(ctx, order.ConsumerName, seq)
+				return n.Bus.AckedThrough(ctx, order.ConsumerName, sku, seq)
 			}})
 		svc.Routes(mux)
 		// Long polls and event streams on any instance are woken by the
@@ -204,11 +204,13 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, err
 		cfg.Cache = gateway.NewCache(n.cfg.CacheTTL, 0)
 		// Any instance of inventory changing a product empties every
 		// gateway's cache: the event reaches core subscribers too.
-		sub, err := n.nc.Subscribe(bus.SubjectPrefix+event.ProductUpdated, func(*nats.Msg) { cfg.Cache.Purge() })
-		if err != nil {
-			return nil, fmt.Errorf("subscribe to product updates: %w", err)
+		for _, subject := range bus.TypeSubjects([]string{event.ProductUpdated}, -1) {
+			sub, err := n.nc.Subscribe(subject, func(*nats.Msg) { cfg.Cache.Purge() })
+			if err != nil {
+				return nil, fmt.Errorf("subscribe to product updates: %w", err)
+			}
+			n.onClose = append(n.onClose, func() { sub.Unsubscribe() })
 		}
-		n.onClose = append(n.onClose, func() { sub.Unsubscribe() })
 	}
 	noUpstream := func(service string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

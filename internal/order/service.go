@@ -42,7 +42,7 @@ type Config struct {
 	// applied every product.updated the broker holds. Placing an order
 	// for a SKU the catalog does not know waits (up to CatalogWait) until
 	// it has, so a product created with 201 can be ordered at once.
-	CatalogCaughtUp func(ctx context.Context) (bool, error)
+	CatalogCaughtUp func(ctx context.Context, sku string) (bool, error)
 	// CatalogWait bounds that wait. Zero means 3s.
 	CatalogWait time.Duration
 }
@@ -56,7 +56,7 @@ type Service struct {
 	now      func() time.Time
 	changes  *changes
 	changed  func(id string)
-	caughtUp func(ctx context.Context) (bool, error)
+	caughtUp func(ctx context.Context, sku string) (bool, error)
 	catWait  time.Duration
 }
 
@@ -113,16 +113,16 @@ func (s *Service) Place(ctx context.Context, caller, key string, raw []byte, req
 	hash := hex.EncodeToString(sum[:])
 	placed, err := s.place(ctx, caller, key, hash, req)
 	var unknown unknownSKUError
-	if errors.As(err, &unknown) && s.waitForCatalog(ctx) {
+	if errors.As(err, &unknown) && s.waitForCatalog(ctx, unknown.sku) {
 		placed, err = s.place(ctx, caller, key, hash, req)
 	}
 	return placed, err
 }
 
 // waitForCatalog waits until the catalog read model has applied every
-// product.updated in the broker, or CatalogWait passes. It reports whether
-// the catalog caught up.
-func (s *Service) waitForCatalog(ctx context.Context) bool {
+// product.updated of sku in the broker, or CatalogWait passes. It reports
+// whether the catalog caught up.
+func (s *Service) waitForCatalog(ctx context.Context, sku string) bool {
 	if s.caughtUp == nil {
 		return false
 	}
@@ -131,7 +131,7 @@ func (s *Service) waitForCatalog(ctx context.Context) bool {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		ok, err := s.caughtUp(ctx)
+		ok, err := s.caughtUp(ctx, sku)
 		if ok {
 			return true
 		}
@@ -379,7 +379,11 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 	}
 	o, err := loadState(ctx, tx, ev.Subject, true)
 	if apperr.KindOf(err) == apperr.NotFound {
-		return bus.Permanent(fmt.Errorf("%s for unknown order %s", ev.Type, ev.Subject))
+		// Every genuine order exists here before anything happens to it
+		// elsewhere, so this follows an order.placed this service never
+		// accepted, which checkPlaced already cancelled: nothing to do.
+		s.log.Warn("event for an order this service never accepted; ignored", "type", ev.Type, "order", ev.Subject, "event", ev.ID)
+		return nil
 	}
 	if err != nil {
 		return err

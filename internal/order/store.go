@@ -184,14 +184,17 @@ func price(ctx context.Context, tx *sqldb.Tx, sku, field string) (int64, string,
 	var currency string
 	err := tx.QueryRow(ctx, "SELECT price_cents, currency FROM catalog WHERE sku = ?", sku).Scan(&cents, &currency)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, "", unknownSKUError{apperr.New(apperr.Unprocessable, field, "unknown SKU %s", sku)}
+		return 0, "", unknownSKUError{apperr.New(apperr.Unprocessable, field, "unknown SKU %s", sku), sku}
 	}
 	return cents, currency, err
 }
 
 // unknownSKUError is an Unprocessable error for a SKU missing from the
 // catalog read model, which may only lag behind inventory.
-type unknownSKUError struct{ err *apperr.Error }
+type unknownSKUError struct {
+	err *apperr.Error
+	sku string
+}
 
 func (e unknownSKUError) Error() string { return e.err.Error() }
 func (e unknownSKUError) Unwrap() error { return e.err }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // Stream names and their subjects.
@@ -50,6 +51,12 @@ type Config struct {
 	// MaxBytes caps EVENTS' storage (0: no cap; the oldest events go
 	// first once it is reached).
 	MaxBytes int64
+	// Partitioned makes every consumer one durable consumer per partition
+	// (see Partitions), each consumed by one instance at a time under a
+	// lease: the mode for several instances of a service. Instance names
+	// this process among them (default: a random id).
+	Partitioned bool
+	Instance    string
 	// Logger receives consumer warnings. Nil means slog.Default().
 	Logger *slog.Logger
 	// Validate, when set, checks every received event's data against its
@@ -107,6 +114,9 @@ func New(nc *nats.Conn, cfg Config) (*Bus, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(PublishAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = nuid.Next()
 	}
 	return &Bus{nc: nc, js: js, cfg: cfg, log: log}, nil
 }
@@ -337,9 +347,7 @@ func (b *Bus) Tail(ctx context.Context, opts TailOptions, f func(seq uint64, ev 
 	case opts.After > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, opts.After+1
 	}
-	for _, t := range opts.Types {
-		cfg.FilterSubjects = append(cfg.FilterSubjects, SubjectPrefix+t)
-	}
+	cfg.FilterSubjects = TypeSubjects(opts.Types, -1)
 	cons, err := b.js.OrderedConsumer(ctx, StreamEvents, cfg)
 	if err != nil {
 		return fmt.Errorf("tail %s: %w", StreamEvents, err)
@@ -376,13 +384,14 @@ func (b *Bus) Tail(ctx context.Context, opts TailOptions, f func(seq uint64, ev 
 }
 
 // LastSequence returns the EVENTS stream sequence of the newest event of
-// type typ, or 0 when there is none.
-func (b *Bus) LastSequence(ctx context.Context, typ string) (uint64, error) {
+// type typ in the partition of subject (so at least that of the newest
+// about subject), or 0 when there is none.
+func (b *Bus) LastSequence(ctx context.Context, typ, subject string) (uint64, error) {
 	stream, err := b.js.Stream(ctx, StreamEvents)
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", StreamEvents, err)
 	}
-	msg, err := stream.GetLastMsgForSubject(ctx, SubjectPrefix+typ)
+	msg, err := stream.GetLastMsgForSubject(ctx, TypeSubjects([]string{typ}, PartitionOf(subject))[0])
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
@@ -394,8 +403,11 @@ func (b *Bus) LastSequence(ctx context.Context, typ string) (uint64, error) {
 
 // AckedThrough reports whether the durable consumer name has
 // acknowledged every event of its types in EVENTS up to stream sequence
-// seq, whichever instance handled them.
-func (b *Bus) AckedThrough(ctx context.Context, name string, seq uint64) (bool, error) {
+// seq in the partition of subject, whichever instance handled them.
+func (b *Bus) AckedThrough(ctx context.Context, name, subject string, seq uint64) (bool, error) {
+	if b.cfg.Partitioned {
+		name = partitionName(name, PartitionOf(subject))
+	}
 	cons, err := b.js.Consumer(ctx, StreamEvents, name)
 	if err != nil {
 		return false, fmt.Errorf("consumer %s: %w", name, err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,18 +145,22 @@ func ExponentialBackoff(base, max time.Duration) func(int) time.Duration {
 // Consumer is a running durable consumer: one subscription on EVENTS and
 // one on REPLAY (dead letters sent back to it), feeding a pool of workers.
 type Consumer struct {
-	bus     *Bus
-	cfg     ConsumerConfig
-	handle  BatchHandler
-	batch   int
-	log     *slog.Logger
-	ctx     context.Context // handlers' base context; cancelled after Stop
-	cancel  context.CancelFunc
-	subs    []jetstream.ConsumeContext
-	workers []*queue
-	held    held
-	wg      sync.WaitGroup
-	stop    sync.Once
+	bus    *Bus
+	cfg    ConsumerConfig
+	handle BatchHandler
+	batch  int
+	log    *slog.Logger
+	ctx    context.Context // handlers' base context; cancelled after Stop
+	cancel context.CancelFunc
+	subs   []jetstream.ConsumeContext
+	// balance holds this instance's partitions (partitioned consumers).
+	balance     *balancer
+	stopBalance context.CancelFunc
+	balanced    chan struct{}
+	workers     []*queue
+	held        held
+	wg          sync.WaitGroup
+	stop        sync.Once
 }
 
 // Consume starts a durable consumer of cfg.Types that handles one event at
@@ -185,10 +190,6 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	subjects := make([]string, len(cfg.Types))
-	for i, t := range cfg.Types {
-		subjects[i] = SubjectPrefix + t
-	}
 	c := &Consumer{bus: b, cfg: cfg, handle: h, batch: batch, log: b.log.With("consumer", cfg.Name)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.held.since = map[jetstream.Msg]time.Time{}
@@ -199,16 +200,22 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		go c.work(c.workers[i])
 	}
 	go c.keepAlive()
-	sources := []struct {
-		stream  string
-		filters []string
-	}{
-		{StreamEvents, subjects},
-		{StreamReplay, []string{replayPrefix + cfg.Name + ".>"}},
+	type source struct {
+		stream, name string
+		filters      []string
+		start        bool // consumed from the start; partitions when leased
+	}
+	sources := []source{{StreamReplay, cfg.Name, []string{replayPrefix + cfg.Name + ".>"}, true}}
+	if b.cfg.Partitioned {
+		for p := range Partitions {
+			sources = append(sources, source{StreamEvents, partitionName(cfg.Name, p), TypeSubjects(cfg.Types, p), false})
+		}
+	} else {
+		sources = append(sources, source{StreamEvents, cfg.Name, TypeSubjects(cfg.Types, -1), true})
 	}
 	for _, src := range sources {
 		cons, err := b.js.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
-			Durable:        cfg.Name,
+			Durable:        src.name,
 			Description:    "ordermesh consumer " + cfg.Name,
 			FilterSubjects: src.filters,
 			AckPolicy:      jetstream.AckExplicitPolicy,
@@ -219,32 +226,80 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		})
 		if err != nil {
 			c.Stop()
-			return nil, fmt.Errorf("create consumer %s on %s: %w", cfg.Name, src.stream, err)
+			return nil, fmt.Errorf("create consumer %s on %s: %w", src.name, src.stream, err)
 		}
-		sub, err := cons.Consume(c.dispatch,
-			jetstream.PullMaxMessages(512),
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				c.log.Warn("consume", "stream", src.stream, "err", err)
-			}))
+		if !src.start {
+			continue
+		}
+		sub, err := c.consumeFrom(cons, src.stream)
 		if err != nil {
 			c.Stop()
-			return nil, fmt.Errorf("consume %s on %s: %w", cfg.Name, src.stream, err)
+			return nil, fmt.Errorf("consume %s on %s: %w", src.name, src.stream, err)
 		}
 		c.subs = append(c.subs, sub)
+	}
+	if b.cfg.Partitioned {
+		kv, err := b.leases(ctx)
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.balance = &balancer{c: c, kv: kv, instance: b.cfg.Instance, owned: map[int]*lease{}}
+		bctx, cancel := context.WithCancel(context.Background())
+		c.stopBalance, c.balanced = cancel, make(chan struct{})
+		go func() {
+			defer close(c.balanced)
+			c.balance.run(bctx)
+		}()
 	}
 	return c, nil
 }
 
+// Partitions are the partitions this instance consumes now (nil for a
+// consumer that is not partitioned).
+func (c *Consumer) Partitions() []int {
+	if c.balance == nil {
+		return nil
+	}
+	c.balance.mu.Lock()
+	defer c.balance.mu.Unlock()
+	out := make([]int, 0, len(c.balance.owned))
+	for p := range c.balance.owned {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// consumeFrom starts feeding cons's messages to the workers.
+func (c *Consumer) consumeFrom(cons jetstream.Consumer, stream string) (jetstream.ConsumeContext, error) {
+	return cons.Consume(c.dispatch,
+		jetstream.PullMaxMessages(512),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			c.log.Warn("consume", "stream", stream, "err", err)
+		}))
+}
+
+// stopWait bounds how long Stop waits for the events in hand.
+const stopWait = 10 * time.Second
+
 // Stop stops fetching, lets the workers finish the events already received
-// (acknowledging them), and returns when they are done or after a deadline
-// of AckWait (unfinished events are redelivered later).
+// (acknowledging them), and returns when they are done or after stopWait
+// (unfinished events are redelivered later). A partitioned consumer then
+// gives its leases back, so other instances take its partitions at once.
 func (c *Consumer) Stop() {
 	c.stop.Do(func() {
-		for _, s := range c.subs {
+		subs := c.subs
+		if c.balance != nil {
+			c.stopBalance()
+			<-c.balanced
+			subs = append(subs, c.balance.subs()...)
+		}
+		for _, s := range subs {
 			s.Drain()
 		}
-		deadline := time.After(c.cfg.AckWait)
-		for _, s := range c.subs {
+		deadline := time.After(stopWait)
+		for _, s := range subs {
 			select {
 			case <-s.Closed():
 			case <-deadline:
@@ -258,6 +313,9 @@ func (c *Consumer) Stop() {
 		select {
 		case <-done:
 		case <-deadline:
+		}
+		if c.balance != nil {
+			c.balance.giveBack()
 		}
 		c.cancel()
 	})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,8 +80,11 @@ func (ev Event) CausedBy(cause Event) Event {
 	return ev
 }
 
-// NATSSubject is the subject the event is published on: "events." + type.
-func (ev Event) NATSSubject() string { return SubjectPrefix + ev.Type }
+// NATSSubject is the subject the event is published on:
+// events.<type>.<partition of its subject>.
+func (ev Event) NATSSubject() string {
+	return SubjectPrefix + ev.Type + "." + strconv.Itoa(PartitionOf(ev.Subject))
+}
 
 // Msg encodes ev as a NATS message in CloudEvents binary mode, with
 // Nats-Msg-Id = ce-id so the broker drops a re-publish within its

@@ -123,3 +123,15 @@ func (h *held) older(d time.Duration) []jetstream.Msg {
 	}
 	return out
 }
+
+// any reports whether a held message's subject satisfies match.
+func (h *held) any(match func(subject string) bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for m := range h.since {
+		if match(m.Subject()) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,130 @@
+package bus_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+)
+
+// orderLog checks, across instances, that each subject's events are
+// handled one at a time and in the order they were published.
+type orderLog struct {
+	mu       sync.Mutex
+	next     map[string]int    // subject → the sequence number expected next
+	busy     map[string]string // subject → the instance handling it now
+	handled  map[string]int    // instance → events handled
+	problems []string
+}
+
+func (l *orderLog) handler(instance string) bus.BatchHandler {
+	return func(_ context.Context, evs []bus.Event) []error {
+		for _, ev := range evs {
+			n, _ := strconv.Atoi(string(ev.Data))
+			l.mu.Lock()
+			if other, ok := l.busy[ev.Subject]; ok {
+				l.problems = append(l.problems, fmt.Sprintf("%s handled on %s and %s at once", ev.Subject, instance, other))
+			}
+			if n != l.next[ev.Subject] {
+				l.problems = append(l.problems, fmt.Sprintf("%s: event %d handled on %s when %d was due", ev.Subject, n, instance, l.next[ev.Subject]))
+			}
+			l.next[ev.Subject] = n + 1
+			l.busy[ev.Subject] = instance
+			l.handled[instance]++
+			l.mu.Unlock()
+			time.Sleep(200 * time.Microsecond) // a little work, so handling overlaps
+			l.mu.Lock()
+			delete(l.busy, ev.Subject)
+			l.mu.Unlock()
+		}
+		return nil
+	}
+}
+
+// TestPartitionedConsumersKeepEachOrderOnOneInstance: two instances of a
+// partitioned consumer share the partitions (each ends up with half), and
+// while events flow and the partitions move between them, no subject is
+// ever handled on both at once or out of order. When one stops, the other
+// takes every partition.
+func TestPartitionedConsumersKeepEachOrderOnOneInstance(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	instance := func(name string) (*bus.Bus, func()) {
+		nc, err := nats.Connect(s.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := bus.New(nc, bus.Config{Partitioned: true, Instance: name, Logger: bustest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, nc.Close
+	}
+	log := &orderLog{next: map[string]int{}, busy: map[string]string{}, handled: map[string]int{}}
+	cfg := bus.ConsumerConfig{Name: "test-partitioned", Types: []string{"item.added"}, Concurrency: 4}
+	busA, closeA := instance("a")
+	defer closeA()
+	a, err := busA.ConsumeBatch(ctx, cfg, log.handler("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	bustest.Eventually(t, 10*time.Second, "a alone to take every partition", func() bool { return len(a.Partitions()) == bus.Partitions })
+
+	const subjects, perSubject = 40, 30
+	published := make(chan struct{})
+	go func() { // events flow while b joins and the partitions move
+		defer close(published)
+		for n := range perSubject {
+			for i := range subjects {
+				ev := bustest.NewEvent(t, "item.added", fmt.Sprintf("order-%d", i), n)
+				if err := s.Bus.Publish(ctx, ev); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	busB, closeB := instance("b")
+	defer closeB()
+	b, err := busB.ConsumeBatch(ctx, cfg, log.handler("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 20*time.Second, "the partitions split evenly", func() bool {
+		return len(a.Partitions()) == bus.Partitions/2 && len(b.Partitions()) == bus.Partitions/2
+	})
+	<-published
+	total := func() int {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return log.handled["a"] + log.handled["b"]
+	}
+	bustest.Eventually(t, 20*time.Second, "every event handled", func() bool { return total() == subjects*perSubject })
+
+	a.Stop() // gives its leases back
+	bustest.Eventually(t, 20*time.Second, "b to take every partition", func() bool { return len(b.Partitions()) == bus.Partitions })
+	for i := range subjects {
+		if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("order-%d", i), perSubject)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bustest.Eventually(t, 20*time.Second, "b to handle the events after a left", func() bool { return total() == subjects*(perSubject+1) })
+	b.Stop()
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for _, p := range log.problems {
+		t.Error(p)
+	}
+	if log.handled["a"] == 0 || log.handled["b"] == 0 {
+		t.Errorf("handled: %v; want both instances to take part", log.handled)
+	}
+}
