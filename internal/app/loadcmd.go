@@ -144,6 +144,11 @@ one more connection and request per order, on both sides.
 		}
 		return fmt.Errorf("%d invariant violation(s)", len(violations))
 	}
+	if res.Unsettled > 0 {
+		// Every accepted order must end: one that did not within --drain is
+		// stuck somewhere in the pipeline, and that is a failed run.
+		return fmt.Errorf("%d accepted order(s) neither completed nor cancelled within --drain %s", res.Unsettled, *drain)
+	}
 	fmt.Fprintln(human, "invariants: ok (stock balanced, at most one capture per order, no charge on cancelled orders)")
 	return nil
 }

@@ -35,7 +35,7 @@ const (
 	DuplicateWindow = 2 * time.Minute
 	// PublishAckTimeout is the longest a publish waits for the broker's
 	// acknowledgement before it counts as failed (and is retried).
-	PublishAckTimeout = 10 * time.Second
+	PublishAckTimeout = 5 * time.Second
 )
 
 // Config configures a Bus.

@@ -1,0 +1,356 @@
+package app
+
+// The scale-out fault test: a three-node JetStream cluster, PostgreSQL, and
+// every service as its own `ordermesh serve` process (orders, inventory
+// and payments twice), with the EVENTS stream leader and an instance of
+// each doubled service killed with SIGKILL and restarted while orders flow.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+// child is a long-running child process that can be killed and restarted.
+type child struct {
+	t    *testing.T
+	name string
+	bin  string
+	args []string
+	cmd  *exec.Cmd
+	// ready, when set, is polled after start until it answers 200.
+	ready string
+}
+
+func (c *child) start() {
+	c.t.Helper()
+	c.cmd = exec.Command(c.bin, c.args...)
+	out := bustest.LogWriter(c.t)
+	c.cmd.Stdout, c.cmd.Stderr = out, out
+	if err := c.cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", c.name, err)
+	}
+	if c.ready == "" {
+		return
+	}
+	bustest.Eventually(c.t, 60*time.Second, c.name+" to be ready", func() bool {
+		resp, err := http.Get(c.ready)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func (c *child) kill() {
+	if c.cmd != nil && c.cmd.Process != nil {
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		c.cmd.Wait()
+	}
+}
+
+// natsCluster is three nats-server processes built from the module in
+// go.mod, clustered on loopback, with a user and password.
+type natsCluster struct {
+	nodes []*child
+	urls  []string
+	user  string
+	pass  string
+}
+
+func startNATSCluster(t *testing.T) *natsCluster {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	build := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
+	build.Stderr = bustest.LogWriter(t)
+	if err := build.Run(); err != nil {
+		t.Fatalf("build nats-server: %v", err)
+	}
+	c := &natsCluster{user: "ordermesh", pass: "cluster-test-password"}
+	clients, routes := make([]string, 3), make([]string, 3)
+	for i := range 3 {
+		clients[i], routes[i] = freeAddr(t), freeAddr(t)
+	}
+	dir := t.TempDir()
+	for i := range 3 {
+		host, port, _ := strings.Cut(clients[i], ":")
+		_, cport, _ := strings.Cut(routes[i], ":")
+		var others []string
+		for _, r := range routes {
+			others = append(others, "nats://"+r)
+		}
+		n := &child{t: t, name: fmt.Sprintf("nats n%d", i), bin: bin, args: []string{
+			"-js", "-sd", filepath.Join(dir, fmt.Sprint(i)), "-n", fmt.Sprintf("n%d", i), "-a", host, "-p", port,
+			"--cluster_name", "ordermesh-test", "--cluster", "nats://" + host + ":" + cport, "--routes", strings.Join(others, ","),
+			"--user", c.user, "--pass", c.pass,
+		}}
+		n.start()
+		t.Cleanup(n.kill)
+		c.nodes = append(c.nodes, n)
+		c.urls = append(c.urls, "nats://"+clients[i])
+	}
+	return c
+}
+
+func (c *natsCluster) url() string { return strings.Join(c.urls, ",") }
+
+// connect opens a client connection to the cluster.
+func (c *natsCluster) connect(t *testing.T) *nats.Conn {
+	t.Helper()
+	nc, err := bus.Dial(context.Background(), c.url(), "cluster-test", nats.UserInfo(c.user, c.pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// leader returns the node leading the EVENTS stream now.
+func (c *natsCluster) leader(t *testing.T, b *bus.Bus) *child {
+	t.Helper()
+	var name string
+	bustest.Eventually(t, 30*time.Second, "an EVENTS leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+		if err != nil {
+			return false
+		}
+		info, err := st.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			return false
+		}
+		name = info.Cluster.Leader
+		return name != ""
+	})
+	for _, n := range c.nodes {
+		if n.name == "nats "+name {
+			return n
+		}
+	}
+	t.Fatalf("leader %q is none of the nodes", name)
+	return nil
+}
+
+// TestScaledOutClusterSurvivesFaults: ordermesh scaled out on a JetStream
+// cluster and PostgreSQL, with partitioned consumers, survives SIGKILL of
+// the EVENTS stream leader and of one instance each of orders, inventory
+// and payments while orders flow: every order ends, and every invariant
+// holds. It reports how long each recovery took.
+func TestScaledOutClusterSurvivesFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a cluster and a dozen processes")
+	}
+	base := os.Getenv(sqldbtest.PostgresEnv)
+	if base == "" {
+		t.Skip("needs " + sqldbtest.PostgresEnv)
+	}
+	authSetup(t)
+	cluster := startNATSCluster(t)
+	bin := buildBinary(t)
+
+	// Streams first, as a deployment would: it waits for the cluster.
+	setup := exec.Command(bin, "setup", "--nats", cluster.url(), "--nats-user", cluster.user, "--nats-password", cluster.pass, "--replicas", "3")
+	if out, err := setup.CombinedOutput(); err != nil || !strings.Contains(string(out), "EVENTS: 3 replica(s)") {
+		t.Fatalf("ordermesh setup: %v\n%s", err, out)
+	}
+
+	secret := strings.Repeat("0123456789abcdef", 4)
+	const pspKey = "cluster-test-provider-key"
+	common := []string{"--nats", cluster.url(), "--nats-user", cluster.user, "--nats-password", cluster.pass,
+		"--internal-secret", secret, "--log-level", "warn", "--order-deadline", "20s"}
+	dbs := map[string]string{} // one database (schema) per service, shared by its instances
+	serve := func(svc string, extra ...string) *child {
+		addr := freeAddr(t)
+		args := append([]string{"serve", svc, "--addr", addr}, common...)
+		if svc != "gateway" {
+			if dbs[svc] == "" {
+				dbs[svc] = sqldbtest.PostgresSchema(t, base)
+			}
+			args = append(args, "--db", dbs[svc])
+		}
+		return &child{t: t, name: svc + "@" + addr, bin: bin, args: append(args, extra...), ready: "http://" + addr + "/readyz"}
+	}
+	pspNode := serve("psp", "--psp-api-key", pspKey)
+	pspNode.start()
+	pspURL := "http://" + strings.TrimSuffix(strings.TrimPrefix(pspNode.ready, "http://"), "/readyz")
+	var all []*child
+	instances := map[string][]*child{}
+	for _, svc := range []string{"orders", "orders", "inventory", "inventory", "payments", "payments", "shipping", "notifications"} {
+		var extra []string
+		if svc == "payments" {
+			extra = []string{"--psp-url", pspURL, "--psp-api-key", pspKey}
+		}
+		c := serve(svc, extra...)
+		instances[svc] = append(instances[svc], c)
+		all = append(all, c)
+	}
+	for _, c := range all {
+		c.start()
+		t.Cleanup(c.kill)
+	}
+	t.Cleanup(pspNode.kill)
+	urls := func(svc string) string {
+		var out []string
+		for _, c := range instances[svc] {
+			out = append(out, strings.TrimSuffix(c.ready, "/readyz"))
+		}
+		if svc == "psp" {
+			out = []string{pspURL}
+		}
+		return svc + "=" + strings.Join(out, ",")
+	}
+	gw := serve("gateway", "--jwt-key", testAuth.pem, "--upstream", urls("orders"), "--upstream", urls("inventory"),
+		"--upstream", urls("payments"), "--upstream", urls("notifications"), "--upstream", urls("psp"))
+	gw.start()
+	t.Cleanup(gw.kill)
+
+	nc := cluster.connect(t)
+	b, err := bus.New(nc, bus.Config{Logger: bustest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{t: t, bus: b, base: strings.TrimSuffix(gw.ready, "/readyz")}
+	s.addProduct("CLUSTER-A", 300)
+	s.addProduct("CLUSTER-B", 40) // runs out: some orders are cancelled out_of_stock
+
+	// ORDERMESH_CLUSTER_ORDERS makes the run longer (bench/scaleout).
+	total, clients := 240, 8
+	if n, err := strconv.Atoi(os.Getenv("ORDERMESH_CLUSTER_ORDERS")); err == nil && n >= 40 {
+		total = n
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: http.DefaultClient.Transport}
+	var mu sync.Mutex
+	var accepted []string
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= total {
+					return
+				}
+				token := []string{psp.TokenOK, psp.TokenOK, psp.TokenOK, psp.TokenDecline}[i%4]
+				sku := []string{"CLUSTER-A", "CLUSTER-B"}[i%2]
+				body, _ := json.Marshal(orderBody(fmt.Sprintf("c%d", i%23), token, order.ItemRequest{SKU: sku, Quantity: 1}))
+				id := placeUntilAnswered(client, s.base, fmt.Sprintf("cluster-%d", i), body)
+				mu.Lock()
+				accepted = append(accepted, id)
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	snapshot := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(accepted)
+	}
+	waitAccepted := func(n int) {
+		bustest.Eventually(t, 120*time.Second, fmt.Sprintf("%d orders accepted", n), func() bool { return len(snapshot()) >= n })
+	}
+	// Each fault's recovery: how long after it every order accepted before
+	// it had settled, watched in the background while the run goes on.
+	type recovery struct {
+		what    string
+		orders  int
+		took    time.Duration
+		settled bool
+	}
+	var recoveries []*recovery
+	var watchers sync.WaitGroup
+	watch := func(what string) {
+		r := &recovery{what: what}
+		recoveries = append(recoveries, r)
+		ids, at := snapshot(), time.Now()
+		r.orders = len(ids)
+		watchers.Add(1)
+		go func() {
+			defer watchers.Done()
+			r.settled = bustest.Within(180*time.Second, func() bool {
+				for len(ids) > 0 && orderSettled(client, s.base, ids[0]) {
+					ids = ids[1:]
+				}
+				return len(ids) == 0
+			})
+			r.took = time.Since(at)
+		}()
+	}
+
+	waitAccepted(total / 5)
+	leader := cluster.leader(t, b)
+	leader.kill()
+	t.Logf("killed the EVENTS leader (%s) after %d accepted orders", leader.name, len(snapshot()))
+	watch("SIGKILL of the EVENTS stream leader")
+
+	waitAccepted(2 * total / 5)
+	victims := []*child{instances["orders"][0], instances["inventory"][0], instances["payments"][0]}
+	for _, v := range victims {
+		v.kill()
+	}
+	t.Logf("killed %s, %s and %s after %d accepted orders", victims[0].name, victims[1].name, victims[2].name, len(snapshot()))
+	watch("SIGKILL of one orders, inventory and payments instance")
+
+	waitAccepted(3 * total / 5)
+	leader.start()
+	t.Logf("restarted %s after %d accepted orders", leader.name, len(snapshot()))
+	watch("the broker node's restart")
+
+	waitAccepted(4 * total / 5)
+	for _, v := range victims {
+		v.start()
+	}
+	t.Logf("restarted the instances after %d accepted orders", len(snapshot()))
+	watch("the instances' restart")
+	wg.Wait()
+	watchers.Wait()
+	for _, r := range recoveries {
+		if !r.settled {
+			t.Errorf("after %s, the %d orders accepted before it had not all settled after %s", r.what, r.orders, r.took.Round(time.Second))
+			continue
+		}
+		t.Logf("recovery from %s: the %d orders accepted before it all settled %.1fs after it", r.what, r.orders, r.took.Seconds())
+	}
+	got := s.settle(snapshot(), 120*time.Second)
+	counts := map[string]int{}
+	for _, o := range got {
+		counts[o.Status+"/"+o.CancelReason]++
+	}
+	t.Logf("outcomes of %d orders: %v", len(got), counts)
+	s.checkInvariants(got)
+}
+
+// orderSettled reports whether order id is completed or cancelled.
+func orderSettled(c *http.Client, base, id string) bool {
+	resp, err := c.Get(base + "/api/orders/" + id)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var o order.Order
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&o) == nil && o.Terminal()
+}
