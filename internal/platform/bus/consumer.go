@@ -214,7 +214,7 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		sources = append(sources, source{StreamEvents, cfg.Name, TypeSubjects(cfg.Types, -1), true})
 	}
 	for _, src := range sources {
-		cons, err := b.js.CreateOrUpdateConsumer(ctx, src.stream, jetstream.ConsumerConfig{
+		cons, err := b.ensureConsumer(ctx, src.stream, jetstream.ConsumerConfig{
 			Durable:        src.name,
 			Description:    "ordermesh consumer " + cfg.Name,
 			FilterSubjects: src.filters,
@@ -269,6 +269,30 @@ func (c *Consumer) Partitions() []int {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// ensureConsumer creates or updates a durable consumer, retrying while the
+// broker cannot answer (a cluster electing leaders after a node died) for
+// up to two minutes, each attempt with a deadline of its own.
+func (b *Bus) ensureConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	wait := 250 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := b.js.CreateOrUpdateConsumer(actx, stream, cfg)
+		acancel()
+		if err == nil || ctx.Err() != nil {
+			return cons, err
+		}
+		b.log.Warn("consumer not ready; retrying", "consumer", cfg.Durable, "stream", stream, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // consumeFrom starts feeding cons's messages to the workers.

@@ -75,8 +75,10 @@ type balancer struct {
 
 // lease is one partition this instance consumes.
 type lease struct {
-	rev uint64
-	sub jetstream.ConsumeContext
+	rev       uint64
+	renewed   time.Time // last successful renewal (or the take)
+	sub       jetstream.ConsumeContext
+	releasing bool // being given back: still renewed until it is
 }
 
 func (bl *balancer) memberKey() string { return "m." + bl.c.cfg.Name + "." + bl.instance }
@@ -100,22 +102,29 @@ func (bl *balancer) run(ctx context.Context) {
 	}
 }
 
-// round renews the membership and the leases, then takes or gives back
-// partitions toward this instance's share.
+// round renews the leases and the membership, then takes or gives back
+// partitions toward this instance's share. Nothing in it waits long: a
+// partition is given back in a goroutine of its own, so the renewals of
+// the others never fall behind.
 func (bl *balancer) round(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, LeaseRenew*2)
+	ctx, cancel := context.WithTimeout(ctx, LeaseRenew)
 	defer cancel()
+	bl.renew(ctx)
 	if _, err := bl.kv.Put(ctx, bl.memberKey(), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
 		return fmt.Errorf("announce member: %w", err)
 	}
-	bl.renew(ctx)
 	members, err := bl.count(ctx, "m."+bl.c.cfg.Name+".")
 	if err != nil {
 		return err
 	}
 	share := (Partitions + members - 1) / max(members, 1)
 	bl.mu.Lock()
-	have := len(bl.owned)
+	have := 0
+	for _, l := range bl.owned {
+		if !l.releasing {
+			have++
+		}
+	}
 	bl.mu.Unlock()
 	switch {
 	case have < share:
@@ -133,17 +142,18 @@ func (bl *balancer) round(ctx context.Context) error {
 		}
 	case have > share:
 		bl.mu.Lock()
-		extra := slices.Sorted(func(yield func(int) bool) {
-			for p := range bl.owned {
-				if !yield(p) {
+		kept := slices.Sorted(func(yield func(int) bool) {
+			for p, l := range bl.owned {
+				if !l.releasing && !yield(p) {
 					return
 				}
 			}
-		})[share:]
-		bl.mu.Unlock()
-		for _, p := range extra {
-			bl.release(ctx, p)
+		})
+		for _, p := range kept[share:] {
+			bl.owned[p].releasing = true
+			go bl.release(p)
 		}
+		bl.mu.Unlock()
 	}
 	return nil
 }
@@ -180,7 +190,7 @@ func (bl *balancer) take(ctx context.Context, p int) bool {
 		var sub jetstream.ConsumeContext
 		if sub, err = bl.c.consumeFrom(cons, StreamEvents); err == nil {
 			bl.mu.Lock()
-			bl.owned[p] = &lease{rev: rev, sub: sub}
+			bl.owned[p] = &lease{rev: rev, renewed: time.Now(), sub: sub}
 			bl.mu.Unlock()
 			bl.c.log.Debug("partition taken", "partition", p)
 			return true
@@ -191,18 +201,30 @@ func (bl *balancer) take(ctx context.Context, p int) bool {
 	return false
 }
 
-// renew renews every lease; one that cannot be renewed (it lapsed, and
-// another instance may hold it now) stops being consumed at once.
+// renew renews every lease. A lease that another instance holds now (the
+// revision moved: it lapsed and was taken), or that could not be renewed
+// for most of LeaseTTL (a broker that does not answer: it may lapse any
+// moment), stops being consumed at once. Other failures are tried again
+// next round.
 func (bl *balancer) renew(ctx context.Context) {
 	bl.mu.Lock()
 	defer bl.mu.Unlock()
 	for p, l := range bl.owned {
 		rev, err := bl.kv.Update(ctx, bl.leaseKey(p), []byte(bl.instance), l.rev)
 		if err == nil {
-			l.rev = rev
+			l.rev, l.renewed = rev, time.Now()
 			continue
 		}
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			// The revision moved. If the lease is still ours, an earlier
+			// renewal went through but its answer was lost: go on from it.
+			if e, gerr := bl.kv.Get(ctx, bl.leaseKey(p)); gerr == nil && string(e.Value()) == bl.instance {
+				l.rev, l.renewed = e.Revision(), time.Now()
+				continue
+			}
+		}
+		lost := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
+		if !lost && time.Since(l.renewed) < LeaseTTL-2*LeaseRenew {
 			continue // could not ask; the next round tries again
 		}
 		bl.c.log.Warn("partition lease lost; stopping it", "partition", p, "err", err)
@@ -213,11 +235,10 @@ func (bl *balancer) renew(ctx context.Context) {
 
 // release stops consuming partition p, waits until every message of it in
 // hand is settled (so the next owner cannot handle a later event of an
-// order first), then gives the lease back.
-func (bl *balancer) release(ctx context.Context, p int) {
+// order first), then gives the lease back. The lease is renewed meanwhile.
+func (bl *balancer) release(p int) {
 	bl.mu.Lock()
 	l, ok := bl.owned[p]
-	delete(bl.owned, p)
 	bl.mu.Unlock()
 	if !ok {
 		return
@@ -233,6 +254,14 @@ func (bl *balancer) release(ctx context.Context, p int) {
 			break
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	if bl.owned[p] != l {
+		return // lost meanwhile (renew) or given back at stop
+	}
+	delete(bl.owned, p)
 	if err := bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(l.rev)); err != nil {
 		bl.c.log.Warn("give back partition lease", "partition", p, "err", err)
 	}

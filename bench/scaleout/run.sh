@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Scaled-out throughput and CPU per order: a 3-node JetStream cluster on
+# loopback (nats-server built from go.mod), PostgreSQL (one schema per
+# service), and every service as `ordermesh serve`, with INSTANCES of
+# orders, inventory and payments (partitioned consumers); then one
+# fixed-rate `ordermesh load` through the gateway. Prints completed
+# orders/s, completion p99 and the CPU time of every ordermesh process
+# (brokers and PostgreSQL excluded) per completed order.
+#
+#   PG=postgres://ordermesh:ordermesh@127.0.0.1:5432/ordermesh_test?sslmode=disable \
+#   INSTANCES=2 RATE=40 DURATION=30s bench/scaleout/run.sh
+#
+# The long form of the fault test is the Go test with more orders:
+#   ORDERMESH_CLUSTER_ORDERS=2000 go test -run TestScaledOutClusterSurvivesFaults -v ./internal/app
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+pg=${PG:-${ORDERMESH_TEST_POSTGRES:?set PG to a PostgreSQL URL (a database ordermesh may create schemas in)}}
+instances=${INSTANCES:-1}
+rate=${RATE:-40}
+duration=${DURATION:-30s}
+tmp=$(mktemp -d)
+pids=()
+schemas=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for s in "${schemas[@]}"; do psql -q "$pg" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+go build -o "$tmp/ordermesh" ./cmd/ordermesh
+go build -o "$tmp/nats-server" github.com/nats-io/nats-server/v2
+port=$((20000 + RANDOM % 20000))
+next() { port=$((port + 1)); echo $port; }
+
+routes="nats://127.0.0.1:$((port + 11)),nats://127.0.0.1:$((port + 12)),nats://127.0.0.1:$((port + 13))"
+nats=""
+for i in 1 2 3; do
+  "$tmp/nats-server" -js -sd "$tmp/nats$i" -n "n$i" -a 127.0.0.1 -p $((port + i)) --cluster_name bench \
+    --cluster "nats://127.0.0.1:$((port + 10 + i))" --routes "$routes" >"$tmp/nats$i.log" 2>&1 &
+  pids+=($!)
+  nats="${nats:+$nats,}nats://127.0.0.1:$((port + i))"
+done
+port=$((port + 20))
+"$tmp/ordermesh" setup --nats "$nats" --replicas 3 >/dev/null
+
+openssl genpkey -algorithm ed25519 -out "$tmp/key.pem" 2>/dev/null
+openssl pkey -in "$tmp/key.pem" -pubout -out "$tmp/pub.pem"
+export ORDERMESH_NATS="$nats" ORDERMESH_INTERNAL_SECRET=$(openssl rand -hex 32) ORDERMESH_PSP_API_KEY=bench-key \
+  ORDERMESH_LOG_LEVEL=warn
+schema() { # a fresh schema per service, shared by its instances
+  local s="bench_$1_$$"
+  psql -q "$pg" -c "CREATE SCHEMA IF NOT EXISTS $s" >/dev/null
+  schemas+=("$s")
+  case "$pg" in *\?*) echo "$pg&search_path=$s" ;; *) echo "$pg?search_path=$s" ;; esac
+}
+serve() { # serve SERVICE DSN [flags…]: starts it, waits until ready, prints its URL
+  local svc=$1 db=$2 p
+  shift 2
+  p=$(next)
+  "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$p" "$@" >>"$tmp/$svc.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$p/readyz" >/dev/null && break; sleep 0.1; done
+  echo "http://127.0.0.1:$p"
+}
+psp=$(serve psp "$(schema psp)")
+declare -A up
+for svc in orders inventory payments shipping notifications; do
+  db=$(schema "$svc")
+  n=1
+  case $svc in orders | inventory | payments) n=$instances ;; esac
+  for _ in $(seq 1 "$n"); do
+    extra=()
+    [ "$svc" = payments ] && extra=(--psp-url "$psp")
+    u=$(serve "$svc" "$db" "${extra[@]}")
+    up[$svc]="${up[$svc]:+${up[$svc]},}$u"
+  done
+done
+gw=$(serve gateway "" --jwt-key "$tmp/pub.pem" --upstream "orders=${up[orders]}" --upstream "inventory=${up[inventory]}" \
+  --upstream "payments=${up[payments]}" --upstream "notifications=${up[notifications]}" --upstream "psp=$psp")
+token=$("$tmp/ordermesh" token --key "$tmp/key.pem" --sub bench --scopes admin --ttl 1h)
+
+"$tmp/ordermesh" load --target "$gw" --token "$token" --rate 5 --duration 2s >/dev/null 2>&1 || true # products, warm-up
+cpu() { # utime + stime of every ordermesh process, in clock ticks
+  local sum=0 p
+  for p in $(pgrep -f "$tmp/ordermesh serve"); do
+    sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo $sum
+}
+hz=$(getconf CLK_TCK)
+before=$(cpu)
+status=0
+"$tmp/ordermesh" load --target "$gw" --token "$token" --rate "$rate" --duration "$duration" --json "$tmp/load.json" \
+  >"$tmp/load.txt" 2>/dev/null || status=$?
+after=$(cpu)
+cat "$tmp/load.txt"
+done=$(sed -n 's/.*"completed": \([0-9]*\).*/\1/p' "$tmp/load.json" | head -1)
+awk -v a="$before" -v b="$after" -v hz="$hz" -v n="${done:-0}" -v i="$instances" -v r="$rate" 'BEGIN {
+  if (n == 0) { print "no order completed"; exit 1 }
+  printf "scaled out, %d instance(s) of orders/inventory/payments, %s orders/s offered: %d completed; ordermesh processes %.2f ms CPU per order\n",
+    i, r, n, (b - a) * 1000 / hz / n }'
+exit $status
