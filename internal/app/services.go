@@ -107,8 +107,20 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 			defer n.relays.Done()
 			hooks.Run(runCtx)
 		}()
+		// The webhooks consumer receives only the types some enabled
+		// endpoint subscribes to (none: no delivery at all), and follows
+		// the endpoints from then on.
 		cfg, h = hooks.Consumer()
-		return n.ConsumeBatch(ctx, cfg, h)
+		var err error
+		if cfg.Types, err = hooks.ConsumerTypes(ctx); err != nil {
+			return fmt.Errorf("webhook subscriptions: %w", err)
+		}
+		c, err := n.consumeBatch(ctx, cfg, h)
+		if err != nil {
+			return err
+		}
+		hooks.Follow(c)
+		return nil
 	case "psp":
 		notify := n.cfg.PSPNotifyURL
 		if notify == "" {

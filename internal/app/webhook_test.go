@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,9 +19,11 @@ import (
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
+	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
 // receiver is a merchant's endpoint in the test. It verifies every
@@ -425,5 +428,45 @@ func TestWebhookRetryAfterRetryAndRecover(t *testing.T) {
 	})
 	if resp := s.do("POST", "/api/webhooks/endpoints/"+e.ID+"/recover?since=yesterday", nil, nil, nil); resp.StatusCode != 400 {
 		t.Errorf("recover with a bad since = %d, want 400", resp.StatusCode)
+	}
+}
+
+// TestWebhookConsumerFollowsTheEndpoints: with no endpoint the webhooks
+// consumer is delivered nothing at all (an order costs it no delivery);
+// an endpoint's types are added before it is stored, so its first event
+// arrives; deleting it takes them away again.
+func TestWebhookConsumerFollowsTheEndpoints(t *testing.T) {
+	s := webhookStack(t)
+	ctx := context.Background()
+	delivered := func() uint64 {
+		cons, err := s.bus.JetStream().Consumer(ctx, bus.StreamEvents, webhook.ConsumerName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Delivered.Consumer
+	}
+	s.addProduct("QUIET", 10)
+	o := s.place(orderBody("gus", psp.TokenOK, order.ItemRequest{SKU: "QUIET", Quantity: 1}))
+	s.settle([]string{o.ID}, 30*time.Second)
+	if n := delivered(); n != 0 {
+		t.Fatalf("with no endpoint the webhooks consumer was delivered %d events, want none", n)
+	}
+	r := newReceiver(t, func(string, int) int { return 200 })
+	e := s.subscribe(r, event.ProductUpdated)
+	id := s.productEvent("LOUD")
+	bustest.Eventually(t, 20*time.Second, "the new endpoint's first event", func() bool { return r.count(id) == 1 })
+	if resp := s.do("DELETE", "/api/webhooks/endpoints/"+e.ID, nil, nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("delete endpoint = %d", resp.StatusCode)
+	}
+	before := delivered()
+	s.productEvent("QUIET2")
+	o = s.place(orderBody("gus", psp.TokenOK, order.ItemRequest{SKU: "QUIET", Quantity: 1}))
+	s.settle([]string{o.ID}, 30*time.Second)
+	if n := delivered(); n != before {
+		t.Fatalf("after the endpoint was deleted the consumer was delivered %d more events, want none", n-before)
 	}
 }

@@ -308,6 +308,7 @@ func (d *dispatcher) disable(ctx context.Context, tx *sqldb.Tx, e Endpoint, reas
 	if _, err := tx.Exec(ctx, "UPDATE webhook_endpoints SET disabled = 1, disabled_reason = ? WHERE id = ?", reason, e.ID); err != nil {
 		return err
 	}
+	tx.OnCommit(func() { go d.s.narrow(context.Background()) })
 	if d.s.cfg.Outbox == nil {
 		return nil
 	}

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -69,6 +71,76 @@ type Service struct {
 	log  *slog.Logger
 	wake chan struct{}
 	d    *dispatcher
+
+	filterMu sync.Mutex
+	filter   TypeFilter
+}
+
+// TypeFilter is the durable consumer that feeds the service, whose event
+// types follow the endpoints' subscriptions (bus.Consumer).
+type TypeFilter interface {
+	AddTypes(ctx context.Context, types []string) error
+	SetTypes(ctx context.Context, types []string) error
+}
+
+// IdleType is the one type the consumer asks for while no enabled endpoint
+// subscribes to anything: no event has it, so the broker delivers nothing.
+const IdleType = "webhooks.idle"
+
+// Follow makes the consumer's event types follow the endpoints from now on:
+// widened before an endpoint that wants more is stored, narrowed after one
+// is deleted, disabled or changed. Without it the consumer must receive
+// every type.
+func (s *Service) Follow(f TypeFilter) {
+	s.filterMu.Lock()
+	s.filter = f
+	s.filterMu.Unlock()
+}
+
+// ConsumerTypes are the event types some enabled endpoint subscribes to,
+// sorted, or IdleType when none does: what the consumer should receive.
+func (s *Service) ConsumerTypes(ctx context.Context) ([]string, error) {
+	wanted, err := s.subscribedTypes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(wanted) == 0 {
+		return []string{IdleType}, nil
+	}
+	return slices.Sorted(maps.Keys(wanted)), nil
+}
+
+// widen makes the consumer receive types before an endpoint that wants
+// them is stored, so no event after its creation is missed. Errors:
+// Unavailable when the broker cannot be told.
+func (s *Service) widen(ctx context.Context, types []string) error {
+	s.filterMu.Lock()
+	defer s.filterMu.Unlock()
+	if s.filter == nil {
+		return nil
+	}
+	if err := s.filter.AddTypes(ctx, types); err != nil {
+		return &apperr.Error{Kind: apperr.Unavailable, Msg: "cannot subscribe the webhook consumer to the endpoint's event types; retry", Err: err}
+	}
+	return nil
+}
+
+// narrow makes the consumer receive exactly the types enabled endpoints
+// subscribe to now. A failure only costs deliveries nobody wants; the next
+// change tries again.
+func (s *Service) narrow(ctx context.Context) {
+	s.filterMu.Lock()
+	defer s.filterMu.Unlock()
+	if s.filter == nil {
+		return
+	}
+	types, err := s.ConsumerTypes(ctx)
+	if err == nil {
+		err = s.filter.SetTypes(ctx, types)
+	}
+	if err != nil {
+		s.log.Warn("narrow the webhook consumer's event types", "err", err)
+	}
 }
 
 // New returns the webhook service.
@@ -181,6 +253,9 @@ func (s *Service) CreateEndpoint(ctx context.Context, in EndpointInput) (Endpoin
 	if len(desc) > 500 {
 		return Endpoint{}, apperr.Invalidf("description", "must be at most 500 characters")
 	}
+	if err := s.widen(ctx, *in.EventTypes); err != nil {
+		return Endpoint{}, err
+	}
 	secret, err := NewSecret()
 	if err != nil {
 		return Endpoint{}, err
@@ -279,16 +354,25 @@ func (s *Service) UpdateEndpoint(ctx context.Context, id string, in EndpointInpu
 			e.DisabledReason = "disabled by request"
 		}
 	}
+	if !e.Disabled {
+		if err := s.widen(ctx, e.EventTypes); err != nil {
+			return Endpoint{}, err
+		}
+	}
 	types, _ := json.Marshal(e.EventTypes)
 	_, err = s.db.Exec(ctx, `UPDATE webhook_endpoints SET url = ?, event_types = ?, description = ?, disabled = ?,
 		disabled_reason = ?, failing_since_us = ? WHERE id = ?`, e.URL, string(types), e.Description, boolInt(e.Disabled),
 		e.DisabledReason, micros(e.failingSince), id)
+	if err == nil {
+		s.narrow(ctx)
+	}
 	return e, err
 }
 
 // DeleteEndpoint removes an endpoint and its pending deliveries.
 // Errors: NotFound.
 func (s *Service) DeleteEndpoint(ctx context.Context, id string) error {
+	defer s.narrow(ctx)
 	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		res, err := tx.Exec(ctx, "DELETE FROM webhook_endpoints WHERE id = ?", id)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -153,6 +154,7 @@ type Consumer struct {
 	ctx    context.Context // handlers' base context; cancelled after Stop
 	cancel context.CancelFunc
 	subs   []jetstream.ConsumeContext
+	typesMu sync.Mutex // guards cfg.Types, changed by SetTypes
 	// balance holds this instance's partitions (partitioned consumers).
 	balance     *balancer
 	stopBalance context.CancelFunc
@@ -293,6 +295,78 @@ func (b *Bus) ensureConsumer(ctx context.Context, stream string, cfg jetstream.C
 		}
 		wait = min(2*wait, 5*time.Second)
 	}
+}
+
+// Types are the event types the consumer receives now.
+func (c *Consumer) Types() []string {
+	c.typesMu.Lock()
+	defer c.typesMu.Unlock()
+	return slices.Clone(c.cfg.Types)
+}
+
+// SetTypes changes the event types the durable consumer receives, on the
+// broker, for every instance: each of its partitions when it is
+// partitioned. Events of an added type stored after the consumer's current
+// position are delivered; those of a removed type are no longer. Errors:
+// the broker's.
+func (c *Consumer) SetTypes(ctx context.Context, types []string) error {
+	if len(types) == 0 {
+		return fmt.Errorf("consumer %s: no event types", c.cfg.Name)
+	}
+	c.typesMu.Lock()
+	defer c.typesMu.Unlock()
+	update := func(name string, filters []string) error {
+		cons, err := c.bus.js.Consumer(ctx, StreamEvents, name)
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w", name, err)
+		}
+		cfg := cons.CachedInfo().Config
+		cfg.FilterSubject, cfg.FilterSubjects = "", filters
+		if _, err := c.bus.js.UpdateConsumer(ctx, StreamEvents, cfg); err != nil {
+			return fmt.Errorf("update consumer %s: %w", name, err)
+		}
+		return nil
+	}
+	if c.bus.cfg.Partitioned {
+		for p := range Partitions {
+			if err := update(partitionName(c.cfg.Name, p), TypeSubjects(types, p)); err != nil {
+				return err
+			}
+		}
+	} else if err := update(c.cfg.Name, TypeSubjects(types, -1)); err != nil {
+		return err
+	}
+	c.cfg.Types = slices.Clone(types)
+	return nil
+}
+
+// AddTypes adds event types to those the durable consumer receives on the
+// broker, keeping the ones it has there (whichever instance set them).
+func (c *Consumer) AddTypes(ctx context.Context, types []string) error {
+	name := c.cfg.Name
+	if c.bus.cfg.Partitioned {
+		name = partitionName(name, 0)
+	}
+	cons, err := c.bus.js.Consumer(ctx, StreamEvents, name)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", name, err)
+	}
+	have := map[string]bool{}
+	for _, subject := range cons.CachedInfo().Config.FilterSubjects {
+		if tokens := strings.Split(subject, "."); len(tokens) >= 3 {
+			have[tokens[1]+"."+tokens[2]] = true
+		}
+	}
+	all := slices.Sorted(maps.Keys(have))
+	for _, t := range types {
+		if !have[t] {
+			all = append(all, t)
+		}
+	}
+	if len(all) == len(have) {
+		return nil
+	}
+	return c.SetTypes(ctx, all)
 }
 
 // consumeFrom starts feeding cons's messages to the workers.
