@@ -360,7 +360,33 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{
 		event.ProductUpdated, event.OrderPlaced, event.StockRejected, event.PaymentAuthorized, event.PaymentFailed,
 		event.ShipmentCreated, event.PaymentCaptured}}
-	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
+	// Every order.placed of an order stored here is this service's own:
+	// those are acknowledged after one read, without a transaction. Only
+	// one for an unknown order needs checkPlaced's compensation.
+	return cfg, bus.Skipping(inbox.BatchHandler(s.db, ConsumerName, s.handle), s.ownPlacements)
+}
+
+// ownPlacements reports which events are order.placed of orders stored
+// here.
+func (s *Service) ownPlacements(ctx context.Context, evs []bus.Event) ([]bool, error) {
+	var ids []any
+	for _, ev := range evs {
+		if ev.Type == event.OrderPlaced {
+			ids = append(ids, ev.Subject)
+		}
+	}
+	out := make([]bool, len(evs))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	known, err := existingOrders(ctx, s.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i, ev := range evs {
+		out[i] = ev.Type == event.OrderPlaced && known[ev.Subject]
+	}
+	return out, nil
 }
 
 func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {

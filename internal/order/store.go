@@ -222,3 +222,21 @@ func (s *Service) listOrders(ctx context.Context, customerID string, limit int) 
 	}
 	return out, rows.Err()
 }
+
+// existingOrders returns which of ids are stored orders.
+func existingOrders(ctx context.Context, q querier, ids []any) (map[string]bool, error) {
+	rows, err := q.Query(ctx, "SELECT id FROM orders WHERE id IN ("+sqldb.Placeholders(len(ids))+")", ids...)
+	if err != nil {
+		return nil, fmt.Errorf("look up orders: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]bool, len(ids))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}

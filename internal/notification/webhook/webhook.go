@@ -437,36 +437,17 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	// Off the order's critical path: one worker that lingers, so that the
 	// events of many orders share a transaction.
 	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: event.Types, Concurrency: 1, Linger: 20 * time.Millisecond}
-	record := inbox.BatchHandler(s.db, ConsumerName, s.enqueue)
-	return cfg, func(ctx context.Context, evs []bus.Event) []error {
+	return cfg, bus.Skipping(inbox.BatchHandler(s.db, ConsumerName, s.enqueue), func(ctx context.Context, evs []bus.Event) ([]bool, error) {
 		wanted, err := s.subscribedTypes(ctx)
 		if err != nil {
-			return record(ctx, evs) // the transaction reads them again, and reports
+			return nil, err // the transaction reads them again, and reports
 		}
-		var keep []bus.Event
-		var at []int
+		skip := make([]bool, len(evs))
 		for i, ev := range evs {
-			if wanted[ev.Type] {
-				keep = append(keep, ev)
-				at = append(at, i)
-			}
+			skip[i] = !wanted[ev.Type]
 		}
-		switch len(keep) {
-		case 0:
-			return nil
-		case len(evs):
-			return record(ctx, evs)
-		}
-		errs := record(ctx, keep)
-		if errs == nil {
-			return nil
-		}
-		all := make([]error, len(evs))
-		for j, i := range at {
-			all[i] = errs[j]
-		}
-		return all
-	}
+		return skip, nil
+	})
 }
 
 // subscribedTypes reads the event types some enabled endpoint subscribes to.

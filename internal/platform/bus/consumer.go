@@ -29,6 +29,42 @@ type Handler func(ctx context.Context, ev Event) error
 // meaning of a Handler's error, or a nil slice when all succeeded.
 type BatchHandler func(ctx context.Context, evs []Event) (errs []error)
 
+// Skipping wraps h so that the events skip names are acknowledged without
+// reaching h (a consumer that can tell, cheaply and without writing, that
+// an event needs nothing). skip reports, for each event, whether to skip
+// it; when it fails, every event goes to h.
+func Skipping(h BatchHandler, skip func(ctx context.Context, evs []Event) ([]bool, error)) BatchHandler {
+	return func(ctx context.Context, evs []Event) []error {
+		skipped, err := skip(ctx, evs)
+		if err != nil {
+			return h(ctx, evs)
+		}
+		var rest []Event
+		var at []int
+		for i, ev := range evs {
+			if !skipped[i] {
+				rest = append(rest, ev)
+				at = append(at, i)
+			}
+		}
+		switch len(rest) {
+		case 0:
+			return nil
+		case len(evs):
+			return h(ctx, evs)
+		}
+		errs := h(ctx, rest)
+		if errs == nil {
+			return nil
+		}
+		all := make([]error, len(evs))
+		for j, i := range at {
+			all[i] = errs[j]
+		}
+		return all
+	}
+}
+
 // PermanentError marks a failure that retrying cannot fix (bad data, a
 // rejected contract). See Permanent.
 type PermanentError struct{ Err error }
