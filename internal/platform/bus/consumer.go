@@ -182,14 +182,14 @@ func ExponentialBackoff(base, max time.Duration) func(int) time.Duration {
 // Consumer is a running durable consumer: one subscription on EVENTS and
 // one on REPLAY (dead letters sent back to it), feeding a pool of workers.
 type Consumer struct {
-	bus    *Bus
-	cfg    ConsumerConfig
-	handle BatchHandler
-	batch  int
-	log    *slog.Logger
-	ctx    context.Context // handlers' base context; cancelled after Stop
-	cancel context.CancelFunc
-	subs   []jetstream.ConsumeContext
+	bus     *Bus
+	cfg     ConsumerConfig
+	handle  BatchHandler
+	batch   int
+	log     *slog.Logger
+	ctx     context.Context // handlers' base context; cancelled after Stop
+	cancel  context.CancelFunc
+	subs    []jetstream.ConsumeContext
 	typesMu sync.Mutex // guards cfg.Types, changed by SetTypes
 	// balance holds this instance's partitions (partitioned consumers).
 	balance     *balancer
