@@ -25,13 +25,12 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for s in "${schemas[@]}"; do psql -q "$pg" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
-  rm -rf "$tmp"
+  [ -n "${KEEP_LOGS:-}" ] && cp "$tmp"/*.log "$KEEP_LOGS"/ 2>/dev/null; rm -rf "$tmp"
 }
 trap cleanup EXIT
 go build -o "$tmp/ordermesh" ./cmd/ordermesh
 go build -o "$tmp/nats-server" github.com/nats-io/nats-server/v2
 port=$((20000 + RANDOM % 20000))
-next() { port=$((port + 1)); echo $port; }
 
 routes="nats://127.0.0.1:$((port + 11)),nats://127.0.0.1:$((port + 12)),nats://127.0.0.1:$((port + 13))"
 nats=""
@@ -54,16 +53,19 @@ schema() { # a fresh schema per service, shared by its instances
   schemas+=("$s")
   case "$pg" in *\?*) echo "$pg&search_path=$s" ;; *) echo "$pg?search_path=$s" ;; esac
 }
-serve() { # serve SERVICE DSN [flags…]: starts it, waits until ready, prints its URL
-  local svc=$1 db=$2 p
+serve() { # serve SERVICE DSN [flags…]: starts it, waits until ready, sets $url
+  local svc=$1 db=$2
   shift 2
-  p=$(next)
-  "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$p" "$@" >>"$tmp/$svc.log" 2>&1 &
+  port=$((port + 1))
+  "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$port" --partitioned="${PARTITIONED:-true}" "$@" >>"$tmp/$svc.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$p/readyz" >/dev/null && break; sleep 0.1; done
-  echo "http://127.0.0.1:$p"
+  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "$svc did not become ready:"; tail -5 "$tmp/$svc.log"; exit 1; }
+  url="http://127.0.0.1:$port"
 }
-psp=$(serve psp "$(schema psp)")
+db=$(schema psp)
+serve psp "$db"
+psp=$url
 declare -A up
 for svc in orders inventory payments shipping notifications; do
   db=$(schema "$svc")
@@ -72,12 +74,13 @@ for svc in orders inventory payments shipping notifications; do
   for _ in $(seq 1 "$n"); do
     extra=()
     [ "$svc" = payments ] && extra=(--psp-url "$psp")
-    u=$(serve "$svc" "$db" "${extra[@]}")
-    up[$svc]="${up[$svc]:+${up[$svc]},}$u"
+    serve "$svc" "$db" "${extra[@]}"
+    up[$svc]="${up[$svc]:+${up[$svc]},}$url"
   done
 done
-gw=$(serve gateway "" --jwt-key "$tmp/pub.pem" --upstream "orders=${up[orders]}" --upstream "inventory=${up[inventory]}" \
-  --upstream "payments=${up[payments]}" --upstream "notifications=${up[notifications]}" --upstream "psp=$psp")
+serve gateway "" --jwt-key "$tmp/pub.pem" --upstream "orders=${up[orders]}" --upstream "inventory=${up[inventory]}" \
+  --upstream "payments=${up[payments]}" --upstream "notifications=${up[notifications]}" --upstream "psp=$psp"
+gw=$url
 token=$("$tmp/ordermesh" token --key "$tmp/key.pem" --sub bench --scopes admin --ttl 1h)
 
 "$tmp/ordermesh" load --target "$gw" --token "$token" --rate 5 --duration 2s >/dev/null 2>&1 || true # products, warm-up
@@ -92,9 +95,21 @@ hz=$(getconf CLK_TCK)
 before=$(cpu)
 status=0
 "$tmp/ordermesh" load --target "$gw" --token "$token" --rate "$rate" --duration "$duration" --json "$tmp/load.json" \
-  >"$tmp/load.txt" 2>/dev/null || status=$?
+  >"$tmp/load.txt" 2>"$tmp/load.err" || status=$?
 after=$(cpu)
-cat "$tmp/load.txt"
+if [ -n "${SHOW_TIMELINE:-}" ]; then # where an order's time goes, step by step
+  GW="$gw" TOKEN="$token" python3 - <<'PY' || true
+import json, os, urllib.request, datetime as d
+def get(path):
+    req = urllib.request.Request(os.environ["GW"] + path, headers={"Authorization": "Bearer " + os.environ["TOKEN"]})
+    return json.load(urllib.request.urlopen(req))
+for o in get("/api/orders?limit=3"):
+    o = get("/api/orders/" + o["id"])
+    t = [d.datetime.fromisoformat(s["at"].replace("Z", "+00:00")) for s in o["timeline"]]
+    print("timeline (s after placed):", [(s["type"], round((x - t[0]).total_seconds(), 3)) for s, x in zip(o["timeline"], t)])
+PY
+fi
+cat "$tmp/load.txt"; tail -3 "$tmp/load.err"
 done=$(sed -n 's/.*"completed": \([0-9]*\).*/\1/p' "$tmp/load.json" | head -1)
 awk -v a="$before" -v b="$after" -v hz="$hz" -v n="${done:-0}" -v i="$instances" -v r="$rate" 'BEGIN {
   if (n == 0) { print "no order completed"; exit 1 }

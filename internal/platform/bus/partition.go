@@ -46,9 +46,9 @@ func TypeSubjects(types []string, partition int) []string {
 	return out
 }
 
-// Lease timing: an owner renews each lease every LeaseRenew; a lease not
-// renewed for LeaseTTL (a crashed instance) lapses and another instance
-// takes the partition.
+// Lease timing: every instance renews its membership every LeaseRenew; a
+// membership not renewed for LeaseTTL (a crashed instance) lapses, and
+// the partitions its instance held may then be taken by the others.
 const (
 	LeaseTTL   = 6 * time.Second
 	LeaseRenew = time.Second
@@ -58,35 +58,48 @@ const (
 // partitionName is the durable consumer of one partition.
 func partitionName(consumer string, p int) string { return fmt.Sprintf("%s-p%02d", consumer, p) }
 
-// balancer keeps a partitioned consumer's share of the partitions: it
-// announces the instance as a member, counts the live members, and holds a
-// lease (a key in a JetStream key-value bucket, renewed every LeaseRenew,
-// gone LeaseTTL after its last renewal) on each partition it consumes. It
-// takes free partitions while it has fewer than its share and gives back
-// the extra ones, each only after its messages in hand are settled.
+// balancer keeps a partitioned consumer's share of the partitions, with
+// the help of a JetStream key-value bucket whose keys lapse LeaseTTL after
+// their last write:
+//
+//   - m.<consumer>.<instance>: the instance is alive; it writes it every
+//     LeaseRenew. That one write per second is all an instance does while
+//     nothing changes.
+//   - l.<consumer>.<partition>: the instance that holds the partition. It
+//     is taken with a compare-and-set (create, or update at the revision
+//     read) when free or when its holder's membership has lapsed, and
+//     deleted when given back.
+//
+// An instance whose membership write has not succeeded for LeaseTTL -
+// 2*LeaseRenew stops consuming every partition it holds (it fences itself)
+// before its membership can lapse and another instance take them. It takes
+// partitions while it has fewer than its share and gives back the extra
+// ones, each only after its messages in hand are settled.
 type balancer struct {
 	c        *Consumer
 	kv       jetstream.KeyValue
 	instance string
 
-	mu    sync.Mutex
-	owned map[int]*lease
+	mu     sync.Mutex
+	owned  map[int]*lease
+	alive  time.Time // the last successful membership write
+	fenced bool      // leases naming this instance may be left over
 }
 
 // lease is one partition this instance consumes.
 type lease struct {
 	rev       uint64
-	renewed   time.Time // last successful renewal (or the take)
 	sub       jetstream.ConsumeContext
-	releasing bool // being given back: still renewed until it is
+	releasing bool // being given back
 }
 
-func (bl *balancer) memberKey() string { return "m." + bl.c.cfg.Name + "." + bl.instance }
+func (bl *balancer) memberPrefix() string { return "m." + bl.c.cfg.Name + "." }
+func (bl *balancer) memberKey() string    { return bl.memberPrefix() + bl.instance }
 func (bl *balancer) leaseKey(p int) string {
 	return "l." + bl.c.cfg.Name + "." + strconv.Itoa(p)
 }
 
-// run balances until ctx ends, then releases every lease.
+// run balances until ctx ends.
 func (bl *balancer) run(ctx context.Context) {
 	tick := time.NewTicker(LeaseRenew)
 	defer tick.Stop()
@@ -102,22 +115,30 @@ func (bl *balancer) run(ctx context.Context) {
 	}
 }
 
-// round renews the leases and the membership, then takes or gives back
-// partitions toward this instance's share. Nothing in it waits long: a
-// partition is given back in a goroutine of its own, so the renewals of
-// the others never fall behind.
+// round renews the membership (or fences this instance when it cannot),
+// then takes or gives back partitions toward this instance's share.
+// Nothing in it waits long: a partition is given back in a goroutine of
+// its own.
 func (bl *balancer) round(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, LeaseRenew)
 	defer cancel()
-	bl.renew(ctx)
 	if _, err := bl.kv.Put(ctx, bl.memberKey(), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		bl.fenceIfLapsing()
 		return fmt.Errorf("announce member: %w", err)
 	}
-	members, err := bl.count(ctx, "m."+bl.c.cfg.Name+".")
+	bl.mu.Lock()
+	bl.alive = time.Now()
+	fenced := bl.fenced
+	bl.fenced = false
+	bl.mu.Unlock()
+	if fenced {
+		bl.dropLeftovers(ctx)
+	}
+	members, err := bl.members(ctx)
 	if err != nil {
 		return err
 	}
-	share := (Partitions + members - 1) / max(members, 1)
+	share := (Partitions + len(members) - 1) / max(len(members), 1)
 	bl.mu.Lock()
 	have := 0
 	for _, l := range bl.owned {
@@ -136,7 +157,7 @@ func (bl *balancer) round(ctx context.Context) error {
 			if bl.owns(p) {
 				continue
 			}
-			if bl.take(ctx, p) {
+			if bl.take(ctx, p, members) {
 				have++
 			}
 		}
@@ -158,6 +179,36 @@ func (bl *balancer) round(ctx context.Context) error {
 	return nil
 }
 
+// fenceIfLapsing stops every partition once this instance's membership may
+// lapse before it can renew it: another instance may take them then.
+func (bl *balancer) fenceIfLapsing() {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	if len(bl.owned) == 0 || time.Since(bl.alive) < LeaseTTL-2*LeaseRenew {
+		return
+	}
+	bl.c.log.Warn("cannot renew membership; stopping every partition before another instance may take them", "partitions", len(bl.owned))
+	for p, l := range bl.owned {
+		l.sub.Stop()
+		delete(bl.owned, p)
+	}
+	bl.fenced = true
+}
+
+// dropLeftovers gives back the leases that still name this instance after
+// it fenced itself, so that their partitions do not stay orphaned while it
+// lives on.
+func (bl *balancer) dropLeftovers(ctx context.Context) {
+	for p := range Partitions {
+		if bl.owns(p) {
+			continue
+		}
+		if e, err := bl.kv.Get(ctx, bl.leaseKey(p)); err == nil && string(e.Value()) == bl.instance {
+			_ = bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(e.Revision()))
+		}
+	}
+}
+
 func (bl *balancer) owns(p int) bool {
 	bl.mu.Lock()
 	defer bl.mu.Unlock()
@@ -165,32 +216,44 @@ func (bl *balancer) owns(p int) bool {
 	return ok
 }
 
-// count counts the live keys under prefix.
-func (bl *balancer) count(ctx context.Context, prefix string) (int, error) {
-	keys, err := bl.kv.ListKeysFiltered(ctx, prefix+"*")
+// members returns the live instances of this consumer.
+func (bl *balancer) members(ctx context.Context) (map[string]bool, error) {
+	keys, err := bl.kv.ListKeysFiltered(ctx, bl.memberPrefix()+"*")
 	if err != nil {
-		return 0, fmt.Errorf("list %s*: %w", prefix, err)
+		return nil, fmt.Errorf("list members: %w", err)
 	}
 	defer keys.Stop()
-	n := 0
-	for range keys.Keys() {
-		n++
+	out := map[string]bool{}
+	for k := range keys.Keys() {
+		out[strings.TrimPrefix(k, bl.memberPrefix())] = true
 	}
-	return n, nil
+	return out, nil
 }
 
-// take leases partition p if it is free and starts consuming it.
-func (bl *balancer) take(ctx context.Context, p int) bool {
-	rev, err := bl.kv.Create(ctx, bl.leaseKey(p), []byte(bl.instance))
+// take leases partition p, when nobody holds it or its holder is no longer
+// a member, and starts consuming it.
+func (bl *balancer) take(ctx context.Context, p int, members map[string]bool) bool {
+	var rev uint64
+	e, err := bl.kv.Get(ctx, bl.leaseKey(p))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev, err = bl.kv.Create(ctx, bl.leaseKey(p), []byte(bl.instance))
+	case err != nil:
+		return false
+	case members[string(e.Value())]:
+		return false // held by a live instance
+	default: // its holder's membership lapsed: take it over, unless someone was quicker
+		rev, err = bl.kv.Update(ctx, bl.leaseKey(p), []byte(bl.instance), e.Revision())
+	}
 	if err != nil {
-		return false // held by another instance (or the bucket is unreachable)
+		return false
 	}
 	cons, err := bl.c.bus.js.Consumer(ctx, StreamEvents, partitionName(bl.c.cfg.Name, p))
 	if err == nil {
 		var sub jetstream.ConsumeContext
 		if sub, err = bl.c.consumeFrom(cons, StreamEvents); err == nil {
 			bl.mu.Lock()
-			bl.owned[p] = &lease{rev: rev, renewed: time.Now(), sub: sub}
+			bl.owned[p] = &lease{rev: rev, sub: sub}
 			bl.mu.Unlock()
 			bl.c.log.Debug("partition taken", "partition", p)
 			return true
@@ -201,41 +264,9 @@ func (bl *balancer) take(ctx context.Context, p int) bool {
 	return false
 }
 
-// renew renews every lease. A lease that another instance holds now (the
-// revision moved: it lapsed and was taken), or that could not be renewed
-// for most of LeaseTTL (a broker that does not answer: it may lapse any
-// moment), stops being consumed at once. Other failures are tried again
-// next round.
-func (bl *balancer) renew(ctx context.Context) {
-	bl.mu.Lock()
-	defer bl.mu.Unlock()
-	for p, l := range bl.owned {
-		rev, err := bl.kv.Update(ctx, bl.leaseKey(p), []byte(bl.instance), l.rev)
-		if err == nil {
-			l.rev, l.renewed = rev, time.Now()
-			continue
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			// The revision moved. If the lease is still ours, an earlier
-			// renewal went through but its answer was lost: go on from it.
-			if e, gerr := bl.kv.Get(ctx, bl.leaseKey(p)); gerr == nil && string(e.Value()) == bl.instance {
-				l.rev, l.renewed = e.Revision(), time.Now()
-				continue
-			}
-		}
-		lost := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
-		if !lost && time.Since(l.renewed) < LeaseTTL-2*LeaseRenew {
-			continue // could not ask; the next round tries again
-		}
-		bl.c.log.Warn("partition lease lost; stopping it", "partition", p, "err", err)
-		l.sub.Stop()
-		delete(bl.owned, p)
-	}
-}
-
 // release stops consuming partition p, waits until every message of it in
-// hand is settled (so the next owner cannot handle a later event of an
-// order first), then gives the lease back. The lease is renewed meanwhile.
+// hand is settled (so the next holder cannot handle a later event of an
+// order first), then gives the lease back.
 func (bl *balancer) release(p int) {
 	bl.mu.Lock()
 	l, ok := bl.owned[p]
@@ -259,7 +290,7 @@ func (bl *balancer) release(p int) {
 	bl.mu.Lock()
 	defer bl.mu.Unlock()
 	if bl.owned[p] != l {
-		return // lost meanwhile (renew) or given back at stop
+		return // fenced meanwhile, or given back at stop
 	}
 	delete(bl.owned, p)
 	if err := bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(l.rev)); err != nil {
@@ -268,8 +299,7 @@ func (bl *balancer) release(p int) {
 	bl.c.log.Debug("partition released", "partition", p)
 }
 
-// stop stops consuming every partition, waits for the messages in hand
-// (Consumer.Stop does), and gives back the leases and the membership.
+// subs are the subscriptions of the partitions held now.
 func (bl *balancer) subs() []jetstream.ConsumeContext {
 	bl.mu.Lock()
 	defer bl.mu.Unlock()
