@@ -13,11 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,7 +26,6 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
-	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
 // child is a long-running child process that can be killed and restarted.
@@ -241,35 +238,8 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 		total = n
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: http.DefaultClient.Transport}
-	var mu sync.Mutex
-	var accepted []string
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				token := []string{psp.TokenOK, psp.TokenOK, psp.TokenOK, psp.TokenDecline}[i%4]
-				sku := []string{"CLUSTER-A", "CLUSTER-B"}[i%2]
-				body, _ := json.Marshal(orderBody(fmt.Sprintf("c%d", i%23), token, order.ItemRequest{SKU: sku, Quantity: 1}))
-				id := placeUntilAnswered(client, s.base, fmt.Sprintf("cluster-%d", i), body)
-				mu.Lock()
-				accepted = append(accepted, id)
-				mu.Unlock()
-				time.Sleep(20 * time.Millisecond)
-			}
-		}()
-	}
-	snapshot := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(accepted)
-	}
+	load := startMixedLoad(s.base, "cluster", [2]string{"CLUSTER-A", "CLUSTER-B"}, total, clients, 20*time.Millisecond)
+	snapshot := load.Accepted
 	waitAccepted := func(n int) {
 		bustest.Eventually(t, 120*time.Second, fmt.Sprintf("%d orders accepted", n), func() bool { return len(snapshot()) >= n })
 	}
@@ -326,7 +296,7 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 	}
 	t.Logf("restarted the instances after %d accepted orders", len(snapshot()))
 	watch("the instances' restart")
-	wg.Wait()
+	load.Wait()
 	watchers.Wait()
 	for _, r := range recoveries {
 		if !r.settled {

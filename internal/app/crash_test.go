@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,15 +24,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return bustest.FreeAddr(t) }
 
 // process is `ordermesh run` as a child process.
 type process struct {
@@ -108,40 +99,11 @@ func TestCrashUnderLoad(t *testing.T) {
 	s.addProduct("CRASH-B", 150) // runs out: some orders are cancelled out_of_stock
 
 	const total, clients = 500, 16
-	client := &http.Client{Timeout: 5 * time.Second, Transport: http.DefaultClient.Transport} // with the admin token
-	var accepted atomic.Int64
-	ids := make([]string, total)
-	var acceptedMu sync.Mutex
-	var acceptedIDs []string
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				token := []string{psp.TokenOK, psp.TokenOK, psp.TokenOK, psp.TokenDecline}[i%4]
-				sku := []string{"CRASH-A", "CRASH-B"}[i%2]
-				body, _ := json.Marshal(orderBody(fmt.Sprintf("c%d", i%37), token, order.ItemRequest{SKU: sku, Quantity: 1}))
-				key := fmt.Sprintf("crash-%d", i)
-				ids[i] = placeUntilAnswered(client, s.base, key, body)
-				acceptedMu.Lock()
-				acceptedIDs = append(acceptedIDs, ids[i])
-				acceptedMu.Unlock()
-				accepted.Add(1)
-			}
-		}()
-	}
-	for _, at := range []int64{50 + rand.Int64N(150), 250 + rand.Int64N(150)} {
-		bustest.Eventually(t, 60*time.Second, fmt.Sprintf("%d orders accepted", at), func() bool { return accepted.Load() >= at })
+	load := startMixedLoad(s.base, "crash", [2]string{"CRASH-A", "CRASH-B"}, total, clients, 0)
+	for _, at := range []int{50 + rand.IntN(150), 250 + rand.IntN(150)} {
+		bustest.Eventually(t, 60*time.Second, fmt.Sprintf("%d orders accepted", at), func() bool { return len(load.Accepted()) >= at })
 		p.kill()
-		acceptedMu.Lock()
-		before := slices.Clone(acceptedIDs)
-		acceptedMu.Unlock()
+		before := load.Accepted()
 		t.Logf("killed ordermesh with SIGKILL after %d accepted orders", len(before))
 		restart := time.Now()
 		p.start()
@@ -152,7 +114,8 @@ func TestCrashUnderLoad(t *testing.T) {
 		t.Logf("recovery: ready %.1fs after the restart; all %d orders accepted before the kill settled %.1fs after it",
 			ready.Seconds(), len(before), time.Since(restart).Seconds())
 	}
-	wg.Wait()
+	load.Wait()
+	ids := load.Accepted()
 
 	nc, err := bus.Dial(t.Context(), p.natsURL(), "crash-test")
 	if err != nil {
@@ -173,6 +136,53 @@ func TestCrashUnderLoad(t *testing.T) {
 	s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
 	t.Logf("ledger: %+v", ledger)
 }
+
+// mixedLoad places orders from several clients at once, through crashes:
+// three in four paid with tok_ok and one declined, alternating between
+// two SKUs, each order with its own Idempotency-Key.
+type mixedLoad struct {
+	mu       sync.Mutex
+	accepted []string
+	wg       sync.WaitGroup
+}
+
+// startMixedLoad places total orders through the API at base from clients
+// goroutines, each pausing between its orders; keys are prefix-i.
+func startMixedLoad(base, prefix string, skus [2]string, total, clients int, pause time.Duration) *mixedLoad {
+	l := &mixedLoad{}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: http.DefaultClient.Transport} // with the admin token
+	var next atomic.Int64
+	for range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= total {
+					return
+				}
+				token := []string{psp.TokenOK, psp.TokenOK, psp.TokenOK, psp.TokenDecline}[i%4]
+				body, _ := json.Marshal(orderBody(fmt.Sprintf("c%d", i%37), token, order.ItemRequest{SKU: skus[i%2], Quantity: 1}))
+				id := placeUntilAnswered(client, base, fmt.Sprintf("%s-%d", prefix, i), body)
+				l.mu.Lock()
+				l.accepted = append(l.accepted, id)
+				l.mu.Unlock()
+				time.Sleep(pause)
+			}
+		}()
+	}
+	return l
+}
+
+// Accepted are the orders accepted so far.
+func (l *mixedLoad) Accepted() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.accepted)
+}
+
+// Wait waits until every order is accepted.
+func (l *mixedLoad) Wait() { l.wg.Wait() }
 
 // placeUntilAnswered posts an order, retrying through crashes (connection
 // errors, 5xx) with the same key, until it is accepted.

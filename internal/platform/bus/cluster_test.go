@@ -3,7 +3,6 @@ package bus_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,16 +12,6 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // TestStreamsWaitForTheClusterAndKeepTheirReplicas: stream setup against
 // the first node of a 3-node cluster waits until the others join and then
@@ -36,7 +25,7 @@ func TestStreamsWaitForTheClusterAndKeepTheirReplicas(t *testing.T) {
 	routes := make([]string, 3)
 	listens := make([]string, 3)
 	for i := range 3 {
-		listens[i] = freePort(t)
+		listens[i] = bustest.FreeAddr(t)
 		routes[i] = "nats-route://" + listens[i]
 	}
 	start := func(i int) *bus.Embedded {

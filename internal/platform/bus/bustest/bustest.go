@@ -4,6 +4,7 @@ package bustest
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -118,4 +119,16 @@ func NewEvent(tb testing.TB, typ, subject string, data any) bus.Event {
 		tb.Fatal(err)
 	}
 	return ev
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago, for a
+// process the test starts.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
