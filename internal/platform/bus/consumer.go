@@ -277,12 +277,12 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		c.subs = append(c.subs, sub)
 	}
 	if b.cfg.Partitioned {
-		kv, err := b.leases(ctx)
+		leases, members, err := b.leases(ctx)
 		if err != nil {
 			c.Stop()
 			return nil, err
 		}
-		c.balance = &balancer{c: c, kv: kv, instance: b.cfg.Instance, owned: map[int]*lease{}}
+		c.balance = &balancer{c: c, kv: leases, members: members, instance: b.cfg.Instance, owned: map[int]*lease{}}
 		bctx, cancel := context.WithCancel(context.Background())
 		c.stopBalance, c.balanced = cancel, make(chan struct{})
 		go func() {

@@ -52,7 +52,10 @@ func TypeSubjects(types []string, partition int) []string {
 const (
 	LeaseTTL   = 6 * time.Second
 	LeaseRenew = time.Second
-	leaseKV    = "ordermesh_leases"
+	// The leases' bucket keeps its keys until they are deleted or taken
+	// over; the members' bucket forgets a key LeaseTTL after its last write.
+	leaseKV  = "ordermesh_partitions"
+	memberKV = "ordermesh_members"
 )
 
 // partitionName is the durable consumer of one partition.
@@ -62,10 +65,12 @@ func partitionName(consumer string, p int) string { return fmt.Sprintf("%s-p%02d
 // the help of a JetStream key-value bucket whose keys lapse LeaseTTL after
 // their last write:
 //
-//   - m.<consumer>.<instance>: the instance is alive; it writes it every
+//   - m.<consumer>.<instance> (ordermesh_members, whose keys lapse LeaseTTL
+//     after their last write): the instance is alive; it writes it every
 //     LeaseRenew. That one write per second is all an instance does while
 //     nothing changes.
-//   - l.<consumer>.<partition>: the instance that holds the partition. It
+//   - l.<consumer>.<partition> (ordermesh_partitions, kept until deleted):
+//     the instance that holds the partition. It
 //     is taken with a compare-and-set (create, or update at the revision
 //     read) when free or when its holder's membership has lapsed, and
 //     deleted when given back.
@@ -77,7 +82,8 @@ func partitionName(consumer string, p int) string { return fmt.Sprintf("%s-p%02d
 // ones, each only after its messages in hand are settled.
 type balancer struct {
 	c        *Consumer
-	kv       jetstream.KeyValue
+	kv       jetstream.KeyValue // leases: kept until deleted
+	members  jetstream.KeyValue // memberships: gone LeaseTTL after their last write
 	instance string
 
 	mu     sync.Mutex
@@ -122,7 +128,7 @@ func (bl *balancer) run(ctx context.Context) {
 func (bl *balancer) round(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, LeaseRenew)
 	defer cancel()
-	if _, err := bl.kv.Put(ctx, bl.memberKey(), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+	if _, err := bl.members.Put(ctx, bl.memberKey(), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
 		bl.fenceIfLapsing()
 		return fmt.Errorf("announce member: %w", err)
 	}
@@ -134,7 +140,7 @@ func (bl *balancer) round(ctx context.Context) error {
 	if fenced {
 		bl.dropLeftovers(ctx)
 	}
-	members, err := bl.members(ctx)
+	members, err := bl.liveMembers(ctx)
 	if err != nil {
 		return err
 	}
@@ -216,9 +222,9 @@ func (bl *balancer) owns(p int) bool {
 	return ok
 }
 
-// members returns the live instances of this consumer.
-func (bl *balancer) members(ctx context.Context) (map[string]bool, error) {
-	keys, err := bl.kv.ListKeysFiltered(ctx, bl.memberPrefix()+"*")
+// liveMembers returns the live instances of this consumer.
+func (bl *balancer) liveMembers(ctx context.Context) (map[string]bool, error) {
+	keys, err := bl.members.ListKeysFiltered(ctx, bl.memberPrefix()+"*")
 	if err != nil {
 		return nil, fmt.Errorf("list members: %w", err)
 	}
@@ -240,6 +246,10 @@ func (bl *balancer) take(ctx context.Context, p int, members map[string]bool) bo
 		rev, err = bl.kv.Create(ctx, bl.leaseKey(p), []byte(bl.instance))
 	case err != nil:
 		return false
+	case string(e.Value()) == bl.instance:
+		// Ours already: an earlier take (or give-back) whose answer was
+		// lost. Left alone, no live instance would ever consume it.
+		rev = e.Revision()
 	case members[string(e.Value())]:
 		return false // held by a live instance
 	default: // its holder's membership lapsed: take it over, unless someone was quicker
@@ -320,33 +330,45 @@ func (bl *balancer) giveBack() {
 		_ = bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(l.rev))
 		delete(bl.owned, p)
 	}
-	_ = bl.kv.Delete(ctx, bl.memberKey())
+	_ = bl.members.Delete(ctx, bl.memberKey())
 }
 
-// leases opens (creating if needed) the bucket of partition leases.
-func (b *Bus) leases(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := b.js.KeyValue(ctx, leaseKV)
+// leases opens (creating if needed) the buckets of partition leases and
+// of consumer members.
+func (b *Bus) leases(ctx context.Context) (leases, members jetstream.KeyValue, err error) {
+	if leases, err = b.bucket(ctx, leaseKV, 0); err != nil {
+		return nil, nil, err
+	}
+	if members, err = b.bucket(ctx, memberKV, LeaseTTL); err != nil {
+		return nil, nil, err
+	}
+	return leases, members, nil
+}
+
+// bucket opens (creating if needed) a key-value bucket with as many
+// replicas as EVENTS, whatever this instance was told.
+func (b *Bus) bucket(ctx context.Context, name string, ttl time.Duration) (jetstream.KeyValue, error) {
+	kv, err := b.js.KeyValue(ctx, name)
 	if err == nil || !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return kv, err
 	}
-	// As many replicas as EVENTS, whatever this instance was told.
 	replicas := max(b.cfg.Replicas, 1)
 	if st, err := b.js.Stream(ctx, StreamEvents); err == nil {
 		replicas = max(replicas, st.CachedInfo().Config.Replicas)
 	}
 	kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      leaseKV,
-		Description: "ordermesh partition leases and consumer members",
-		TTL:         LeaseTTL,
+		Bucket:      name,
+		Description: "ordermesh partitioned consumers",
+		TTL:         ttl,
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
-		return b.js.KeyValue(ctx, leaseKV)
+		return b.js.KeyValue(ctx, name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("lease bucket: %w", err)
+		return nil, fmt.Errorf("bucket %s: %w", name, err)
 	}
 	return kv, nil
 }

@@ -103,6 +103,24 @@ func TestPartitionedConsumersKeepEachOrderOnOneInstance(t *testing.T) {
 		return len(a.Partitions()) == bus.Partitions/2 && len(b.Partitions()) == bus.Partitions/2
 	})
 	<-published
+	// Leases outlive the members' TTL: held partitions are not up for
+	// grabs just because nobody rewrote their keys.
+	time.Sleep(bus.LeaseTTL + 2*bus.LeaseRenew)
+	leases, err := s.Bus.JetStream().KeyValue(ctx, "ordermesh_partitions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := leases.ListKeysFiltered(ctx, "l.test-partitioned.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	if n != bus.Partitions {
+		t.Fatalf("%d lease keys %s after the last change, want %d", n, bus.LeaseTTL+2*bus.LeaseRenew, bus.Partitions)
+	}
 	total := func() int {
 		log.mu.Lock()
 		defer log.mu.Unlock()
