@@ -84,19 +84,21 @@ gw=$url
 token=$("$tmp/ordermesh" token --key "$tmp/key.pem" --sub bench --scopes admin --ttl 1h)
 
 "$tmp/ordermesh" load --target "$gw" --token "$token" --rate 5 --duration 2s >/dev/null 2>&1 || true # products, warm-up
-cpu() { # utime + stime of every ordermesh process, in clock ticks
+cpu() { # utime + stime of the processes matching $1, in clock ticks
   local sum=0 p
-  for p in $(pgrep -f "$tmp/ordermesh serve"); do
+  for p in $(pgrep -f "$1"); do
     sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
   done
   echo $sum
 }
 hz=$(getconf CLK_TCK)
-before=$(cpu)
+before=$(cpu "$tmp/ordermesh serve")
+nats_before=$(cpu "$tmp/nats-server")
 status=0
 "$tmp/ordermesh" load --target "$gw" --token "$token" --rate "$rate" --duration "$duration" --json "$tmp/load.json" \
   >"$tmp/load.txt" 2>"$tmp/load.err" || status=$?
-after=$(cpu)
+after=$(cpu "$tmp/ordermesh serve")
+nats_after=$(cpu "$tmp/nats-server")
 if [ -n "${SHOW_TIMELINE:-}" ]; then # where an order's time goes, step by step
   GW="$gw" TOKEN="$token" python3 - <<'PY' || true
 import json, os, urllib.request, datetime as d
@@ -111,8 +113,8 @@ PY
 fi
 cat "$tmp/load.txt"; tail -3 "$tmp/load.err"
 done=$(sed -n 's/.*"completed": \([0-9]*\).*/\1/p' "$tmp/load.json" | head -1)
-awk -v a="$before" -v b="$after" -v hz="$hz" -v n="${done:-0}" -v i="$instances" -v r="$rate" 'BEGIN {
+awk -v a="$before" -v b="$after" -v na="$nats_before" -v nb="$nats_after" -v hz="$hz" -v n="${done:-0}" -v i="$instances" -v r="$rate" 'BEGIN {
   if (n == 0) { print "no order completed"; exit 1 }
-  printf "scaled out, %d instance(s) of orders/inventory/payments, %s orders/s offered: %d completed; ordermesh processes %.2f ms CPU per order\n",
-    i, r, n, (b - a) * 1000 / hz / n }'
+  printf "scaled out, %d instance(s) of orders/inventory/payments, %s orders/s offered: %d completed; ordermesh processes %.2f ms CPU per order, the three nats-servers %.2f ms\n",
+    i, r, n, (b - a) * 1000 / hz / n, (nb - na) * 1000 / hz / n }'
 exit $status
