@@ -195,6 +195,7 @@ type Node struct {
 	stop        context.CancelFunc
 	closing     sync.Once
 
+	reg        *prometheus.Registry
 	metrics    http.Handler
 	metricsURL string
 	// unlock releases the data directory (embedded mode), last in Close.
@@ -235,6 +236,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.Close(context.Background())
 		}
 	}()
+	n.reg = prometheus.NewRegistry()
 	if err := n.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -395,7 +397,7 @@ func (n *Node) connect(ctx context.Context) error {
 		return fmt.Errorf("event schemas: %w", err)
 	}
 	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Placement: n.cfg.Placement, MaxBytes: n.cfg.StreamMaxBytes,
-		Partitioned: n.cfg.Partitioned, Logger: n.log, Validate: schemas.Validate}); err != nil {
+		Partitioned: n.cfg.Partitioned, Metrics: n.reg, Logger: n.log, Validate: schemas.Validate}); err != nil {
 		return err
 	}
 	timeout := n.cfg.StreamsTimeout
@@ -534,7 +536,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", n.ready)
-	reg := prometheus.NewRegistry()
+	reg := n.reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := httpx.NewMetrics(reg)
 	for name, st := range n.stores {

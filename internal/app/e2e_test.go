@@ -496,6 +496,9 @@ func TestCatalogETag(t *testing.T) {
 // made) and that /metrics counts requests per route pattern.
 func TestRequestIDAndMetrics(t *testing.T) {
 	s := startStack(t, Config{MetricsAddr: "127.0.0.1:0"})
+	s.addProduct("METRIC", 5)
+	o := s.place(orderBody("mia", psp.TokenOK, order.ItemRequest{SKU: "METRIC", Quantity: 1}))
+	s.settle([]string{o.ID}, 30*time.Second)
 	if got := s.do("GET", "/api/products", map[string]string{"X-Request-ID": "req-42"}, nil, nil).Header.Get("X-Request-ID"); got != "req-42" {
 		t.Fatalf("X-Request-ID = %q, want the caller's req-42", got)
 	}
@@ -517,6 +520,13 @@ func TestRequestIDAndMetrics(t *testing.T) {
 		`ordermesh_http_requests_total{code="404",method="GET",route="GET /api/orders/{id}"} 1`,
 		`ordermesh_http_request_duration_seconds_bucket`,
 		`go_goroutines`,
+		// The pipeline: per consumer, by event type and outcome, and lag.
+		`ordermesh_consumer_events_total{consumer="orders-saga",outcome="ok",type="payment.authorized"} 1`,
+		`ordermesh_consumer_handle_seconds_bucket{consumer="inventory-saga",type="order.placed"`,
+		`ordermesh_consumer_pending{consumer="payments-saga"} 0`,
+		`ordermesh_consumer_ack_pending{consumer="shipping-saga"}`,
+		`ordermesh_dlq_depth 0`,
+		`ordermesh_outbox_oldest_unsent_seconds{service="orders"}`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)

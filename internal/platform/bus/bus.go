@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Stream names and their subjects.
@@ -57,6 +58,8 @@ type Config struct {
 	// this process among them (default: a random id).
 	Partitioned bool
 	Instance    string
+	// Metrics, when set, receives the pipeline's metrics (see metrics.go).
+	Metrics prometheus.Registerer
 	// Logger receives consumer warnings. Nil means slog.Default().
 	Logger *slog.Logger
 	// Validate, when set, checks every received event's data against its
@@ -68,10 +71,11 @@ type Config struct {
 
 // Bus publishes events and runs consumers over one NATS connection.
 type Bus struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	cfg Config
-	log *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics // nil without Config.Metrics
 }
 
 // Dial connects to an external NATS server at url, retrying the initial
@@ -118,7 +122,11 @@ func New(nc *nats.Conn, cfg Config) (*Bus, error) {
 	if cfg.Instance == "" {
 		cfg.Instance = nuid.Next()
 	}
-	return &Bus{nc: nc, js: js, cfg: cfg, log: log}, nil
+	b := &Bus{nc: nc, js: js, cfg: cfg, log: log}
+	if cfg.Metrics != nil {
+		b.metrics = newMetrics(b, cfg.Metrics)
+	}
+	return b, nil
 }
 
 // Conn is the underlying NATS connection.

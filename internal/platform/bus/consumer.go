@@ -276,6 +276,7 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		}
 		c.subs = append(c.subs, sub)
 	}
+	b.metrics.add(c)
 	if b.cfg.Partitioned {
 		leases, members, err := b.leases(ctx)
 		if err != nil {
@@ -545,7 +546,9 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 	for i, d := range ds {
 		evs[i] = d.ev
 	}
+	start := time.Now()
 	errs := c.call(evs)
+	c.observe(ds, time.Since(start))
 	for i, d := range ds {
 		var err error
 		if errs != nil {
@@ -555,11 +558,44 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 	}
 }
 
+// observe records a handled batch's time for each of its events' types,
+// and the redeliveries among them.
+func (c *Consumer) observe(ds []delivery, took time.Duration) {
+	m := c.bus.metrics
+	if m == nil {
+		return
+	}
+	for _, d := range ds { // types here passed the schema check: catalog types only
+		m.handle.WithLabelValues(c.cfg.Name, d.ev.Type).Observe(took.Seconds())
+		if d.md.NumDelivered > 1 {
+			m.redelivered.WithLabelValues(c.cfg.Name).Inc()
+		}
+	}
+}
+
+// count records an event's outcome. A type the consumer does not
+// subscribe to (a forged header) counts as "other", so that hostile input
+// cannot grow the metric without bound.
+func (c *Consumer) count(typ, outcome string) {
+	m := c.bus.metrics
+	if m == nil {
+		return
+	}
+	c.typesMu.Lock()
+	known := slices.Contains(c.cfg.Types, typ)
+	c.typesMu.Unlock()
+	if !known {
+		typ = "other"
+	}
+	m.events.WithLabelValues(c.cfg.Name, typ, outcome).Inc()
+}
+
 // settle acks, retries or dead-letters one message by its handler outcome.
 func (c *Consumer) settle(d delivery, err error) {
 	defer c.held.remove(d.msg)
 	switch {
 	case err == nil:
+		c.count(d.ev.Type, "ok")
 		if err := d.msg.Ack(); err != nil {
 			c.log.Warn("ack", "event", d.ev.ID, "err", err)
 		}
@@ -568,6 +604,7 @@ func (c *Consumer) settle(d delivery, err error) {
 	case int(d.md.NumDelivered) >= c.cfg.MaxDeliver:
 		c.deadLetter(d.msg, d.md, fmt.Errorf("failed %d deliveries, last error: %w", d.md.NumDelivered, err))
 	default:
+		c.count(d.ev.Type, "retry")
 		delay := c.cfg.Backoff(int(d.md.NumDelivered))
 		c.log.Debug("transient failure; will retry", "event", d.ev.ID, "type", d.ev.Type, "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)
 		if err := d.msg.NakWithDelay(delay); err != nil {
@@ -645,6 +682,7 @@ func (c *Consumer) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, caus
 		return
 	}
 	c.log.Warn("dead-lettered", "subject", msg.Subject(), "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "err", cause)
+	c.count(subjectToken(msg.Headers().Get(HeaderType)), "dead_letter")
 	if err := msg.TermWithReason("dead-lettered"); err != nil {
 		c.log.Warn("term", "seq", md.Sequence.Stream, "err", err)
 	}

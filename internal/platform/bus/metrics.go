@@ -1,0 +1,108 @@
+package bus
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the pipeline's Prometheus metrics, per durable consumer:
+// events handled by type and outcome, handling time, redeliveries and dead
+// letters, and, read from the broker at each scrape, what each consumer
+// has still to receive (lag) and to acknowledge, and the DLQ's depth.
+type metrics struct {
+	events      *prometheus.CounterVec
+	handle      *prometheus.HistogramVec
+	redelivered *prometheus.CounterVec
+
+	mu        sync.Mutex
+	consumers []*Consumer
+}
+
+func newMetrics(b *Bus, reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ordermesh_consumer_events_total",
+			Help: "Events a consumer settled, by type and outcome: ok, retry (redelivered later) or dead_letter.",
+		}, []string{"consumer", "type", "outcome"}),
+		handle: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ordermesh_consumer_handle_seconds",
+			Help:    "Time to handle the batch an event was in (one transaction), by consumer and event type.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"consumer", "type"}),
+		redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ordermesh_consumer_redeliveries_total",
+			Help: "Deliveries of events a consumer had been delivered before (a retry, or a crash before the ack).",
+		}, []string{"consumer"}),
+	}
+	reg.MustRegister(m.events, m.handle, m.redelivered, &brokerCollector{b: b, m: m})
+	return m
+}
+
+func (m *metrics) add(c *Consumer) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.consumers = append(m.consumers, c)
+	m.mu.Unlock()
+}
+
+var (
+	pendingDesc = prometheus.NewDesc("ordermesh_consumer_pending",
+		"Events stored in EVENTS that the consumer has not been delivered yet (its lag), all partitions together.", []string{"consumer"}, nil)
+	ackPendingDesc = prometheus.NewDesc("ordermesh_consumer_ack_pending",
+		"Events delivered to the consumer and not acknowledged yet.", []string{"consumer"}, nil)
+	dlqDesc = prometheus.NewDesc("ordermesh_dlq_depth", "Dead letters in the DLQ stream.", nil, nil)
+)
+
+// brokerCollector reads the consumers' state from the broker at scrape
+// time (a scrape costs one request per durable consumer).
+type brokerCollector struct {
+	b *Bus
+	m *metrics
+}
+
+func (bc *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- pendingDesc
+	ch <- ackPendingDesc
+	ch <- dlqDesc
+}
+
+func (bc *brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	bc.m.mu.Lock()
+	consumers := append([]*Consumer(nil), bc.m.consumers...)
+	bc.m.mu.Unlock()
+	for _, c := range consumers {
+		names := []string{c.cfg.Name}
+		if bc.b.cfg.Partitioned {
+			names = names[:0]
+			for p := range Partitions {
+				names = append(names, partitionName(c.cfg.Name, p))
+			}
+		}
+		var pending, ackPending float64
+		ok := true
+		for _, name := range names {
+			cons, err := bc.b.js.Consumer(ctx, StreamEvents, name)
+			if err != nil {
+				ok = false
+				break
+			}
+			info := cons.CachedInfo()
+			pending += float64(info.NumPending)
+			ackPending += float64(info.NumAckPending)
+		}
+		if ok {
+			ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, pending, c.cfg.Name)
+			ch <- prometheus.MustNewConstMetric(ackPendingDesc, prometheus.GaugeValue, ackPending, c.cfg.Name)
+		}
+	}
+	if st, err := bc.b.js.Stream(ctx, StreamDLQ); err == nil {
+		ch <- prometheus.MustNewConstMetric(dlqDesc, prometheus.GaugeValue, float64(st.CachedInfo().State.Msgs))
+	}
+}
