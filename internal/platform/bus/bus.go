@@ -141,17 +141,23 @@ func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 // servers up), it retries with backoff and says so in the log, until ctx
 // ends.
 func (b *Bus) EnsureStreams(ctx context.Context) error {
+	return b.retry(ctx, "streams not ready; retrying (is the JetStream cluster up and are there enough servers for the replicas?)", b.ensureStreams)
+}
+
+// retry runs attempt until it succeeds or ctx ends, with a backoff from
+// 250ms to 5s and a warning (say) per failure. Each attempt has a deadline
+// of its own: a request to a cluster without a JetStream leader yet gets
+// no answer at all.
+func (b *Bus) retry(ctx context.Context, say string, attempt func(ctx context.Context) error, logArgs ...any) error {
 	wait := 250 * time.Millisecond
 	for {
-		// Each attempt has a deadline of its own: a request to a cluster
-		// without a JetStream leader yet gets no answer at all.
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := b.ensureStreams(actx)
+		err := attempt(actx)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		b.log.Warn("streams not ready; retrying (is the JetStream cluster up and are there enough servers for the replicas?)", "err", err, "retry_in", wait)
+		b.log.Warn(say, append(logArgs, "err", err, "retry_in", wait)...)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (gave up: %v)", err, ctx.Err())

@@ -313,32 +313,14 @@ func (c *Consumer) Partitions() []int {
 // ensureConsumer creates or updates a durable consumer, retrying while the
 // broker cannot answer (a cluster electing leaders after a node died) for
 // up to two minutes, each attempt with a deadline of its own.
-func (b *Bus) ensureConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+func (b *Bus) ensureConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (cons jetstream.Consumer, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	wait := 250 * time.Millisecond
-	for {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		cons, err := b.js.CreateOrUpdateConsumer(actx, stream, cfg)
-		acancel()
-		if err == nil || ctx.Err() != nil {
-			return cons, err
-		}
-		b.log.Warn("consumer not ready; retrying", "consumer", cfg.Durable, "stream", stream, "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
-}
-
-// Types are the event types the consumer receives now.
-func (c *Consumer) Types() []string {
-	c.typesMu.Lock()
-	defer c.typesMu.Unlock()
-	return slices.Clone(c.cfg.Types)
+	err = b.retry(ctx, "consumer not ready; retrying", func(ctx context.Context) (err error) {
+		cons, err = b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		return err
+	}, "consumer", cfg.Durable, "stream", stream)
+	return cons, err
 }
 
 // SetTypes changes the event types the durable consumer receives, on the
