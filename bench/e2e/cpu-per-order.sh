@@ -15,7 +15,7 @@ follow=${FOLLOW:-stream}
 addr=127.0.0.1:18481
 tmp=$(mktemp -d)
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install -y time)"; exit 1; }
-go build -o "$tmp/ordermesh" ./cmd/ordermesh
+if [ -n "${BIN:-}" ]; then cp "$BIN" "$tmp/ordermesh"; else go build -o "$tmp/ordermesh" ./cmd/ordermesh; fi
 "$tmp/ordermesh" run --data "$tmp/data" --addr "$addr" --metrics-addr 127.0.0.1:0 --log-level warn >"$tmp/run.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT

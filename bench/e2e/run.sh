@@ -25,6 +25,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status"; }
+cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; } # utime + stime, in clock ticks
 rss_idle=$(rss)
 
 echo "measuring the broker's raw limit…"
@@ -40,10 +41,15 @@ echo "sustaining $half orders/s for $sustain…"
 peak=0
 ( while kill -0 $pid 2>/dev/null; do r=$(rss); echo "$r"; sleep 1; done ) >"$out/rss.log" &
 sampler=$!
-"$bin" load --target "http://$addr" --data "$data" --rate "$half" --duration "$sustain" --json "$out/sustained.json" >"$out/sustained.txt" 2>"$out/sustained.progress"
+cpu_before=$(cpu)
+/usr/bin/time -f "%U %S" -o "$out/load.cpu" "$bin" load --target "http://$addr" --data "$data" --rate "$half" --duration "$sustain" --json "$out/sustained.json" >"$out/sustained.txt" 2>"$out/sustained.progress"
+cpu_after=$(cpu)
 kill $sampler 2>/dev/null || true
 peak=$(sort -n "$out/rss.log" | tail -1)
 settled=$(sed -n 's/.*"settled_per_s": \([0-9.]*\).*/\1/p' "$out/sustained.json" | head -1)
+completed=$(sed -n 's/.*"completed": \([0-9]*\).*/\1/p' "$out/sustained.json" | head -1)
+cpu_per_order=$(read -r lu ls <"$out/load.cpu"; awk -v a="$cpu_before" -v b="$cpu_after" -v hz="$(getconf CLK_TCK)" -v n="$completed" -v lu="$lu" -v ls="$ls" \
+  'BEGIN {printf "run %.2f ms, load %.2f ms", (b - a) * 1000 / hz / n, (lu + ls) * 1000 / n}')
 
 # Each completed order is 8 events on the broker (placed, reserved,
 # authorized, confirmed, shipment, committed, captured, completed).
@@ -54,6 +60,7 @@ broker raw limit:       $broker
 max sustained rate:     $max orders/s (p99 completion ≤ 500 ms, no errors)
 at $half orders/s for $sustain:
 $(sed 's/^/  /' "$out/sustained.txt")
+CPU per completed order: $cpu_per_order (at $half orders/s)
 RSS:                    idle ${rss_idle} MiB, peak ${peak} MiB under load
 broker use:             $settled orders/s × 8 events = $(awk -v s="$settled" 'BEGIN {printf "%d", s*8}') msgs/s = ${ratio} of the raw publish rate
 SUMMARY

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,6 +49,7 @@ one more connection and request per order, on both sides.
 	drain := fs.Duration("drain", 60*time.Second, "how long to wait for orders to settle after sending stops")
 	follow := fs.String("follow", load.FollowStream, "how to see orders settle: stream (one admin event stream) or order (each order's own stream)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file (- for stdout)")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file (go tool pprof)")
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
@@ -63,6 +66,20 @@ one more connection and request per order, on both sides.
 		return usagef("--follow must be stream or order, got %q", *follow)
 	case !strings.HasPrefix(*target, "http://") && !strings.HasPrefix(*target, "https://"):
 		return usagef("--target %q: want an http(s):// URL", *target)
+	}
+	// The load generator usually shares its machine with the system under
+	// test. One P keeps it from waking a second thread for each request and
+	// response, which cost more CPU than the requests themselves; GOMAXPROCS
+	// in the environment overrides it.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	// With --json -, stdout carries only the JSON; people read stderr.
 	human := stdout
@@ -239,4 +256,17 @@ func (r *rateValue) Set(v string) error {
 	}
 	*r = rateValue(f)
 	return nil
+}
+
+// startCPUProfile profiles this process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
