@@ -2,6 +2,7 @@ package event_test
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -63,5 +64,35 @@ func TestSchemasAcceptTheGoStructsAndRejectBadData(t *testing.T) {
 	}
 	if err := s.Validate("order.teleported", []byte(`{}`)); err == nil {
 		t.Fatal("a type outside the catalog was accepted")
+	}
+}
+
+// TestValidDataIsRememberedOnlyForItsTypeAndBytes: the cache that spares a
+// second check of the same event must never let other data through.
+func TestValidDataIsRememberedOnlyForItsTypeAndBytes(t *testing.T) {
+	s, err := event.LoadSchemas()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := []byte(`{"order_id":"o1","customer_id":"c1"}`)
+	for range 2 { // the second time from the cache
+		if err := s.Validate(event.OrderCompleted, ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Valid for order.completed, but stock.rejected needs a sku and a reason.
+	if err := s.Validate(event.StockRejected, ref); err == nil {
+		t.Fatal("data remembered as valid for one type passed for another")
+	}
+	if err := s.Validate(event.OrderCompleted, []byte(`{"order_id":"o1","customer_id":"c1","x":1}`)); err == nil {
+		t.Fatal("other bytes passed after valid ones")
+	}
+	for i := range 5000 { // two generations and more: old entries go, checks stay right
+		if err := s.Validate(event.OrderCompleted, []byte(`{"order_id":"o`+strconv.Itoa(i)+`","customer_id":"c"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Validate(event.OrderCompleted, ref); err != nil {
+		t.Fatal(err)
 	}
 }

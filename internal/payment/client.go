@@ -13,6 +13,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -51,8 +52,11 @@ func NewProviderClient(cfg ClientConfig) *ProviderClient {
 		cfg.Attempts = 3
 	}
 	return &ProviderClient{
-		base:     cfg.BaseURL,
-		http:     &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		base: cfg.BaseURL,
+		http: &http.Client{Timeout: cfg.Timeout, Transport: telemetry.Transport(&http.Transport{
+			// A batch calls the provider for many orders at once: keep as many
+			// connections as it may use, so bursts reuse them rather than dial.
+			MaxConnsPerHost: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second})},
 		attempts: cfg.Attempts,
 		apiKey:   cfg.APIKey,
 		breaker: gobreaker.NewCircuitBreaker[psp.Operation](gobreaker.Settings{
