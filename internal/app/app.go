@@ -38,6 +38,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
 	"github.com/ordermesh/ordermesh/internal/shipping"
 )
@@ -237,6 +238,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	n.reg = prometheus.NewRegistry()
+	stopTracing, err := telemetry.Setup(ctx, "ordermesh "+strings.Join(cfg.Services, ","))
+	if err != nil {
+		return nil, err
+	}
+	n.onClose = append(n.onClose, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(ctx); err != nil {
+			n.log.Warn("flush traces", "err", err)
+		}
+	})
 	if err := n.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -574,7 +586,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	}
 	// ReadTimeout covers the body too; net/http lifts it once a handler has
 	// read the whole request, so streams and long polls are not cut.
-	n.http = &http.Server{Handler: httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)),
+	n.http = &http.Server{Handler: telemetry.Handler(httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)), routeOf),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: bodyTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	n.httpDone = make(chan error, 1)
 	go func() { n.httpDone <- n.http.Serve(n.listener) }()

@@ -34,7 +34,9 @@ type stack struct {
 func startStack(t *testing.T, cfg Config) *stack {
 	t.Helper()
 	cfg = withTestAuth(t, cfg)
-	cfg.Services = Services
+	if cfg.Services == nil {
+		cfg.Services = Services
+	}
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Logger = bustest.Logger(t)
 	if cfg.DataDir == "" {

@@ -28,6 +28,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/platform/sse"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
 	"github.com/ordermesh/ordermesh/internal/shipping"
 )
@@ -131,7 +132,7 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		sim.Routes(mux)
 		n.pspAPI = sim.ProviderAPI()
 		if n.pspListener != nil {
-			srv := &http.Server{Handler: n.pspAPI, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+			srv := &http.Server{Handler: telemetry.Handler(n.pspAPI, nil), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 			go srv.Serve(n.pspListener)
 			n.onClose = append(n.onClose, func() { srv.Close() })
 		}

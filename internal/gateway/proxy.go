@@ -17,6 +17,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
 // Upstream is one service's instances behind the gateway, with the policy
@@ -51,7 +52,8 @@ func NewUpstream(name, policy string, instances []*Instance) (*Upstream, error) 
 	}
 	return &Upstream{
 		Name: name, Instances: instances, Balancer: b, Timeout: 30 * time.Second,
-		base:     &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext},
+		base: telemetry.Transport(&http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+			DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}),
 		breakers: map[*Instance]*gobreaker.CircuitBreaker[*http.Response]{},
 		failures: map[*Instance]int{},
 	}, nil

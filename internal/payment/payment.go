@@ -21,6 +21,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -146,7 +147,8 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 			defer wg.Done()
 			defer func() { finals[k] = p }()
 			for n, i := range groups[id] {
-				out, err := s.decide(ctx, evs[i], &p)
+				// The provider call is a child of this event's handling.
+				out, err := s.decide(telemetry.WithTraceParent(ctx, evs[i].TraceParent), evs[i], &p)
 				if err != nil {
 					errs[i] = err
 					// Later events of this order wait for this one: retry them after it.

@@ -16,6 +16,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Handler processes one event. Returning nil acknowledges it. An error
@@ -490,9 +493,10 @@ func (c *Consumer) work(q *queue) {
 
 // delivery is a received message on its way through process.
 type delivery struct {
-	msg jetstream.Msg
-	md  *jetstream.MsgMetadata
-	ev  Event
+	msg  jetstream.Msg
+	md   *jetstream.MsgMetadata
+	ev   Event
+	span trace.Span // this handling, a child of the emission's span
 }
 
 // process decodes a batch, dead-letters what cannot be handled, runs the
@@ -519,7 +523,7 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 			c.deadLetter(msg, md, fmt.Errorf("no acknowledgement after %d deliveries (handler crashed or exceeded %s)", md.NumDelivered-1, c.cfg.HandlerTimeout))
 			continue
 		}
-		ds = append(ds, delivery{msg: msg, md: md, ev: ev})
+		ds = append(ds, c.startHandling(msg, md, ev))
 	}
 	if len(ds) == 0 {
 		return
@@ -538,6 +542,24 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 		}
 		c.settle(d, err)
 	}
+}
+
+// startHandling starts the span of one event's handling, a child of its
+// emission's. The event then carries the handling's traceparent, so that
+// the events the handler emits because of it become its children.
+func (c *Consumer) startHandling(msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event) delivery {
+	ctx, span := telemetry.StartEvent(c.ctx, "handle "+ev.Type, trace.SpanKindConsumer, ev.TraceParent,
+		telemetry.AttrConsumer.String(c.cfg.Name), telemetry.AttrEventID.String(ev.ID),
+		telemetry.AttrEventType.String(ev.Type), telemetry.AttrOrderID.String(ev.Subject))
+	if tp := telemetry.TraceParent(ctx); tp != "" {
+		ev.TraceParent = tp
+	}
+	return delivery{msg: msg, md: md, ev: ev, span: span}
+}
+
+// eventLog is the log attributes of one event: its id, order and trace.
+func eventLog(ev Event) []any {
+	return []any{"event", ev.ID, "type", ev.Type, "order_id", ev.Subject, "trace_id", telemetry.TraceID(telemetry.WithTraceParent(context.Background(), ev.TraceParent))}
 }
 
 // observe records a handled batch's time for each of its events' types,
@@ -575,11 +597,16 @@ func (c *Consumer) count(typ, outcome string) {
 // settle acks, retries or dead-letters one message by its handler outcome.
 func (c *Consumer) settle(d delivery, err error) {
 	defer c.held.remove(d.msg)
+	if err != nil {
+		d.span.RecordError(err)
+		d.span.SetStatus(codes.Error, err.Error())
+	}
+	defer d.span.End()
 	switch {
 	case err == nil:
 		c.count(d.ev.Type, "ok")
 		if err := d.msg.Ack(); err != nil {
-			c.log.Warn("ack", "event", d.ev.ID, "err", err)
+			c.log.Warn("ack", append(eventLog(d.ev), "err", err)...)
 		}
 	case IsPermanent(err):
 		c.deadLetter(d.msg, d.md, err)
@@ -588,9 +615,9 @@ func (c *Consumer) settle(d delivery, err error) {
 	default:
 		c.count(d.ev.Type, "retry")
 		delay := c.cfg.Backoff(int(d.md.NumDelivered))
-		c.log.Debug("transient failure; will retry", "event", d.ev.ID, "type", d.ev.Type, "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)
+		c.log.Debug("transient failure; will retry", append(eventLog(d.ev), "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)...)
 		if err := d.msg.NakWithDelay(delay); err != nil {
-			c.log.Warn("nak", "event", d.ev.ID, "err", err)
+			c.log.Warn("nak", append(eventLog(d.ev), "err", err)...)
 		}
 	}
 }

@@ -20,6 +20,8 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 //go:embed migrations
@@ -229,6 +231,15 @@ func (o *Outbox) Emit(ctx context.Context, tx *sqldb.Tx, source, typ, subject st
 	if cause != nil {
 		ev = ev.CausedBy(*cause)
 	}
+	// The emission's span is a child of the cause's handling (whose
+	// traceparent the cause carries), else of ctx's span (a request); the
+	// event carries it on, so its consumers' spans become its children.
+	sctx, span := telemetry.StartEvent(ctx, "emit "+typ, trace.SpanKindProducer, ev.TraceParent,
+		telemetry.AttrEventID.String(ev.ID), telemetry.AttrEventType.String(typ), telemetry.AttrOrderID.String(subject))
+	if tp := telemetry.TraceParent(sctx); tp != "" {
+		ev.TraceParent = tp
+	}
+	span.End()
 	return o.Add(ctx, tx, ev)
 }
 

@@ -1,0 +1,165 @@
+package app
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/payment"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+// TestOneTracePerOrderAcrossProcesses: with a tracer provider installed,
+// one completed order is one trace. Its spans cover the request, every
+// emission and every handling of the saga, in the node that took the
+// order and in a second node (payments and shipping, as `serve` would run
+// them) that sees the order only through the broker; every span's parent
+// is in the trace.
+func TestOneTracePerOrderAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two nodes")
+	}
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+
+	dir := t.TempDir()
+	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0",
+		Services: []string{"orders", "inventory", "notifications", "psp", "gateway"}})
+	pspURL, err := s.n.pspURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Start(context.Background(), Config{
+		Services: []string{"payments", "shipping"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(),
+		DSNs:           map[string]string{"payments": "sqlite:" + filepath.Join(dir, "p2.db"), "shipping": "sqlite:" + filepath.Join(dir, "s2.db")},
+		InternalSecret: strings.Repeat("0123456789abcdef", 4), PSPURL: pspURL, PSPAPIKey: s.n.cfg.PSPAPIKey,
+		PSPWebhookSecret: s.n.cfg.PSPWebhookSecret, Logger: bustest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close(context.Background())
+
+	s.addProduct("TRACED", 5)
+	o := s.place(orderBody("ada", psp.TokenOK, order.ItemRequest{SKU: "TRACED", Quantity: 1}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, sp := range exp.GetSpans().Snapshots() {
+				t.Logf("span %s trace %s parent %s attrs %v", sp.Name(), sp.SpanContext().TraceID(), sp.Parent().SpanID(), sp.Attributes())
+			}
+		}
+	})
+	if got := s.settle([]string{o.ID}, 30*time.Second)[o.ID]; got.Status != order.Completed {
+		t.Fatalf("order ended %s, want completed", got.Status)
+	}
+
+	// The order's spans: those of the trace its order.placed emission is in.
+	want := []string{
+		"POST /api/orders", "emit order.placed",
+		"handle order.placed", "emit stock.reserved",
+		"handle stock.reserved", "POST /psp/v1/authorize", "emit payment.authorized",
+		"handle payment.authorized", "emit order.confirmed",
+		"handle order.confirmed", "emit shipment.created",
+		"handle shipment.created", "emit stock.committed", "POST /psp/v1/capture", "emit payment.captured",
+		"handle payment.captured", "emit order.completed",
+		"handle order.completed",
+	}
+	var trace []sdktrace.ReadOnlySpan
+	bustest.Eventually(t, 10*time.Second, "the order's trace to hold every step", func() bool {
+		trace = orderTrace(exp.GetSpans().Snapshots(), o.ID)
+		names := map[string]bool{}
+		for _, sp := range trace {
+			names[sp.Name()] = true
+		}
+		for _, w := range want {
+			if !names[w] {
+				return false
+			}
+		}
+		return true
+	})
+	ids := map[string]bool{}
+	for _, sp := range trace {
+		ids[sp.SpanContext().SpanID().String()] = true
+	}
+	roots := 0
+	for _, sp := range trace {
+		if !sp.Parent().IsValid() {
+			roots++
+			if !strings.HasPrefix(sp.Name(), "POST /api/orders") {
+				t.Errorf("span %q has no parent; only the request should be the root", sp.Name())
+			}
+			continue
+		}
+		if !ids[sp.Parent().SpanID().String()] {
+			t.Errorf("span %q: its parent is not in the trace", sp.Name())
+		}
+	}
+	if roots != 1 {
+		t.Errorf("trace has %d roots, want 1", roots)
+	}
+	// Handling in the second node is parented across the broker: the
+	// payments consumer's handling of stock.reserved is a child of the
+	// emission of stock.reserved in the first node.
+	byID := map[string]sdktrace.ReadOnlySpan{}
+	for _, sp := range trace {
+		byID[sp.SpanContext().SpanID().String()] = sp
+	}
+	found := false
+	for _, sp := range trace {
+		if sp.Name() == "handle stock.reserved" && attr(sp, telemetry.AttrConsumer) == payment.ConsumerName {
+			found = true
+			if p := byID[sp.Parent().SpanID().String()]; p == nil || p.Name() != "emit stock.reserved" {
+				t.Errorf("payments' handling of stock.reserved is not a child of its emission")
+			}
+		}
+	}
+	if !found {
+		t.Error("no span of the second node's payments consumer in the trace")
+	}
+}
+
+// orderTrace is every span of the trace in which order id was placed.
+func orderTrace(spans []sdktrace.ReadOnlySpan, id string) []sdktrace.ReadOnlySpan {
+	var traceID string
+	for _, sp := range spans {
+		if sp.Name() == "emit order.placed" && attr(sp, telemetry.AttrOrderID) == id {
+			traceID = sp.SpanContext().TraceID().String()
+		}
+	}
+	if traceID == "" {
+		return nil
+	}
+	var out []sdktrace.ReadOnlySpan
+	for _, sp := range spans {
+		if sp.SpanContext().TraceID().String() == traceID {
+			out = append(out, sp)
+		}
+	}
+	slices.SortFunc(out, func(a, b sdktrace.ReadOnlySpan) int { return a.StartTime().Compare(b.StartTime()) })
+	return out
+}
+
+// attr is the string value of one of a span's attributes.
+func attr(sp sdktrace.ReadOnlySpan, key attribute.Key) string {
+	for _, kv := range sp.Attributes() {
+		if kv.Key == key {
+			return kv.Value.AsString()
+		}
+	}
+	return ""
+}

@@ -1,0 +1,139 @@
+// Package telemetry is ordermesh's tracing: OpenTelemetry spans for HTTP
+// requests, event emissions, event handling and outgoing calls, joined
+// into one trace per order by the W3C traceparent that every event
+// carries (in its outbox row and in its CloudEvents headers).
+//
+// Spans are exported over OTLP/HTTP when the standard variables
+// (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, and
+// the other OTEL_* ones the exporter reads) are set. Without them the
+// tracer provider stays OpenTelemetry's no-op one: no span is recorded or
+// exported, and traceparents pass through unchanged.
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// instrumentation names ordermesh's tracer.
+const instrumentation = "github.com/ordermesh/ordermesh"
+
+// Span attributes ordermesh sets on event spans.
+const (
+	AttrEventID   = attribute.Key("ordermesh.event.id")
+	AttrEventType = attribute.Key("ordermesh.event.type")
+	AttrOrderID   = attribute.Key("ordermesh.order.id")
+	AttrConsumer  = attribute.Key("ordermesh.consumer")
+)
+
+func init() {
+	// Propagation works whether or not spans are recorded: a traceparent
+	// that arrives in a request or an event is continued.
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+}
+
+// Enabled reports whether the environment asks for spans to be exported.
+func Enabled() bool {
+	return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" ||
+		os.Getenv("OTEL_TRACES_EXPORTER") == "otlp"
+}
+
+// Setup installs an OTLP/HTTP exporting tracer provider for service when
+// Enabled, and returns the function that flushes and stops it. Otherwise
+// it changes nothing and returns a no-op.
+func Setup(ctx context.Context, service string) (shutdown func(context.Context) error, err error) {
+	if !Enabled() || os.Getenv("OTEL_SDK_DISABLED") == "true" {
+		return func(context.Context) error { return nil }, nil
+	}
+	exp, err := otlptracehttp.New(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("OTLP trace exporter (check OTEL_EXPORTER_OTLP_ENDPOINT): %w", err)
+	}
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(service)))
+	if err != nil {
+		res = resource.Default()
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	otel.SetTracerProvider(tp)
+	return tp.Shutdown, nil
+}
+
+// Tracer is ordermesh's tracer, from the global provider at each call, so
+// that a provider installed later (by Setup or a test) is used.
+func Tracer() trace.Tracer { return otel.GetTracerProvider().Tracer(instrumentation) }
+
+// TraceParent is the W3C traceparent of the span in ctx, or "" when ctx
+// carries no valid span context.
+func TraceParent(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return ""
+	}
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c["traceparent"]
+}
+
+// WithTraceParent returns ctx continuing the remote span named by
+// traceparent. An empty or malformed traceparent leaves ctx unchanged:
+// it may come from a forged event.
+func WithTraceParent(ctx context.Context, traceparent string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent})
+}
+
+// TraceID is the trace id of the span in ctx, or "" without one; for log
+// lines.
+func TraceID(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return ""
+	}
+	return sc.TraceID().String()
+}
+
+// StartEvent starts a span about one event, as a child of the span its
+// traceparent names, else of ctx's span.
+func StartEvent(ctx context.Context, name string, kind trace.SpanKind, traceparent string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	return Tracer().Start(WithTraceParent(ctx, traceparent), name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+}
+
+// Handler wraps h with a server span per request, named by route (the
+// method and path when route is nil). Health probes and metrics scrapes
+// get none.
+func Handler(h http.Handler, route func(*http.Request) string) http.Handler {
+	return otelhttp.NewHandler(h, "http",
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+			if route != nil {
+				if p := route(r); p != "" {
+					return p
+				}
+			}
+			return r.Method + " " + r.URL.Path
+		}),
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			switch r.URL.Path {
+			case "/livez", "/readyz", "/metrics":
+				return false
+			}
+			return true
+		}))
+}
+
+// Transport wraps rt with a client span per request and sends the
+// traceparent of the caller's span.
+func Transport(rt http.RoundTripper) http.RoundTripper { return otelhttp.NewTransport(rt) }
