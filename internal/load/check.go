@@ -99,7 +99,8 @@ func (r *Runner) Max(ctx context.Context, start float64, step, slo time.Duration
 		}
 		cfg := r.cfg
 		cfg.Rate, cfg.Duration = rate, step
-		res := (&Runner{cfg: cfg, client: r.client, stream: r.stream}).Run(ctx)
+		// The trial follows orders as the runner does: with its watcher, if any.
+		res := (&Runner{cfg: cfg, client: r.client, stream: r.stream, ends: r.ends}).Run(ctx)
 		ok := res.ErrorCount() == 0 && res.Unsettled == 0 && res.Completion.P99 <= float64(slo.Milliseconds())
 		runs = append(runs, res)
 		if report != nil {
