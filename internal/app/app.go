@@ -568,7 +568,21 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 			}
 			return age.Seconds()
 		}))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "ordermesh_outbox_backlog",
+			Help:        "Outbox rows committed and not yet published to the broker.",
+			ConstLabels: prometheus.Labels{"service": name},
+		}, func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := st.outbox.Backlog(ctx)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}))
 	}
+	reg.MustRegister(outbox.StepSeconds)
 	n.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	routeOf := func(r *http.Request) string {
 		if _, p := n.api.Handler(r); p != "" {

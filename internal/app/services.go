@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
@@ -65,6 +66,7 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 				return n.Bus.AckedThrough(ctx, order.ConsumerName, sku, seq)
 			}})
 		svc.Routes(mux)
+		n.reg.MustRegister(order.Finished, order.Lifetime)
 		// Long polls and event streams on any instance are woken by the
 		// broker, whichever instance changed the order.
 		stopWatch, err := n.Bus.OnChanged("order", svc.Notify)
@@ -84,8 +86,14 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		if err != nil {
 			return err
 		}
+		provider := payment.NewProviderClient(payment.ClientConfig{BaseURL: pspURL, APIKey: n.cfg.PSPAPIKey})
+		n.reg.MustRegister(payment.ProviderCalls, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "ordermesh_breaker_state",
+			Help:        "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+			ConstLabels: prometheus.Labels{"breaker": "psp"},
+		}, provider.BreakerState))
 		svc := payment.New(payment.Config{DB: st.db, Outbox: st.outbox, Logger: log, WebhookSecret: n.cfg.PSPWebhookSecret,
-			Provider: payment.NewProviderClient(payment.ClientConfig{BaseURL: pspURL, APIKey: n.cfg.PSPAPIKey})})
+			Provider: provider})
 		svc.Routes(mux)
 		cfg, h := svc.Consumer()
 		return n.ConsumeBatch(ctx, cfg, h)
@@ -103,6 +111,10 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		whCfg.DB, whCfg.Outbox, whCfg.Logger = st.db, st.outbox, log
 		hooks := webhook.New(whCfg)
 		hooks.Routes(mux)
+		n.reg.MustRegister(webhook.Attempts, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ordermesh_webhook_breakers_open",
+			Help: "Webhook endpoints this process is not attempting now because their circuit breaker is open or half-open.",
+		}, func() float64 { return float64(hooks.OpenBreakers()) }))
 		n.relays.Add(1)
 		go func() {
 			defer n.relays.Done()
@@ -146,6 +158,7 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		// The gateway's own route: the firehose (the others it proxies or,
 		// in one process, hands to the services mounted here).
 		mux.HandleFunc("GET /api/admin/stream", n.firehose)
+		n.reg.MustRegister(gateway.RateLimited)
 		return nil
 	}
 	return fmt.Errorf("unknown service %q", name)

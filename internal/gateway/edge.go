@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
@@ -284,6 +286,7 @@ func (e *Edge) admitFailure(w http.ResponseWriter, r *http.Request) bool {
 	if err != nil || d.Allowed {
 		return true
 	}
+	RateLimited.WithLabelValues(ClassAuthFailures).Inc()
 	e.blockedMu.Lock()
 	if len(e.blocked) > 100_000 {
 		clear(e.blocked) // bounded memory under a spoofing flood
@@ -327,6 +330,7 @@ func (e *Edge) admit(w http.ResponseWriter, r *http.Request, route Route, id ide
 		return true
 	}
 	h.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
+	RateLimited.WithLabelValues(route.Class).Inc()
 	e.fail(w, r, apperr.New(apperr.TooManyRequests, "", "rate limit for %s is %d per %s; retry in %s", route.Class, lim.Rate, lim.Period, d.RetryAfter.Round(time.Millisecond)))
 	return false
 }
@@ -351,3 +355,10 @@ func callerKey(r *http.Request, id identity.Identity) string {
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+
+// RateLimited counts requests refused with 429 by a rate limit, by route
+// class (auth:failures for addresses blocked after failed sign-ins).
+var RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "ordermesh_ratelimit_rejections_total",
+	Help: "Requests refused with 429 by a rate limit, by route class (auth:failures: addresses over the failed-authentication limit).",
+}, []string{"class"})

@@ -342,6 +342,9 @@ func (s *Service) transition(ctx context.Context, tx *sqldb.Tx, o *Order, step s
 	if ok {
 		id := o.ID
 		tx.OnCommit(func() { s.changed(id) })
+		if o.Status == Completed || o.Status == Cancelled {
+			tx.OnCommit(countFinished(o, at))
+		}
 	}
 	return ok, err
 }
@@ -477,6 +480,7 @@ func (s *Service) checkPlaced(ctx context.Context, tx *sqldb.Tx, ev bus.Event) e
 	}
 	s.log.Warn("order.placed for an order this service never accepted; cancelling it so other services compensate",
 		"order", p.OrderID, "event", ev.ID, "source", ev.Source)
+	tx.OnCommit(func() { Finished.WithLabelValues(Cancelled, event.ReasonRejected).Inc() })
 	return s.outbox.Emit(ctx, tx, source, event.OrderCancelled, p.OrderID,
 		event.Cancelled{OrderID: p.OrderID, CustomerID: p.CustomerID, Reason: event.ReasonRejected}, &ev)
 }

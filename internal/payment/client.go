@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
@@ -89,8 +90,10 @@ func (c *ProviderClient) Do(ctx context.Context, op string, req psp.Request) (ps
 		}
 		res, err := c.breaker.Execute(func() (psp.Operation, error) { return c.once(ctx, op, req) })
 		if err == nil {
+			ProviderCalls.WithLabelValues(op, knownOutcome(res.Outcome)).Inc()
 			return res, nil
 		}
+		ProviderCalls.WithLabelValues(op, callFailure(err)).Inc()
 		last = err
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			break // the breaker is open: give up now, the event is retried later
@@ -126,4 +129,41 @@ func (c *ProviderClient) once(ctx context.Context, op string, req psp.Request) (
 		return psp.Operation{}, fmt.Errorf("provider answer: %w", err)
 	}
 	return res, nil
+}
+
+// ProviderCalls counts calls to the payment provider by operation and
+// outcome: the provider's answer ("done", "declined"), or why there was
+// none ("breaker_open", "error").
+var ProviderCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "ordermesh_provider_calls_total",
+	Help: "Payment provider calls by operation and outcome (the provider's, or breaker_open / error when it gave none).",
+}, []string{"op", "outcome"})
+
+// knownOutcome bounds the label to the outcomes the provider API defines:
+// the provider is another party, and its answer is input.
+func knownOutcome(o string) string {
+	switch o {
+	case psp.Approved, psp.Pending, psp.Declined, psp.Done:
+		return o
+	}
+	return "other"
+}
+
+func callFailure(err error) string {
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return "breaker_open"
+	}
+	return "error"
+}
+
+// BreakerState is the provider breaker's state for metrics: 0 closed,
+// 1 half-open, 2 open.
+func (c *ProviderClient) BreakerState() float64 {
+	switch c.breaker.State() {
+	case gobreaker.StateOpen:
+		return 2
+	case gobreaker.StateHalfOpen:
+		return 1
+	}
+	return 0
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/ordermesh/ordermesh/internal/event"
@@ -191,6 +192,7 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 		}
 		return out.status, nil
 	})
+	Attempts.WithLabelValues(attemptOutcome(out, berr)).Inc()
 	if errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests) {
 		// Not attempted: the endpoint's breaker is open. Try again later
 		// without spending an attempt.
@@ -315,3 +317,47 @@ func (d *dispatcher) disable(ctx context.Context, tx *sqldb.Tx, e Endpoint, reas
 	return d.s.cfg.Outbox.Emit(ctx, tx, source, event.EndpointDisabled, e.ID,
 		event.Endpoint{EndpointID: e.ID, URL: e.URL, Reason: reason}, nil)
 }
+
+// Attempts counts webhook delivery attempts by outcome: delivered (2xx),
+// rejected (another answer), error (no answer), or breaker_open (not
+// attempted: the endpoint's breaker is open).
+var Attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "ordermesh_webhook_attempts_total",
+	Help: "Webhook delivery attempts by outcome: delivered, rejected, error, or breaker_open (not attempted).",
+}, []string{"outcome"})
+
+func init() {
+	for _, o := range []string{"delivered", "rejected", "error", "breaker_open"} {
+		Attempts.WithLabelValues(o)
+	}
+}
+
+func attemptOutcome(res attemptResult, berr error) string {
+	switch {
+	case errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests):
+		return "breaker_open"
+	case res.err != nil:
+		return "error"
+	case res.status >= 200 && res.status < 300:
+		return "delivered"
+	}
+	return "rejected"
+}
+
+// openBreakers counts the endpoints whose breaker is open or half-open
+// in this process.
+func (d *dispatcher) openBreakers() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, b := range d.breakers {
+		if b.State() != gobreaker.StateClosed {
+			n++
+		}
+	}
+	return n
+}
+
+// OpenBreakers is how many endpoints this process is not attempting now
+// because their breaker is open (or half-open).
+func (s *Service) OpenBreakers() int { return s.d.openBreakers() }

@@ -220,6 +220,20 @@ func (o *Outbox) OldestUnsent(ctx context.Context, now time.Time) (time.Duration
 	return max(0, now.Sub(time.UnixMicro(us))), nil
 }
 
+// Backlog is how many committed rows the relay has not yet published (on
+// SQLite, up to SaveEvery of the lazily saved mark).
+func (o *Outbox) Backlog(ctx context.Context) (int64, error) {
+	q := "SELECT COUNT(*) FROM outbox WHERE sent_at_us IS NULL"
+	if o.db.Dialect() != sqldb.Postgres {
+		q = "SELECT COUNT(*) FROM outbox WHERE id > (SELECT upto FROM outbox_cursor)"
+	}
+	var n int64
+	if err := o.db.QueryRow(ctx, q).Scan(&n); err != nil {
+		return 0, fmt.Errorf("outbox backlog: %w", err)
+	}
+	return n, nil
+}
+
 // Emit adds one event of type typ about subject, from source, with data
 // encoded as JSON, to tx. When cause is not nil the new event continues its
 // correlation and trace and names it as its cause.
@@ -230,6 +244,7 @@ func (o *Outbox) Emit(ctx context.Context, tx *sqldb.Tx, source, typ, subject st
 	}
 	if cause != nil {
 		ev = ev.CausedBy(*cause)
+		tx.OnCommit(func() { observeStep(cause, ev) })
 	}
 	// The emission's span is a child of the cause's handling (whose
 	// traceparent the cause carries), else of ctx's span (a request); the
