@@ -356,6 +356,8 @@ func callerKey(r *http.Request, id identity.Identity) string {
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
+func init() { RateLimited.WithLabelValues(ClassAuthFailures) }
+
 // RateLimited counts requests refused with 429 by a rate limit, by route
 // class (auth:failures for addresses blocked after failed sign-ins).
 var RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{

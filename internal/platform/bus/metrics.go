@@ -48,6 +48,7 @@ func (m *metrics) add(c *Consumer) {
 	m.mu.Lock()
 	m.consumers = append(m.consumers, c)
 	m.mu.Unlock()
+	m.redelivered.WithLabelValues(c.cfg.Name) // from zero, for rate() and alerts
 }
 
 var (
