@@ -158,6 +158,7 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		// The gateway's own route: the firehose (the others it proxies or,
 		// in one process, hands to the services mounted here).
 		mux.HandleFunc("GET /api/admin/stream", n.firehose)
+		n.adminRoutes(mux)
 		n.reg.MustRegister(gateway.RateLimited)
 		return nil
 	}
@@ -189,6 +190,7 @@ func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	mux.Handle("/api/", edge)
+	n.mountConsole(mux)
 	return nil
 }
 

@@ -81,6 +81,9 @@ func Classify(r *http.Request) (Route, bool) {
 		return Route{Class: "admin", Scope: identity.Admin, Service: "notifications"}, true
 	case p == "/api/admin/stream":
 		return Route{Class: "admin", Scope: identity.Admin, Service: "gateway", Stream: true}, true
+	case p == "/api/admin/dlq" || strings.HasPrefix(p, "/api/admin/dlq/") || strings.HasPrefix(p, "/api/admin/orders/") || p == "/api/admin/health":
+		// The gateway's own admin API, over the broker (the console's).
+		return Route{Class: "admin", Scope: identity.Admin, Service: "gateway"}, true
 	}
 	return Route{}, false
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"log/slog"
 	"strings"
 	"time"
@@ -431,4 +432,65 @@ func (b *Bus) AckedThrough(ctx context.Context, name, subject string, seq uint64
 		return false, fmt.Errorf("consumer %s: %w", name, err)
 	}
 	return info.AckFloor.Stream >= seq, nil
+}
+
+// History returns the events about subject stored in EVENTS since since,
+// in order, reading at most scan messages of subject's partition (every
+// event about one subject is in one partition). truncated reports that the
+// scan stopped before the end of the stream. It reads through an
+// ephemeral ordered consumer, like Tail.
+func (b *Bus) History(ctx context.Context, subject string, since time.Time, scan int) (evs []Event, truncated bool, err error) {
+	stream, err := b.js.Stream(ctx, StreamEvents)
+	if err != nil {
+		return nil, false, fmt.Errorf("stream %s: %w", StreamEvents, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("stream %s: %w", StreamEvents, err)
+	}
+	last := info.State.LastSeq
+	if last == 0 || info.State.Msgs == 0 {
+		return nil, false, nil
+	}
+	// Event types are two tokens (order.placed): events.<a>.<b>.<partition>.
+	filter := SubjectPrefix + "*.*." + strconv.Itoa(PartitionOf(subject))
+	cons, err := b.js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since, FilterSubjects: []string{filter},
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("history of %s: %w", subject, err)
+	}
+	// Nothing of the partition may follow since: ask how many are pending.
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("history of %s: %w", subject, err)
+	}
+	remaining := ci.NumPending
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, false, fmt.Errorf("history of %s: %w", subject, err)
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for n := 0; remaining > 0; n++ {
+		if n == scan {
+			return evs, true, nil
+		}
+		msg, err := it.Next()
+		if err != nil {
+			return evs, false, fmt.Errorf("history of %s: %w", subject, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		remaining = md.NumPending
+		if ev, err := Decode(msg.Headers(), msg.Data()); err == nil && ev.Subject == subject {
+			evs = append(evs, ev)
+		}
+		if md.Sequence.Stream >= last {
+			break
+		}
+	}
+	return evs, false, nil
 }

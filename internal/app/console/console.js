@@ -1,0 +1,401 @@
+// ordermesh console: plain JavaScript, no build step, no library.
+// Every value shown comes from the API with the admin token the operator
+// signed in with; it is put in the page as text, never as HTML.
+'use strict';
+
+const state = { token: sessionStorage.getItem('ordermesh.token') || '', abort: null, timer: null };
+const $ = (sel) => document.querySelector(sel);
+const COMPENSATIONS = new Set(['order.cancelled', 'stock.released', 'stock.rejected', 'payment.failed', 'payment.voided', 'payment.refunded']);
+const STATUSES = ['pending', 'confirmed', 'shipped', 'completed', 'cancelled'];
+const REASONS = ['out_of_stock', 'payment_declined', 'timeout', 'customer_request', 'rejected'];
+
+// h builds an element: h('td', {class: 'num'}, 'text', child, …).
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function say(msg) { $('#status').textContent = msg || ''; }
+
+async function api(method, path, body) {
+  const opts = { method, headers: { Authorization: 'Bearer ' + state.token } };
+  if (body !== undefined) { opts.headers['Content-Type'] = 'application/json'; opts.body = JSON.stringify(body); }
+  const res = await fetch(path, opts);
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!res.ok) {
+    const detail = data && data.detail ? data.detail : (typeof data === 'string' ? data : res.statusText);
+    const err = new Error(`${method} ${path}: ${res.status} ${detail}`);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+// stream reads Server-Sent Events from path with the token (EventSource
+// cannot send one), calling onEvent for each, and resumes after a drop
+// with Last-Event-ID until signal aborts.
+async function stream(path, onEvent, signal) {
+  let lastID = '';
+  for (let failures = 0; !signal.aborted; ) {
+    try {
+      const headers = { Authorization: 'Bearer ' + state.token };
+      if (lastID) headers['Last-Event-ID'] = lastID;
+      const res = await fetch(path, { headers, signal });
+      if (res.status === 204) return;
+      if (!res.ok) throw new Error(`${path}: ${res.status}`);
+      failures = 0;
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, i); buf = buf.slice(i + 2);
+          const ev = { id: '', type: 'message', data: '' };
+          for (const line of block.split('\n')) {
+            if (line.startsWith('id: ')) ev.id = line.slice(4);
+            else if (line.startsWith('event: ')) ev.type = line.slice(7);
+            else if (line.startsWith('data: ')) ev.data += (ev.data ? '\n' : '') + line.slice(6);
+          }
+          if (ev.id) lastID = ev.id;
+          if (ev.data) onEvent(ev);
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+      failures++;
+      say(`live updates interrupted (${e.message}); reconnecting…`);
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** failures)));
+      say('');
+    }
+  }
+}
+
+const fmtTime = (t) => { const d = new Date(t); return isNaN(d) ? '' : d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0'); };
+const fmtMoney = (cents, cur) => cents === undefined ? '' : (cents / 100).toFixed(2) + ' ' + (cur || '');
+const chip = (text, cls) => h('span', { class: 'chip ' + (cls || '') }, text);
+const statusChip = (s) => chip(s, 's-' + s);
+
+function table(headers, rows, opts = {}) {
+  return h('div', { class: 'scroll' }, h('table', { 'aria-label': opts.label },
+    h('thead', {}, h('tr', {}, headers.map((c) => h('th', { class: c.cls, scope: 'col' }, c.label || c)))),
+    h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: headers.length, class: 'muted' }, opts.empty || 'Nothing yet.')))));
+}
+
+function clickableRow(cells, go, label) {
+  return h('tr', { class: 'clickable', tabindex: '0', 'aria-label': label, onclick: go, onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); go(); } } }, cells);
+}
+
+// ---- views ----
+
+const views = {
+  orders: viewOrders, order: viewOrder, dlq: viewDLQ, deadletter: viewDeadLetter, webhooks: viewWebhooks, health: viewHealth,
+};
+
+async function viewOrders(view, signal) {
+  const orders = new Map();
+  const filters = { status: '', customer: '', reason: '' };
+  const body = h('tbody');
+  const count = h('span', { class: 'muted' });
+  const search = h('input', { id: 'search', placeholder: 'order id', 'aria-label': 'Order id' });
+  const form = h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); if (search.value.trim()) location.hash = '#/orders/' + encodeURIComponent(search.value.trim()); } },
+    h('div', {}, h('label', { for: 'f-status' }, 'State'), h('select', { id: 'f-status', onchange: (e) => { filters.status = e.target.value; render(); } }, h('option', { value: '' }, 'any'), STATUSES.map((s) => h('option', { value: s }, s)))),
+    h('div', {}, h('label', { for: 'f-customer' }, 'Customer'), h('input', { id: 'f-customer', oninput: (e) => { filters.customer = e.target.value.trim(); render(); } })),
+    h('div', {}, h('label', { for: 'f-reason' }, 'Cancel reason'), h('select', { id: 'f-reason', onchange: (e) => { filters.reason = e.target.value; render(); } }, h('option', { value: '' }, 'any'), REASONS.map((r) => h('option', { value: r }, r)))),
+    h('div', {}, h('label', { for: 'search' }, 'Find an order'), h('span', {}, search, ' ', h('button', { type: 'submit' }, 'Open'))));
+  view.replaceChildren(h('h2', {}, 'Orders ', h('span', { class: 'muted' }, '(live)'), ' ', count), form,
+    h('div', { class: 'scroll' }, h('table', { id: 'orders', 'aria-label': 'Orders' },
+      h('thead', {}, h('tr', {}, ['Order', 'Customer', 'State', 'Last step', 'Placed'].map((c, i) => h('th', { scope: 'col', class: i >= 3 ? 'hide-narrow' : '' }, c)))), body)));
+
+  let pending = false;
+  const fresh = new Set();
+  function render() {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      const rows = [];
+      const list = [...orders.values()].sort((a, b) => (b.created_at || '').localeCompare(a.created_at || ''));
+      for (const o of list) {
+        if (filters.status && o.status !== filters.status) continue;
+        if (filters.customer && !(o.customer_id || '').includes(filters.customer)) continue;
+        if (filters.reason && o.cancel_reason !== filters.reason) continue;
+        if (rows.length >= 300) break;
+        const tr = clickableRow([
+          h('td', { class: 'mono' }, o.id), h('td', {}, o.customer_id || ''),
+          h('td', {}, statusChip(o.status), o.cancel_reason ? ' ' : '', o.cancel_reason ? chip(o.cancel_reason, 'comp') : ''),
+          h('td', { class: 'hide-narrow' }, o.last || ''), h('td', { class: 'hide-narrow' }, fmtTime(o.created_at))], () => { location.hash = '#/orders/' + o.id; }, 'Order ' + o.id);
+        tr.dataset.order = o.id;
+        tr.dataset.status = o.status;
+        if (fresh.has(o.id)) tr.classList.add('fresh');
+        rows.push(tr);
+      }
+      fresh.clear();
+      body.replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No orders match.'))]));
+      count.textContent = `${orders.size} known`;
+    });
+  }
+  // From now on, from the event stream; the list before that once.
+  const live = stream('/api/admin/stream?from=now', (ev) => {
+    let ce;
+    try { ce = JSON.parse(ev.data); } catch { return; }
+    const id = ce.subject, d = ce.data || {};
+    if (!id || ce.type === 'product.updated' || ce.type === 'endpoint.disabled') return;
+    let o = orders.get(id);
+    if (!o) { if (ce.type !== 'order.placed') return; o = { id, status: 'pending', created_at: ce.time }; orders.set(id, o); }
+    if (d.customer_id) o.customer_id = d.customer_id;
+    o.last = ce.type;
+    const to = { 'order.placed': 'pending', 'order.confirmed': 'confirmed', 'shipment.created': 'shipped', 'order.completed': 'completed', 'order.cancelled': 'cancelled' }[ce.type];
+    if (to && !(o.status === 'completed' || o.status === 'cancelled')) o.status = to;
+    if (ce.type === 'order.cancelled') o.cancel_reason = d.reason;
+    fresh.add(id);
+    render();
+  }, signal);
+  const list = await api('GET', '/api/orders?limit=200');
+  for (const o of list || []) {
+    if (!orders.has(o.id)) orders.set(o.id, { id: o.id, customer_id: o.customer_id, status: o.status, cancel_reason: o.cancel_reason, created_at: o.created_at, last: (o.timeline || []).slice(-1).map((s) => s.type)[0] });
+  }
+  render();
+  await live;
+}
+
+async function viewOrder(view, signal, id) {
+  view.replaceChildren(h('h2', {}, 'Order ', h('span', { class: 'mono' }, id)), h('p', { class: 'muted' }, 'Loading…'));
+  let o;
+  try { o = await api('GET', '/api/orders/' + encodeURIComponent(id)); } catch (e) {
+    view.replaceChildren(h('h2', {}, 'Order ', h('span', { class: 'mono' }, id)), h('p', { class: 'error' }, e.status === 404 ? 'No such order.' : e.message), h('p', {}, h('a', { href: '#/orders' }, 'Back to orders')));
+    return;
+  }
+  const sagaBox = h('div'), ledgerBox = h('div'), noteBox = h('div'), hookBox = h('div');
+  const head = h('dl', { class: 'kv' });
+  view.replaceChildren(h('p', {}, h('a', { href: '#/orders' }, '← Orders')), h('h2', {}, 'Order ', h('span', { class: 'mono' }, id)), head,
+    h('h3', {}, 'Saga'), sagaBox, h('h3', {}, 'Payment provider'), ledgerBox, h('h3', {}, 'Notifications'), noteBox, h('h3', {}, 'Webhook deliveries'), hookBox);
+  async function refresh() {
+    o = await api('GET', '/api/orders/' + encodeURIComponent(id));
+    head.replaceChildren(
+      h('dt', {}, 'State'), h('dd', { id: 'order-status' }, statusChip(o.status), o.cancel_reason ? ' ' : '', o.cancel_reason ? chip(o.cancel_reason, 'comp') : ''),
+      h('dt', {}, 'Customer'), h('dd', {}, o.customer_id), h('dt', {}, 'Total'), h('dd', {}, fmtMoney(o.total_cents, o.currency)),
+      h('dt', {}, 'Items'), h('dd', {}, (o.items || []).map((i) => `${i.quantity} × ${i.sku}`).join(', ')),
+      h('dt', {}, 'Placed'), h('dd', {}, new Date(o.created_at).toLocaleString()));
+    const saga = await api('GET', `/api/admin/orders/${encodeURIComponent(id)}/saga?since=${encodeURIComponent(o.created_at)}`);
+    const evs = saga.events || [];
+    sagaBox.replaceChildren(table(['Time', { label: '+ms', cls: 'num' }, 'Event', 'Service', { label: 'Trace', cls: 'hide-narrow' }], evs.map((e) => {
+      const comp = COMPENSATIONS.has(e.type);
+      const tr = h('tr', { 'data-type': e.type },
+        h('td', {}, fmtTime(e.time)), h('td', { class: 'num' }, e.since_previous_ms ? '+' + e.since_previous_ms.toFixed(1) : ''),
+        h('td', {}, chip(e.type, comp ? 'comp' : ''), comp ? h('span', { class: 'muted' }, ' compensation') : ''),
+        h('td', {}, e.source), h('td', { class: 'hide-narrow mono' }, e.trace_id && saga.trace_url ? h('a', { href: saga.trace_url.replace('{trace_id}', e.trace_id), target: '_blank', rel: 'noopener' }, e.trace_id.slice(0, 8) + '…') : (e.trace_id ? e.trace_id.slice(0, 8) + '…' : '')));
+      if (comp) tr.classList.add('compensation');
+      return tr;
+    }), { label: 'Saga events', empty: 'No events found in the broker for this order.' }), saga.truncated ? h('p', { class: 'muted' }, 'Only the first part of the broker was read; later events may be missing.') : '');
+    const [ledger, notes, deliveries] = await Promise.all([
+      api('GET', '/api/admin/psp/ledger?order_id=' + encodeURIComponent(id)).catch(() => null),
+      api('GET', '/api/admin/notifications?order_id=' + encodeURIComponent(id)).catch(() => null),
+      api('GET', '/api/webhooks/deliveries').catch(() => null)]);
+    ledgerBox.replaceChildren(ledger === null ? h('p', { class: 'muted' }, 'Not available.') : table(['Operation', { label: 'Amount', cls: 'num' }, 'Outcome', 'At'],
+      ledger.map((l) => h('tr', {}, h('td', {}, l.op), h('td', { class: 'num' }, fmtMoney(l.amount_cents, l.currency)), h('td', {}, l.outcome, l.reason ? ` (${l.reason})` : ''), h('td', {}, fmtTime(l.at)))), { label: 'Provider ledger' }));
+    noteBox.replaceChildren(notes === null ? h('p', { class: 'muted' }, 'Not available.') : table(['Type', 'Subject', 'At'],
+      notes.map((n) => h('tr', {}, h('td', {}, n.type), h('td', {}, n.subject), h('td', {}, fmtTime(n.at)))), { label: 'Notifications' }));
+    const ids = new Set(evs.map((e) => e.id));
+    hookBox.replaceChildren(deliveries === null ? h('p', { class: 'muted' }, 'Not available.') : deliveryTable(deliveries.filter((d) => ids.has(d.event_id)), refresh));
+    return o;
+  }
+  await refresh();
+  if (o.status !== 'completed' && o.status !== 'cancelled') {
+    // The order's own event stream says when it changes.
+    await stream(`/api/orders/${encodeURIComponent(id)}/events`, () => { refresh().catch((e) => say(e.message)); }, signal);
+  }
+}
+
+function deliveryTable(ds, after) {
+  return table(['Event', 'Endpoint', 'Status', 'Attempts', ''], ds.map((d) => {
+    const last = (d.attempts || []).slice(-1)[0];
+    return h('tr', { 'data-delivery': d.id, 'data-event': d.event_id, 'data-status': d.status },
+      h('td', {}, d.event_type, h('br'), h('span', { class: 'mono muted' }, d.event_id)), h('td', { class: 'mono' }, d.endpoint_id),
+      h('td', {}, chip(d.status, d.status === 'delivered' ? 's-completed' : d.status === 'failed' ? 's-cancelled' : 's-pending')),
+      h('td', {}, (d.attempts || []).map((a) => h('div', {}, `${fmtTime(a.at)} → ${a.status_code || a.error || 'no answer'} (${a.latency_ms} ms)`)), last ? '' : h('span', { class: 'muted' }, 'none yet')),
+      h('td', {}, d.status !== 'delivered' ? h('button', { type: 'button', class: 'secondary', onclick: async () => { await act(() => api('POST', `/api/webhooks/deliveries/${encodeURIComponent(d.id)}/retry`), 'Retry scheduled.'); after(); } }, 'Retry') : ''));
+  }), { label: 'Webhook deliveries', empty: 'No deliveries.' });
+}
+
+async function act(f, done) {
+  try { await f(); say(done); setTimeout(() => say(''), 3000); } catch (e) { say(e.message); }
+}
+
+async function viewDLQ(view) {
+  const { dead_letters: dls } = await api('GET', '/api/admin/dlq');
+  const confirmBox = h('div');
+  const purge = () => {
+    const input = h('input', { id: 'purge-confirm', 'aria-label': 'Type purge to confirm' });
+    confirmBox.replaceChildren(h('form', { class: 'filters', onsubmit: async (e) => {
+      e.preventDefault();
+      if (input.value !== 'purge') { say('Type purge to confirm.'); return; }
+      await act(() => api('DELETE', '/api/admin/dlq?confirm=purge'), 'Purged.'); route();
+    } }, h('div', {}, h('label', { for: 'purge-confirm' }, `Deletes ${dls.length} dead letters for good. Type purge to confirm.`), input), h('button', { type: 'submit', class: 'danger' }, 'Purge')));
+    input.focus();
+  };
+  view.replaceChildren(h('h2', {}, 'Dead letters ', h('span', { class: 'muted' }, `(${dls.length})`)),
+    h('p', {}, h('button', { type: 'button', id: 'replay-all', disabled: !dls.length, onclick: async () => { await act(() => api('POST', '/api/admin/dlq/replay'), 'Replayed every dead letter.'); route(); } }, 'Replay all'), ' ',
+      h('button', { type: 'button', class: 'danger', disabled: !dls.length, onclick: purge }, 'Purge…')), confirmBox,
+    table(['Id', 'Consumer', 'Type', 'Error', { label: 'At', cls: 'hide-narrow' }], dls.map((d) => clickableRow([
+      h('td', { class: 'mono' }, d.id), h('td', {}, d.consumer), h('td', {}, d.type), h('td', {}, (d.error || '').slice(0, 140)), h('td', { class: 'hide-narrow' }, fmtTime(d.dead_lettered_at))],
+    () => { location.hash = '#/dlq/' + d.id; }, 'Dead letter ' + d.id)), { label: 'Dead letters', empty: 'No dead letters.' }));
+}
+
+async function viewDeadLetter(view, signal, id) {
+  const { dead_letter: d, data } = await api('GET', '/api/admin/dlq/' + encodeURIComponent(id));
+  view.replaceChildren(h('p', {}, h('a', { href: '#/dlq' }, '← Dead letters')), h('h2', {}, 'Dead letter ', d.id),
+    h('dl', { class: 'kv' }, h('dt', {}, 'Error'), h('dd', { class: 'error', id: 'dl-error' }, d.error), h('dt', {}, 'Consumer'), h('dd', {}, d.consumer),
+      h('dt', {}, 'Event'), h('dd', {}, d.type, ' ', h('span', { class: 'mono' }, d.event_id)),
+      h('dt', {}, 'Origin'), h('dd', { class: 'mono' }, `${d.original_stream} #${d.original_stream_seq} (${d.original_subject})`),
+      h('dt', {}, 'Deliveries'), h('dd', {}, d.deliveries), h('dt', {}, 'Dead-lettered'), h('dd', {}, new Date(d.dead_lettered_at).toLocaleString())),
+    h('p', {}, h('button', { type: 'button', id: 'replay', onclick: async () => { await act(() => api('POST', `/api/admin/dlq/${d.id}/replay`), `Dead letter ${d.id} replayed.`); location.hash = '#/dlq'; } }, 'Replay')),
+    h('h3', {}, 'Headers'), table(['Header', 'Value'], Object.entries(d.headers || {}).sort().map(([k, v]) => h('tr', {}, h('td', { class: 'mono' }, k), h('td', { class: 'mono' }, v))), { label: 'Headers' }),
+    h('h3', {}, 'Payload'), h('pre', { id: 'dl-payload' }, typeof data === 'string' ? data : JSON.stringify(data, null, 2)));
+}
+
+async function viewWebhooks(view) {
+  const [endpoints, deliveries] = await Promise.all([api('GET', '/api/webhooks/endpoints'), api('GET', '/api/webhooks/deliveries')]);
+  const secret = h('p', { role: 'alert' });
+  const url = h('input', { id: 'wh-url', type: 'url', required: true, placeholder: 'https://shop.example/hooks' });
+  const types = h('input', { id: 'wh-types', placeholder: 'order.completed, order.cancelled' });
+  const create = h('form', { class: 'filters', onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      const ep = await api('POST', '/api/webhooks/endpoints', { url: url.value, event_types: types.value.split(',').map((s) => s.trim()).filter(Boolean) });
+      await viewWebhooks(view);
+      $('#wh-secret').textContent = `Created ${ep.id}. Its signing secret, shown once: ${ep.secret}`;
+    } catch (err) { secret.textContent = err.message; secret.className = 'error'; }
+  } }, h('div', {}, h('label', { for: 'wh-url' }, 'Endpoint URL'), url), h('div', {}, h('label', { for: 'wh-types' }, 'Event types (comma-separated)'), types), h('button', { type: 'submit' }, 'Create endpoint'));
+  secret.id = 'wh-secret';
+  view.replaceChildren(h('h2', {}, 'Webhooks'), create, secret,
+    h('h3', {}, 'Endpoints'), table(['Endpoint', 'Types', 'State', ''], endpoints.map((ep) => h('tr', { 'data-endpoint': ep.id },
+      h('td', {}, h('span', { class: 'mono' }, ep.id), h('br'), ep.url), h('td', {}, (ep.event_types || []).join(', ')),
+      h('td', {}, ep.disabled ? chip('disabled', 's-cancelled') : chip('enabled', 's-completed'), ep.disabled_reason ? h('div', { class: 'muted' }, ep.disabled_reason) : ''),
+      h('td', {}, h('button', { type: 'button', class: 'secondary', onclick: async () => { await act(() => api('PATCH', `/api/webhooks/endpoints/${ep.id}`, { disabled: !ep.disabled }), ep.disabled ? 'Enabled.' : 'Disabled.'); viewWebhooks(view); } }, ep.disabled ? 'Enable' : 'Disable'), ' ',
+        h('button', { type: 'button', class: 'secondary', onclick: async () => { try { const r = await api('POST', `/api/webhooks/endpoints/${ep.id}/rotate-secret`); $('#wh-secret').textContent = `New secret for ${ep.id}, shown once: ${r.secret}`; } catch (e) { say(e.message); } } }, 'Rotate secret'), ' ',
+        h('button', { type: 'button', class: 'secondary', onclick: async () => { await act(() => api('POST', `/api/webhooks/endpoints/${ep.id}/recover`), 'Failed deliveries scheduled again.'); viewWebhooks(view); } }, 'Recover')))), { label: 'Endpoints', empty: 'No endpoints.' }),
+    h('h3', {}, 'Deliveries'), deliveryTable(deliveries, () => viewWebhooks(view)));
+}
+
+async function viewHealth(view, signal) {
+  const samples = [];
+  const box = h('div');
+  view.replaceChildren(h('h2', {}, 'Health'), box);
+  const breakerName = (v) => ['closed', 'half-open', 'open'][v] || String(v);
+  const spark = (vals) => {
+    if (vals.length < 2) return h('p', { class: 'muted' }, 'Collecting…');
+    const max = Math.max(...vals, 1e-9), w = 300, hgt = 48;
+    const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+    svg.setAttribute('viewBox', `0 0 ${w} ${hgt}`); svg.setAttribute('class', 'spark'); svg.setAttribute('role', 'img');
+    const pl = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+    pl.setAttribute('points', vals.map((v, i) => `${(i / (vals.length - 1)) * w},${hgt - (v / max) * (hgt - 4) - 2}`).join(' '));
+    svg.append(pl);
+    return svg;
+  };
+  async function tick() {
+    const s = await api('GET', '/api/admin/health');
+    samples.push(s);
+    while (samples.length > 61) samples.shift();
+    const rates = [], lats = [];
+    for (let i = 1; i < samples.length; i++) {
+      const a = samples[i - 1], b = samples[i];
+      const dt = (new Date(b.at) - new Date(a.at)) / 1000;
+      const fin = (x) => Object.values(x.orders_finished || {}).reduce((p, q) => p + q, 0);
+      rates.push(dt > 0 ? (fin(b) - fin(a)) / dt : 0);
+      const ca = (a.order_duration || {}).completed || { count: 0, sum_seconds: 0 }, cb = (b.order_duration || {}).completed || { count: 0, sum_seconds: 0 };
+      lats.push(cb.count > ca.count ? (cb.sum_seconds - ca.sum_seconds) / (cb.count - ca.count) * 1000 : 0);
+    }
+    const card = (k, v, id) => h('div', { class: 'card' }, h('div', { class: 'k' }, k), h('div', { class: 'v', id }, v));
+    const pending = s.consumer_pending || {}, ackp = s.consumer_ack_pending || {};
+    box.replaceChildren(
+      h('div', { class: 'cards' },
+        card('Orders finished /s', rates.length ? rates[rates.length - 1].toFixed(1) : '…', 'h-rate'),
+        card('Mean completion (ms)', lats.length ? lats[lats.length - 1].toFixed(1) : '…', 'h-latency'),
+        card('Dead letters', s.dead_letters ?? 0, 'h-dlq'),
+        card('Webhook endpoints with an open breaker', s.webhook_breakers_open ?? 0)),
+      h('div', { class: 'cards' }, h('div', { class: 'card' }, h('div', { class: 'k' }, 'Orders finished /s, last 5 min'), spark(rates)),
+        h('div', { class: 'card' }, h('div', { class: 'k' }, 'Mean completion ms, last 5 min'), spark(lats))),
+      h('h3', {}, 'Consumers'), table(['Consumer', { label: 'Pending (lag)', cls: 'num' }, { label: 'Ack pending', cls: 'num' }],
+        Object.keys(pending).sort().map((c) => h('tr', {}, h('td', {}, c), h('td', { class: 'num' }, pending[c]), h('td', { class: 'num' }, ackp[c] ?? 0))), { label: 'Consumers' }),
+      h('h3', {}, 'Outboxes'), table(['Service', { label: 'Backlog', cls: 'num' }, { label: 'Oldest unsent (s)', cls: 'num' }],
+        Object.keys(s.outbox_backlog || {}).sort().map((k) => h('tr', {}, h('td', {}, k), h('td', { class: 'num' }, s.outbox_backlog[k]), h('td', { class: 'num' }, (s.outbox_oldest_unsent_seconds[k] || 0).toFixed(1)))), { label: 'Outboxes' }),
+      h('h3', {}, 'Breakers'), table(['Breaker', 'State'], Object.entries(s.breakers || {}).map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, breakerName(v)))), { label: 'Breakers', empty: 'No breakers in this process.' }));
+  }
+  while (!signal.aborted) {
+    await tick();
+    await new Promise((r) => { state.timer = setTimeout(r, 5000); });
+  }
+}
+
+// ---- routing and sign-in ----
+
+async function route() {
+  if (state.abort) state.abort.abort();
+  clearTimeout(state.timer);
+  const view = $('#view');
+  if (!state.token) {
+    $('#signin').hidden = false; $('#nav').hidden = true; view.replaceChildren();
+    $('#token').focus();
+    return;
+  }
+  $('#signin').hidden = true; $('#nav').hidden = false;
+  const parts = (location.hash.replace(/^#\/?/, '') || 'orders').split('/').map(decodeURIComponent);
+  let name = parts[0], arg = parts[1];
+  if (name === 'orders' && arg) name = 'order';
+  if (name === 'dlq' && arg) name = 'deadletter';
+  if (!views[name]) name = 'orders';
+  for (const a of document.querySelectorAll('#nav a')) a.toggleAttribute('aria-current', a.getAttribute('href') === '#/' + parts[0]);
+  if (document.querySelector('#nav a[aria-current]')) document.querySelector('#nav a[aria-current]').setAttribute('aria-current', 'page');
+  const ctl = new AbortController();
+  state.abort = ctl;
+  try {
+    await views[name](view, ctl.signal, arg);
+  } catch (e) {
+    if (ctl.signal.aborted) return;
+    if (e.status === 401 || e.status === 403) { signOut('That token cannot read this: the console needs an admin token or API key.'); return; }
+    view.replaceChildren(h('p', { class: 'error' }, e.message));
+  }
+}
+
+function signOut(why) {
+  state.token = '';
+  sessionStorage.removeItem('ordermesh.token');
+  $('#signin-error').textContent = why || '';
+  route();
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('#signin-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    state.token = $('#token').value.trim();
+    try {
+      await api('GET', '/api/admin/health');
+      sessionStorage.setItem('ordermesh.token', state.token);
+      $('#token').value = '';
+      $('#signin-error').textContent = '';
+      route();
+    } catch (err) {
+      state.token = '';
+      $('#signin-error').textContent = err.status === 401 || err.status === 403
+        ? 'Not signed in: the console needs an admin token or admin API key (a customer\'s gets no data).' : err.message;
+    }
+  });
+  $('#signout').addEventListener('click', () => signOut(''));
+  window.addEventListener('hashchange', route);
+  route();
+});

@@ -1,0 +1,301 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+// chromium finds a headless browser for the console tests, or skips.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no Chromium: install it (Debian: apt-get install -y chromium) to run the console's browser tests")
+	return ""
+}
+
+// browser is one headless Chromium tab on the console, failing the test on
+// any error the page logs or throws.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	shot string // directory for screenshots
+	mu   sync.Mutex
+	errs []string
+}
+
+func newBrowser(t *testing.T, width, height int64) *browser {
+	exe := chromium(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.WindowSize(int(width), int(height)), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	b := &browser{t: t, ctx: ctx, shot: t.TempDir()}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height)); err != nil {
+		cancel()
+		cancelAlloc()
+		t.Fatalf("start chromium: %v", err)
+	}
+	msgs := chromedp.Console(ctx)
+	go func() {
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.Type != chromedp.ConsoleError && m.Type != chromedp.ConsoleException {
+				continue
+			}
+			// The browser logs refused API calls; the sign-in test makes some on purpose.
+			if strings.Contains(m.Text, "status of 401") || strings.Contains(m.Text, "status of 403") {
+				continue
+			}
+			b.mu.Lock()
+			b.errs = append(b.errs, string(m.Type)+": "+m.Text)
+			b.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, e := range b.errs {
+			t.Errorf("browser console: %s", e)
+		}
+	})
+	return b
+}
+
+// do runs steps with a deadline.
+func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// text waits until the element sel shows want, and returns its text.
+func (b *browser) text(sel, want string) string {
+	b.t.Helper()
+	var got string
+	var err error
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		got, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+		cancel()
+		if err == nil && strings.Contains(got, want) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s does not show %q: %q (%v)", sel, want, got, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the page for the condition
+	}
+}
+
+// peek is the text of sel now, or "".
+func (b *browser) peek(sel string) string {
+	ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+	defer cancel()
+	got, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	return got
+}
+
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 makes a PNG
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(b.shot, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot: %s", path)
+	if dir := os.Getenv("ORDERMESH_CONSOLE_SHOTS"); dir != "" { // to refresh README's picture
+		os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+	}
+}
+
+func (b *browser) signIn(base, token string) {
+	b.t.Helper()
+	b.do("sign in", chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), token), chromedp.Click(chromedp.CSS("#signin-form button")))
+}
+
+// TestConsole drives the console in headless Chromium: a live order to
+// completed, a declined order's compensation, a dead letter replayed, a
+// failed webhook delivery retried, the health page, and a customer who
+// gets no data.
+func TestConsole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a browser")
+	}
+	chromium(t)
+	s := webhookStack(t)
+	admin := customerToken(t, "ops", "admin")
+	b := newBrowser(t, 1280, 800)
+
+	t.Run("a customer gets no data", func(t *testing.T) {
+		b.signIn(s.base, customerToken(t, "ada", "orders:read orders:write"))
+		b.text("#signin-error", "admin token")
+	})
+
+	b.signIn(s.base, admin)
+	b.text("#orders", "")
+	s.addProduct("CONSOLE", 10)
+
+	t.Run("a live order to completed", func(t *testing.T) {
+		b.do("orders", chromedp.Navigate(s.base+"/console/#/orders"), chromedp.WaitVisible(chromedp.ID("orders")))
+		time.Sleep(300 * time.Millisecond) // let the page's stream open (it starts from now)
+		o := s.place(orderBody("grace", psp.TokenOK, order.ItemRequest{SKU: "CONSOLE", Quantity: 1}))
+		b.text(fmt.Sprintf(`#orders tr[data-order=%q]`, o.ID), "grace")
+		s.settle([]string{o.ID}, 20*time.Second)
+		b.text(fmt.Sprintf(`#orders tr[data-order=%q]`, o.ID), "completed")
+		b.screenshot("orders")
+		b.do("open the order", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#orders tr[data-order=%q]`, o.ID))))
+		b.text("#order-status", "completed")
+		saga := b.text("#view", "order.completed")
+		for _, step := range []string{event.OrderPlaced, event.StockReserved, event.PaymentAuthorized, event.OrderConfirmed,
+			event.ShipmentCreated, event.StockCommitted, event.PaymentCaptured, event.OrderCompleted} {
+			if !strings.Contains(saga, step) {
+				t.Errorf("the order page does not show %s", step)
+			}
+		}
+		for _, want := range []string{"inventory", "payments", "shipping", "authorize", "capture"} {
+			if !strings.Contains(saga, want) {
+				t.Errorf("the order page does not show %q", want)
+			}
+		}
+		b.screenshot("order")
+	})
+
+	t.Run("a declined order's compensation", func(t *testing.T) {
+		o := s.place(orderBody("hopper", psp.TokenDecline, order.ItemRequest{SKU: "CONSOLE", Quantity: 1}))
+		s.settle([]string{o.ID}, 20*time.Second)
+		b.do("open", chromedp.Navigate(s.base+"/console/#/orders/"+o.ID))
+		b.text("#order-status", "payment_declined")
+		b.text(`tr.compensation[data-type="order.cancelled"]`, "compensation")
+		b.text(`tr.compensation[data-type="stock.released"]`, "compensation")
+		b.screenshot("declined")
+	})
+
+	t.Run("a dead letter replayed", func(t *testing.T) {
+		var broken atomic.Bool
+		broken.Store(true)
+		var handled atomic.Int32
+		c, err := s.bus.Consume(context.Background(), bus.ConsumerConfig{Name: "console-test", Types: []string{event.ProductUpdated}},
+			func(_ context.Context, ev bus.Event) error {
+				if ev.Subject != "POISON" {
+					return nil
+				}
+				if broken.Load() {
+					return bus.Permanent(errors.New("cannot price POISON in XTS"))
+				}
+				handled.Add(1)
+				return nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Stop()
+		s.productEvent("POISON")
+		b.do("dead letters", chromedp.Navigate(s.base+"/console/#/dlq"))
+		b.text("#view table", "cannot price POISON")
+		b.screenshot("dead-letters")
+		b.do("open", chromedp.Click(chromedp.CSS(`#view tbody tr.clickable`)))
+		b.text("#dl-error", "cannot price POISON in XTS")
+		b.text("#dl-payload", `"sku": "POISON"`)
+		broken.Store(false)
+		b.do("replay", chromedp.Click(chromedp.ID("replay")))
+		b.text("#view h2", "(0)")
+		deadline := time.Now().Add(10 * time.Second)
+		for handled.Load() != 1 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := handled.Load(); n != 1 {
+			t.Fatalf("the replayed event was handled %d times, want 1", n)
+		}
+	})
+
+	t.Run("a failed webhook delivery retried", func(t *testing.T) {
+		var fail atomic.Bool
+		fail.Store(true)
+		r := newReceiver(t, func(string, int) int {
+			if fail.Load() {
+				return http.StatusInternalServerError
+			}
+			return http.StatusOK
+		})
+		s.subscribe(r, event.ProductUpdated)
+		id := s.productEvent("HOOKED")
+		sel := fmt.Sprintf(`tr[data-event=%q]`, id)
+		// reloadUntil reloads the webhooks page until the delivery's row holds want.
+		reloadUntil := func(what string, ok func(row string) bool) string {
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				b.do("reload", chromedp.Navigate(s.base+"/console/#/webhooks"), chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#view table")))
+				if row := b.peek(sel); ok(row) {
+					return row
+				} else if time.Now().After(deadline) {
+					t.Fatalf("the delivery of %s: %s: %q", id, what, row)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		reloadUntil("a failed attempt", func(row string) bool { return strings.Contains(row, "→ 500") })
+		b.screenshot("webhooks")
+		fail.Store(false)
+		b.do("retry", chromedp.Click(chromedp.CSS(sel+" button")))
+		reloadUntil("delivered after the retry", func(row string) bool { return strings.Contains(row, "delivered") && strings.Contains(row, "→ 200") })
+		if r.count(id) == 0 {
+			t.Fatal("the receiver never got the retried delivery")
+		}
+	})
+
+	t.Run("health", func(t *testing.T) {
+		b.do("health", chromedp.Navigate(s.base+"/console/#/health"))
+		b.text("#view", "orders-saga")
+		b.text("#h-dlq", "0")
+		b.screenshot("health")
+	})
+
+	t.Run("phone width", func(t *testing.T) {
+		phone := newBrowser(t, 390, 844)
+		phone.signIn(s.base, admin)
+		phone.text("#orders", "completed")
+		overflow, err := chromedp.Run(phone.ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - document.documentElement.clientWidth`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if overflow > 0 {
+			t.Errorf("the orders page is %d px wider than a phone's screen", overflow)
+		}
+		phone.screenshot("orders-phone")
+	})
+}
