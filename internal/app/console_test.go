@@ -299,3 +299,54 @@ func TestConsole(t *testing.T) {
 		phone.screenshot("orders-phone")
 	})
 }
+
+// TestConsoleAPIIsAdminOnlyAndChecksItsInput: the console's admin API
+// answers customers and anonymous callers with no data, refuses malformed
+// input with a problem naming the field, and purges only when told to.
+func TestConsoleAPIIsAdminOnlyAndChecksItsInput(t *testing.T) {
+	s := startStack(t, Config{})
+	admin := customerToken(t, "ops", "admin")
+	ada := customerToken(t, "ada", "orders:read orders:write")
+	for _, path := range []string{"/api/admin/dlq", "/api/admin/dlq/1", "/api/admin/health", "/api/admin/orders/x/saga"} {
+		if resp := s.as(ada, "GET", path, nil, nil); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("customer GET %s = %d, want 403", path, resp.StatusCode)
+		}
+		if resp := s.as("", "GET", path, nil, nil); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("anonymous GET %s = %d, want 401", path, resp.StatusCode)
+		}
+	}
+	if resp := s.as(ada, "POST", "/api/admin/dlq/replay", nil, nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("customer replay = %d, want 403", resp.StatusCode)
+	}
+	var problem struct{ Detail, Field string }
+	for path, field := range map[string]string{
+		"/api/admin/dlq/abc":                       "id",
+		"/api/admin/dlq/0":                         "id",
+		"/api/admin/orders/x/saga?since=yesterday": "since",
+	} {
+		problem.Detail, problem.Field = "", ""
+		resp := s.as(admin, "GET", path, nil, &problem)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(problem.Detail+problem.Field, field) {
+			t.Errorf("GET %s = %d %+v, want 400 naming %s", path, resp.StatusCode, problem, field)
+		}
+	}
+	if resp := s.as(admin, "GET", "/api/admin/dlq/999", nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET an absent dead letter = %d, want 404", resp.StatusCode)
+	}
+	if resp := s.as(admin, "DELETE", "/api/admin/dlq", nil, &problem); resp.StatusCode != http.StatusBadRequest || !strings.Contains(problem.Detail, "confirm=purge") {
+		t.Errorf("purge without confirmation = %d %+v, want 400 asking for confirm=purge", resp.StatusCode, problem)
+	}
+	var purged struct{ Purged int }
+	if resp := s.as(admin, "DELETE", "/api/admin/dlq?confirm=purge", nil, &purged); resp.StatusCode != http.StatusOK {
+		t.Errorf("purge = %d, want 200", resp.StatusCode)
+	}
+	// The console's files are public and hold no data; they forbid framing.
+	resp, err := http.Get(s.base + "/console/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+		t.Errorf("GET /console/ = %d, CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+	}
+}
