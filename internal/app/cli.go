@@ -106,20 +106,20 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // commonFlags are the flags shared by run and serve.
 type commonFlags struct {
-	addr, logLevel string
-	pprof, metrics string
-	bodyTimeout    time.Duration
-	cors           string
-	maxDeliver     int
-	shutdown       time.Duration
-	retention      time.Duration
-	orderDeadline  time.Duration
-	psp            psp.Faults
-	webhooks       webhook.Config
-	schedule       scheduleFlag
-	pspAsync       bool
-	pspSecret      string
-	pspAPIKey      string
+	addr, logLevel, logFormat string
+	pprof, metrics            string
+	bodyTimeout               time.Duration
+	cors                      string
+	maxDeliver                int
+	shutdown                  time.Duration
+	retention                 time.Duration
+	orderDeadline             time.Duration
+	psp                       psp.Faults
+	webhooks                  webhook.Config
+	schedule                  scheduleFlag
+	pspAsync                  bool
+	pspSecret                 string
+	pspAPIKey                 string
 }
 
 // register adds the shared flags; run listens on loopback by default (a
@@ -137,6 +137,7 @@ func (c *commonFlags) register(defaultAddr, defaultMetrics string, fs interface 
 	fs.StringVar(&c.metrics, "metrics-addr", defaultMetrics, "serve Prometheus /metrics on this address, apart from the API (empty: off)")
 	fs.DurationVar(&c.bodyTimeout, "read-timeout", 30*time.Second, "longest time to read a request, body included (slow clients are cut off)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text (key=value) or json (one object per line, for log collectors)")
 	fs.StringVar(&c.cors, "cors-origin", "", "comma-separated browser origins allowed to call the API (e.g. https://shop.example)")
 	fs.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) for profiling")
 	fs.IntVar(&c.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of an event before it is dead-lettered")
@@ -196,7 +197,14 @@ func (c *commonFlags) logger(stderr io.Writer) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return nil, usagef("--log-level %q: use debug, info, warn or error", c.logLevel)
 	}
-	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), nil
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	}
+	return nil, usagef("--log-format %q: use text or json", c.logFormat)
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -158,6 +158,7 @@ func TestUsageErrors(t *testing.T) {
 		"ServeNoDB":       {[]string{"serve", "orders", "--nats", "nats://x:4222"}, "--db"},
 		"BadMaxDeliver":   {[]string{"run", "--max-deliver", "0"}, "--max-deliver"},
 		"BadLogLevel":     {[]string{"run", "--log-level", "loud"}, "--log-level"},
+		"BadLogFormat":    {[]string{"run", "--log-format", "xml"}, "--log-format"},
 		"DLQNoCommand":    {[]string{"dlq"}, "list, show, replay or purge"},
 		"DLQBadID":        {[]string{"dlq", "show", "abc"}, `"abc"`},
 		"DLQReplayNoIDs":  {[]string{"dlq", "replay"}, "--all"},

@@ -411,7 +411,7 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 		// Every genuine order exists here before anything happens to it
 		// elsewhere, so this follows an order.placed this service never
 		// accepted, which checkPlaced already cancelled: nothing to do.
-		s.log.Warn("event for an order this service never accepted; ignored", "type", ev.Type, "order", ev.Subject, "event", ev.ID)
+		s.log.Warn("event for an order this service never accepted; ignored", bus.LogAttrs(ev)...)
 		return nil
 	}
 	if err != nil {
@@ -479,7 +479,7 @@ func (s *Service) checkPlaced(ctx context.Context, tx *sqldb.Tx, ev bus.Event) e
 		return bus.Permanent(fmt.Errorf("order.placed for %s carries order_id %s", ev.Subject, p.OrderID))
 	}
 	s.log.Warn("order.placed for an order this service never accepted; cancelling it so other services compensate",
-		"order", p.OrderID, "event", ev.ID, "source", ev.Source)
+		append(bus.LogAttrs(ev), "source", ev.Source)...)
 	tx.OnCommit(func() { Finished.WithLabelValues(Cancelled, event.ReasonRejected).Inc() })
 	return s.outbox.Emit(ctx, tx, source, event.OrderCancelled, p.OrderID,
 		event.Cancelled{OrderID: p.OrderID, CustomerID: p.CustomerID, Reason: event.ReasonRejected}, &ev)

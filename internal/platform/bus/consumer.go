@@ -557,9 +557,16 @@ func (c *Consumer) startHandling(msg jetstream.Msg, md *jetstream.MsgMetadata, e
 	return delivery{msg: msg, md: md, ev: ev, span: span}
 }
 
-// eventLog is the log attributes of one event: its id, order and trace.
-func eventLog(ev Event) []any {
+// LogAttrs are the log attributes of every line about an event: its id and
+// type, its order (subject) and its trace.
+func LogAttrs(ev Event) []any {
 	return []any{"event", ev.ID, "type", ev.Type, "order_id", ev.Subject, "trace_id", telemetry.TraceID(telemetry.WithTraceParent(context.Background(), ev.TraceParent))}
+}
+
+// headerLogAttrs are LogAttrs read from a message's headers, for a message
+// that could not be decoded (its headers are as received).
+func headerLogAttrs(h nats.Header) []any {
+	return LogAttrs(Event{ID: h.Get(HeaderID), Type: h.Get(HeaderType), Subject: h.Get(HeaderSubject), TraceParent: h.Get(HeaderTraceParent)})
 }
 
 // observe records a handled batch's time for each of its events' types,
@@ -606,7 +613,7 @@ func (c *Consumer) settle(d delivery, err error) {
 	case err == nil:
 		c.count(d.ev.Type, "ok")
 		if err := d.msg.Ack(); err != nil {
-			c.log.Warn("ack", append(eventLog(d.ev), "err", err)...)
+			c.log.Warn("ack", append(LogAttrs(d.ev), "err", err)...)
 		}
 	case IsPermanent(err):
 		c.deadLetter(d.msg, d.md, err)
@@ -615,9 +622,9 @@ func (c *Consumer) settle(d delivery, err error) {
 	default:
 		c.count(d.ev.Type, "retry")
 		delay := c.cfg.Backoff(int(d.md.NumDelivered))
-		c.log.Debug("transient failure; will retry", append(eventLog(d.ev), "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)...)
+		c.log.Debug("transient failure; will retry", append(LogAttrs(d.ev), "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)...)
 		if err := d.msg.NakWithDelay(delay); err != nil {
-			c.log.Warn("nak", append(eventLog(d.ev), "err", err)...)
+			c.log.Warn("nak", append(LogAttrs(d.ev), "err", err)...)
 		}
 	}
 }
@@ -686,11 +693,11 @@ func (c *Consumer) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, caus
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	defer cancel()
 	if _, err := c.bus.js.PublishMsg(ctx, dl); err != nil {
-		c.log.Error("dead-letter publish failed; will redeliver", "subject", msg.Subject(), "seq", md.Sequence.Stream, "err", err)
+		c.log.Error("dead-letter publish failed; will redeliver", append(headerLogAttrs(msg.Headers()), "subject", msg.Subject(), "seq", md.Sequence.Stream, "err", err)...)
 		_ = msg.NakWithDelay(5 * time.Second)
 		return
 	}
-	c.log.Warn("dead-lettered", "subject", msg.Subject(), "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "err", cause)
+	c.log.Warn("dead-lettered", append(headerLogAttrs(msg.Headers()), "subject", msg.Subject(), "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "err", cause)...)
 	c.count(subjectToken(msg.Headers().Get(HeaderType)), "dead_letter")
 	if err := msg.TermWithReason("dead-lettered"); err != nil {
 		c.log.Warn("term", "seq", md.Sequence.Stream, "err", err)
