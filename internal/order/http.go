@@ -193,14 +193,17 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
-	limit := 50
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 500 {
-			httpx.Error(w, r, s.log, apperr.Invalidf("limit", "must be a number from 1 to 500"))
-			return
-		}
-		limit = n
+	page, err := httpx.ParsePage(r, 50, 500)
+	if err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	status := r.URL.Query().Get("status")
+	switch status {
+	case "", Pending, Confirmed, Shipped, Completed, Cancelled:
+	default:
+		httpx.Error(w, r, s.log, apperr.Invalidf("status", "must be one of pending, confirmed, shipped, completed, cancelled"))
+		return
 	}
 	customer := r.URL.Query().Get("customer_id")
 	// A customer lists its own orders; admin lists anyone's (or all).
@@ -215,10 +218,13 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	orders, err := s.listOrders(r.Context(), customer, limit)
+	orders, err := s.listOrders(r.Context(), customer, status, page)
 	if err != nil {
 		httpx.Error(w, r, s.log, err)
 		return
+	}
+	if n := len(orders); n > 0 {
+		httpx.SetNext(w, r, page, n, orders[n-1].CreatedAt.UnixMicro(), orders[n-1].ID)
 	}
 	httpx.JSON(w, http.StatusOK, orders)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
 
@@ -199,15 +200,23 @@ type unknownSKUError struct {
 func (e unknownSKUError) Error() string { return e.err.Error() }
 func (e unknownSKUError) Unwrap() error { return e.err }
 
-func (s *Service) listOrders(ctx context.Context, customerID string, limit int) ([]Order, error) {
-	q := "SELECT " + orderColumns + " FROM orders"
+func (s *Service) listOrders(ctx context.Context, customerID, status string, page httpx.Page) ([]Order, error) {
+	q := "SELECT " + orderColumns + " FROM orders WHERE 1 = 1"
 	var args []any
 	if customerID != "" {
-		q += " WHERE customer_id = ?"
+		q += " AND customer_id = ?"
 		args = append(args, customerID)
 	}
-	args = append(args, limit)
-	rows, err := s.db.Query(ctx, q+" ORDER BY created_us DESC LIMIT ?", args...)
+	if status != "" {
+		q += " AND status = ?"
+		args = append(args, status)
+	}
+	if !page.First() {
+		q += " AND (created_us < ? OR (created_us = ? AND id < ?))"
+		args = append(args, page.AfterUS, page.AfterUS, page.AfterID)
+	}
+	args = append(args, page.Limit)
+	rows, err := s.db.Query(ctx, q+" ORDER BY created_us DESC, id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}

@@ -102,7 +102,7 @@ type Attempt struct {
 // Deliveries lists deliveries, newest first, filtered by status and
 // endpoint when given, each with its attempts. One statement reads both,
 // so a delivery's status and its attempts are from the same moment.
-func (s *Service) Deliveries(ctx context.Context, status, endpointID string) ([]Delivery, error) {
+func (s *Service) Deliveries(ctx context.Context, status, endpointID string, page httpx.Page) ([]Delivery, error) {
 	q := "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_us, created_us FROM webhook_deliveries WHERE 1 = 1"
 	var args []any
 	if status != "" {
@@ -113,11 +113,16 @@ func (s *Service) Deliveries(ctx context.Context, status, endpointID string) ([]
 		q += " AND endpoint_id = ?"
 		args = append(args, endpointID)
 	}
+	if !page.First() {
+		q += " AND (created_us < ? OR (created_us = ? AND id < ?))"
+		args = append(args, page.AfterUS, page.AfterUS, page.AfterID)
+	}
+	args = append(args, page.Limit)
 	q = `SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.next_attempt_us, d.created_us,
 		a.at_us, a.status_code, a.latency_ms, a.error, a.response
-		FROM (` + q + ` ORDER BY created_us DESC LIMIT 500) d
+		FROM (` + q + ` ORDER BY created_us DESC, id DESC LIMIT ?) d
 		LEFT JOIN webhook_attempts a ON a.delivery_id = d.id
-		ORDER BY d.created_us DESC, d.id, a.n`
+		ORDER BY d.created_us DESC, d.id DESC, a.n`
 	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -153,7 +158,16 @@ func (s *Service) handleDeliveries(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, s.log, apperr.Invalidf("status", "must be pending, delivered or failed"))
 		return
 	}
-	ds, err := s.Deliveries(r.Context(), status, r.URL.Query().Get("endpoint_id"))
+	page, err := httpx.ParsePage(r, 100, 500)
+	if err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	ds, err := s.Deliveries(r.Context(), status, r.URL.Query().Get("endpoint_id"), page)
+	if err == nil && len(ds) > 0 {
+		last := ds[len(ds)-1]
+		httpx.SetNext(w, r, page, len(ds), last.CreatedAt.UnixMicro(), last.ID)
+	}
 	s.answer(w, r, http.StatusOK, ds, err)
 }
 
