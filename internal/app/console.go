@@ -28,6 +28,13 @@ import (
 //go:embed console
 var consoleFiles embed.FS
 
+// openAPI is the OpenAPI 3.1 document of the HTTP API, served at
+// /api/openapi.json. TestOpenAPIMatchesTheRoutes keeps it equal to the
+// routes the services register.
+//
+//go:embed openapi.json
+var openAPI []byte
+
 // mountConsole serves the console's files under /console/.
 func (n *Node) mountConsole(mux *http.ServeMux) {
 	files, _ := fs.Sub(consoleFiles, "console")

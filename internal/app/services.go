@@ -159,6 +159,10 @@ func (n *Node) startService(ctx, runCtx context.Context, mux *http.ServeMux, nam
 		// in one process, hands to the services mounted here).
 		mux.HandleFunc("GET /api/admin/stream", n.firehose)
 		n.adminRoutes(mux)
+		mux.HandleFunc("GET /api/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(openAPI)
+		})
 		n.reg.MustRegister(gateway.RateLimited)
 		return nil
 	}

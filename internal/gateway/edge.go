@@ -68,6 +68,8 @@ func Classify(r *http.Request) (Route, bool) {
 			return Route{Class: "orders:read", Scope: ScopeOrdersRead, Service: "orders", Stream: stream}, true
 		}
 		return Route{Class: "orders:write", Scope: ScopeOrdersWrite, Service: "orders"}, true
+	case p == "/api/openapi.json":
+		return Route{Class: "catalog", Service: "gateway", Cache: true}, true
 	case p == "/api/psp/webhooks":
 		// The provider signs these itself; payments verifies the signature.
 		return Route{Class: "provider", Service: "payments"}, true
