@@ -13,6 +13,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
@@ -38,7 +40,8 @@ func TestOneTracePerOrderAcrossProcesses(t *testing.T) {
 
 	dir := t.TempDir()
 	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0",
-		Services: []string{"orders", "inventory", "notifications", "psp", "gateway"}})
+		Services: []string{"orders", "inventory", "notifications", "psp", "gateway"},
+		Webhooks: webhook.Config{AllowPrivate: true, Schedule: testSchedule}})
 	pspURL, err := s.n.pspURL()
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +57,7 @@ func TestOneTracePerOrderAcrossProcesses(t *testing.T) {
 	}
 	defer second.Close(context.Background())
 
+	s.subscribe(newReceiver(t, nil), event.OrderCompleted) // a merchant's webhook
 	s.addProduct("TRACED", 5)
 	o := s.place(orderBody("ada", psp.TokenOK, order.ItemRequest{SKU: "TRACED", Quantity: 1}))
 	t.Cleanup(func() {
@@ -76,7 +80,7 @@ func TestOneTracePerOrderAcrossProcesses(t *testing.T) {
 		"handle order.confirmed", "emit shipment.created",
 		"handle shipment.created", "emit stock.committed", "POST /psp/v1/capture", "emit payment.captured",
 		"handle payment.captured", "emit order.completed",
-		"handle order.completed",
+		"handle order.completed", "webhook attempt",
 	}
 	var trace []sdktrace.ReadOnlySpan
 	bustest.Eventually(t, 10*time.Second, "the order's trace to hold every step", func() bool {

@@ -14,9 +14,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
 // dispatcher attempts due deliveries: at most PerEndpoint at once per
@@ -45,6 +49,7 @@ func newDispatcher(s *Service) *dispatcher {
 
 type due struct {
 	id, endpointID, eventID, eventType string
+	traceparent                        string // of the event's handling: attempts join the order's trace
 	payload                            []byte
 	attempts                           int
 }
@@ -77,7 +82,7 @@ func (d *dispatcher) run(ctx context.Context) {
 // until the next one is due.
 func (d *dispatcher) launchDue(ctx context.Context) (time.Duration, error) {
 	now := d.s.cfg.Now()
-	rows, err := d.s.db.Query(ctx, `SELECT id, endpoint_id, event_id, event_type, payload, attempts FROM webhook_deliveries
+	rows, err := d.s.db.Query(ctx, `SELECT id, endpoint_id, event_id, event_type, payload, attempts, traceparent FROM webhook_deliveries
 		WHERE status = 'pending' AND next_attempt_us <= ? ORDER BY next_attempt_us LIMIT 500`, now.UnixMicro())
 	if err != nil {
 		return time.Second, err
@@ -86,7 +91,7 @@ func (d *dispatcher) launchDue(ctx context.Context) (time.Duration, error) {
 	for rows.Next() {
 		var x due
 		var payload string
-		if err := rows.Scan(&x.id, &x.endpointID, &x.eventID, &x.eventType, &payload, &x.attempts); err != nil {
+		if err := rows.Scan(&x.id, &x.endpointID, &x.eventID, &x.eventType, &payload, &x.attempts, &x.traceparent); err != nil {
 			rows.Close()
 			return time.Second, err
 		}
@@ -185,6 +190,10 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 		return err
 	}
 	var out attemptResult
+	ctx, span := telemetry.StartEvent(ctx, "webhook attempt", trace.SpanKindClient, x.traceparent,
+		telemetry.AttrEventID.String(x.eventID), telemetry.AttrEventType.String(x.eventType),
+		attribute.String("ordermesh.webhook.endpoint", e.ID), attribute.Int("ordermesh.webhook.attempt", x.attempts+1))
+	defer span.End()
 	_, berr := d.breaker(e.ID).Execute(func() (int, error) {
 		out = d.post(ctx, e, x, now)
 		if out.err != nil || out.status >= 500 || out.status == http.StatusTooManyRequests {
@@ -192,7 +201,12 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 		}
 		return out.status, nil
 	})
-	Attempts.WithLabelValues(attemptOutcome(out, berr)).Inc()
+	outcome := attemptOutcome(out, berr)
+	Attempts.WithLabelValues(outcome).Inc()
+	span.SetAttributes(attribute.String("ordermesh.webhook.outcome", outcome), attribute.Int("http.response.status_code", out.status))
+	if outcome != "delivered" {
+		span.SetStatus(codes.Error, outcome)
+	}
 	if errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests) {
 		// Not attempted: the endpoint's breaker is open. Try again later
 		// without spending an attempt.

@@ -512,9 +512,9 @@ func (s *Service) enqueue(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error
 	now := s.cfg.Now()
 	for _, ep := range targets {
 		id, _ := uuid.NewV7()
-		if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, status, next_attempt_us, created_us)
-			VALUES (?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (endpoint_id, event_id) DO NOTHING`,
-			"dl_"+id.String(), ep, ev.ID, ev.Type, string(body), now.Add(s.cfg.Schedule[0]).UnixMicro(), now.UnixMicro()); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, status, next_attempt_us, created_us, traceparent)
+			VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (endpoint_id, event_id) DO NOTHING`,
+			"dl_"+id.String(), ep, ev.ID, ev.Type, string(body), now.Add(s.cfg.Schedule[0]).UnixMicro(), now.UnixMicro(), ev.TraceParent); err != nil {
 			return err
 		}
 	}

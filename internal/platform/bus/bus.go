@@ -8,8 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
