@@ -75,7 +75,7 @@ func TestOneTracePerOrderAcrossProcesses(t *testing.T) {
 	want := []string{
 		"POST /api/orders", "emit order.placed",
 		"handle order.placed", "emit stock.reserved",
-		"handle stock.reserved", "POST /psp/v1/authorize", "emit payment.authorized",
+		"handle stock.reserved", "HTTP POST", "POST /psp/v1/authorize", "emit payment.authorized",
 		"handle payment.authorized", "emit order.confirmed",
 		"handle order.confirmed", "emit shipment.created",
 		"handle shipment.created", "emit stock.committed", "POST /psp/v1/capture", "emit payment.captured",

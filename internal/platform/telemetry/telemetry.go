@@ -25,6 +25,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
 )
 
 // instrumentation names ordermesh's tracer.
@@ -116,7 +117,7 @@ func StartEvent(ctx context.Context, name string, kind trace.SpanKind, tracepare
 // method and path when route is nil). Health probes and metrics scrapes
 // get none.
 func Handler(h http.Handler, route func(*http.Request) string) http.Handler {
-	return otelhttp.NewHandler(h, "http",
+	return otelhttp.NewHandler(h, "http", otelhttp.WithTracerProvider(globalProvider{}),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 			if route != nil {
 				if p := route(r); p != "" {
@@ -136,4 +137,16 @@ func Handler(h http.Handler, route func(*http.Request) string) http.Handler {
 
 // Transport wraps rt with a client span per request and sends the
 // traceparent of the caller's span.
-func Transport(rt http.RoundTripper) http.RoundTripper { return otelhttp.NewTransport(rt) }
+func Transport(rt http.RoundTripper) http.RoundTripper {
+	// Without a provider, otelhttp takes the one of the caller's span, and
+	// a span continued from an event's traceparent has a no-op one.
+	return otelhttp.NewTransport(rt, otelhttp.WithTracerProvider(globalProvider{}))
+}
+
+// globalProvider is the global tracer provider at each use, so that one
+// installed after a client or handler was built (by Setup or a test) is used.
+type globalProvider struct{ embedded.TracerProvider }
+
+func (globalProvider) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return otel.GetTracerProvider().Tracer(name, opts...)
+}
