@@ -133,7 +133,7 @@ func BenchmarkOutboxRelay(b *testing.B) {
 	}
 	t := startTimer(b)
 	relayDone := make(chan error, 1)
-	go func() { relayDone <- outbox.NewRelay(o, outbox.RelayConfig{Publisher: s.Bus}).Run(ctx) }()
+	go func() { relayDone <- outbox.NewRelay(o, withPublisher(benchRelay, s.Bus)).Run(ctx) }()
 	waitDrained(b, o)
 	t.report(b)
 	b.StopTimer()
@@ -141,18 +141,20 @@ func BenchmarkOutboxRelay(b *testing.B) {
 	<-relayDone
 }
 
+// waitDrained waits until every committed row is in the broker. It reads
+// the relay's mark (one row, every 10 ms), not a count of the rows left,
+// which grows with the backlog and, polled, competed with the relay: runs
+// measured 10,000 events/s where others measured 72,000.
 func waitDrained(b *testing.B, o *outbox.Outbox) {
-	for {
-		n, err := o.Pending(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if n == 0 {
-			return
-		}
-		time.Sleep(time.Millisecond)
+	if err := o.WaitPublished(context.Background()); err != nil {
+		b.Fatal(err)
 	}
 }
+
+// benchRelay is the relay's configuration in the benchmarks: its mark is
+// saved every 5 ms rather than 100 ms, so that waitDrained sees the end
+// of a run when it happens. Publishing is unchanged.
+var benchRelay = outbox.RelayConfig{SaveEvery: 5 * time.Millisecond}
 
 // BenchmarkOutbox is events committed → published → acknowledged: a writer
 // commits transactions of 10 events into SQLite while the relay publishes
@@ -164,7 +166,7 @@ func BenchmarkOutbox(b *testing.B) {
 	evs := newEvents(b, b.N)
 	ctx, cancel := context.WithCancel(context.Background())
 	relayDone := make(chan error, 1)
-	go func() { relayDone <- outbox.NewRelay(o, outbox.RelayConfig{Publisher: s.Bus}).Run(ctx) }()
+	go func() { relayDone <- outbox.NewRelay(o, withPublisher(benchRelay, s.Bus)).Run(ctx) }()
 	t := startTimer(b)
 	for i := 0; i < len(evs); i += 10 {
 		batch := evs[i:min(i+10, len(evs))]
@@ -255,4 +257,9 @@ func BenchmarkConsumer(b *testing.B) {
 	b.ReportMetric(float64(b.N)/float64(calls.Load()), "events/tx")
 	b.StopTimer()
 	c.Stop()
+}
+
+func withPublisher(cfg outbox.RelayConfig, p *bus.Bus) outbox.RelayConfig {
+	cfg.Publisher = p
+	return cfg
 }

@@ -575,7 +575,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 		}, func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			n, err := st.outbox.Backlog(ctx)
+			n, err := st.outbox.Pending(ctx)
 			if err != nil {
 				return -1
 			}

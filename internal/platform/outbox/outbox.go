@@ -45,6 +45,10 @@ type Outbox struct {
 
 	mu        sync.Mutex
 	handedOff []handedRow // committed rows, ascending ids
+	// dropped counts handovers refused because handedOff was full; those
+	// rows are only in the table. caughtUp is the count the relay has read
+	// the table past: while they differ, the relay must keep reading.
+	dropped, caughtUp uint64
 }
 
 // handedRow is a committed outbox row handed to the relay.
@@ -148,15 +152,19 @@ func (o *Outbox) handOver(rows []handedRow) {
 	o.mu.Lock()
 	if len(o.handedOff)+len(rows) <= maxHandedOver {
 		o.handedOff = append(o.handedOff, rows...)
-	} // else: the relay will find them in the database
+	} else {
+		o.dropped++ // the relay will find them in the database
+	}
 	o.mu.Unlock()
 	o.Wake()
 }
 
 // takeHandedOver returns up to max handed rows that continue from the row
 // after, or nothing if the next one was not handed over; rows up to after
-// are dropped.
-func (o *Outbox) takeHandedOver(after int64, max int) []handedRow {
+// are dropped. more reports rows committed beyond those taken that the
+// relay must not wait for a wake-up to send: handed rows after a gap, or
+// rows that were never handed over because the buffer was full.
+func (o *Outbox) takeHandedOver(after int64, max int) (took []handedRow, more bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	i := 0
@@ -168,13 +176,29 @@ func (o *Outbox) takeHandedOver(after int64, max int) []handedRow {
 	for n < len(rest) && n < max && rest[n].id == after+int64(n)+1 {
 		n++
 	}
+	more = n < len(rest) || o.dropped != o.caughtUp
 	if n == 0 {
 		o.handedOff = slices.Clone(rest)
-		return nil
+		return nil, more
 	}
-	took := slices.Clone(rest[:n])
+	took = slices.Clone(rest[:n])
 	o.handedOff = slices.Clone(rest[n:])
-	return took
+	return took, more
+}
+
+// drops is how many handovers were refused so far.
+func (o *Outbox) drops() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.dropped
+}
+
+// readPast records that the relay read the table to its end after the
+// first d refused handovers, so their rows are sent.
+func (o *Outbox) readPast(d uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.caughtUp = max(o.caughtUp, d)
 }
 
 // Wake asks the relay to look for new rows now. It never blocks.
@@ -218,20 +242,6 @@ func (o *Outbox) OldestUnsent(ctx context.Context, now time.Time) (time.Duration
 		return 0, fmt.Errorf("oldest unsent outbox row: %w", err)
 	}
 	return max(0, now.Sub(time.UnixMicro(us))), nil
-}
-
-// Backlog is how many committed rows the relay has not yet published (on
-// SQLite, up to SaveEvery of the lazily saved mark).
-func (o *Outbox) Backlog(ctx context.Context) (int64, error) {
-	q := "SELECT COUNT(*) FROM outbox WHERE sent_at_us IS NULL"
-	if o.db.Dialect() != sqldb.Postgres {
-		q = "SELECT COUNT(*) FROM outbox WHERE id > (SELECT upto FROM outbox_cursor)"
-	}
-	var n int64
-	if err := o.db.QueryRow(ctx, q).Scan(&n); err != nil {
-		return 0, fmt.Errorf("outbox backlog: %w", err)
-	}
-	return n, nil
 }
 
 // Emit adds one event of type typ about subject, from source, with data

@@ -132,7 +132,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer poll.Stop()
 	failures := 0
 	for {
-		n, err := r.relayOnce(ctx)
+		_, more, err := r.relayOnce(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return r.flush()
@@ -145,7 +145,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			case <-time.After(wait):
 			}
 			continue
-		case n == r.cfg.BatchSize:
+		case more:
 			failures = 0
 			continue // more rows are waiting
 		}
@@ -166,8 +166,8 @@ func (r *Relay) flush() error {
 	defer cancel()
 	var err error
 	for {
-		var n int
-		if n, err = r.relayOnce(ctx); err != nil || n < r.cfg.BatchSize {
+		var more bool
+		if _, more, err = r.relayOnce(ctx); err != nil || !more {
 			break
 		}
 	}
@@ -184,10 +184,12 @@ func (r *Relay) flush() error {
 	return nil
 }
 
-// relayOnce sends one batch and reports how many rows it took.
-func (r *Relay) relayOnce(ctx context.Context) (int, error) {
+// relayOnce sends one batch and reports how many rows it took, and
+// whether more are waiting (then the relay goes on without a wake-up).
+func (r *Relay) relayOnce(ctx context.Context) (n int, more bool, err error) {
 	if r.o.db.Dialect() == sqldb.Postgres {
-		return r.claimPublishMark(ctx)
+		n, err = r.claimPublishMark(ctx)
+		return n, n == r.cfg.BatchSize, err
 	}
 	return r.sendNext(ctx)
 }
@@ -238,33 +240,42 @@ func (r *Relay) claimPublishMark(ctx context.Context) (n int, err error) {
 // sendNext is one SQLite round: read the rows after the cursor on the read
 // pool and send them; the marker goroutine settles them. After a failure
 // it first waits for the batches in flight and rewinds.
-func (r *Relay) sendNext(ctx context.Context) (int, error) {
+func (r *Relay) sendNext(ctx context.Context) (n int, more bool, err error) {
 	if err := r.takeFailure(); err != nil {
 		r.marking.Wait()
 		r.cursor = r.acked.Load()
 		r.gen++
-		return 0, err
+		return 0, false, err
 	}
 	var ids []int64
 	var events []bus.Event
-	if handed := r.o.takeHandedOver(r.cursor, r.cfg.BatchSize); len(handed) > 0 {
+	handed, more := r.o.takeHandedOver(r.cursor, r.cfg.BatchSize)
+	if len(handed) > 0 {
 		ids, events = make([]int64, len(handed)), make([]bus.Event, len(handed))
 		for i, h := range handed {
 			ids[i], events[i] = h.id, h.ev
 		}
 	} else {
+		// Every row handed over before this read was committed before it.
+		drops := r.o.drops()
 		rows, err := r.o.db.Query(ctx, selectAfter, r.cursor, r.cfg.BatchSize)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
-		if ids, events, err = scanRows(rows); err != nil || len(ids) == 0 {
-			return 0, err
+		if ids, events, err = scanRows(rows); err != nil {
+			return 0, false, err
+		}
+		if more = len(ids) == r.cfg.BatchSize; !more {
+			r.o.readPast(drops) // the table is read to its end
+		}
+		if len(ids) == 0 {
+			return 0, false, nil
 		}
 	}
 	r.cursor = ids[len(ids)-1]
 	r.marking.Add(1)
 	r.inflight <- sentBatch{ids: ids, gen: r.gen, pending: r.cfg.Publisher.PublishAsync(events)}
-	return len(ids), nil
+	return len(ids), more || len(ids) == r.cfg.BatchSize, nil
 }
 
 // markSentInOrder follows each batch's acks in order and moves the sent
