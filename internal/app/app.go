@@ -543,6 +543,21 @@ func (n *Node) pspURL() (string, error) {
 	return "", errors.New("payments needs the provider's URL: pass --psp-url")
 }
 
+// outboxGauge is a gauge of service's outbox, read at scrape time (-1 when
+// the database cannot answer within 2 s).
+func outboxGauge(service, name, help string, read func(context.Context) (float64, error)) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"service": service}},
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			v, err := read(ctx)
+			if err != nil {
+				return -1
+			}
+			return v
+		})
+}
+
 func (n *Node) serveHTTP(mux *http.ServeMux) {
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -555,32 +570,17 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 		if name == "gateway" {
 			continue
 		}
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "ordermesh_outbox_oldest_unsent_seconds",
-			Help:        "Age of the oldest outbox row not yet published to the broker (0 when none).",
-			ConstLabels: prometheus.Labels{"service": name},
-		}, func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			age, err := st.outbox.OldestUnsent(ctx, time.Now())
-			if err != nil {
-				return -1
-			}
-			return age.Seconds()
-		}))
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "ordermesh_outbox_backlog",
-			Help:        "Outbox rows committed and not yet published to the broker.",
-			ConstLabels: prometheus.Labels{"service": name},
-		}, func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			n, err := st.outbox.Pending(ctx)
-			if err != nil {
-				return -1
-			}
-			return float64(n)
-		}))
+		reg.MustRegister(
+			outboxGauge(name, "ordermesh_outbox_oldest_unsent_seconds", "Age of the oldest outbox row not yet published to the broker (0 when none).",
+				func(ctx context.Context) (float64, error) {
+					age, err := st.outbox.OldestUnsent(ctx, time.Now())
+					return age.Seconds(), err
+				}),
+			outboxGauge(name, "ordermesh_outbox_backlog", "Outbox rows committed and not yet published to the broker.",
+				func(ctx context.Context) (float64, error) {
+					n, err := st.outbox.Pending(ctx)
+					return float64(n), err
+				}))
 	}
 	reg.MustRegister(outbox.StepSeconds)
 	n.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

@@ -211,11 +211,7 @@ func (s *Service) listOrders(ctx context.Context, customerID, status string, pag
 		q += " AND status = ?"
 		args = append(args, status)
 	}
-	if !page.First() {
-		q += " AND (created_us < ? OR (created_us = ? AND id < ?))"
-		args = append(args, page.AfterUS, page.AfterUS, page.AfterID)
-	}
-	args = append(args, page.Limit)
+	q, args = page.Where(q, args)
 	rows, err := s.db.Query(ctx, q+" ORDER BY created_us DESC, id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)

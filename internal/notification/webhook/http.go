@@ -113,11 +113,7 @@ func (s *Service) Deliveries(ctx context.Context, status, endpointID string, pag
 		q += " AND endpoint_id = ?"
 		args = append(args, endpointID)
 	}
-	if !page.First() {
-		q += " AND (created_us < ? OR (created_us = ? AND id < ?))"
-		args = append(args, page.AfterUS, page.AfterUS, page.AfterID)
-	}
-	args = append(args, page.Limit)
+	q, args = page.Where(q, args)
 	q = `SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.next_attempt_us, d.created_us,
 		a.at_us, a.status_code, a.latency_ms, a.error, a.response
 		FROM (` + q + ` ORDER BY created_us DESC, id DESC LIMIT ?) d

@@ -46,6 +46,18 @@ func ParsePage(r *http.Request, def, max int) (Page, error) {
 	return p, nil
 }
 
+// Where extends a query whose conditions end its WHERE clause with the
+// page's: the items after the cursor, by columns created_us and id
+// (newest first), and the limit as its last argument, for a query that
+// ends "ORDER BY created_us DESC, id DESC LIMIT ?".
+func (p Page) Where(q string, args []any) (string, []any) {
+	if !p.First() {
+		q += " AND (created_us < ? OR (created_us = ? AND id < ?))"
+		args = append(args, p.AfterUS, p.AfterUS, p.AfterID)
+	}
+	return q, append(args, p.Limit)
+}
+
 // SetNext adds the RFC 8288 Link to the page after the item (us, id) when
 // the page is full: the same request with that cursor.
 func SetNext(w http.ResponseWriter, r *http.Request, p Page, n int, us int64, id string) {
