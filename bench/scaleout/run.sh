@@ -92,6 +92,14 @@ cpu() { # utime + stime of the processes matching $1, in clock ticks
   echo $sum
 }
 hz=$(getconf CLK_TCK)
+# What the processes cost with no orders at all (leases, heartbeats, the
+# brokers' replication), over IDLE seconds: a share of every figure below.
+idle=${IDLE:-10}
+idle_om=$(cpu "$tmp/ordermesh serve"); idle_nats=$(cpu "$tmp/nats-server")
+sleep "$idle"
+idle_om=$(( $(cpu "$tmp/ordermesh serve") - idle_om )); idle_nats=$(( $(cpu "$tmp/nats-server") - idle_nats ))
+awk -v o="$idle_om" -v n="$idle_nats" -v hz="$hz" -v s="$idle" 'BEGIN {
+  printf "idle, no orders: ordermesh processes %.0f ms CPU per second, the three nats-servers %.0f ms\n", o * 1000 / hz / s, n * 1000 / hz / s }'
 before=$(cpu "$tmp/ordermesh serve")
 nats_before=$(cpu "$tmp/nats-server")
 status=0
