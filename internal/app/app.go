@@ -38,6 +38,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
 	"github.com/ordermesh/ordermesh/internal/shipping"
@@ -264,7 +265,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if n.cfg.PSPWebhookSecret == "" {
-		if n.cfg.PSPWebhookSecret, err = webhook.NewSecret(); err != nil {
+		if n.cfg.PSPWebhookSecret, err = stdwebhook.NewSecret(); err != nil {
 			return nil, err
 		}
 	}
@@ -511,7 +512,7 @@ func (n *Node) listenPSP() error {
 		return nil
 	}
 	if n.cfg.PSPAPIKey == "" && n.cfg.DataDir != "" {
-		key, err := webhook.NewSecret()
+		key, err := stdwebhook.NewSecret()
 		if err != nil {
 			return err
 		}

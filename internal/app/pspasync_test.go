@@ -12,9 +12,9 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/ordermesh/ordermesh/internal/event"
-	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -39,7 +39,7 @@ func TestProviderAsync(t *testing.T) {
 // (signed with the official Standard Webhooks library) while the
 // simulator's own notifications go nowhere.
 func TestProviderWebhookVerification(t *testing.T) {
-	secret, err := webhook.NewSecret()
+	secret, err := stdwebhook.NewSecret()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestProviderWebhookVerification(t *testing.T) {
 		}
 		return sig
 	}
-	other, _ := webhook.NewSecret()
+	other, _ := stdwebhook.NewSecret()
 	wrongKey := func(id string, at time.Time) string {
 		w, _ := standardwebhooks.NewWebhook(other)
 		sig, _ := w.Sign(id, at, body)

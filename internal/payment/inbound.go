@@ -12,10 +12,10 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
-	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -42,7 +42,7 @@ func (s *Service) handleProviderWebhook(w http.ResponseWriter, r *http.Request) 
 		httpx.Error(w, r, s.log, apperr.New(apperr.Unavailable, "", "provider webhooks are not configured: start payments with --psp-webhook-secret"))
 		return
 	}
-	id, err := webhook.Verify(s.webhookSecret, r.Header, body, time.Now())
+	id, err := stdwebhook.Verify(s.webhookSecret, r.Header, body, time.Now())
 	if err != nil {
 		httpx.Error(w, r, s.log, apperr.Invalidf("webhook-signature", "%v", err))
 		return

@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
-	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 )
 
 //go:embed migrations
@@ -286,7 +286,7 @@ func (s *Server) notifyDue(ctx context.Context) error {
 
 // send posts one signed notification and reports whether it was accepted.
 func (s *Server) send(ctx context.Context, id string, body []byte) bool {
-	headers, err := webhook.Sign(s.cfg.Secret, id, time.Now(), body)
+	headers, err := stdwebhook.Sign(s.cfg.Secret, id, time.Now(), body)
 	if err != nil {
 		s.log.Error("psp webhook secret", "err", err)
 		return false

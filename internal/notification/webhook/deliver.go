@@ -20,6 +20,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
@@ -218,7 +219,7 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 }
 
 func (d *dispatcher) post(ctx context.Context, e Endpoint, x due, now time.Time) attemptResult {
-	sig, err := signatures(e.signingSecrets(now), x.eventID, now, x.payload)
+	sig, err := stdwebhook.Signatures(e.signingSecrets(now), x.eventID, now, x.payload)
 	if err != nil {
 		return attemptResult{err: err}
 	}
@@ -228,9 +229,9 @@ func (d *dispatcher) post(ctx context.Context, e Endpoint, x due, now time.Time)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "ordermesh-webhooks/1")
-	req.Header.Set(HeaderID, x.eventID)
-	req.Header.Set(HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
-	req.Header.Set(HeaderSignature, sig)
+	req.Header.Set(stdwebhook.HeaderID, x.eventID)
+	req.Header.Set(stdwebhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set(stdwebhook.HeaderSignature, sig)
 	start := time.Now()
 	resp, err := d.client.Do(req)
 	res := attemptResult{latency: time.Since(start), err: err}

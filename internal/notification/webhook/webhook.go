@@ -23,6 +23,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 )
 
 // DefaultSchedule is the Standard Webhooks recommended retry schedule: the
@@ -256,7 +257,7 @@ func (s *Service) CreateEndpoint(ctx context.Context, in EndpointInput) (Endpoin
 	if err := s.widen(ctx, *in.EventTypes); err != nil {
 		return Endpoint{}, err
 	}
-	secret, err := NewSecret()
+	secret, err := stdwebhook.NewSecret()
 	if err != nil {
 		return Endpoint{}, err
 	}
@@ -393,7 +394,7 @@ func (s *Service) RotateSecret(ctx context.Context, id string) (Endpoint, error)
 	if err != nil {
 		return Endpoint{}, err
 	}
-	secret, err := NewSecret()
+	secret, err := stdwebhook.NewSecret()
 	if err != nil {
 		return Endpoint{}, err
 	}

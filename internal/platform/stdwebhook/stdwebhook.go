@@ -1,9 +1,10 @@
-// Package webhook delivers ordermesh events to merchants' HTTP endpoints
-// following the Standard Webhooks specification: signed with a per-endpoint
-// secret, durable (a delivery is a database row before it is attempted),
-// retried on a schedule with jitter, with an attempt log, per-endpoint
-// concurrency caps and circuit breakers, and outbound addresses vetted.
-package webhook
+// Package stdwebhook signs and verifies webhooks as the Standard Webhooks
+// specification says (https://www.standardwebhooks.com): whsec_ secrets,
+// the webhook-id, webhook-timestamp and webhook-signature headers, and
+// v1 HMAC-SHA256 signatures of id.timestamp.body. Merchant webhooks
+// (notification/webhook) and the payment provider's notifications (psp
+// signs, payment verifies) both use it.
+package stdwebhook
 
 import (
 	"crypto/hmac"
@@ -22,7 +23,8 @@ const (
 	HeaderTimestamp = "webhook-timestamp"
 	HeaderSignature = "webhook-signature"
 
-	secretPrefix = "whsec_"
+	// SecretPrefix starts every signing secret.
+	SecretPrefix = "whsec_"
 )
 
 // NewSecret returns a fresh signing secret: "whsec_" + base64 of 32 random
@@ -32,12 +34,12 @@ func NewSecret() (string, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
-	return secretPrefix + base64.StdEncoding.EncodeToString(b[:]), nil
+	return SecretPrefix + base64.StdEncoding.EncodeToString(b[:]), nil
 }
 
 // sign returns "v1,<base64 HMAC-SHA256 of id.timestamp.body>" with secret.
 func sign(secret, id string, ts time.Time, body []byte) (string, error) {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, secretPrefix))
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, SecretPrefix))
 	if err != nil {
 		return "", errors.New("webhook secret is not whsec_ + base64")
 	}
@@ -47,9 +49,9 @@ func sign(secret, id string, ts time.Time, body []byte) (string, error) {
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
 }
 
-// signatures returns the webhook-signature header value: one signature per
+// Signatures returns the webhook-signature header value: one signature per
 // secret, space-separated (two while a rotated-out secret is in grace).
-func signatures(secrets []string, id string, ts time.Time, body []byte) (string, error) {
+func Signatures(secrets []string, id string, ts time.Time, body []byte) (string, error) {
 	sigs := make([]string, 0, len(secrets))
 	for _, s := range secrets {
 		sig, err := sign(s, id, ts, body)
