@@ -15,13 +15,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
-	"github.com/ordermesh/ordermesh/internal/psp"
 )
-
-// Provider is the payment provider as payments uses it.
-type Provider interface {
-	Do(ctx context.Context, op string, req psp.Request) (psp.Operation, error)
-}
 
 // ProviderClient calls the provider over HTTP with a per-attempt timeout,
 // retries with jittered exponential backoff, and a circuit breaker. Every
@@ -31,7 +25,7 @@ type Provider interface {
 type ProviderClient struct {
 	base     string
 	http     *http.Client
-	breaker  *gobreaker.CircuitBreaker[psp.Operation]
+	breaker  *gobreaker.CircuitBreaker[ProviderResult]
 	attempts int
 	apiKey   string
 }
@@ -60,7 +54,7 @@ func NewProviderClient(cfg ClientConfig) *ProviderClient {
 			MaxConnsPerHost: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second})},
 		attempts: cfg.Attempts,
 		apiKey:   cfg.APIKey,
-		breaker: gobreaker.NewCircuitBreaker[psp.Operation](gobreaker.Settings{
+		breaker: gobreaker.NewCircuitBreaker[ProviderResult](gobreaker.Settings{
 			Name:    "psp",
 			Timeout: 5 * time.Second, // open → half-open
 			ReadyToTrip: func(c gobreaker.Counts) bool {
@@ -77,18 +71,18 @@ var errTransient = errors.New("payment provider unavailable")
 
 // Do performs op, retrying transient failures within this call. It returns
 // an error wrapping errTransient when the provider could not be reached.
-func (c *ProviderClient) Do(ctx context.Context, op string, req psp.Request) (psp.Operation, error) {
+func (c *ProviderClient) Do(ctx context.Context, op string, req ProviderRequest) (ProviderResult, error) {
 	var last error
 	for attempt := range c.attempts {
 		if attempt > 0 {
 			backoff := time.Duration(float64(100*time.Millisecond) * float64(int(1)<<attempt) * (0.5 + rand.Float64()))
 			select {
 			case <-ctx.Done():
-				return psp.Operation{}, fmt.Errorf("%w: %v", errTransient, ctx.Err())
+				return ProviderResult{}, fmt.Errorf("%w: %v", errTransient, ctx.Err())
 			case <-time.After(backoff):
 			}
 		}
-		res, err := c.breaker.Execute(func() (psp.Operation, error) { return c.once(ctx, op, req) })
+		res, err := c.breaker.Execute(func() (ProviderResult, error) { return c.once(ctx, op, req) })
 		if err == nil {
 			ProviderCalls.WithLabelValues(op, knownOutcome(res.Outcome)).Inc()
 			return res, nil
@@ -99,14 +93,14 @@ func (c *ProviderClient) Do(ctx context.Context, op string, req psp.Request) (ps
 			break // the breaker is open: give up now, the event is retried later
 		}
 	}
-	return psp.Operation{}, fmt.Errorf("%w: %s %s: %v", errTransient, op, req.OrderID, last)
+	return ProviderResult{}, fmt.Errorf("%w: %s %s: %v", errTransient, op, req.OrderID, last)
 }
 
-func (c *ProviderClient) once(ctx context.Context, op string, req psp.Request) (psp.Operation, error) {
+func (c *ProviderClient) once(ctx context.Context, op string, req ProviderRequest) (ProviderResult, error) {
 	body, _ := json.Marshal(req)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/psp/v1/"+op, bytes.NewReader(body))
 	if err != nil {
-		return psp.Operation{}, err
+		return ProviderResult{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Authorization", "Bearer "+c.apiKey)
@@ -117,16 +111,16 @@ func (c *ProviderClient) once(ctx context.Context, op string, req psp.Request) (
 	hreq.Header.Set("Idempotency-Key", key)
 	resp, err := c.http.Do(hreq)
 	if err != nil {
-		return psp.Operation{}, err
+		return ProviderResult{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return psp.Operation{}, fmt.Errorf("provider answered %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+		return ProviderResult{}, fmt.Errorf("provider answered %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
 	}
-	var res psp.Operation
+	var res ProviderResult
 	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return psp.Operation{}, fmt.Errorf("provider answer: %w", err)
+		return ProviderResult{}, fmt.Errorf("provider answer: %w", err)
 	}
 	return res, nil
 }
@@ -143,7 +137,7 @@ var ProviderCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
 // the provider is another party, and its answer is input.
 func knownOutcome(o string) string {
 	switch o {
-	case psp.Approved, psp.Pending, psp.Declined, psp.Done:
+	case OutcomeApproved, OutcomePending, OutcomeDeclined, OutcomeDone:
 		return o
 	}
 	return "other"

@@ -16,7 +16,6 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
-	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
 // inboundConsumer names the provider's webhooks in the inbox, so a
@@ -48,8 +47,8 @@ func (s *Service) handleProviderWebhook(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	var note struct {
-		Type string        `json:"type"`
-		Data psp.Operation `json:"data"`
+		Type string         `json:"type"`
+		Data ProviderResult `json:"data"`
 	}
 	if err := json.Unmarshal(body, &note); err != nil || note.Type != "authorization.completed" || note.Data.OrderID == "" {
 		httpx.Error(w, r, s.log, apperr.Invalidf("type", "want an authorization.completed webhook with its operation"))
@@ -69,14 +68,14 @@ func (s *Service) handleProviderWebhook(w http.ResponseWriter, r *http.Request) 
 // handled.
 const unknownOrderGrace = 10 * time.Minute
 
-func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op psp.Operation) error {
+func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op ProviderResult) error {
 	p, ok, err := s.loadOne(ctx, op.OrderID)
 	if err != nil {
 		return err
 	}
-	if ok && p.cancelled && op.Outcome == psp.Approved && p.state == stateAuthorizing {
+	if ok && p.cancelled && op.Outcome == OutcomeApproved && p.state == stateAuthorizing {
 		// Approved after the order was cancelled: void before recording.
-		res, err := s.provider.Do(ctx, psp.OpVoid, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
+		res, err := s.provider.Do(ctx, OpVoid, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
 		if err != nil {
 			return apperr.New(apperr.Unavailable, "", "void the late authorization of %s: %v", p.orderID, err)
 		}
@@ -87,7 +86,7 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op p
 			if _, err := tx.Exec(ctx, "UPDATE payments SET state = ?, version = version + 1 WHERE order_id = ? AND state = ?", stateVoided, p.orderID, stateAuthorizing); err != nil {
 				return err
 			}
-			if res.Outcome != psp.Done {
+			if res.Outcome != OutcomeDone {
 				return nil
 			}
 			return s.outbox.Emit(ctx, tx, source, event.PaymentVoided, p.orderID,
@@ -117,7 +116,7 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op p
 		state, typ := stateFailed, event.PaymentFailed
 		var data any = event.PaymentFailure{OrderID: op.OrderID, Reason: op.Reason}
 		ref := fmt.Sprintf("psp_%d", op.ID)
-		if op.Outcome == psp.Approved {
+		if op.Outcome == OutcomeApproved {
 			state, typ = stateAuthorized, event.PaymentAuthorized
 			data = event.Payment{OrderID: op.OrderID, AmountCents: op.AmountCents, Currency: op.Currency, ProviderRef: ref}
 		}

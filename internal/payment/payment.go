@@ -22,7 +22,6 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
-	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
 //go:embed migrations
@@ -321,20 +320,20 @@ func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emis
 			// Cancelled while nothing was held. If another instance was
 			// authorizing at that moment, it lost the race to record the
 			// authorization, and this is its retry: void what it got.
-			return s.undo(ctx, p, psp.OpVoid, p.orderID+"/late")
+			return s.undo(ctx, p, OpVoid, p.orderID+"/late")
 		}
 		if p.cancelled || p.state != statePending {
 			return nil, nil // late or duplicate
 		}
-		res, err := s.provider.Do(ctx, psp.OpAuthorize, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, Token: p.token})
+		res, err := s.provider.Do(ctx, OpAuthorize, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, Token: p.token})
 		if err != nil {
 			return nil, err
 		}
-		if res.Outcome == psp.Pending {
+		if res.Outcome == OutcomePending {
 			p.state = stateAuthorizing // the provider's webhook will tell
 			return nil, nil
 		}
-		if res.Outcome != psp.Approved {
+		if res.Outcome != OutcomeApproved {
 			p.state = stateFailed
 			return &emission{event.PaymentFailed, event.PaymentFailure{OrderID: p.orderID, Reason: res.Reason}}, nil
 		}
@@ -346,16 +345,16 @@ func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emis
 			// already captured, by another instance that then lost the
 			// race to record the capture) and this is that capture's
 			// retry: refund it.
-			return s.undo(ctx, p, psp.OpRefund, p.orderID+"/late")
+			return s.undo(ctx, p, OpRefund, p.orderID+"/late")
 		}
 		if p == nil || p.cancelled || p.state != stateAuthorized {
 			return nil, nil
 		}
-		res, err := s.provider.Do(ctx, psp.OpCapture, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
+		res, err := s.provider.Do(ctx, OpCapture, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
 		if err != nil {
 			return nil, err
 		}
-		if res.Outcome != psp.Done {
+		if res.Outcome != OutcomeDone {
 			return nil, bus.Permanent(fmt.Errorf("capture of %s rejected by the provider: %s", p.orderID, res.Reason))
 		}
 		p.state, p.ref = stateCaptured, fmt.Sprintf("psp_%d", res.ID)
@@ -386,11 +385,11 @@ func (s *Service) compensate(ctx context.Context, ev bus.Event, pp **payment) (*
 	}
 	switch p.state {
 	case stateAuthorized:
-		return s.undo(ctx, p, psp.OpVoid, p.orderID)
+		return s.undo(ctx, p, OpVoid, p.orderID)
 	case statePending, stateAuthorizing:
-		return s.undo(ctx, p, psp.OpVoid, p.orderID+"/unconfirmed")
+		return s.undo(ctx, p, OpVoid, p.orderID+"/unconfirmed")
 	case stateCaptured:
-		return s.undo(ctx, p, psp.OpRefund, p.orderID)
+		return s.undo(ctx, p, OpRefund, p.orderID)
 	default: // failed, voided, refunded: nothing held
 		p.cancelled = true
 		return nil, nil
@@ -402,15 +401,15 @@ func (s *Service) compensate(ctx context.Context, ev bus.Event, pp **payment) (*
 // and returns the event saying so.
 func (s *Service) undo(ctx context.Context, p *payment, op, key string) (*emission, error) {
 	state, typ := stateVoided, event.PaymentVoided
-	if op == psp.OpRefund {
+	if op == OpRefund {
 		state, typ = stateRefunded, event.PaymentRefunded
 	}
-	res, err := s.provider.Do(ctx, op, psp.Request{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, IdempotencyKey: key})
+	res, err := s.provider.Do(ctx, op, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, IdempotencyKey: key})
 	if err != nil {
 		return nil, err
 	}
 	p.cancelled = true
-	if res.Outcome != psp.Done {
+	if res.Outcome != OutcomeDone {
 		return nil, nil // nothing to undo, or already undone
 	}
 	p.state, p.ref = state, fmt.Sprintf("psp_%d", res.ID)

@@ -31,7 +31,7 @@ type gate struct {
 	release chan struct{}
 }
 
-func (g *gate) Do(ctx context.Context, op string, req psp.Request) (psp.Operation, error) {
+func (g *gate) Do(ctx context.Context, op string, req ProviderRequest) (ProviderResult, error) {
 	if op != g.op {
 		return g.inner.Do(ctx, op, req)
 	}
@@ -76,28 +76,28 @@ func TestInstancesRacingOnOneOrderLeaveNothingHeld(t *testing.T) {
 			// B's void finds nothing to void; then A's authorization is
 			// approved and A's save loses to B's.
 			name: "authorize after the cancel's void", before: []string{event.OrderPlaced},
-			held: event.StockReserved, other: event.OrderCancelled, gateOp: psp.OpAuthorize,
+			held: event.StockReserved, other: event.OrderCancelled, gateOp: OpAuthorize,
 			wantState: stateVoided, wantEvent: event.PaymentVoided,
 		},
 		{
 			// A's authorization is approved; B's void undoes it; A's save
 			// of "authorized" loses to B's "voided".
 			name: "authorize before the cancel's void", before: []string{event.OrderPlaced},
-			held: event.StockReserved, other: event.OrderCancelled, gateOp: psp.OpAuthorize, gateAfter: true,
+			held: event.StockReserved, other: event.OrderCancelled, gateOp: OpAuthorize, gateAfter: true,
 			wantState: stateVoided, wantEvent: event.PaymentVoided,
 		},
 		{
 			// A captures; B's void is refused (already captured); A's save
 			// of "captured" loses to B's "cancelled".
 			name: "capture before the cancel's void", before: []string{event.OrderPlaced, event.StockReserved},
-			held: event.ShipmentCreated, other: event.OrderCancelled, gateOp: psp.OpCapture, gateAfter: true,
+			held: event.ShipmentCreated, other: event.OrderCancelled, gateOp: OpCapture, gateAfter: true,
 			wantState: stateRefunded, wantEvent: event.PaymentRefunded,
 		},
 		{
 			// A's void finds nothing to void; then B's authorization is
 			// approved and recorded first; A's save of the cancel loses.
 			name: "cancel's void before an authorize recorded first", before: []string{event.OrderPlaced},
-			held: event.OrderCancelled, other: event.StockReserved, gateOp: psp.OpVoid, gateAfter: true,
+			held: event.OrderCancelled, other: event.StockReserved, gateOp: OpVoid, gateAfter: true,
 			wantState: stateVoided, wantEvent: event.PaymentVoided,
 		},
 	}
@@ -192,14 +192,14 @@ func holdings(t *testing.T, provider *psp.Server, orderID string) (held, charged
 	}
 	for _, op := range ledger {
 		switch {
-		case op.Op == psp.OpAuthorize && op.Outcome == psp.Approved:
+		case op.Op == OpAuthorize && op.Outcome == psp.Approved:
 			held += op.AmountCents
-		case op.Op == psp.OpVoid && op.Outcome == psp.Done:
+		case op.Op == OpVoid && op.Outcome == psp.Done:
 			held -= op.AmountCents
-		case op.Op == psp.OpCapture && op.Outcome == psp.Done:
+		case op.Op == OpCapture && op.Outcome == psp.Done:
 			held -= op.AmountCents
 			charged += op.AmountCents
-		case op.Op == psp.OpRefund && op.Outcome == psp.Done:
+		case op.Op == OpRefund && op.Outcome == psp.Done:
 			charged -= op.AmountCents
 		}
 	}
@@ -232,7 +232,7 @@ func TestCancelRecordedBeforeTheOrderVoidsACrashedAuthorization(t *testing.T) {
 		cancelled := bustest.NewEvent(t, event.OrderCancelled, orderID, event.Cancelled{OrderID: orderID, CustomerID: "ada", Reason: event.ReasonTimeout})
 
 		// The instance that died got this far.
-		if _, err := client.Do(ctx, psp.OpAuthorize, psp.Request{OrderID: orderID, AmountCents: 2500, Currency: "EUR", Token: psp.TokenOK}); err != nil {
+		if _, err := client.Do(ctx, OpAuthorize, ProviderRequest{OrderID: orderID, AmountCents: 2500, Currency: "EUR", Token: psp.TokenOK}); err != nil {
 			t.Fatal(err)
 		}
 		if errs := s.handleBatch(ctx, []bus.Event{cancelled}); errs != nil {
