@@ -2,8 +2,6 @@ package order
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/idempotency"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
@@ -90,13 +89,6 @@ type Placed struct {
 	Replayed bool
 }
 
-// inFlightTTL is how long a committed in-flight claim blocks a duplicate
-// with 409; an older claim was left by a crash and may be taken over.
-// Claims are now committed only with their order, so only rows written by
-// earlier versions (which claimed keys in a transaction of their own) are
-// ever seen in flight.
-const inFlightTTL = 30 * time.Second
-
 // Place accepts an order under caller's idempotency key. Keys are scoped to
 // the caller (the authenticated subject): another caller's key of the same
 // spelling is a different key. The same caller, key and body returns the
@@ -109,8 +101,7 @@ func (s *Service) Place(ctx context.Context, caller, key string, raw []byte, req
 	if err := req.Validate(); err != nil {
 		return Placed{}, err
 	}
-	sum := sha256.Sum256(raw)
-	hash := hex.EncodeToString(sum[:])
+	hash := idempotency.Hash(raw)
 	placed, err := s.place(ctx, caller, key, hash, req)
 	var unknown unknownSKUError
 	if errors.As(err, &unknown) && s.waitForCatalog(ctx, unknown.sku) {
@@ -154,7 +145,9 @@ func (s *Service) place(ctx context.Context, caller, key, hash string, req Place
 	var replay *Placed
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		var err error
-		if replay, err = s.claimKey(ctx, tx, caller, key, hash); err != nil || replay != nil {
+		answer, err := idempotency.Claim(ctx, tx, caller, key, hash, s.now())
+		if err != nil || answer != nil {
+			replay = replayOf(answer)
 			return err
 		}
 		o, err := s.newOrder(ctx, tx, req)
@@ -172,9 +165,7 @@ func (s *Service) place(ctx context.Context, caller, key, hash string, req Place
 		}
 		body, _ := json.Marshal(o)
 		out = Placed{Status: 202, Body: body, OrderID: o.ID}
-		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET state = 'done', status = ?, response = ? WHERE caller = ? AND key = ?",
-			out.Status, string(body), caller, key)
-		return err
+		return idempotency.Complete(ctx, tx, caller, key, out.Status, body)
 	})
 	switch {
 	case err != nil:
@@ -185,44 +176,16 @@ func (s *Service) place(ctx context.Context, caller, key, hash string, req Place
 	return out, nil
 }
 
-// claimKey claims key for this request inside tx, or returns the stored
-// answer to replay, or a Conflict / Unprocessable error. A new key costs
-// one statement. On PostgreSQL a concurrent request with the same key
-// waits at the INSERT until the first commits, then replays its answer.
-func (s *Service) claimKey(ctx context.Context, tx *sqldb.Tx, caller, key, hash string) (*Placed, error) {
-	now := s.now()
-	res, err := tx.Exec(ctx, "INSERT INTO idempotency_keys (caller, key, request_hash, state, claimed_us) VALUES (?, ?, ?, 'in_flight', ?) ON CONFLICT (caller, key) DO NOTHING",
-		caller, key, hash, now.UnixMicro())
-	if err != nil {
-		return nil, err
+// replayOf is the Placed that replays a stored answer (nil: none).
+func replayOf(a *idempotency.Answer) *Placed {
+	if a == nil {
+		return nil
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return nil, nil
+	var id struct {
+		ID string `json:"id"`
 	}
-	var (
-		storedHash, state, response string
-		status                      int
-		claimed                     int64
-	)
-	err = tx.QueryRow(ctx, "SELECT request_hash, state, status, response, claimed_us FROM idempotency_keys WHERE caller = ? AND key = ?", caller, key).
-		Scan(&storedHash, &state, &status, &response, &claimed)
-	switch {
-	case err != nil:
-		return nil, err
-	case storedHash != hash:
-		return nil, apperr.New(apperr.Unprocessable, "Idempotency-Key", "this key was used with a different request body")
-	case state == "done":
-		var id struct {
-			ID string `json:"id"`
-		}
-		json.Unmarshal([]byte(response), &id)
-		return &Placed{Status: status, Body: []byte(response), OrderID: id.ID, Replayed: true}, nil
-	case now.Sub(time.UnixMicro(claimed)) < inFlightTTL:
-		return nil, apperr.New(apperr.Conflict, "Idempotency-Key", "a request with this key is still in progress; retry later")
-	default: // a stale claim (from a version that claimed keys in a transaction of their own): take it over
-		_, err = tx.Exec(ctx, "UPDATE idempotency_keys SET claimed_us = ? WHERE caller = ? AND key = ?", now.UnixMicro(), caller, key)
-		return nil, err
-	}
+	json.Unmarshal(a.Body, &id)
+	return &Placed{Status: a.Status, Body: a.Body, OrderID: id.ID, Replayed: true}
 }
 
 // newOrder prices the request from the catalog read model.
