@@ -1,0 +1,163 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+)
+
+func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const synopsis = `Usage: ordermesh dlq COMMAND [flags]
+
+Commands:
+  list                 every dead letter: id, consumer, type, event id, error
+  show ID              one dead letter with its headers and data
+  replay ID...         send dead letters back to the consumer named in each
+  replay --all         replay every dead letter
+  purge --yes          delete every dead letter
+
+Against a running system: --nats URL. ordermesh run --nats-listen 127.0.0.1:4222
+exposes the embedded broker to user ordermesh, whose password is in
+DATA/nats-password: --nats nats://ordermesh:PASSWORD@127.0.0.1:4222.`
+	fs := newFlagSet("dlq", synopsis, stderr)
+	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
+	var nf natsFlags
+	nf.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "replay: every dead letter")
+	yes := fs.Bool("yes", false, "purge: really delete every dead letter")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return usagef("dlq needs a command: list, show, replay or purge")
+	}
+	sub, rest := pos[0], pos[1:]
+	ids := make([]uint64, 0, len(rest))
+	for _, a := range rest {
+		id, err := strconv.ParseUint(a, 10, 64)
+		if err != nil || id == 0 {
+			return usagef("dead-letter id %q: want a positive number as shown by 'ordermesh dlq list'", a)
+		}
+		ids = append(ids, id)
+	}
+	switch {
+	case sub == "list" && len(ids) > 0, sub == "purge" && len(ids) > 0:
+		return usagef("dlq %s takes no ids", sub)
+	case sub == "show" && len(ids) != 1:
+		return usagef("dlq show needs exactly one ID")
+	case sub == "replay" && (len(ids) == 0) == !*all:
+		return usagef("dlq replay needs dead-letter IDs or --all (not both)")
+	case sub == "purge" && !*yes:
+		return usagef("dlq purge deletes every dead letter; add --yes to confirm")
+	case !slices.Contains([]string{"list", "show", "replay", "purge"}, sub):
+		return usagef("unknown dlq command %q (list, show, replay, purge)", sub)
+	}
+
+	natsOpts, err := nf.options()
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Dial(ctx, *natsURL, "ordermesh-dlq", natsOpts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	b, err := bus.New(nc, bus.Config{})
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "list":
+		dls, err := b.DeadLetters(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(dls)
+		}
+		if len(dls) == 0 {
+			fmt.Fprintln(stdout, "no dead letters")
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tCONSUMER\tTYPE\tEVENT\tDELIVERIES\tAT\tERROR")
+		for _, d := range dls {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Consumer, d.Type, d.EventID, d.Deliveries,
+				d.At.Format(time.RFC3339), truncate(d.Error, 80))
+		}
+		return tw.Flush()
+	case "show":
+		d, err := b.DeadLetter(ctx, ids[0])
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(struct {
+				bus.DeadLetter
+				Data json.RawMessage `json:"data"`
+			}{d, validJSONOrString(d.Data)})
+		}
+		fmt.Fprintf(stdout, "id:          %d\nconsumer:    %s\ntype:        %s\nevent:       %s\nfrom:        %s seq %d (%s)\ndeliveries:  %d\nat:          %s\nerror:       %s\nheaders:\n",
+			d.ID, d.Consumer, d.Type, d.EventID, d.Stream, d.StreamSeq, d.Subject, d.Deliveries, d.At.Format(time.RFC3339Nano), d.Error)
+		keys := make([]string, 0, len(d.Headers))
+		for k := range d.Headers {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Fprintf(stdout, "  %s: %s\n", k, d.Headers[k])
+		}
+		fmt.Fprintf(stdout, "data:\n%s\n", d.Data)
+		return nil
+	case "replay":
+		if *all {
+			dls, err := b.DeadLetters(ctx)
+			if err != nil {
+				return err
+			}
+			for _, d := range dls {
+				ids = append(ids, d.ID)
+			}
+		}
+		for _, id := range ids {
+			if err := b.Replay(ctx, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "replayed %d\n", id)
+		}
+		fmt.Fprintf(stdout, "%d dead letter(s) replayed\n", len(ids))
+		return nil
+	default: // purge
+		n, err := b.PurgeDeadLetters(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "purged %d dead letter(s)\n", n)
+		return nil
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func validJSONOrString(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}

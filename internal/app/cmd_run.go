@@ -1,0 +1,189 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats) and one SQLite database per service (DATA/<service>.db).", stderr)
+	var c commonFlags
+	c.register("127.0.0.1:8080", "127.0.0.1:9090", fs)
+	var g gatewayFlags
+	g.register(fs)
+	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
+	natsListen := fs.String("nats-listen", "", "also expose the embedded NATS on this TCP address, e.g. 127.0.0.1:4222 (for ordermesh dlq)")
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg := Config{
+		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
+		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
+		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout, Webhooks: c.webhooks,
+		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPAPIKey: c.pspAPIKey, CORSOrigins: c.origins(),
+	}
+	if err := g.apply(&cfg); err != nil {
+		return err
+	}
+	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
+		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
+		fmt.Fprintf(stdout, "  HTTP:   %s   (health: %s/livez, %s/readyz)\n", n.URL(), n.URL(), n.URL())
+		if u := n.MetricsURL(); u != "" {
+			fmt.Fprintf(stdout, "  Metrics: %s\n", u)
+		}
+		if u := n.embedded.ClientURL(); u != "" {
+			fmt.Fprintf(stdout, "  NATS:   %s   (user %s, password in %s)\n", u, NATSUser, filepath.Join(*data, NATSPasswordFile))
+			fmt.Fprintf(stdout, "          try: ordermesh dlq list --nats nats://%s:$(cat %s)@%s\n", NATSUser, filepath.Join(*data, NATSPasswordFile), strings.TrimPrefix(u, "nats://"))
+		} else {
+			fmt.Fprintf(stdout, "  NATS:   embedded, in-process only (add --nats-listen 127.0.0.1:4222 to expose it)\n")
+		}
+		fmt.Fprintf(stdout, "  Data:   %s\n", *data)
+		auth := "-H \"Authorization: Bearer $TOKEN\""
+		if n.DevToken != "" {
+			path := filepath.Join(*data, DevTokenFile)
+			fmt.Fprintf(stdout, "  Token:  dev admin token (30 days), also in %s:\n          %s\n", path, n.DevToken)
+			fmt.Fprintf(stdout, "          more: ordermesh token --data %s --sub CUSTOMER --scopes orders:read,orders:write\n", *data)
+			fmt.Fprintf(stdout, "\nTry it:\n  TOKEN=$(cat %s)\n", path)
+		} else {
+			fmt.Fprintf(stdout, "\nTry it (TOKEN: a JWT your --jwt-key/--jwks-url accepts):\n")
+		}
+		fmt.Fprintf(stdout, "  curl -s -XPOST %s/api/products %s -H 'Content-Type: application/json' \\\n", n.URL(), auth)
+		fmt.Fprintf(stdout, "    -d '{\"sku\":\"MUG\",\"name\":\"Mug\",\"price_cents\":1250,\"currency\":\"EUR\",\"stock\":10}'\n")
+		fmt.Fprintf(stdout, "  curl -s -XPOST %s/api/orders %s -H 'Content-Type: application/json' -H 'Idempotency-Key: try-1' \\\n", n.URL(), auth)
+		fmt.Fprintf(stdout, "    -d '{\"customer_id\":\"ada\",\"items\":[{\"sku\":\"MUG\",\"quantity\":1}],\"payment_token\":\"tok_ok\",\n")
+		fmt.Fprintf(stdout, "         \"shipping_address\":{\"name\":\"Ada\",\"line1\":\"1 Main St\",\"city\":\"Paris\",\"postal_code\":\"75001\",\"country\":\"FR\"}}'\n")
+		fmt.Fprintf(stdout, "  curl -s %s/api/orders/ORDER_ID %s\n", n.URL(), auth)
+	})
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once.", stderr)
+	var c commonFlags
+	c.register(":8080", "", fs)
+	var g gatewayFlags
+	g.register(fs)
+	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222 (required)")
+	var nf natsFlags
+	nf.register(fs)
+	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
+	var sf streamFlags
+	sf.register(fs)
+	partitioned := fs.Bool("partitioned", true, "consume each partition of the events on one instance at a time, so several instances never handle one order's events at once (false: one consumer shared by all instances)")
+	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
+	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
+	var upstreams upstreamFlag
+	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[;w=WEIGHT][,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
+	upstreamConfig := fs.String("upstream-config", "", `gateway: JSON file of upstreams, e.g. {"upstreams": {"orders": {"instances": ["http://127.0.0.1:9101;w=2"], "lb": "p2c", "hash_key": "subject"}}}`)
+	balance := balanceFlag()
+	fs.Var(balance, "lb", "gateway: SERVICE=POLICY (repeatable): round_robin, weighted, least_conn, p2c or hash")
+	hashKeys := hashKeyFlag()
+	fs.Var(hashKeys, "hash-key", "gateway: SERVICE=subject|ip|header:NAME, what the hash policy keys on (default subject: a caller's streams stick to one instance)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("serve needs exactly one SERVICE (one of %s)", strings.Join(Services, ", "))
+	}
+	service := pos[0]
+	if !slices.Contains(Services, service) {
+		return usagef("unknown service %q (one of %s)", service, strings.Join(Services, ", "))
+	}
+	if *natsURL == "" {
+		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
+	}
+	if !optionalDB[service] && *db == "" {
+		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
+	}
+	if err := sf.validate(); err != nil {
+		return err
+	}
+	if service == "payments" && *pspURL == "" {
+		return usagef("serve payments needs --psp-url, the payment provider's base URL")
+	}
+	if (service == "psp" || service == "payments") && c.pspAPIKey == "" {
+		return usagef("serve %s needs --psp-api-key, the payment provider's API key (the same for serve psp and serve payments)", service)
+	}
+	if service == "psp" && c.pspAsync && (*pspNotify == "" || c.pspSecret == "") {
+		return usagef("serve psp --psp-async needs --psp-notify-url (the payments service's base URL) and --psp-webhook-secret (shared with payments)")
+	}
+	if *upstreamConfig != "" {
+		if service != "gateway" {
+			return usagef("--upstream-config is for serve gateway")
+		}
+		if upstreams, err = loadUpstreamFile(*upstreamConfig, upstreams, balance, hashKeys); err != nil {
+			return err
+		}
+	}
+	if service == "gateway" && len(upstreams) == 0 {
+		return usagef("serve gateway needs at least one --upstream SERVICE=URL or --upstream-config FILE")
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	natsOpts, err := nf.options()
+	if err != nil {
+		return err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg := Config{
+		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, NATSOptions: natsOpts, DB: *db,
+		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
+		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
+		MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout,
+		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify, PSPAPIKey: c.pspAPIKey,
+		Balance: balance.m, HashKeys: hashKeys.m, CORSOrigins: c.origins(),
+	}
+	sf.config(&cfg)
+	cfg.Partitioned = *partitioned
+	if err := g.apply(&cfg); err != nil {
+		return err
+	}
+	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
+		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), redactURL(*natsURL))
+	})
+}
+
+// redactURL hides the password of a URL with credentials, for printing.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+// runUntilSignal starts a node, reports it, waits for ctx (SIGINT/SIGTERM)
+// and shuts it down gracefully within timeout.
+func runUntilSignal(ctx context.Context, cfg Config, timeout time.Duration, started func(*Node)) error {
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	started(n)
+	<-ctx.Done()
+	cfg.Logger.Info("shutting down: stopping intake, draining consumers, flushing outboxes")
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := n.Close(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	cfg.Logger.Info("stopped cleanly")
+	return nil
+}
