@@ -34,6 +34,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
@@ -362,20 +363,13 @@ const InboxRetention = bus.EventsMaxAge + 24*time.Hour
 
 // pruneInboxes deletes expired inbox records of every store once an hour.
 func (n *Node) pruneInboxes(ctx context.Context) {
-	tick := time.NewTicker(time.Hour)
-	defer tick.Stop()
-	for {
+	every.Run(ctx, time.Hour, func(ctx context.Context) {
 		for name, st := range n.stores {
 			if _, err := inbox.Prune(ctx, st.db, InboxRetention); err != nil && ctx.Err() == nil {
 				n.log.Warn("prune inbox", "service", name, "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	})
 }
 
 func (n *Node) connect(ctx context.Context) error {

@@ -26,6 +26,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
@@ -395,19 +396,12 @@ func (s *keySet) refresh(ctx context.Context) error {
 	return s.fetch(ctx)
 }
 
-func (s *keySet) refreshEvery(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("JWKS refresh failed; keeping the keys we have", "url", s.url, "err", err)
-			}
+func (s *keySet) refreshEvery(ctx context.Context, interval time.Duration) {
+	every.After(ctx, interval, func(ctx context.Context) {
+		if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("JWKS refresh failed; keeping the keys we have", "url", s.url, "err", err)
 		}
-	}
+	})
 }
 
 // fetch loads the JWKS; callers hold s.refreshing.

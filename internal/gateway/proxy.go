@@ -16,6 +16,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
@@ -256,9 +257,7 @@ func (u *Upstream) outcome(in *Instance, err error) {
 // ends, putting ready instances back into rotation and taking others out.
 func (u *Upstream) CheckHealth(ctx context.Context, interval time.Duration) {
 	client := &http.Client{Timeout: time.Second, Transport: u.base}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
+	every.Run(ctx, interval, func(context.Context) {
 		for _, in := range u.Instances {
 			resp, err := client.Get(in.URL.String() + "/readyz")
 			ok := err == nil && resp.StatusCode == http.StatusOK
@@ -272,10 +271,5 @@ func (u *Upstream) CheckHealth(ctx context.Context, interval time.Duration) {
 				u.mu.Unlock()
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	})
 }

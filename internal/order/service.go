@@ -13,6 +13,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/idempotency"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
@@ -463,18 +464,11 @@ func (s *Service) completeIfDone(ctx context.Context, tx *sqldb.Tx, o *Order, ca
 // RunDeadlines cancels, with reason timeout, every order still pending
 // past its deadline, checking every interval until ctx ends.
 func (s *Service) RunDeadlines(ctx context.Context, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
+	every.Run(ctx, interval, func(ctx context.Context) {
 		if err := s.expire(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("order deadlines", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	})
 }
 
 func (s *Service) expire(ctx context.Context) error {

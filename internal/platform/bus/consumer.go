@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -460,21 +461,14 @@ func (c *Consumer) dispatch(msg jetstream.Msg) {
 // keepAlive reports every held message older than AckWait/3 as in
 // progress, every AckWait/3, until the consumer's context ends.
 func (c *Consumer) keepAlive() {
-	every := c.cfg.AckWait / 3
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-tick.C:
-			for _, m := range c.held.older(every) {
-				if err := m.InProgress(); err != nil {
-					c.log.Debug("in progress", "subject", m.Subject(), "err", err)
-				}
+	interval := c.cfg.AckWait / 3
+	every.After(c.ctx, interval, func(context.Context) {
+		for _, m := range c.held.older(interval) {
+			if err := m.InProgress(); err != nil {
+				c.log.Debug("in progress", "subject", m.Subject(), "err", err)
 			}
 		}
-	}
+	})
 }
 
 // work handles the messages routed to one worker, taking together those
