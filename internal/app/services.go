@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -357,8 +356,9 @@ func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	var mu sync.Mutex // events and keep-alives must not interleave
 	var stream *sse.Writer
+	stopKeepAlive := func() {}
+	defer func() { stopKeepAlive() }() // before the handler returns: no write after it
 	var startErr error
 	// The answer starts once the broker's consumer exists, so a client that
 	// has the headers of a from=now stream misses nothing published after.
@@ -368,34 +368,13 @@ func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
 			cancel()
 			return
 		}
-		go func() {
-			ping := time.NewTicker(15 * time.Second)
-			defer ping.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-ping.C:
-					// Comments interleave safely only between events, so the
-					// keep-alive goes through the same lock as the events.
-					mu.Lock()
-					err := stream.Comment("keep-alive")
-					mu.Unlock()
-					if err != nil {
-						cancel()
-						return
-					}
-				}
-			}
-		}()
+		stopKeepAlive = stream.KeepAlive(ctx, 15*time.Second, cancel)
 	}
 	tailErr := n.Bus.Tail(ctx, opts, func(seq uint64, ev bus.Event) error {
 		data, _ := json.Marshal(map[string]any{
 			"specversion": "1.0", "id": ev.ID, "type": ev.Type, "source": ev.Source, "subject": ev.Subject,
 			"time": ev.Time, "correlationid": ev.CorrelationID, "causationid": ev.CausationID, "data": ev.Data,
 		})
-		mu.Lock()
-		defer mu.Unlock()
 		return stream.Event(strconv.FormatUint(seq, 10), ev.Type, data)
 	})
 	switch {

@@ -152,8 +152,9 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, s.log, err)
 		return
 	}
-	ping := time.NewTicker(keepAlive)
-	defer ping.Stop()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer stream.KeepAlive(ctx, keepAlive, cancel)() // stopped before the handler returns
 	for {
 		for _, c := range changes {
 			if err := stream.Event(strconv.Itoa(c.Version), c.Type, c.Order); err != nil {
@@ -176,12 +177,7 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-woken:
 		case <-time.After(recheck):
-		case <-ping.C:
-			if err := stream.Comment("keep-alive"); err != nil {
-				stop()
-				return
-			}
-		case <-r.Context().Done():
+		case <-ctx.Done(): // the client left, or a keep-alive failed
 			stop()
 			return
 		}

@@ -3,16 +3,24 @@ package sse
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/platform/every"
 )
 
-// Writer writes events to one client and flushes each at once.
+// Writer writes events to one client and flushes each at once. Its methods
+// may be called from several goroutines (events and keep-alives): each
+// event or comment is written whole.
 type Writer struct {
-	w http.ResponseWriter
-	f http.Flusher
+	mu sync.Mutex
+	w  http.ResponseWriter
+	f  http.Flusher
 }
 
 // Start sends the stream's headers. It fails if the connection cannot
@@ -46,6 +54,8 @@ func (s *Writer) Event(id, typ string, data []byte) error {
 		b.WriteByte('\n')
 	}
 	b.WriteByte('\n')
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, err := s.w.Write(b.Bytes()); err != nil {
 		return err
 	}
@@ -55,11 +65,32 @@ func (s *Writer) Event(id, typ string, data []byte) error {
 
 // Comment sends a comment line, which keeps idle connections alive.
 func (s *Writer) Comment(text string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, err := fmt.Fprintf(s.w, ": %s\n\n", text); err != nil {
 		return err
 	}
 	s.f.Flush()
 	return nil
+}
+
+// KeepAlive sends a keep-alive comment every interval, from a goroutine of
+// its own, until ctx ends, a write fails (then it calls failed, which
+// should end the stream) or stop is called. stop returns once no comment
+// can be written any more: call it before the handler returns.
+func (s *Writer) KeepAlive(ctx context.Context, interval time.Duration, failed func()) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every.After(ctx, interval, func(context.Context) {
+			if err := s.Comment("keep-alive"); err != nil {
+				failed()
+				cancel()
+			}
+		})
+	}()
+	return func() { cancel(); <-done }
 }
 
 // LastEventID parses the Last-Event-ID header (or the given fallback
