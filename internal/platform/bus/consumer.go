@@ -16,10 +16,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/ordermesh/ordermesh/internal/platform/every"
-	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ordermesh/ordermesh/internal/platform/every"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
 // Handler processes one event. Returning nil acknowledges it. An error
