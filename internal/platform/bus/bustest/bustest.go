@@ -4,7 +4,11 @@ package bustest
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,6 +129,28 @@ func NewEvent(tb testing.TB, typ, subject string, data any) bus.Event {
 // process the test starts.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
+	// A port from the kernel's ephemeral range can be taken, between this
+	// check and the child process's bind, by any outgoing connection of
+	// the tests running in parallel (that failed a cluster test in CI:
+	// "address already in use"). Ports below that range are only ever
+	// taken by listeners that ask for them.
+	low := 32768
+	if raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if low > 12000 {
+		for range 100 {
+			addr := "127.0.0.1:" + strconv.Itoa(10000+rand.IntN(low-10000))
+			if ln, err := net.Listen("tcp", addr); err == nil {
+				ln.Close()
+				return addr
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
