@@ -32,6 +32,9 @@ the admin event stream (needs an admin token, such as DATA/dev-admin.jwt).
 --follow order opens each order's own stream, as a shop's order page would:
 one more connection and request per order, on both sides.
 
+It runs on one CPU (GOMAXPROCS=1; set GOMAXPROCS to change that), so that
+on a shared machine it leaves the rest to the system it measures.
+
   ordermesh load --rate 500 --duration 60s
   ordermesh load --max --slo 500ms          find the highest sustainable rate`, stderr)
 	target := fs.String("target", "http://localhost:8080", "ordermesh base URL")
