@@ -52,11 +52,7 @@ func restock(ctx context.Context, tx *sqldb.Tx, sku string, quantity int) error 
 	return nil
 }
 
-type querier interface {
-	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func getProduct(ctx context.Context, q querier, sku string) (Product, error) {
+func getProduct(ctx context.Context, q sqldb.Querier, sku string) (Product, error) {
 	var p Product
 	err := q.QueryRow(ctx, "SELECT sku, name, price_cents, currency, available FROM products WHERE sku = ?", sku).
 		Scan(&p.SKU, &p.Name, &p.PriceCents, &p.Currency, &p.Available)

@@ -21,11 +21,6 @@ var migrations embed.FS
 // Migrations is the orders schema.
 func Migrations() sqldb.Migrations { return sqldb.Embedded("orders", migrations) }
 
-type querier interface {
-	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
-	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
 const orderColumns = `id, customer_id, status, items, total_cents, currency, payment_token, shipping_address,
 	cancel_reason, version, shipped, captured, created_us`
 
@@ -54,7 +49,7 @@ func scanOrder(row scanner) (Order, error) {
 }
 
 // loadOrder reads an order with its timeline. Errors: NotFound.
-func loadOrder(ctx context.Context, q querier, id string, lock bool) (Order, error) {
+func loadOrder(ctx context.Context, q sqldb.Querier, id string, lock bool) (Order, error) {
 	o, err := loadState(ctx, q, id, lock)
 	if err != nil {
 		return Order{}, err
@@ -81,7 +76,7 @@ func loadOrder(ctx context.Context, q querier, id string, lock bool) (Order, err
 
 // loadState reads an order without its timeline, for the state machine.
 // Errors: NotFound.
-func loadState(ctx context.Context, q querier, id string, lock bool) (Order, error) {
+func loadState(ctx context.Context, q sqldb.Querier, id string, lock bool) (Order, error) {
 	query := "SELECT " + orderColumns + " FROM orders WHERE id = ?"
 	if tx, ok := q.(*sqldb.Tx); ok && lock && tx.Dialect() == sqldb.Postgres {
 		query += " FOR UPDATE"
@@ -130,7 +125,7 @@ type Change struct {
 }
 
 // changesAfter returns the steps of order id after version after, oldest first.
-func changesAfter(ctx context.Context, q querier, id string, after int) ([]Change, error) {
+func changesAfter(ctx context.Context, q sqldb.Querier, id string, after int) ([]Change, error) {
 	rows, err := q.Query(ctx, "SELECT version, type, snapshot FROM order_timeline WHERE order_id = ? AND version > ? ORDER BY version", id, after)
 	if err != nil {
 		return nil, fmt.Errorf("changes of %s: %w", id, err)
@@ -154,7 +149,7 @@ func changesAfter(ctx context.Context, q querier, id string, after int) ([]Chang
 // move one order), and appends step to the timeline.
 func saveTransition(ctx context.Context, tx *sqldb.Tx, o *Order, step string, at time.Time) (bool, error) {
 	res, err := tx.Exec(ctx, `UPDATE orders SET status = ?, cancel_reason = ?, shipped = ?, captured = ?, version = version + 1
-		WHERE id = ? AND version = ?`, o.Status, o.CancelReason, boolInt(o.shipped), boolInt(o.captured), o.ID, o.Version)
+		WHERE id = ? AND version = ?`, o.Status, o.CancelReason, sqldb.BoolInt(o.shipped), sqldb.BoolInt(o.captured), o.ID, o.Version)
 	if err != nil {
 		return false, fmt.Errorf("update order %s: %w", o.ID, err)
 	}
@@ -169,13 +164,6 @@ func saveTransition(ctx context.Context, tx *sqldb.Tx, o *Order, step string, at
 		return false, err
 	}
 	return true, nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // price returns the unit price and currency of sku from the catalog read
@@ -229,7 +217,7 @@ func (s *Service) listOrders(ctx context.Context, customerID, status string, pag
 }
 
 // existingOrders returns which of ids are stored orders.
-func existingOrders(ctx context.Context, q querier, ids []any) (map[string]bool, error) {
+func existingOrders(ctx context.Context, q sqldb.Querier, ids []any) (map[string]bool, error) {
 	rows, err := q.Query(ctx, "SELECT id FROM orders WHERE id IN ("+sqldb.Placeholders(len(ids))+")", ids...)
 	if err != nil {
 		return nil, fmt.Errorf("look up orders: %w", err)

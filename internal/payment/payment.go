@@ -104,7 +104,7 @@ type emission struct {
 func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	seen, err := s.seen(ctx, evs)
 	if err != nil {
-		return failAll(len(evs), err)
+		return bus.FailAll(len(evs), err)
 	}
 	var orderIDs []string
 	groups := map[string][]int{}
@@ -122,7 +122,7 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	}
 	states, err := s.loadMany(ctx, orderIDs)
 	if err != nil {
-		return failAll(len(evs), err)
+		return bus.FailAll(len(evs), err)
 	}
 	// Only payments this batch changed are written back, and only if
 	// nobody wrote them since they were loaded: a concurrent writer (the
@@ -199,7 +199,7 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 		return nil
 	})
 	if err != nil {
-		return failAll(len(evs), err)
+		return bus.FailAll(len(evs), err)
 	}
 	for _, e := range errs {
 		if e != nil {
@@ -207,14 +207,6 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 		}
 	}
 	return nil
-}
-
-func failAll(n int, err error) []error {
-	errs := make([]error, n)
-	for i := range errs {
-		errs[i] = err
-	}
-	return errs
 }
 
 // seen returns which events this consumer has already processed.

@@ -362,7 +362,7 @@ func (s *Service) UpdateEndpoint(ctx context.Context, id string, in EndpointInpu
 	}
 	types, _ := json.Marshal(e.EventTypes)
 	_, err = s.db.Exec(ctx, `UPDATE webhook_endpoints SET url = ?, event_types = ?, description = ?, disabled = ?,
-		disabled_reason = ?, failing_since_us = ? WHERE id = ?`, e.URL, string(types), e.Description, boolInt(e.Disabled),
+		disabled_reason = ?, failing_since_us = ? WHERE id = ?`, e.URL, string(types), e.Description, sqldb.BoolInt(e.Disabled),
 		e.DisabledReason, micros(e.failingSince), id)
 	if err == nil {
 		s.narrow(ctx)
@@ -411,13 +411,6 @@ func (e Endpoint) signingSecrets(now time.Time) []string {
 		return []string{e.secret, e.previous}
 	}
 	return []string{e.secret}
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func micros(t time.Time) int64 {

@@ -38,6 +38,16 @@ type BatchHandler func(ctx context.Context, evs []Event) (errs []error)
 // reaching h (a consumer that can tell, cheaply and without writing, that
 // an event needs nothing). skip reports, for each event, whether to skip
 // it; when it fails, every event goes to h.
+// FailAll is a batch handler's answer when every event of the batch failed
+// with err (for example, their shared transaction did not commit).
+func FailAll(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
 func Skipping(h BatchHandler, skip func(ctx context.Context, evs []Event) ([]bool, error)) BatchHandler {
 	return func(ctx context.Context, evs []Event) []error {
 		skipped, err := skip(ctx, evs)

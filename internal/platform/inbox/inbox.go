@@ -102,7 +102,7 @@ func BatchHandler(db *sqldb.DB, consumer string, h TxHandler, opts ...Option) bu
 		case errors.Is(err, errSlowPath):
 			return eachInSavepoint(ctx, db, consumer, h, o, evs)
 		default:
-			return allFailed(len(evs), err)
+			return bus.FailAll(len(evs), err)
 		}
 	}
 }
@@ -215,15 +215,7 @@ func eachInSavepoint(ctx context.Context, db *sqldb.DB, consumer string, h TxHan
 		return nil
 	})
 	if err != nil {
-		return allFailed(len(evs), err)
-	}
-	return errs
-}
-
-func allFailed(n int, err error) []error {
-	errs := make([]error, n)
-	for i := range errs {
-		errs[i] = err
+		return bus.FailAll(len(evs), err)
 	}
 	return errs
 }

@@ -261,6 +261,26 @@ func (db *DB) plainTx(ctx context.Context, fn func(*Tx) error, hooks *[]func()) 
 	return nil
 }
 
+// Querier reads: a DB (outside any transaction) or a Tx.
+type Querier interface {
+	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
+	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+var (
+	_ Querier = (*DB)(nil)
+	_ Querier = (*Tx)(nil)
+)
+
+// BoolInt stores a boolean as the integer 0 or 1 (SQLite has no boolean
+// type; ordermesh's PostgreSQL schemas use integers too).
+func BoolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Placeholders returns n comma-separated '?' placeholders, for IN lists.
 func Placeholders(n int) string {
 	if n <= 0 {
