@@ -325,23 +325,35 @@ func (r *Relay) markSentInOrder() {
 // ackedPrefix returns the highest id of the batch below which every row
 // was stored (0 if the first was not), and the first failure.
 func ackedPrefix(ids []int64, errs []error) (int64, error) {
-	if errs == nil {
+	first, err := publishFailure(ids, errs)
+	if err == nil {
 		return ids[len(ids)-1], nil
 	}
-	nfailed, first := 0, -1
-	for i, err := range errs {
-		if err != nil {
+	var upto int64
+	if first > 0 {
+		upto = ids[first-1]
+	}
+	return upto, err
+}
+
+// publishFailure returns the index of a batch's first failed publish and
+// an error that counts the failures and wraps the first; nil when every
+// row was stored.
+func publishFailure(ids []int64, errs []error) (first int, err error) {
+	nfailed := 0
+	first = -1
+	for i, e := range errs {
+		if e != nil {
 			nfailed++
 			if first < 0 {
 				first = i
 			}
 		}
 	}
-	var upto int64
-	if first > 0 {
-		upto = ids[first-1]
+	if nfailed == 0 {
+		return -1, nil
 	}
-	return upto, fmt.Errorf("%d of %d outbox events not published: %w", nfailed, len(ids), errs[first])
+	return first, fmt.Errorf("%d of %d outbox events not published: %w", nfailed, len(ids), errs[first])
 }
 
 // saveMark writes the sent mark if it moved since it was last saved.
@@ -381,22 +393,16 @@ func (r *Relay) takeFailure() error {
 // broker stored, and the first failure if some were not.
 func acknowledged(ctx context.Context, ids []int64, p *bus.PendingBatch) (sent []int64, failed error) {
 	errs := p.Wait(ctx)
-	if errs == nil {
+	if _, failed = publishFailure(ids, errs); failed == nil {
 		return ids, nil
 	}
 	sent = make([]int64, 0, len(ids))
-	nfailed := 0
 	for i, err := range errs {
 		if err == nil {
 			sent = append(sent, ids[i])
-			continue
-		}
-		nfailed++
-		if failed == nil {
-			failed = err
 		}
 	}
-	return sent, fmt.Errorf("%d of %d outbox events not published: %w", nfailed, len(ids), failed)
+	return sent, failed
 }
 
 // markSent stamps the published rows in one statement.
