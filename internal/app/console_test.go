@@ -19,6 +19,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -171,8 +172,8 @@ func TestConsole(t *testing.T) {
 	s.addProduct("CONSOLE", 10)
 
 	t.Run("a live order to completed", func(t *testing.T) {
-		b.do("orders", chromedp.Navigate(s.base+"/console/#/orders"), chromedp.WaitVisible(chromedp.ID("orders")))
-		time.Sleep(300 * time.Millisecond) // let the page's stream open (it starts from now)
+		// The live list starts from now: wait until the page says its stream is open.
+		b.do("orders", chromedp.Navigate(s.base+"/console/#/orders"), chromedp.WaitReady(chromedp.CSS(`#view[data-live="true"]`)))
 		o := s.place(orderBody("grace", psp.TokenOK, order.ItemRequest{SKU: "CONSOLE", Quantity: 1}))
 		b.text(fmt.Sprintf(`#orders tr[data-order=%q]`, o.ID), "grace")
 		s.settle([]string{o.ID}, 20*time.Second)
@@ -234,10 +235,7 @@ func TestConsole(t *testing.T) {
 		broken.Store(false)
 		b.do("replay", chromedp.Click(chromedp.ID("replay")))
 		b.text("#view h2", "(0)")
-		deadline := time.Now().Add(10 * time.Second)
-		for handled.Load() != 1 && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
+		bustest.Eventually(t, 10*time.Second, "the replayed event handled", func() bool { return handled.Load() >= 1 })
 		if n := handled.Load(); n != 1 {
 			t.Fatalf("the replayed event was handled %d times, want 1", n)
 		}

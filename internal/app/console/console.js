@@ -3,7 +3,7 @@
 // signed in with; it is put in the page as text, never as HTML.
 'use strict';
 
-const state = { token: sessionStorage.getItem('ordermesh.token') || '', abort: null, timer: null };
+const state = { token: sessionStorage.getItem('ordermesh.token') || '', abort: null };
 const $ = (sel) => document.querySelector(sel);
 const COMPENSATIONS = new Set(['order.cancelled', 'stock.released', 'stock.rejected', 'payment.failed', 'payment.voided', 'payment.refunded']);
 const STATUSES = ['pending', 'confirmed', 'shipped', 'completed', 'cancelled'];
@@ -45,8 +45,9 @@ async function api(method, path, body) {
 
 // stream reads Server-Sent Events from path with the token (EventSource
 // cannot send one), calling onEvent for each, and resumes after a drop
-// with Last-Event-ID until signal aborts.
-async function stream(path, onEvent, signal) {
+// with Last-Event-ID until signal aborts. onOpen, if given, is called
+// each time the stream's headers arrive (from then on nothing is missed).
+async function stream(path, onEvent, signal, onOpen) {
   let lastID = '';
   for (let failures = 0; !signal.aborted; ) {
     try {
@@ -56,6 +57,7 @@ async function stream(path, onEvent, signal) {
       if (res.status === 204) return;
       if (!res.ok) throw new Error(`${path}: ${res.status}`);
       failures = 0;
+      if (onOpen) onOpen();
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';
       for (;;) {
@@ -164,7 +166,7 @@ async function viewOrders(view, signal) {
     if (ce.type === 'order.cancelled') o.cancel_reason = d.reason;
     fresh.add(id);
     render();
-  }, signal);
+  }, signal, () => { view.dataset.live = 'true'; });
   const list = await api('GET', '/api/orders?limit=200');
   for (const o of list || []) {
     if (!orders.has(o.id)) orders.set(o.id, { id: o.id, customer_id: o.customer_id, status: o.status, cancel_reason: o.cancel_reason, created_at: o.created_at, last: (o.timeline || []).slice(-1).map((s) => s.type)[0] });
@@ -338,7 +340,10 @@ async function viewHealth(view, signal) {
   }
   while (!signal.aborted) {
     await tick();
-    await new Promise((r) => { state.timer = setTimeout(r, 5000); });
+    await new Promise((r) => {
+      const t = setTimeout(r, 5000);
+      signal.addEventListener('abort', () => { clearTimeout(t); r(); }, { once: true });
+    });
   }
 }
 
@@ -346,7 +351,6 @@ async function viewHealth(view, signal) {
 
 async function route() {
   if (state.abort) state.abort.abort();
-  clearTimeout(state.timer);
   const view = $('#view');
   if (!state.token) {
     $('#signin').hidden = false; $('#nav').hidden = true; view.replaceChildren();
