@@ -159,6 +159,54 @@ func (w *sqlWriter) batch(evs []event) error {
 
 func (w *sqlWriter) close() error { w.cancel(); return w.db.Close() }
 
+// sqlConnWriter is database/sql with the one write connection held as a
+// sql.Conn and the transaction run as statements on it (BEGIN IMMEDIATE,
+// COMMIT), under a context that cannot be cancelled: no sql.Tx.
+type sqlConnWriter struct {
+	db   *sql.DB
+	conn *sql.Conn
+}
+
+func openSQLConn(db *sql.DB, err error) (*sqlConnWriter, error) {
+	w, err := openSQLCancel(false, db, err)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := w.db.Conn(context.Background())
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	return &sqlConnWriter{db: w.db, conn: conn}, nil
+}
+
+func (w *sqlConnWriter) batch(evs []event) error {
+	ctx := context.Background()
+	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	for _, ev := range evs {
+		if _, err := w.conn.ExecContext(ctx, insertInbox, "inventory", ev.id, ev.now); err != nil {
+			return w.rollback(err)
+		}
+		if _, err := w.conn.ExecContext(ctx, updateStock, ev.sku); err != nil {
+			return w.rollback(err)
+		}
+		if _, err := w.conn.ExecContext(ctx, insertOutbox, ev.id, "stock.reserved", "inventory", ev.id, ev.now, "", ev.id, ev.id, payload); err != nil {
+			return w.rollback(err)
+		}
+	}
+	_, err := w.conn.ExecContext(ctx, "COMMIT")
+	return err
+}
+
+func (w *sqlConnWriter) rollback(err error) error {
+	_, _ = w.conn.ExecContext(context.Background(), "ROLLBACK")
+	return err
+}
+
+func (w *sqlConnWriter) close() error { w.conn.Close(); return w.db.Close() }
+
 // mattnConn is mattn/go-sqlite3 without database/sql: statements prepared
 // once and held by the connection, no context (so no goroutine per statement).
 type mattnConn struct {
@@ -361,6 +409,9 @@ var bindings = []struct {
 	{"mattn-database-sql-uncancellable", func(p string) (writer, error) {
 		db, err := sql.Open("sqlite3", "file:"+p+"?_txlock=immediate&_stmt_cache_size=128")
 		return openSQLCancel(false, db, err)
+	}},
+	{"mattn-database-sql-conn", func(p string) (writer, error) {
+		return openSQLConn(sql.Open("sqlite3", "file:"+p+"?_stmt_cache_size=128"))
 	}},
 	{"mattn-prepared-conn", func(p string) (writer, error) { return openMattnConn(p) }},
 	{"ncruces-database-sql", func(p string) (writer, error) {

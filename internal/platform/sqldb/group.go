@@ -110,14 +110,14 @@ func (db *DB) runGroup(batch []*groupTx) []groupResult {
 	// The transaction belongs to no single caller: one caller giving up
 	// must not roll back the others. Each function still runs its
 	// statements with its own context.
-	sqlTx, err := db.write.BeginTx(context.Background(), nil)
+	shared, err := db.begin(context.Background())
 	if err != nil {
 		for i := range results {
 			results[i].err = fmt.Errorf("begin transaction: %w", err)
 		}
 		return results
 	}
-	defer sqlTx.Rollback()
+	defer shared.Rollback()
 	ok := 0
 	var inOrder []func()
 	for i, t := range batch {
@@ -125,13 +125,13 @@ func (db *DB) runGroup(batch []*groupTx) []groupResult {
 			results[i].err = err
 			continue
 		}
-		if _, err := sqlTx.Exec("SAVEPOINT group_tx"); err != nil {
+		if _, err := shared.ExecContext(context.Background(), "SAVEPOINT group_tx"); err != nil {
 			return failAll(results, fmt.Errorf("savepoint: %w", err))
 		}
-		tx := &Tx{tx: sqlTx, db: db}
+		tx := &Tx{tx: shared, db: db}
 		results[i].panicked = catch(func() { results[i].err = t.fn(tx) })
 		if results[i].err != nil || results[i].panicked != nil {
-			if _, err := sqlTx.Exec("ROLLBACK TO group_tx"); err != nil {
+			if _, err := shared.ExecContext(context.Background(), "ROLLBACK TO group_tx"); err != nil {
 				return failAll(results, fmt.Errorf("rollback to savepoint: %w", err))
 			}
 		} else {
@@ -139,14 +139,14 @@ func (db *DB) runGroup(batch []*groupTx) []groupResult {
 			inOrder = append(inOrder, tx.inOrder...)
 			ok++
 		}
-		if _, err := sqlTx.Exec("RELEASE group_tx"); err != nil {
+		if _, err := shared.ExecContext(context.Background(), "RELEASE group_tx"); err != nil {
 			return failAll(results, fmt.Errorf("release savepoint: %w", err))
 		}
 	}
 	if ok == 0 {
 		return results
 	}
-	if err := sqlTx.Commit(); err != nil {
+	if err := shared.Commit(); err != nil {
 		return failAll(results, fmt.Errorf("commit: %w", err))
 	}
 	// Before leadership passes on, so before the next group commits.

@@ -8,6 +8,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -155,10 +156,18 @@ func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, 
 
 // Tx is a write transaction opened by InTx.
 type Tx struct {
-	tx       *sql.Tx
+	tx       statements
 	db       *DB
 	onCommit []func()
 	inOrder  []func()
+}
+
+// statements is what a transaction runs its statements on: a sql.Tx
+// (PostgreSQL) or the SQLite write connection inside BEGIN … COMMIT.
+type statements interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // Dialect reports the engine of the transaction's database.
@@ -166,17 +175,29 @@ func (tx *Tx) Dialect() Dialect { return tx.db.dialect }
 
 // Exec runs a statement inside the transaction.
 func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return tx.tx.ExecContext(ctx, tx.db.bind(query), args...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return tx.tx.ExecContext(tx.db.detach(ctx), tx.db.bind(query), args...)
 }
 
 // Query runs a query inside the transaction.
 func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return tx.tx.QueryContext(ctx, tx.db.bind(query), args...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return tx.tx.QueryContext(tx.db.detach(ctx), tx.db.bind(query), args...)
 }
 
 // QueryRow runs a single-row query inside the transaction.
 func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	return tx.tx.QueryRowContext(ctx, tx.db.bind(query), args...)
+	if ctx.Err() != nil {
+		// A sql.Row cannot be made with an error; a pool given a
+		// cancelled context answers with ctx's error before it takes a
+		// connection.
+		return tx.db.read.QueryRowContext(ctx, tx.db.bind(query), args...)
+	}
+	return tx.tx.QueryRowContext(tx.db.detach(ctx), tx.db.bind(query), args...)
 }
 
 // OnCommit registers f to run after the transaction commits successfully.
@@ -242,16 +263,16 @@ func IsRetryable(err error) bool {
 // plainTx runs fn in a transaction of its own and hands back the hooks fn
 // registered, for the caller to run.
 func (db *DB) plainTx(ctx context.Context, fn func(*Tx) error, hooks *[]func()) error {
-	sqlTx, err := db.write.BeginTx(ctx, nil)
+	t, err := db.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	defer sqlTx.Rollback()
-	tx := &Tx{tx: sqlTx, db: db}
+	defer t.Rollback()
+	tx := &Tx{tx: t, db: db}
 	if err := fn(tx); err != nil {
 		return err
 	}
-	if err := sqlTx.Commit(); err != nil {
+	if err := t.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	for _, f := range tx.inOrder {
@@ -259,6 +280,83 @@ func (db *DB) plainTx(ctx context.Context, fn func(*Tx) error, hooks *[]func()) 
 	}
 	*hooks = tx.onCommit
 	return nil
+}
+
+// txn is an open write transaction.
+type txn interface {
+	statements
+	Commit() error
+	Rollback() error
+}
+
+// begin opens a write transaction. On PostgreSQL it is a sql.Tx. On SQLite
+// it is the database's one write connection, taken from its pool, with
+// BEGIN IMMEDIATE and COMMIT run as statements on it: a sql.Tx and a
+// cancellable context cost SQLite a goroutine hand-off per transaction and
+// per statement, about half the CPU of a one-event transaction
+// (bench/sqlite: 136 against 65 µs). Its statements run detached from the
+// caller's cancellation (see detach).
+func (db *DB) begin(ctx context.Context) (txn, error) {
+	if db.dialect != SQLite {
+		return db.write.BeginTx(ctx, nil)
+	}
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &connTx{Conn: conn}, nil
+}
+
+// connTx is a SQLite write transaction on a connection of its own.
+type connTx struct {
+	*sql.Conn
+	done bool
+}
+
+// Commit commits and gives the connection back to the pool. A failed
+// COMMIT is rolled back, as database/sql does for a sql.Tx.
+func (t *connTx) Commit() error {
+	if t.done {
+		return sql.ErrTxDone
+	}
+	if _, err := t.ExecContext(context.Background(), "COMMIT"); err != nil {
+		t.Rollback()
+		return err
+	}
+	t.done = true
+	return t.Close()
+}
+
+// Rollback rolls back unless the transaction has ended, and gives the
+// connection back. A connection that cannot roll back is discarded, so
+// the pool never hands out one inside a transaction.
+func (t *connTx) Rollback() error {
+	if t.done {
+		return sql.ErrTxDone
+	}
+	t.done = true
+	if _, err := t.ExecContext(context.Background(), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
+		t.Raw(func(any) error { return driver.ErrBadConn })
+		t.Close()
+		return err
+	}
+	return t.Close()
+}
+
+// detach returns the context a SQLite write statement runs under, once
+// the caller has checked ctx: ctx without its cancellation, so
+// mattn/go-sqlite3 runs the statement on the calling goroutine instead of
+// starting one to watch ctx. A write statement is short, and the next one
+// checks ctx again.
+func (db *DB) detach(ctx context.Context) context.Context {
+	if db.dialect != SQLite {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
 }
 
 // Querier reads: a DB (outside any transaction) or a Tx.

@@ -73,6 +73,33 @@ func TestStore(t *testing.T) {
 				t.Fatalf("rollback: rows %d (want %d), hook ran %v", count(t, db), before, hooked)
 			}
 		})
+		// SQLite's statements run detached from the caller's cancellation
+		// (sqldb.begin); a context cancelled between two statements must
+		// still stop the transaction, and the connection must stay usable.
+		t.Run("CancelBetweenStatementsRollsBack", func(t *testing.T) {
+			before := count(t, db)
+			c, cancel := context.WithCancel(ctx)
+			err := db.InTx(c, func(tx *sqldb.Tx) error {
+				if _, err := tx.Exec(c, "INSERT INTO notes (id, body) VALUES (?, ?)", 3, "first"); err != nil {
+					return err
+				}
+				cancel()
+				_, err := tx.Exec(c, "INSERT INTO notes (id, body) VALUES (?, ?)", 4, "second")
+				return err
+			})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("InTx error = %v, want context.Canceled from the statement after the cancel", err)
+			}
+			if count(t, db) != before {
+				t.Fatalf("rows %d, want %d: the first insert must roll back too", count(t, db), before)
+			}
+			if err := db.InTx(ctx, func(tx *sqldb.Tx) error {
+				_, err := tx.Exec(ctx, "INSERT INTO notes (id, body) VALUES (?, ?)", 5, "after")
+				return err
+			}); err != nil || count(t, db) != before+1 {
+				t.Fatalf("transaction after the cancelled one: %v, rows %d; want %d", err, count(t, db), before+1)
+			}
+		})
 		// On SQLite concurrent transactions share one commit (group.go);
 		// each must still succeed, fail or panic on its own.
 		t.Run("ConcurrentTransactionsStayApart", func(t *testing.T) {
