@@ -191,12 +191,19 @@ func prefill(b *testing.B, s *bustest.Server, evs []bus.Event) {
 
 // BenchmarkRawConsumeAck is JetStream's consume limit: a durable pull
 // consumer receiving the prefilled messages and acking each one.
-func BenchmarkRawConsumeAck(b *testing.B) {
+func BenchmarkRawConsumeAck(b *testing.B) { benchRawConsume(b, jetstream.AckExplicitPolicy, 1) }
+
+// BenchmarkRawConsumeAckAll is the same with one ack per 64 messages under
+// AckAll (the fast-path issue's lever 4, "one ack message per delivery"):
+// what acknowledging a batch at once could save at most.
+func BenchmarkRawConsumeAckAll(b *testing.B) { benchRawConsume(b, jetstream.AckAllPolicy, 64) }
+
+func benchRawConsume(b *testing.B, policy jetstream.AckPolicy, every int64) {
 	s := bustest.Start(b)
 	prefill(b, s, newEvents(b, b.N))
 	ctx := context.Background()
 	cons, err := s.Bus.JetStream().CreateOrUpdateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{
-		Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096,
+		Durable: "raw", AckPolicy: policy, MaxAckPending: 4096,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -205,8 +212,11 @@ func BenchmarkRawConsumeAck(b *testing.B) {
 	done := make(chan struct{})
 	t := startTimer(b)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		msg.Ack()
-		if n.Add(1) == int64(b.N) {
+		k := n.Add(1)
+		if k%every == 0 || k == int64(b.N) {
+			msg.Ack()
+		}
+		if k == int64(b.N) {
 			close(done)
 		}
 	}, jetstream.PullMaxMessages(512))
