@@ -105,91 +105,73 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle, inbox.LockFirst(lockStock))
 }
 
+// handle applies one saga event inside the transaction that records it:
+// it reads the order's reservation, asks decide, and writes the outcome.
 func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	orderID, lines, err := orderOf(ev)
+	if err != nil {
+		return err
+	}
+	state, err := orderState(ctx, tx, orderID)
+	if err != nil {
+		return err
+	}
+	act, err := decide(state, ev.Type)
+	switch {
+	case err != nil || act == keep:
+		return err
+	case act == reserve:
+		return s.reserve(ctx, tx, ev, orderID, lines)
+	case act == markCancelled:
+		return setOrderState(ctx, tx, orderID, stateCancelled)
+	}
+	if err := moveReserved(ctx, tx, orderID, moves[act]); err != nil {
+		return fmt.Errorf("move the stock of %s: %w", orderID, err)
+	}
+	state, typ := stateReleased, event.StockReleased
+	if act == commitReserved {
+		state, typ = stateCommitted, event.StockCommitted
+	}
+	if err := setOrderState(ctx, tx, orderID, state); err != nil {
+		return err
+	}
+	return s.outbox.Emit(ctx, tx, source, typ, orderID, event.OrderRef{OrderID: orderID}, &ev)
+}
+
+// orderOf decodes the order an event is about, and its lines when it is
+// an order.placed.
+func orderOf(ev bus.Event) (string, []event.Line, error) {
 	switch ev.Type {
 	case event.OrderPlaced:
 		var d event.Placed
-		if err := ev.DecodeData(&d); err != nil {
-			return err
-		}
-		return s.reserve(ctx, tx, ev, d)
+		err := ev.DecodeData(&d)
+		return d.OrderID, d.Items, err
 	case event.OrderCancelled:
 		var d event.Cancelled
-		if err := ev.DecodeData(&d); err != nil {
-			return err
-		}
-		return s.release(ctx, tx, ev, d.OrderID)
+		err := ev.DecodeData(&d)
+		return d.OrderID, nil, err
 	case event.ShipmentCreated:
 		var d event.Shipment
-		if err := ev.DecodeData(&d); err != nil {
-			return err
-		}
-		return s.commit(ctx, tx, ev, d.OrderID)
+		err := ev.DecodeData(&d)
+		return d.OrderID, nil, err
 	}
-	return bus.Permanent(fmt.Errorf("inventory does not handle %s", ev.Type))
+	return "", nil, bus.Permanent(fmt.Errorf("inventory does not handle %s", ev.Type))
 }
 
-// reserve reserves every line of the order or none. An order seen before
-// (or cancelled before it was placed) is left alone.
-func (s *Service) reserve(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Placed) error {
-	state, err := orderState(ctx, tx, d.OrderID)
-	if err != nil || state != "" {
-		return err
-	}
-	sku, reason, err := tryReserve(ctx, tx, d.OrderID, d.Items)
+// reserve reserves every line of the order or none, and says which.
+func (s *Service) reserve(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string, lines []event.Line) error {
+	sku, reason, err := tryReserve(ctx, tx, orderID, lines)
 	if err != nil {
-		return fmt.Errorf("reserve stock for %s: %w", d.OrderID, err)
+		return fmt.Errorf("reserve stock for %s: %w", orderID, err)
 	}
 	if sku != "" {
-		if err := setOrderState(ctx, tx, d.OrderID, stateRejected); err != nil {
+		if err := setOrderState(ctx, tx, orderID, stateRejected); err != nil {
 			return err
 		}
-		return s.outbox.Emit(ctx, tx, source, event.StockRejected, d.OrderID, event.Rejected{OrderID: d.OrderID, SKU: sku, Reason: reason}, &ev)
+		return s.outbox.Emit(ctx, tx, source, event.StockRejected, orderID, event.Rejected{OrderID: orderID, SKU: sku, Reason: reason}, &ev)
 	}
-	if err := setOrderState(ctx, tx, d.OrderID, stateReserved); err != nil {
+	if err := setOrderState(ctx, tx, orderID, stateReserved); err != nil {
 		return err
 	}
-	return s.outbox.Emit(ctx, tx, source, event.StockReserved, d.OrderID, event.Reserved{OrderID: d.OrderID, Items: d.Items}, &ev)
-}
-
-// release gives an order's stock back, whether reserved or already
-// committed; an order not seen yet is marked so it is never reserved.
-func (s *Service) release(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string) error {
-	state, err := orderState(ctx, tx, orderID)
-	if err != nil {
-		return err
-	}
-	var move string
-	switch state {
-	case stateReserved:
-		move = releaseReserved
-	case stateCommitted:
-		move = releaseCommitted
-	case "":
-		return setOrderState(ctx, tx, orderID, stateCancelled)
-	default:
-		return nil // rejected, released or cancelled: nothing held
-	}
-	if err := moveReserved(ctx, tx, orderID, move); err != nil {
-		return fmt.Errorf("release stock of %s: %w", orderID, err)
-	}
-	if err := setOrderState(ctx, tx, orderID, stateReleased); err != nil {
-		return err
-	}
-	return s.outbox.Emit(ctx, tx, source, event.StockReleased, orderID, event.OrderRef{OrderID: orderID}, &ev)
-}
-
-// commit turns an order's reservation into committed stock when it ships.
-func (s *Service) commit(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string) error {
-	state, err := orderState(ctx, tx, orderID)
-	if err != nil || state != stateReserved {
-		return err
-	}
-	if err := moveReserved(ctx, tx, orderID, commitReserved); err != nil {
-		return fmt.Errorf("commit stock of %s: %w", orderID, err)
-	}
-	if err := setOrderState(ctx, tx, orderID, stateCommitted); err != nil {
-		return err
-	}
-	return s.outbox.Emit(ctx, tx, source, event.StockCommitted, orderID, event.OrderRef{OrderID: orderID}, &ev)
+	return s.outbox.Emit(ctx, tx, source, event.StockReserved, orderID, event.Reserved{OrderID: orderID, Items: lines}, &ev)
 }

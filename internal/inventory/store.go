@@ -133,18 +133,20 @@ func need(lines []event.Line) ([]string, map[string]int) {
 // not be reserved ("" on success) and why.
 func tryReserve(ctx context.Context, tx *sqldb.Tx, orderID string, lines []event.Line) (string, string, error) {
 	skus, qty := need(lines)
+	available := make(map[string]int, len(skus))
 	for _, sku := range skus {
-		var available int
-		err := tx.QueryRow(ctx, "SELECT available FROM products WHERE sku = ?"+forUpdate(tx), sku).Scan(&available)
+		var n int
+		err := tx.QueryRow(ctx, "SELECT available FROM products WHERE sku = ?"+forUpdate(tx), sku).Scan(&n)
 		if errors.Is(err, sql.ErrNoRows) {
-			return sku, "unknown sku", nil
+			continue
 		}
 		if err != nil {
 			return "", "", err
 		}
-		if available < qty[sku] {
-			return sku, fmt.Sprintf("insufficient stock: %d available, %d wanted", available, qty[sku]), nil
-		}
+		available[sku] = n
+	}
+	if sku, reason := shortfall(skus, qty, available); sku != "" {
+		return sku, reason, nil
 	}
 	for _, sku := range skus {
 		if _, err := tx.Exec(ctx, "UPDATE products SET available = available - ?, reserved = reserved + ? WHERE sku = ?", qty[sku], qty[sku], sku); err != nil {
@@ -190,11 +192,12 @@ func moveReserved(ctx context.Context, tx *sqldb.Tx, orderID, setClause string) 
 	return nil
 }
 
-const (
-	releaseReserved  = "available = available + ?, reserved = reserved - ?"
-	commitReserved   = "committed = committed + ?, reserved = reserved - ?"
-	releaseCommitted = "available = available + ?, committed = committed - ?"
-)
+// moves are the SET clauses of moveReserved, by action.
+var moves = map[action]string{
+	releaseReserved:  "available = available + ?, reserved = reserved - ?",
+	commitReserved:   "committed = committed + ?, reserved = reserved - ?",
+	releaseCommitted: "available = available + ?, committed = committed - ?",
+}
 
 // lockStock locks, on PostgreSQL, every product row a batch of events may
 // change, in SKU order, before any handler runs. Handlers then lock rows

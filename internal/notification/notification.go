@@ -81,24 +81,31 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 			return err
 		}
 	}
-	var subject, body string
-	switch ev.Type {
-	case event.OrderPlaced:
-		subject, body = "We received your order", "Order "+orderID+" is being processed."
-	case event.OrderConfirmed:
-		subject, body = "Your order is confirmed", "Order "+orderID+" is paid and will ship soon."
-	case event.ShipmentCreated:
-		subject, body = "Your order has shipped", "Order "+orderID+" is on its way, tracking "+d.Tracking+"."
-	case event.OrderCompleted:
-		subject, body = "Your order is complete", "Thank you for order "+orderID+"."
-	case event.OrderCancelled:
-		subject, body = "Your order was cancelled", "Order "+orderID+" was cancelled ("+d.Reason+"). You have not been charged."
-	default:
-		return bus.Permanent(fmt.Errorf("notifications does not handle %s", ev.Type))
+	subject, body, err := compose(ev.Type, orderID, d.Reason, d.Tracking)
+	if err != nil {
+		return err
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO messages (event_id, order_id, customer_id, type, subject, body, at_us) VALUES (?, ?, ?, ?, ?, ?, ?)
+	_, err = tx.Exec(ctx, `INSERT INTO messages (event_id, order_id, customer_id, type, subject, body, at_us) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (event_id) DO NOTHING`, ev.ID, orderID, d.CustomerID, ev.Type, subject, body, time.Now().UnixMicro())
 	return err
+}
+
+// compose writes the customer's message about an event of type typ: the
+// notification rules, a pure function.
+func compose(typ, orderID, reason, tracking string) (subject, body string, err error) {
+	switch typ {
+	case event.OrderPlaced:
+		return "We received your order", "Order " + orderID + " is being processed.", nil
+	case event.OrderConfirmed:
+		return "Your order is confirmed", "Order " + orderID + " is paid and will ship soon.", nil
+	case event.ShipmentCreated:
+		return "Your order has shipped", "Order " + orderID + " is on its way, tracking " + tracking + ".", nil
+	case event.OrderCompleted:
+		return "Your order is complete", "Thank you for order " + orderID + ".", nil
+	case event.OrderCancelled:
+		return "Your order was cancelled", "Order " + orderID + " was cancelled (" + reason + "). You have not been charged.", nil
+	}
+	return "", "", bus.Permanent(fmt.Errorf("notifications does not handle %s", typ))
 }
 
 // Routes mounts the admin view of sent messages.

@@ -273,13 +273,12 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 		if err != nil {
 			return err
 		}
-		if !o.Cancellable() {
-			return apperr.New(apperr.Conflict, "", "order %s is %s; it can no longer be cancelled", id, o.Status)
+		decided, err := CancelByCustomer(o)
+		if err != nil {
+			return err
 		}
-		if o.Status != Cancelled {
-			if err := s.cancel(ctx, tx, &o, event.ReasonCustomerRequest, nil); err != nil {
-				return err
-			}
+		if err := s.apply(ctx, tx, o, decided, nil); err != nil {
+			return err
 		}
 		out, err = loadOrder(ctx, tx, id, false)
 		return err
@@ -287,16 +286,31 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 	return out, err
 }
 
-// cancel moves o to cancelled with reason and emits order.cancelled, which
-// the other services compensate on.
-func (s *Service) cancel(ctx context.Context, tx *sqldb.Tx, o *Order, reason string, cause *bus.Event) error {
-	o.Status, o.CancelReason = Cancelled, reason
-	ok, err := s.transition(ctx, tx, o, event.OrderCancelled, s.now())
-	if err != nil || !ok {
-		return errOrError(err, o.ID)
+// apply saves what the rules decided for o (each move's state and
+// timeline step) and emits its events, caused by cause (nil for a
+// command). A move lost to a concurrent change fails the transaction, to
+// be retried against the new state.
+func (s *Service) apply(ctx context.Context, tx *sqldb.Tx, o Order, out Outcome, cause *bus.Event) error {
+	if len(out.Moves) == 0 {
+		return nil
 	}
-	return s.outbox.Emit(ctx, tx, source, event.OrderCancelled, o.ID,
-		event.Cancelled{OrderID: o.ID, CustomerID: o.CustomerID, Reason: reason}, cause)
+	now := s.now()
+	version := o.Version
+	for _, m := range out.Moves {
+		next := m.Order
+		next.Version = version
+		ok, err := s.transition(ctx, tx, &next, m.Step, now)
+		if err != nil || !ok {
+			return errOrError(err, o.ID)
+		}
+		version = next.Version
+	}
+	for _, e := range out.Emit {
+		if err := s.outbox.Emit(ctx, tx, source, e.Type, o.ID, e.Data, cause); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // transition saves o's new state (see saveTransition) and, once the
@@ -356,18 +370,16 @@ func (s *Service) ownPlacements(ctx context.Context, evs []bus.Event) ([]bool, e
 	return out, nil
 }
 
+// handle applies one saga event inside the transaction that records it.
 func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
-	if ev.Type == event.ProductUpdated {
+	switch ev.Type {
+	case event.ProductUpdated:
 		var p event.Product
 		if err := ev.DecodeData(&p); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO catalog (sku, name, price_cents, currency) VALUES (?, ?, ?, ?)
-			ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents, currency = excluded.currency`,
-			p.SKU, p.Name, p.PriceCents, p.Currency)
-		return err
-	}
-	if ev.Type == event.OrderPlaced {
+		return upsertProduct(ctx, tx, p)
+	case event.OrderPlaced:
 		return s.checkPlaced(ctx, tx, ev)
 	}
 	o, err := loadState(ctx, tx, ev.Subject, true)
@@ -381,48 +393,11 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 	if err != nil {
 		return err
 	}
-	now := s.now()
-	switch ev.Type {
-	case event.StockRejected:
-		if o.Status == Pending {
-			return s.cancel(ctx, tx, &o, event.ReasonOutOfStock, &ev)
-		}
-	case event.PaymentFailed:
-		if o.Status == Pending {
-			return s.cancel(ctx, tx, &o, event.ReasonPaymentDeclined, &ev)
-		}
-	case event.PaymentAuthorized:
-		if o.Status != Pending {
-			return nil // cancelled meanwhile: payments voids on order.cancelled
-		}
-		o.Status = Confirmed
-		if ok, err := s.transition(ctx, tx, &o, event.OrderConfirmed, now); err != nil || !ok {
-			return errOrError(err, o.ID)
-		}
-		return s.outbox.Emit(ctx, tx, source, event.OrderConfirmed, o.ID,
-			event.Confirmed{OrderID: o.ID, CustomerID: o.CustomerID, Items: o.Items, ShippingAddress: o.ShippingAddress}, &ev)
-	case event.ShipmentCreated:
-		if o.Status != Confirmed {
-			return nil
-		}
-		o.Status, o.shipped = Shipped, true
-		if ok, err := s.transition(ctx, tx, &o, event.ShipmentCreated, now); err != nil || !ok {
-			return errOrError(err, o.ID)
-		}
-		return s.completeIfDone(ctx, tx, &o, &ev)
-	case event.PaymentCaptured:
-		if o.captured || (o.Status != Confirmed && o.Status != Shipped) {
-			return nil
-		}
-		o.captured = true
-		if ok, err := s.transition(ctx, tx, &o, "", now); err != nil || !ok {
-			return errOrError(err, o.ID)
-		}
-		return s.completeIfDone(ctx, tx, &o, &ev)
-	default:
-		return bus.Permanent(fmt.Errorf("orders does not handle %s", ev.Type))
+	decided, err := On(o, ev.Type)
+	if err != nil {
+		return bus.Permanent(err)
 	}
-	return nil
+	return s.apply(ctx, tx, o, decided, &ev)
 }
 
 // checkPlaced compensates an order.placed this service never accepted: a
@@ -449,18 +424,6 @@ func (s *Service) checkPlaced(ctx context.Context, tx *sqldb.Tx, ev bus.Event) e
 		event.Cancelled{OrderID: p.OrderID, CustomerID: p.CustomerID, Reason: event.ReasonRejected}, &ev)
 }
 
-// completeIfDone completes a shipped order whose payment is captured.
-func (s *Service) completeIfDone(ctx context.Context, tx *sqldb.Tx, o *Order, cause *bus.Event) error {
-	if o.Status != Shipped || !o.captured {
-		return nil
-	}
-	o.Status = Completed
-	if ok, err := s.transition(ctx, tx, o, event.OrderCompleted, s.now()); err != nil || !ok {
-		return errOrError(err, o.ID)
-	}
-	return s.outbox.Emit(ctx, tx, source, event.OrderCompleted, o.ID, event.OrderRef{OrderID: o.ID, CustomerID: o.CustomerID}, cause)
-}
-
 // RunDeadlines cancels, with reason timeout, every order still pending
 // past its deadline, checking every interval until ctx ends.
 func (s *Service) RunDeadlines(ctx context.Context, interval time.Duration) {
@@ -472,31 +435,22 @@ func (s *Service) RunDeadlines(ctx context.Context, interval time.Duration) {
 }
 
 func (s *Service) expire(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, "SELECT id FROM orders WHERE status = 'pending' AND deadline_us < ? ORDER BY deadline_us LIMIT 500", s.now().UnixMicro())
+	ids, err := overdueOrders(ctx, s.db, s.now(), 500)
 	if err != nil {
 		return err
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
 	for _, id := range ids {
 		err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 			o, err := loadState(ctx, tx, id, true)
-			if err != nil || o.Status != Pending {
+			if err != nil {
 				return err
 			}
-			return s.cancel(ctx, tx, &o, event.ReasonTimeout, nil)
+			return s.apply(ctx, tx, o, Expire(o), nil)
 		})
 		if err != nil {
 			return fmt.Errorf("expire order %s: %w", id, err)
 		}
 	}
 	return nil
+
 }

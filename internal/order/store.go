@@ -233,3 +233,30 @@ func existingOrders(ctx context.Context, q sqldb.Querier, ids []any) (map[string
 	}
 	return out, rows.Err()
 }
+
+// upsertProduct applies a product.updated to the catalog read model.
+func upsertProduct(ctx context.Context, tx *sqldb.Tx, p event.Product) error {
+	_, err := tx.Exec(ctx, `INSERT INTO catalog (sku, name, price_cents, currency) VALUES (?, ?, ?, ?)
+		ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents, currency = excluded.currency`,
+		p.SKU, p.Name, p.PriceCents, p.Currency)
+	return err
+}
+
+// overdueOrders returns up to limit pending orders whose deadline is
+// before now, the most overdue first.
+func overdueOrders(ctx context.Context, q sqldb.Querier, now time.Time, limit int) ([]string, error) {
+	rows, err := q.Query(ctx, "SELECT id FROM orders WHERE status = 'pending' AND deadline_us < ? ORDER BY deadline_us LIMIT ?", now.UnixMicro(), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}

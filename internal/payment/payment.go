@@ -147,7 +147,7 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 			defer func() { finals[k] = p }()
 			for n, i := range groups[id] {
 				// The provider call is a child of this event's handling.
-				out, err := s.decide(telemetry.WithTraceParent(ctx, evs[i].TraceParent), evs[i], &p)
+				out, err := s.handleOne(telemetry.WithTraceParent(ctx, evs[i].TraceParent), evs[i], &p)
 				if err != nil {
 					errs[i] = err
 					// Later events of this order wait for this one: retry them after it.
@@ -284,126 +284,33 @@ func save(ctx context.Context, tx *sqldb.Tx, p *payment, existed bool) error {
 	return nil
 }
 
-// decide applies one event to the order's payment *pp (nil if none yet),
-// calling the provider when the event asks for money to move, and returns
-// the event to emit, if any. A provider failure is a transient error.
-func (s *Service) decide(ctx context.Context, ev bus.Event, pp **payment) (*emission, error) {
-	p := *pp
-	switch ev.Type {
-	case event.OrderPlaced:
-		var d event.Placed
-		if err := ev.DecodeData(&d); err != nil {
+// handleOne applies one event to the order's payment *pp (nil if none
+// yet): the rules decide, the provider is called if they ask for money to
+// move, and its answer is settled. It returns the event to emit, if any.
+// A provider failure is a transient error.
+func (s *Service) handleOne(ctx context.Context, ev bus.Event, pp **payment) (*emission, error) {
+	in := input{typ: ev.Type, orderID: ev.Subject}
+	if ev.Type == event.OrderPlaced {
+		if err := ev.DecodeData(&in.placed); err != nil {
 			return nil, err
 		}
-		if p == nil {
-			*pp = &payment{orderID: d.OrderID, amount: d.TotalCents, currency: d.Currency, token: d.PaymentToken, state: statePending}
-		} else if p.amount == 0 { // cancelled before it was placed
-			p.amount, p.currency, p.token = d.TotalCents, d.Currency, d.PaymentToken
-		}
-		return nil, nil
-	case event.StockReserved:
-		if p == nil || p.currency == "" {
-			// Not yet known, or known only as cancelled: a cancellation can
-			// be recorded first, and a late void needs the amount and
-			// currency order.placed brings.
-			return nil, fmt.Errorf("stock.reserved for %s before its order.placed was recorded; will retry", ev.Subject)
-		}
-		if p.cancelled && p.state == statePending {
-			// Cancelled while nothing was held. If another instance was
-			// authorizing at that moment, it lost the race to record the
-			// authorization, and this is its retry: void what it got.
-			return s.undo(ctx, p, OpVoid, p.orderID+"/late")
-		}
-		if p.cancelled || p.state != statePending {
-			return nil, nil // late or duplicate
-		}
-		res, err := s.provider.Do(ctx, OpAuthorize, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, Token: p.token})
-		if err != nil {
-			return nil, err
-		}
-		if res.Outcome == OutcomePending {
-			p.state = stateAuthorizing // the provider's webhook will tell
-			return nil, nil
-		}
-		if res.Outcome != OutcomeApproved {
-			p.state = stateFailed
-			return &emission{event.PaymentFailed, event.PaymentFailure{OrderID: p.orderID, Reason: res.Reason}}, nil
-		}
-		p.state, p.ref = stateAuthorized, fmt.Sprintf("psp_%d", res.ID)
-		return &emission{event.PaymentAuthorized, event.Payment{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, ProviderRef: p.ref}}, nil
-	case event.ShipmentCreated:
-		if p != nil && p.cancelled && p.state == stateAuthorized {
-			// The cancellation's void was refused (the authorization was
-			// already captured, by another instance that then lost the
-			// race to record the capture) and this is that capture's
-			// retry: refund it.
-			return s.undo(ctx, p, OpRefund, p.orderID+"/late")
-		}
-		if p == nil || p.cancelled || p.state != stateAuthorized {
-			return nil, nil
-		}
-		res, err := s.provider.Do(ctx, OpCapture, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
-		if err != nil {
-			return nil, err
-		}
-		if res.Outcome != OutcomeDone {
-			return nil, bus.Permanent(fmt.Errorf("capture of %s rejected by the provider: %s", p.orderID, res.Reason))
-		}
-		p.state, p.ref = stateCaptured, fmt.Sprintf("psp_%d", res.ID)
-		return &emission{event.PaymentCaptured, event.Payment{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, ProviderRef: p.ref}}, nil
-	case event.OrderCancelled:
-		return s.compensate(ctx, ev, pp)
 	}
-	return nil, bus.Permanent(fmt.Errorf("payments does not handle %s", ev.Type))
-}
-
-// compensate undoes what was charged for a cancelled order: a void for an
-// authorization (also attempted while still pending, in case an attempt
-// whose answer was lost did authorize), a refund for a capture.
-//
-// A void while nothing is known to be held has an idempotency key of its
-// own: if it finds nothing and the payment turns out authorized after all
-// (another instance recorded it first, and this event is retried), the
-// void that follows must be decided anew, not answered with the first
-// void's "nothing to void".
-func (s *Service) compensate(ctx context.Context, ev bus.Event, pp **payment) (*emission, error) {
-	p := *pp
-	if p == nil {
-		*pp = &payment{orderID: ev.Subject, state: statePending, cancelled: true}
-		return nil, nil
-	}
-	if p.cancelled {
-		return nil, nil
-	}
-	switch p.state {
-	case stateAuthorized:
-		return s.undo(ctx, p, OpVoid, p.orderID)
-	case statePending, stateAuthorizing:
-		return s.undo(ctx, p, OpVoid, p.orderID+"/unconfirmed")
-	case stateCaptured:
-		return s.undo(ctx, p, OpRefund, p.orderID)
-	default: // failed, voided, refunded: nothing held
-		p.cancelled = true
-		return nil, nil
-	}
-}
-
-// undo asks the provider for op (void or refund) under the idempotency key,
-// marks p cancelled and, if the provider did undo something, records that
-// and returns the event saying so.
-func (s *Service) undo(ctx context.Context, p *payment, op, key string) (*emission, error) {
-	state, typ := stateVoided, event.PaymentVoided
-	if op == OpRefund {
-		state, typ = stateRefunded, event.PaymentRefunded
-	}
-	res, err := s.provider.Do(ctx, op, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, IdempotencyKey: key})
+	p, c, err := decide(*pp, in)
 	if err != nil {
 		return nil, err
 	}
-	p.cancelled = true
-	if res.Outcome != OutcomeDone {
-		return nil, nil // nothing to undo, or already undone
+	*pp = p
+	if c == nil {
+		return nil, nil
 	}
-	p.state, p.ref = state, fmt.Sprintf("psp_%d", res.ID)
-	return &emission{typ, event.Payment{OrderID: p.orderID, AmountCents: res.AmountCents, Currency: p.currency, ProviderRef: p.ref}}, nil
+	res, err := s.provider.Do(ctx, c.op, c.request(*p))
+	if err != nil {
+		return nil, err
+	}
+	after, e, err := settle(*p, *c, res)
+	if err != nil {
+		return nil, err
+	}
+	*pp = &after
+	return e, nil
 }

@@ -56,8 +56,7 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 		if err != nil {
 			return err
 		}
-		sh := event.Shipment{OrderID: d.OrderID, ShipmentID: id.String(), Carrier: carrier,
-			Tracking: "OM" + strings.ToUpper(strings.ReplaceAll(id.String(), "-", "")[16:])}
+		sh := newShipment(d.OrderID, id)
 		res, err := tx.Exec(ctx, `INSERT INTO shipments (order_id, state, shipment_id, carrier, tracking) VALUES (?, 'created', ?, ?, ?)
 			ON CONFLICT (order_id) DO NOTHING`, sh.OrderID, sh.ShipmentID, sh.Carrier, sh.Tracking)
 		if err != nil {
@@ -72,4 +71,12 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 		return err
 	}
 	return bus.Permanent(fmt.Errorf("shipping does not handle %s", ev.Type))
+}
+
+// newShipment is the shipment of an order under id: the shipping rule, a
+// pure function. Its tracking number is the id's random half, so two
+// shipments never share one.
+func newShipment(orderID string, id uuid.UUID) event.Shipment {
+	return event.Shipment{OrderID: orderID, ShipmentID: id.String(), Carrier: carrier,
+		Tracking: "OM" + strings.ToUpper(strings.ReplaceAll(id.String(), "-", "")[16:])}
 }

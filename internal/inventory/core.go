@@ -1,0 +1,69 @@
+package inventory
+
+import (
+	"fmt"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+)
+
+// The stock rules, as pure functions: no database or broker. decide says
+// what a saga event does to an order's reservation; shortfall says whether
+// the stock on hand covers an order. The service reads the state and the
+// stock, asks them, and writes what they say.
+
+// action is what an event does to an order's stock.
+type action int
+
+const (
+	keep             action = iota // nothing: late or a duplicate
+	reserve                        // reserve every line, or reject the order
+	markCancelled                  // cancelled before it was placed: never reserve it
+	releaseReserved                // reserved units back to available
+	releaseCommitted               // committed units back to available (cancelled after it shipped)
+	commitReserved                 // reserved units to committed (shipped)
+)
+
+// decide says what an event of type typ does to an order whose
+// reservation is in state ("" for an order not seen yet).
+func decide(state, typ string) (action, error) {
+	switch typ {
+	case event.OrderPlaced:
+		if state != "" {
+			return keep, nil // seen before, or cancelled before it was placed
+		}
+		return reserve, nil
+	case event.OrderCancelled:
+		switch state {
+		case stateReserved:
+			return releaseReserved, nil
+		case stateCommitted:
+			return releaseCommitted, nil
+		case "":
+			return markCancelled, nil
+		}
+		return keep, nil // rejected, released or cancelled: nothing held
+	case event.ShipmentCreated:
+		if state != stateReserved {
+			return keep, nil
+		}
+		return commitReserved, nil
+	}
+	return keep, bus.Permanent(fmt.Errorf("inventory does not handle %s", typ))
+}
+
+// shortfall returns the first SKU, in skus' order, whose available stock
+// does not cover need, and why; "" when every line can be reserved. A SKU
+// missing from available is unknown.
+func shortfall(skus []string, need, available map[string]int) (sku, reason string) {
+	for _, sku := range skus {
+		have, ok := available[sku]
+		switch {
+		case !ok:
+			return sku, "unknown sku"
+		case have < need[sku]:
+			return sku, fmt.Sprintf("insufficient stock: %d available, %d wanted", have, need[sku])
+		}
+	}
+	return "", ""
+}

@@ -1,0 +1,129 @@
+package order
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
+)
+
+// an order in a given state, for the rules' table tests.
+func an(status string, opts ...func(*Order)) Order {
+	o := Order{ID: "o1", CustomerID: "c1", Status: status, Version: 3, Currency: "EUR", TotalCents: 500,
+		Items: []event.Line{{SKU: "A", Quantity: 1, UnitPriceCents: 500}}}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+func captured(o *Order) { o.captured = true }
+func shipped(o *Order)  { o.shipped = true }
+
+// moved is the order o after a move to status, with the given changes.
+func moved(o Order, status string, opts ...func(*Order)) Order {
+	o.Status = status
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+func cancelledFor(reason string) func(*Order) { return func(o *Order) { o.CancelReason = reason } }
+
+func TestOn(t *testing.T) {
+	confirmedEvent := Emission{event.OrderConfirmed, event.Confirmed{OrderID: "o1", CustomerID: "c1",
+		Items: an(Pending).Items}}
+	completedEvent := Emission{event.OrderCompleted, event.OrderRef{OrderID: "o1", CustomerID: "c1"}}
+	cancelledEvent := func(reason string) Emission {
+		return Emission{event.OrderCancelled, event.Cancelled{OrderID: "o1", CustomerID: "c1", Reason: reason}}
+	}
+	tests := []struct {
+		name  string
+		order Order
+		typ   string
+		want  Outcome
+	}{
+		{"AuthorizedConfirms", an(Pending), event.PaymentAuthorized, Outcome{
+			Moves: []Move{{moved(an(Pending), Confirmed), event.OrderConfirmed}}, Emit: []Emission{confirmedEvent}}},
+		{"LateAuthorizationAfterCancel", an(Cancelled), event.PaymentAuthorized, Outcome{}},
+		{"DuplicateAuthorization", an(Confirmed), event.PaymentAuthorized, Outcome{}},
+		{"StockRejectedCancels", an(Pending), event.StockRejected, Outcome{
+			Moves: []Move{{moved(an(Pending), Cancelled, cancelledFor(event.ReasonOutOfStock)), event.OrderCancelled}},
+			Emit:  []Emission{cancelledEvent(event.ReasonOutOfStock)}}},
+		{"StockRejectedAfterConfirmIsLate", an(Confirmed), event.StockRejected, Outcome{}},
+		{"PaymentFailedCancels", an(Pending), event.PaymentFailed, Outcome{
+			Moves: []Move{{moved(an(Pending), Cancelled, cancelledFor(event.ReasonPaymentDeclined)), event.OrderCancelled}},
+			Emit:  []Emission{cancelledEvent(event.ReasonPaymentDeclined)}}},
+		{"PaymentFailedAfterCancelIsLate", an(Cancelled), event.PaymentFailed, Outcome{}},
+		{"ShipmentBeforeCaptureShips", an(Confirmed), event.ShipmentCreated, Outcome{
+			Moves: []Move{{moved(an(Confirmed), Shipped, shipped), event.ShipmentCreated}}}},
+		{"ShipmentAfterCaptureCompletes", an(Confirmed, captured), event.ShipmentCreated, Outcome{
+			Moves: []Move{
+				{moved(an(Confirmed, captured), Shipped, shipped), event.ShipmentCreated},
+				{moved(an(Confirmed, captured), Completed, shipped), event.OrderCompleted}},
+			Emit: []Emission{completedEvent}}},
+		{"ShipmentOfAPendingOrderWaits", an(Pending), event.ShipmentCreated, Outcome{}},
+		{"ShipmentAfterCancelIsLate", an(Cancelled), event.ShipmentCreated, Outcome{}},
+		{"CaptureBeforeShipmentIsRecorded", an(Confirmed), event.PaymentCaptured, Outcome{
+			Moves: []Move{{moved(an(Confirmed), Confirmed, captured), ""}}}},
+		{"CaptureAfterShipmentCompletes", an(Shipped, shipped), event.PaymentCaptured, Outcome{
+			Moves: []Move{
+				{moved(an(Shipped, shipped), Shipped, captured), ""},
+				{moved(an(Shipped, shipped), Completed, captured), event.OrderCompleted}},
+			Emit: []Emission{completedEvent}}},
+		{"DuplicateCapture", an(Confirmed, captured), event.PaymentCaptured, Outcome{}},
+		{"CaptureAfterCancelChangesNothing", an(Cancelled), event.PaymentCaptured, Outcome{}},
+		{"CaptureAfterCompletionChangesNothing", an(Completed, shipped, captured), event.PaymentCaptured, Outcome{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := On(tt.order, tt.typ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("On(%s order, %s)\n got  %+v\n want %+v", tt.order.Status, tt.typ, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOnRefusesEventsItDoesNotHandle(t *testing.T) {
+	if _, err := On(an(Pending), event.StockReserved); err == nil {
+		t.Fatal("On(stock.reserved) = nil error, want one: orders does not handle it")
+	}
+}
+
+func TestCancelByCustomer(t *testing.T) {
+	for _, status := range []string{Pending, Confirmed} {
+		got, err := CancelByCustomer(an(status))
+		want := Outcome{Moves: []Move{{moved(an(status), Cancelled, cancelledFor(event.ReasonCustomerRequest)), event.OrderCancelled}},
+			Emit: []Emission{{event.OrderCancelled, event.Cancelled{OrderID: "o1", CustomerID: "c1", Reason: event.ReasonCustomerRequest}}}}
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("CancelByCustomer(%s) = %+v, %v; want %+v", status, got, err, want)
+		}
+	}
+	if got, err := CancelByCustomer(an(Cancelled)); err != nil || len(got.Moves)+len(got.Emit) != 0 {
+		t.Fatalf("CancelByCustomer(cancelled) = %+v, %v; want nothing to do", got, err)
+	}
+	for _, status := range []string{Shipped, Completed} {
+		if _, err := CancelByCustomer(an(status)); apperr.KindOf(err) != apperr.Conflict {
+			t.Fatalf("CancelByCustomer(%s) error = %v, want Conflict", status, err)
+		}
+	}
+}
+
+func TestExpire(t *testing.T) {
+	got := Expire(an(Pending))
+	if len(got.Moves) != 1 || got.Moves[0].Order.Status != Cancelled || got.Moves[0].Order.CancelReason != event.ReasonTimeout ||
+		len(got.Emit) != 1 || got.Emit[0].Type != event.OrderCancelled {
+		t.Fatalf("Expire(pending) = %+v, want a cancellation with reason timeout", got)
+	}
+	for _, status := range []string{Confirmed, Shipped, Completed, Cancelled} {
+		if got := Expire(an(status)); len(got.Moves)+len(got.Emit) != 0 {
+			t.Fatalf("Expire(%s) = %+v, want nothing: only pending orders time out", status, got)
+		}
+	}
+}
