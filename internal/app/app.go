@@ -28,11 +28,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/gateway"
-	"github.com/ordermesh/ordermesh/internal/inventory"
-	"github.com/ordermesh/ordermesh/internal/notification"
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
-	"github.com/ordermesh/ordermesh/internal/order"
-	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
@@ -42,36 +38,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
-	"github.com/ordermesh/ordermesh/internal/shipping"
 )
-
-// Services lists what `ordermesh serve` can run, in start order.
-var Services = []string{"orders", "inventory", "payments", "shipping", "notifications", "psp", "gateway"}
-
-// optionalDB services may run without a database: the gateway keeps only
-// API keys in one, and accepts none without it.
-var optionalDB = map[string]bool{"gateway": true}
-
-// serviceMigrations are the tables of each service's database, beside the
-// platform's outbox and inbox.
-var serviceMigrations = map[string]func() sqldb.Migrations{
-	"orders":        order.Migrations,
-	"inventory":     inventory.Migrations,
-	"payments":      payment.Migrations,
-	"shipping":      shipping.Migrations,
-	"notifications": notification.Migrations,
-	"psp":           psp.Migrations,
-	"gateway":       gateway.Migrations,
-}
-
-// migrationsOf is everything service's database needs.
-func migrationsOf(service string) []sqldb.Migrations {
-	sets := platformMigrations()
-	if m, ok := serviceMigrations[service]; ok {
-		sets = append(sets, m())
-	}
-	return sets
-}
 
 // Config is everything Start needs.
 type Config struct {
@@ -255,7 +222,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	for _, svc := range cfg.Services {
-		if _, err := cfg.DSN(svc); err != nil && optionalDB[svc] {
+		if _, err := cfg.DSN(svc); err != nil && optionalDB(svc) {
 			continue
 		}
 		if err := n.openStore(ctx, svc); err != nil {

@@ -105,7 +105,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *natsURL == "" {
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
 	}
-	if !optionalDB[service] && *db == "" {
+	if !optionalDB(service) && *db == "" {
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
 	}
 	if err := sf.validate(); err != nil {

@@ -315,7 +315,7 @@ func eachBackend(t *testing.T, cfg Config, f func(t *testing.T, s *stack)) {
 	t.Run("postgres", func(t *testing.T) {
 		pg := cfg
 		pg.DSNs = map[string]string{}
-		for name := range serviceMigrations {
+		for _, name := range Services {
 			pg.DSNs[name] = sqldbtest.PostgresSchema(t, base)
 		}
 		f(t, startStack(t, pg))

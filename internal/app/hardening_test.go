@@ -460,7 +460,7 @@ func TestTwoPartitionedInstancesCompleteOrders(t *testing.T) {
 	dsns := map[string]string{}
 	if base := os.Getenv(sqldbtest.PostgresEnv); base != "" {
 		cfg.DSNs = map[string]string{}
-		for name := range serviceMigrations {
+		for _, name := range Services {
 			cfg.DSNs[name] = sqldbtest.PostgresSchema(t, base)
 		}
 		dsns = cfg.DSNs
