@@ -176,7 +176,7 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 	secret := strings.Repeat("0123456789abcdef", 4)
 	const pspKey = "cluster-test-provider-key"
 	common := []string{"--nats", cluster.url(), "--nats-user", cluster.user, "--nats-password", cluster.pass,
-		"--internal-secret", secret, "--log-level", "warn", "--order-deadline", "20s"}
+		"--internal-secret", secret, "--log-level", "warn"}
 	dbs := map[string]string{} // one database (schema) per service, shared by its instances
 	serve := func(svc string, extra ...string) *child {
 		addr := freeAddr(t)
@@ -196,7 +196,10 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 	instances := map[string][]*child{}
 	for _, svc := range []string{"orders", "orders", "inventory", "inventory", "payments", "payments", "shipping", "notifications"} {
 		var extra []string
-		if svc == "payments" {
+		switch svc {
+		case "orders":
+			extra = []string{"--order-deadline", "20s"}
+		case "payments":
 			extra = []string{"--psp-url", pspURL, "--psp-api-key", pspKey}
 		}
 		c := serve(svc, extra...)

@@ -91,7 +91,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(balance, "lb", "gateway: SERVICE=POLICY (repeatable): round_robin, weighted, least_conn, p2c or hash")
 	hashKeys := hashKeyFlag()
 	fs.Var(hashKeys, "hash-key", "gateway: SERVICE=subject|ip|header:NAME, what the hash policy keys on (default subject: a caller's streams stick to one instance)")
-	pos, err := parseFlags(fs, args)
+	pos, given, err := parseFlagsGiven(fs, args)
 	if err != nil {
 		return err
 	}
@@ -101,6 +101,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	service := pos[0]
 	if !slices.Contains(Services, service) {
 		return usagef("unknown service %q (one of %s)", service, strings.Join(Services, ", "))
+	}
+	if err := checkFlagsOf(service, given); err != nil {
+		return err
 	}
 	if *natsURL == "" {
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
@@ -121,9 +124,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("serve psp --psp-async needs --psp-notify-url (the payments service's base URL) and --psp-webhook-secret (shared with payments)")
 	}
 	if *upstreamConfig != "" {
-		if service != "gateway" {
-			return usagef("--upstream-config is for serve gateway")
-		}
 		if upstreams, err = loadUpstreamFile(*upstreamConfig, upstreams, balance, hashKeys); err != nil {
 			return err
 		}

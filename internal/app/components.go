@@ -1,6 +1,9 @@
 package app
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
@@ -24,16 +27,26 @@ type component struct {
 	// start builds it on its store, mounts its routes and starts its
 	// consumers and background loops.
 	start func(n *Node, s starting) error
+	// flags are the `serve` flags only it reads: `serve` refuses one of
+	// them given on the command line to another service. (The environment
+	// may hold them for all: one file often serves every service.)
+	flags []string
 }
 
 var components = []component{
-	{name: "orders", migrations: order.Migrations, start: (*Node).startOrders},
+	{name: "orders", migrations: order.Migrations, start: (*Node).startOrders,
+		flags: []string{"order-deadline"}},
 	{name: "inventory", migrations: inventory.Migrations, start: (*Node).startInventory},
-	{name: "payments", migrations: payment.Migrations, start: (*Node).startPayments},
+	{name: "payments", migrations: payment.Migrations, start: (*Node).startPayments,
+		flags: []string{"psp-url", "psp-api-key", "psp-webhook-secret"}},
 	{name: "shipping", migrations: shipping.Migrations, start: (*Node).startShipping},
-	{name: "notifications", migrations: notification.Migrations, start: (*Node).startNotifications},
-	{name: "psp", migrations: psp.Migrations, start: (*Node).startPSP},
-	{name: "gateway", migrations: gateway.Migrations, optionalDB: true, start: (*Node).startGateway},
+	{name: "notifications", migrations: notification.Migrations, start: (*Node).startNotifications,
+		flags: []string{"webhook-allow-private", "webhook-disable-after", "webhook-schedule", "webhook-secret-grace"}},
+	{name: "psp", migrations: psp.Migrations, start: (*Node).startPSP,
+		flags: []string{"psp-async", "psp-error-rate", "psp-latency", "psp-timeout-rate", "psp-notify-url", "psp-api-key", "psp-webhook-secret"}},
+	{name: "gateway", migrations: gateway.Migrations, optionalDB: true, start: (*Node).startGateway,
+		flags: []string{"cache-ttl", "concurrency-limit", "hash-key", "jwks-url", "jwt-audience", "jwt-issuer", "jwt-key", "jwt-secret",
+			"lb", "rate-limit", "rate-limit-on-error", "redis", "route-timeout", "upstream", "upstream-config"}},
 }
 
 // Services lists what `ordermesh serve` can run, in start order.
@@ -68,4 +81,26 @@ func migrationsOf(service string) []sqldb.Migrations {
 		sets = append(sets, c.migrations())
 	}
 	return sets
+}
+
+// checkFlagsOf refuses a flag given to `serve service` on the command line
+// that belongs to other services only, naming who takes it.
+func checkFlagsOf(service string, given map[string]bool) error {
+	for _, c := range components {
+		for _, f := range c.flags {
+			if !given[f] {
+				continue
+			}
+			var owners []string
+			for _, o := range components {
+				if slices.Contains(o.flags, f) {
+					owners = append(owners, o.name)
+				}
+			}
+			if !slices.Contains(owners, service) {
+				return usagef("--%s is for serve %s, not serve %s", f, strings.Join(owners, " and serve "), service)
+			}
+		}
+	}
+	return nil
 }

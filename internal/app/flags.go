@@ -52,13 +52,20 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 // line from its ORDERMESH_* environment variable. Flags may follow
 // positional arguments (ordermesh dlq show 7 --nats …).
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	pos, _, err := parseFlagsGiven(fs, args)
+	return pos, err
+}
+
+// parseFlagsGiven is parseFlags that also reports which flags the command
+// line gave (not the environment).
+func parseFlagsGiven(fs *flag.FlagSet, args []string) ([]string, map[string]bool, error) {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, errHelp
+				return nil, nil, errHelp
 			}
-			return nil, &usageError{msg: err.Error()}
+			return nil, nil, &usageError{msg: err.Error()}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -67,11 +74,11 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		positional = append(positional, args[0])
 		args = args[1:]
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
+		if given[f.Name] || err != nil {
 			return
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
@@ -80,7 +87,7 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 			}
 		}
 	})
-	return positional, err
+	return positional, given, err
 }
 
 // parseFlagsOnly is parseFlags for a command that takes no arguments.
