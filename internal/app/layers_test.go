@@ -53,3 +53,50 @@ func TestMechanismsBelongToTheirOwners(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesArePure: each context's rules (the files the services ask what
+// an event or command does) import no database, broker, HTTP or clock
+// mechanism, so they are tested as plain functions.
+func TestRulesArePure(t *testing.T) {
+	allowed := map[string]bool{
+		"fmt": true, "github.com/ordermesh/ordermesh/internal/event": true,
+		"github.com/ordermesh/ordermesh/internal/apperr": true,
+		// bus only for Permanent, the mark of an error that retrying cannot fix.
+		"github.com/ordermesh/ordermesh/internal/platform/bus": true,
+	}
+	for _, file := range []string{"order/machine.go", "payment/core.go", "inventory/core.go"} {
+		f, err := parser.ParseFile(token.NewFileSet(), filepath.Join("..", file), nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			if !allowed[p] {
+				t.Errorf("%s imports %s: the rules must stay free of I/O", file, p)
+			}
+		}
+	}
+}
+
+// TestSizeLimits: no file over 400 lines outside tests, so each reads in
+// one sitting.
+func TestSizeLimits(t *testing.T) {
+	for _, root := range []string{"..", "../../cmd"} {
+		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if n := strings.Count(string(b), "\n"); n > 400 {
+				t.Errorf("%s has %d lines; split it (at most 400 outside tests)", path, n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -172,3 +173,88 @@ func (b *Bus) PurgeDeadLetters(ctx context.Context) (uint64, error) {
 	}
 	return info.State.Msgs, nil
 }
+
+// deadLetter publishes msg to dlq.<consumer>.<type> with why it failed and
+// where it came from, then terminates it so the consumer moves on. If the
+// dead-letter stream cannot be written, the message is redelivered later
+// rather than lost.
+func (c *Consumer) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, cause error) {
+	defer c.held.remove(msg)
+	h := nats.Header{}
+	for k, v := range msg.Headers() {
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		h[k] = v
+	}
+	h.Set(HeaderDLQError, headerValue(cause.Error()))
+	h.Set(HeaderDLQSubject, msg.Subject())
+	h.Set(HeaderDLQStream, md.Stream)
+	h.Set(HeaderDLQStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	h.Set(HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	h.Set(HeaderDLQConsumer, c.cfg.Name)
+	h.Set(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%d", c.cfg.Name, md.Stream, md.Sequence.Stream))
+	dl := &nats.Msg{
+		Subject: dlqPrefix + c.cfg.Name + "." + subjectToken(msg.Headers().Get(HeaderType)),
+		Header:  h,
+		Data:    msg.Data(),
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.bus.js.PublishMsg(ctx, dl); err != nil {
+		c.log.Error("dead-letter publish failed; will redeliver", append(headerLogAttrs(msg.Headers()), "subject", msg.Subject(), "seq", md.Sequence.Stream, "err", err)...)
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	c.log.Warn("dead-lettered", append(headerLogAttrs(msg.Headers()), "subject", msg.Subject(), "seq", md.Sequence.Stream, "deliveries", md.NumDelivered, "err", cause)...)
+	c.count(subjectToken(msg.Headers().Get(HeaderType)), "dead_letter")
+	if err := msg.TermWithReason("dead-lettered"); err != nil {
+		c.log.Warn("term", "seq", md.Sequence.Stream, "err", err)
+	}
+}
+
+// headerValue makes s safe as a NATS header value: one line, at most 4 KiB.
+func headerValue(s string) string {
+	s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	if len(s) > 4096 {
+		s = s[:4096]
+	}
+	return s
+}
+
+// subjectToken makes an event type usable inside a subject: tokens of
+// letters, digits, '-' and '_' separated by dots; "unknown" when empty.
+func subjectToken(typ string) string {
+	parts := strings.Split(typ, ".")
+	out := parts[:0]
+	for _, p := range parts {
+		p = strings.Map(func(r rune) rune {
+			if r == '-' || r == '_' || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9') {
+				return r
+			}
+			return '_'
+		}, p)
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return "unknown"
+	}
+	return strings.Join(out, ".")
+}
+
+// Dead-letter headers, beside the original CloudEvents headers.
+const (
+	HeaderDLQError      = "Ordermesh-Dlq-Error"
+	HeaderDLQSubject    = "Ordermesh-Dlq-Subject"
+	HeaderDLQStream     = "Ordermesh-Dlq-Stream"
+	HeaderDLQStreamSeq  = "Ordermesh-Dlq-Stream-Seq"
+	HeaderDLQDeliveries = "Ordermesh-Dlq-Deliveries"
+	HeaderDLQConsumer   = "Ordermesh-Dlq-Consumer"
+	HeaderDLQTime       = "Ordermesh-Dlq-Time"
+
+	dlqPrefix    = "dlq."
+	replayPrefix = "replay."
+)

@@ -1,0 +1,246 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/gateway"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// servePprof serves the runtime profiles on their own listener, so they are
+// never exposed on the API address by accident.
+func (n *Node) servePprof(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof %s: %w", addr, err)
+	}
+	// Sample blocking and lock contention too: that is where a pipeline
+	// that is slow without being busy spends its time.
+	runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+	runtime.SetMutexProfileFraction(100)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	n.onClose = append(n.onClose, func() { srv.Close() })
+	n.log.Info("pprof listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// serveMetrics serves /metrics on a listener of its own (a Prometheus
+// scrape port), apart from the API that clients reach.
+func (n *Node) serveMetrics(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	go srv.Serve(ln)
+	n.metricsURL = "http://" + ln.Addr().String() + "/metrics"
+	n.onClose = append(n.onClose, func() { srv.Close() })
+	return nil
+}
+
+// MetricsURL is where /metrics is served, or "" when it is not.
+func (n *Node) MetricsURL() string { return n.metricsURL }
+
+// URL is the node's HTTP base URL.
+func (n *Node) URL() string {
+	addr := n.listener.Addr().(*net.TCPAddr)
+	host := addr.IP.String()
+	if addr.IP.IsUnspecified() {
+		host = "localhost"
+	}
+	return fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(addr.Port)))
+}
+
+// NATSURL is the broker's TCP URL with the embedded broker's credentials
+// in it, or "" for an in-process-only broker.
+func (n *Node) NATSURL() string {
+	if n.embedded != nil {
+		return n.embedded.ClientURLWithCredentials()
+	}
+	return n.cfg.NATSURL
+}
+
+func (n *Node) listen() error {
+	ln, err := net.Listen("tcp", n.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another process using it? pick another with --addr)", n.cfg.Addr, err)
+	}
+	n.listener = ln
+	return nil
+}
+
+// listenPSP gives the provider simulator of an embedded node a listener
+// of its own on loopback, and a fresh API key unless one is configured.
+// A simulator served alone (serve psp) answers on the node's address and
+// must be given its key.
+func (n *Node) listenPSP() error {
+	if !slices.Contains(n.cfg.Services, "psp") {
+		return nil
+	}
+	if n.cfg.PSPAPIKey == "" && n.cfg.DataDir != "" {
+		key, err := stdwebhook.NewSecret()
+		if err != nil {
+			return err
+		}
+		n.cfg.PSPAPIKey = strings.TrimPrefix(key, "whsec_")
+	}
+	if n.cfg.PSPAPIKey == "" {
+		return errors.New("serve psp needs --psp-api-key (the provider's API key, shared with serve payments)")
+	}
+	if n.cfg.DataDir == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listen for the payment-provider simulator: %w", err)
+	}
+	n.pspListener = ln
+	n.onClose = append(n.onClose, func() { ln.Close() })
+	return nil
+}
+
+// pspURL is where this node's payments service finds the provider.
+func (n *Node) pspURL() (string, error) {
+	switch {
+	case n.cfg.PSPURL != "":
+		return n.cfg.PSPURL, nil
+	case n.pspListener != nil:
+		return "http://" + n.pspListener.Addr().String(), nil
+	}
+	return "", errors.New("payments needs the provider's URL: pass --psp-url")
+}
+
+// outboxGauge is a gauge of service's outbox, read at scrape time (-1 when
+// the database cannot answer within 2 s).
+func outboxGauge(service, name, help string, read func(context.Context) (float64, error)) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"service": service}},
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			v, err := read(ctx)
+			if err != nil {
+				return -1
+			}
+			return v
+		})
+}
+
+func (n *Node) serveHTTP(mux *http.ServeMux) {
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", n.ready)
+	reg := n.reg
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := httpx.NewMetrics(reg)
+	for name, st := range n.stores {
+		if name == "gateway" {
+			continue
+		}
+		reg.MustRegister(
+			outboxGauge(name, "ordermesh_outbox_oldest_unsent_seconds", "Age of the oldest outbox row not yet published to the broker (0 when none).",
+				func(ctx context.Context) (float64, error) {
+					age, err := st.outbox.OldestUnsent(ctx, time.Now())
+					return age.Seconds(), err
+				}),
+			outboxGauge(name, "ordermesh_outbox_backlog", "Outbox rows committed and not yet published to the broker.",
+				func(ctx context.Context) (float64, error) {
+					n, err := st.outbox.Pending(ctx)
+					return float64(n), err
+				}))
+	}
+	reg.MustRegister(outbox.StepSeconds)
+	n.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	routeOf := func(r *http.Request) string {
+		if _, p := n.api.Handler(r); p != "" {
+			return p
+		}
+		if route, ok := gateway.Classify(r); ok {
+			return "gateway " + route.Class
+		}
+		_, p := mux.Handler(r)
+		return p
+	}
+	bodyTimeout := n.cfg.BodyTimeout
+	if bodyTimeout <= 0 {
+		bodyTimeout = 30 * time.Second
+	}
+	// ReadTimeout covers the body too; net/http lifts it once a handler has
+	// read the whole request, so streams and long polls are not cut.
+	n.http = &http.Server{Handler: telemetry.Handler(httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)), routeOf),
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: bodyTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	n.httpDone = make(chan error, 1)
+	go func() { n.httpDone <- n.http.Serve(n.listener) }()
+}
+
+// MaxOutboxLag is how old the oldest unpublished outbox row may be before
+// /readyz reports the node not ready.
+const MaxOutboxLag = 30 * time.Second
+
+// ready answers 200 when the broker is connected, every database answers
+// and every outbox is being published, else 503 with what is wrong.
+func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
+	checks := map[string]string{"nats": "ok"}
+	status := http.StatusOK
+	if !n.nc.IsConnected() {
+		checks["nats"] = "disconnected: " + n.nc.Status().String()
+		status = http.StatusServiceUnavailable
+	}
+	for name, st := range n.stores {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		var one int
+		if err := st.db.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			checks[name+"_db"] = err.Error()
+			status = http.StatusServiceUnavailable
+		} else {
+			checks[name+"_db"] = "ok"
+		}
+		if name != "gateway" {
+			// A relay that cannot publish leaves rows waiting: the
+			// services' events stop flowing, so this instance is not ready.
+			switch age, err := st.outbox.OldestUnsent(ctx, time.Now()); {
+			case err != nil:
+				checks[name+"_outbox"] = err.Error()
+				status = http.StatusServiceUnavailable
+			case age > MaxOutboxLag:
+				checks[name+"_outbox"] = fmt.Sprintf("the oldest unpublished event is %s old; the relay cannot publish", age.Round(time.Second))
+				status = http.StatusServiceUnavailable
+			default:
+				checks[name+"_outbox"] = "ok"
+			}
+		}
+		cancel()
+	}
+	writeJSON(w, status, checks)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,183 @@
+package order
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/every"
+	"github.com/ordermesh/ordermesh/internal/platform/inbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+// apply saves what the rules decided for o (each move's state and
+// timeline step) and emits its events, caused by cause (nil for a
+// command). A move lost to a concurrent change fails the transaction, to
+// be retried against the new state.
+func (s *Service) apply(ctx context.Context, tx *sqldb.Tx, o Order, out Outcome, cause *bus.Event) error {
+	if len(out.Moves) == 0 {
+		return nil
+	}
+	now := s.now()
+	version := o.Version
+	for _, m := range out.Moves {
+		next := m.Order
+		next.Version = version
+		ok, err := s.transition(ctx, tx, &next, m.Step, now)
+		if err != nil || !ok {
+			return errOrError(err, o.ID)
+		}
+		version = next.Version
+	}
+	for _, e := range out.Emit {
+		if err := s.outbox.Emit(ctx, tx, source, e.Type, o.ID, e.Data, cause); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// transition saves o's new state (see saveTransition) and, once the
+// transaction commits, announces the change to waiters on every instance.
+func (s *Service) transition(ctx context.Context, tx *sqldb.Tx, o *Order, step string, at time.Time) (bool, error) {
+	ok, err := saveTransition(ctx, tx, o, step, at)
+	if ok {
+		id := o.ID
+		tx.OnCommit(func() { s.changed(id) })
+		if o.Status == Completed || o.Status == Cancelled {
+			tx.OnCommit(countFinished(o, at))
+		}
+	}
+	return ok, err
+}
+
+// errOrError turns a lost optimistic update into a transient error, so the
+// caller's transaction rolls back and the event is retried.
+func errOrError(err error, id string) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("order %s changed concurrently; retry", id)
+}
+
+// Consumer is the saga consumer's configuration and handler.
+func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{
+		event.ProductUpdated, event.OrderPlaced, event.StockRejected, event.PaymentAuthorized, event.PaymentFailed,
+		event.ShipmentCreated, event.PaymentCaptured}}
+	// Every order.placed of an order stored here is this service's own:
+	// those are acknowledged after one read, without a transaction. Only
+	// one for an unknown order needs checkPlaced's compensation.
+	return cfg, bus.Skipping(inbox.BatchHandler(s.db, ConsumerName, s.handle), s.ownPlacements)
+}
+
+// ownPlacements reports which events are order.placed of orders stored
+// here.
+func (s *Service) ownPlacements(ctx context.Context, evs []bus.Event) ([]bool, error) {
+	var ids []any
+	for _, ev := range evs {
+		if ev.Type == event.OrderPlaced {
+			ids = append(ids, ev.Subject)
+		}
+	}
+	out := make([]bool, len(evs))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	known, err := existingOrders(ctx, s.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i, ev := range evs {
+		out[i] = ev.Type == event.OrderPlaced && known[ev.Subject]
+	}
+	return out, nil
+}
+
+// handle applies one saga event inside the transaction that records it.
+func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	switch ev.Type {
+	case event.ProductUpdated:
+		var p event.Product
+		if err := ev.DecodeData(&p); err != nil {
+			return err
+		}
+		return upsertProduct(ctx, tx, p)
+	case event.OrderPlaced:
+		return s.checkPlaced(ctx, tx, ev)
+	}
+	o, err := loadState(ctx, tx, ev.Subject, true)
+	if apperr.KindOf(err) == apperr.NotFound {
+		// Every genuine order exists here before anything happens to it
+		// elsewhere, so this follows an order.placed this service never
+		// accepted, which checkPlaced already cancelled: nothing to do.
+		s.log.Warn("event for an order this service never accepted; ignored", bus.LogAttrs(ev)...)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	decided, err := On(o, ev.Type)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	return s.apply(ctx, tx, o, decided, &ev)
+}
+
+// checkPlaced compensates an order.placed this service never accepted: a
+// genuine one is published from the orders outbox after the order's row
+// committed, so an unknown order id means a forged or misrouted event.
+// Inventory and payments may already have acted on it; order.cancelled
+// (reason rejected) makes them release and void whatever they did.
+func (s *Service) checkPlaced(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	_, err := loadState(ctx, tx, ev.Subject, false)
+	if apperr.KindOf(err) != apperr.NotFound {
+		return err
+	}
+	var p event.Placed
+	if err := ev.DecodeData(&p); err != nil {
+		return err
+	}
+	if p.OrderID != ev.Subject {
+		return bus.Permanent(fmt.Errorf("order.placed for %s carries order_id %s", ev.Subject, p.OrderID))
+	}
+	s.log.Warn("order.placed for an order this service never accepted; cancelling it so other services compensate",
+		append(bus.LogAttrs(ev), "source", ev.Source)...)
+	tx.OnCommit(func() { Finished.WithLabelValues(Cancelled, event.ReasonRejected).Inc() })
+	return s.outbox.Emit(ctx, tx, source, event.OrderCancelled, p.OrderID,
+		event.Cancelled{OrderID: p.OrderID, CustomerID: p.CustomerID, Reason: event.ReasonRejected}, &ev)
+}
+
+// RunDeadlines cancels, with reason timeout, every order still pending
+// past its deadline, checking every interval until ctx ends.
+func (s *Service) RunDeadlines(ctx context.Context, interval time.Duration) {
+	every.Run(ctx, interval, func(ctx context.Context) {
+		if err := s.expire(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("order deadlines", "err", err)
+		}
+	})
+}
+
+func (s *Service) expire(ctx context.Context) error {
+	ids, err := overdueOrders(ctx, s.db, s.now(), 500)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+			o, err := loadState(ctx, tx, id, true)
+			if err != nil {
+				return err
+			}
+			return s.apply(ctx, tx, o, Expire(o), nil)
+		})
+		if err != nil {
+			return fmt.Errorf("expire order %s: %w", id, err)
+		}
+	}
+	return nil
+
+}

@@ -1,0 +1,119 @@
+package psp
+
+import (
+	"context"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+func (s *Server) find(ctx context.Context, tx *sqldb.Tx, op, key string) (Operation, error) {
+	var o Operation
+	var at int64
+	err := tx.QueryRow(ctx, `SELECT id, op, order_id, amount_cents, currency, outcome, reason, at_us
+		FROM psp_operations WHERE op = ? AND idem_key = ?`, op, key).
+		Scan(&o.ID, &o.Op, &o.OrderID, &o.AmountCents, &o.Currency, &o.Outcome, &o.Reason, &at)
+	o.At = time.UnixMicro(at).UTC()
+	return o, err
+}
+
+// decide sets the outcome of a new operation from the order's history.
+func (s *Server) decide(ctx context.Context, tx *sqldb.Tx, o *Operation, token string) error {
+	if o.Op == OpAuthorize {
+		o.Outcome, o.Reason = authorize(token)
+		return nil
+	}
+	h, err := loadHistory(ctx, tx, o.OrderID)
+	if err != nil {
+		return err
+	}
+	o.Outcome, o.Reason, o.AmountCents = judge(o.Op, o.AmountCents, h)
+	return nil
+}
+
+// authorize is the simulator's answer to an authorization with token.
+func authorize(token string) (outcome, reason string) {
+	switch token {
+	case TokenOK:
+		return Approved, ""
+	case TokenDecline:
+		return Declined, "card_declined"
+	case TokenInsufficientFunds:
+		return Declined, "insufficient_funds"
+	}
+	return Declined, "invalid_token"
+}
+
+// history is what an order's operations add up to: count and amount per
+// operation and outcome.
+type history map[opOutcome]tally
+
+type opOutcome struct{ op, outcome string }
+
+type tally struct {
+	n      int
+	amount int64
+}
+
+// loadHistory reads the order's history in one query.
+func loadHistory(ctx context.Context, tx *sqldb.Tx, orderID string) (history, error) {
+	h := history{}
+	rows, err := tx.Query(ctx, `SELECT op, outcome, COUNT(*), COALESCE(SUM(amount_cents), 0)
+		FROM psp_operations WHERE order_id = ? GROUP BY op, outcome`, orderID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k opOutcome
+		var t tally
+		if err := rows.Scan(&k.op, &k.outcome, &t.n, &t.amount); err != nil {
+			return nil, err
+		}
+		h[k] = t
+	}
+	return h, rows.Err()
+}
+
+// judge decides a capture, void or refund of amount against the order's
+// history, as a card network would: the simulator's rules, a pure function.
+// It returns the outcome, the reason of a rejection and the amount moved
+// (a void or refund moves what was authorized or captured).
+func judge(op string, amount int64, h history) (outcome, reason string, moved int64) {
+	auths, authAmount := h[opOutcome{OpAuthorize, Approved}].n, h[opOutcome{OpAuthorize, Approved}].amount
+	captures, captured := h[opOutcome{OpCapture, Done}].n, h[opOutcome{OpCapture, Done}].amount
+	voids, refunds := h[opOutcome{OpVoid, Done}].n, h[opOutcome{OpRefund, Done}].n
+	switch op {
+	case OpCapture:
+		switch {
+		case auths == 0:
+			return Rejected, "no approved authorization", amount
+		case voids > 0:
+			return Rejected, "authorization voided", amount
+		case captures > 0:
+			return Rejected, "already captured", amount
+		case amount > authAmount:
+			return Rejected, "amount exceeds authorization", amount
+		}
+		return Done, "", amount
+	case OpVoid:
+		switch {
+		case auths == 0:
+			return Rejected, "no approved authorization", amount
+		case captures > 0:
+			return Rejected, "already captured; refund instead", amount
+		case voids > 0:
+			return Rejected, "already voided", amount
+		}
+		return Done, "", authAmount
+	case OpRefund:
+		switch {
+		case captures == 0:
+			return Rejected, "nothing captured", amount
+		case refunds > 0:
+			return Rejected, "already refunded", amount
+		}
+		return Done, "", captured
+	}
+	return Rejected, "", amount
+}
