@@ -54,17 +54,11 @@ Use a key as Authorization: Bearer om_…`
 	default:
 		return usagef("want apikey create --sub ID --scopes …, apikey list, or apikey revoke ID")
 	}
-	if *dsn == "" {
-		*dsn, _ = Config{DataDir: *data}.DSN("gateway")
-	}
-	db, err := sqldb.Open(ctx, *dsn)
+	db, err := openGatewayDB(ctx, *dsn, *data)
 	if err != nil {
-		return fmt.Errorf("gateway database: %w", err)
+		return err
 	}
 	defer db.Close()
-	if err := db.Migrate(ctx, migrationsOf("gateway")...); err != nil {
-		return fmt.Errorf("gateway database: %w", err)
-	}
 	switch pos[0] {
 	case "create":
 		key, info, err := gateway.CreateAPIKey(ctx, db, *sub, splitScopes(*scopes))
@@ -74,23 +68,7 @@ Use a key as Authorization: Bearer om_…`
 		fmt.Fprintf(stderr, "API key %s for %s (%s); it is shown only now:\n", info.ID, info.Subject, strings.Join(info.Scopes, " "))
 		fmt.Fprintln(stdout, key)
 	case "list":
-		keys, err := gateway.ListAPIKeys(ctx, db)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return json.NewEncoder(stdout).Encode(keys)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSUBJECT\tSCOPES\tCREATED\tREVOKED")
-		for _, k := range keys {
-			revoked := "-"
-			if k.RevokedAt != nil {
-				revoked = k.RevokedAt.Format(time.RFC3339)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Subject, strings.Join(k.Scopes, " "), k.CreatedAt.Format(time.RFC3339), revoked)
-		}
-		return tw.Flush()
+		return listAPIKeys(ctx, db, stdout, *asJSON)
 	case "revoke":
 		if err := gateway.RevokeAPIKey(ctx, db, pos[1]); err != nil {
 			return err
@@ -151,4 +129,42 @@ func loadUpstreamFile(path string, upstreams upstreamFlag, balance, hashKeys ser
 		upstreams[svc] = u.Instances
 	}
 	return upstreams, nil
+}
+
+// openGatewayDB opens (and migrates) the gateway's database: dsn, or the
+// one of `ordermesh run` in data.
+func openGatewayDB(ctx context.Context, dsn, data string) (*sqldb.DB, error) {
+	if dsn == "" {
+		dsn, _ = Config{DataDir: data}.DSN("gateway")
+	}
+	db, err := sqldb.Open(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("gateway database: %w", err)
+	}
+	if err := db.Migrate(ctx, migrationsOf("gateway")...); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("gateway database: %w", err)
+	}
+	return db, nil
+}
+
+// listAPIKeys prints every key, a line each, or as JSON.
+func listAPIKeys(ctx context.Context, db *sqldb.DB, stdout io.Writer, asJSON bool) error {
+	keys, err := gateway.ListAPIKeys(ctx, db)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(keys)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSUBJECT\tSCOPES\tCREATED\tREVOKED")
+	for _, k := range keys {
+		revoked := "-"
+		if k.RevokedAt != nil {
+			revoked = k.RevokedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Subject, strings.Join(k.Scopes, " "), k.CreatedAt.Format(time.RFC3339), revoked)
+	}
+	return tw.Flush()
 }

@@ -13,8 +13,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 )
 
-func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const synopsis = `Usage: ordermesh dlq COMMAND [flags]
+const dlqSynopsis = `Usage: ordermesh dlq COMMAND [flags]
 
 Commands:
   list                 every dead letter: id, consumer, type, event id, error
@@ -26,7 +25,9 @@ Commands:
 Against a running system: --nats URL. ordermesh run --nats-listen 127.0.0.1:4222
 exposes the embedded broker to user ordermesh, whose password is in
 DATA/nats-password: --nats nats://ordermesh:PASSWORD@127.0.0.1:4222.`
-	fs := newFlagSet("dlq", synopsis, stderr)
+
+func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dlq", dlqSynopsis, stderr)
 	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
 	var nf natsFlags
 	nf.register(fs)
@@ -41,28 +42,11 @@ DATA/nats-password: --nats nats://ordermesh:PASSWORD@127.0.0.1:4222.`
 		fs.Usage()
 		return usagef("dlq needs a command: list, show, replay or purge")
 	}
-	sub, rest := pos[0], pos[1:]
-	ids := make([]uint64, 0, len(rest))
-	for _, a := range rest {
-		id, err := strconv.ParseUint(a, 10, 64)
-		if err != nil || id == 0 {
-			return usagef("dead-letter id %q: want a positive number as shown by 'ordermesh dlq list'", a)
-		}
-		ids = append(ids, id)
+	sub := pos[0]
+	ids, err := dlqIDs(sub, pos[1:], *all, *yes)
+	if err != nil {
+		return err
 	}
-	switch {
-	case sub == "list" && len(ids) > 0, sub == "purge" && len(ids) > 0:
-		return usagef("dlq %s takes no ids", sub)
-	case sub == "show" && len(ids) != 1:
-		return usagef("dlq show needs exactly one ID")
-	case sub == "replay" && (len(ids) == 0) == !*all:
-		return usagef("dlq replay needs dead-letter IDs or --all (not both)")
-	case sub == "purge" && !*yes:
-		return usagef("dlq purge deletes every dead letter; add --yes to confirm")
-	case !slices.Contains([]string{"list", "show", "replay", "purge"}, sub):
-		return usagef("unknown dlq command %q (list, show, replay, purge)", sub)
-	}
-
 	natsOpts, err := nf.options()
 	if err != nil {
 		return err
@@ -78,73 +62,113 @@ DATA/nats-password: --nats nats://ordermesh:PASSWORD@127.0.0.1:4222.`
 	}
 	switch sub {
 	case "list":
+		return dlqList(ctx, b, stdout, *asJSON)
+	case "show":
+		return dlqShow(ctx, b, stdout, ids[0], *asJSON)
+	case "replay":
+		return dlqReplay(ctx, b, stdout, ids, *all)
+	}
+	n, err := b.PurgeDeadLetters(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "purged %d dead letter(s)\n", n)
+	return nil
+}
+
+// dlqIDs checks a dlq command's arguments and returns its ids.
+func dlqIDs(sub string, args []string, all, yes bool) ([]uint64, error) {
+	ids := make([]uint64, 0, len(args))
+	for _, a := range args {
+		id, err := strconv.ParseUint(a, 10, 64)
+		if err != nil || id == 0 {
+			return nil, usagef("dead-letter id %q: want a positive number as shown by 'ordermesh dlq list'", a)
+		}
+		ids = append(ids, id)
+	}
+	switch {
+	case sub == "list" && len(ids) > 0, sub == "purge" && len(ids) > 0:
+		return nil, usagef("dlq %s takes no ids", sub)
+	case sub == "show" && len(ids) != 1:
+		return nil, usagef("dlq show needs exactly one ID")
+	case sub == "replay" && (len(ids) == 0) == !all:
+		return nil, usagef("dlq replay needs dead-letter IDs or --all (not both)")
+	case sub == "purge" && !yes:
+		return nil, usagef("dlq purge deletes every dead letter; add --yes to confirm")
+	case !slices.Contains([]string{"list", "show", "replay", "purge"}, sub):
+		return nil, usagef("unknown dlq command %q (list, show, replay, purge)", sub)
+	}
+	return ids, nil
+}
+
+// dlqList prints every dead letter, a line each, or as JSON.
+func dlqList(ctx context.Context, b *bus.Bus, stdout io.Writer, asJSON bool) error {
+	dls, err := b.DeadLetters(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(dls)
+	}
+	if len(dls) == 0 {
+		fmt.Fprintln(stdout, "no dead letters")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCONSUMER\tTYPE\tEVENT\tDELIVERIES\tAT\tERROR")
+	for _, d := range dls {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Consumer, d.Type, d.EventID, d.Deliveries,
+			d.At.Format(time.RFC3339), truncate(d.Error, 80))
+	}
+	return tw.Flush()
+}
+
+// dlqShow prints one dead letter with its headers and data.
+func dlqShow(ctx context.Context, b *bus.Bus, stdout io.Writer, id uint64, asJSON bool) error {
+	d, err := b.DeadLetter(ctx, id)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(stdout).Encode(struct {
+			bus.DeadLetter
+			Data json.RawMessage `json:"data"`
+		}{d, validJSONOrString(d.Data)})
+	}
+	fmt.Fprintf(stdout, "id:          %d\nconsumer:    %s\ntype:        %s\nevent:       %s\nfrom:        %s seq %d (%s)\ndeliveries:  %d\nat:          %s\nerror:       %s\nheaders:\n",
+		d.ID, d.Consumer, d.Type, d.EventID, d.Stream, d.StreamSeq, d.Subject, d.Deliveries, d.At.Format(time.RFC3339Nano), d.Error)
+	keys := make([]string, 0, len(d.Headers))
+	for k := range d.Headers {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(stdout, "  %s: %s\n", k, d.Headers[k])
+	}
+	fmt.Fprintf(stdout, "data:\n%s\n", d.Data)
+	return nil
+}
+
+// dlqReplay sends dead letters (ids, or every one with all) back to their
+// consumers.
+func dlqReplay(ctx context.Context, b *bus.Bus, stdout io.Writer, ids []uint64, all bool) error {
+	if all {
 		dls, err := b.DeadLetters(ctx)
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return json.NewEncoder(stdout).Encode(dls)
-		}
-		if len(dls) == 0 {
-			fmt.Fprintln(stdout, "no dead letters")
-			return nil
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tCONSUMER\tTYPE\tEVENT\tDELIVERIES\tAT\tERROR")
 		for _, d := range dls {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Consumer, d.Type, d.EventID, d.Deliveries,
-				d.At.Format(time.RFC3339), truncate(d.Error, 80))
+			ids = append(ids, d.ID)
 		}
-		return tw.Flush()
-	case "show":
-		d, err := b.DeadLetter(ctx, ids[0])
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return json.NewEncoder(stdout).Encode(struct {
-				bus.DeadLetter
-				Data json.RawMessage `json:"data"`
-			}{d, validJSONOrString(d.Data)})
-		}
-		fmt.Fprintf(stdout, "id:          %d\nconsumer:    %s\ntype:        %s\nevent:       %s\nfrom:        %s seq %d (%s)\ndeliveries:  %d\nat:          %s\nerror:       %s\nheaders:\n",
-			d.ID, d.Consumer, d.Type, d.EventID, d.Stream, d.StreamSeq, d.Subject, d.Deliveries, d.At.Format(time.RFC3339Nano), d.Error)
-		keys := make([]string, 0, len(d.Headers))
-		for k := range d.Headers {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			fmt.Fprintf(stdout, "  %s: %s\n", k, d.Headers[k])
-		}
-		fmt.Fprintf(stdout, "data:\n%s\n", d.Data)
-		return nil
-	case "replay":
-		if *all {
-			dls, err := b.DeadLetters(ctx)
-			if err != nil {
-				return err
-			}
-			for _, d := range dls {
-				ids = append(ids, d.ID)
-			}
-		}
-		for _, id := range ids {
-			if err := b.Replay(ctx, id); err != nil {
-				return err
-			}
-			fmt.Fprintf(stdout, "replayed %d\n", id)
-		}
-		fmt.Fprintf(stdout, "%d dead letter(s) replayed\n", len(ids))
-		return nil
-	default: // purge
-		n, err := b.PurgeDeadLetters(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "purged %d dead letter(s)\n", n)
-		return nil
 	}
+	for _, id := range ids {
+		if err := b.Replay(ctx, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "replayed %d\n", id)
+	}
+	fmt.Fprintf(stdout, "%d dead letter(s) replayed\n", len(ids))
+	return nil
 }
 
 func truncate(s string, n int) string {

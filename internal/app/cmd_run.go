@@ -69,8 +69,27 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	})
 }
 
+const serveSynopsis = "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once."
+
+// checkServeNeeds says what `serve service` is missing.
+func checkServeNeeds(service, natsURL, db, pspURL, pspNotify string, c *commonFlags) error {
+	switch {
+	case natsURL == "":
+		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
+	case !optionalDB(service) && db == "":
+		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
+	case service == "payments" && pspURL == "":
+		return usagef("serve payments needs --psp-url, the payment provider's base URL")
+	case (service == "psp" || service == "payments") && c.pspAPIKey == "":
+		return usagef("serve %s needs --psp-api-key, the payment provider's API key (the same for serve psp and serve payments)", service)
+	case service == "psp" && c.pspAsync && (pspNotify == "" || c.pspSecret == ""):
+		return usagef("serve psp --psp-async needs --psp-notify-url (the payments service's base URL) and --psp-webhook-secret (shared with payments)")
+	}
+	return nil
+}
+
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once.", stderr)
+	fs := newFlagSet("serve", serveSynopsis, stderr)
 	var c commonFlags
 	c.register(":8080", "", fs)
 	var g gatewayFlags
@@ -105,23 +124,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkFlagsOf(service, given); err != nil {
 		return err
 	}
-	if *natsURL == "" {
-		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
-	}
-	if !optionalDB(service) && *db == "" {
-		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
+	if err := checkServeNeeds(service, *natsURL, *db, *pspURL, *pspNotify, &c); err != nil {
+		return err
 	}
 	if err := sf.validate(); err != nil {
 		return err
-	}
-	if service == "payments" && *pspURL == "" {
-		return usagef("serve payments needs --psp-url, the payment provider's base URL")
-	}
-	if (service == "psp" || service == "payments") && c.pspAPIKey == "" {
-		return usagef("serve %s needs --psp-api-key, the payment provider's API key (the same for serve psp and serve payments)", service)
-	}
-	if service == "psp" && c.pspAsync && (*pspNotify == "" || c.pspSecret == "") {
-		return usagef("serve psp --psp-async needs --psp-notify-url (the payments service's base URL) and --psp-webhook-secret (shared with payments)")
 	}
 	if *upstreamConfig != "" {
 		if upstreams, err = loadUpstreamFile(*upstreamConfig, upstreams, balance, hashKeys); err != nil {

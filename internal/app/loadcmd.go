@@ -19,8 +19,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/load"
 )
 
-func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("load", `Usage: ordermesh load [flags]
+const loadSynopsis = `Usage: ordermesh load [flags]
 
 Sends orders at a fixed arrival rate (open loop), follows each to completed
 or cancelled through Server-Sent Events, and prints accept and completion
@@ -36,7 +35,10 @@ It runs on one CPU (GOMAXPROCS=1; set GOMAXPROCS to change that), so that
 on a shared machine it leaves the rest to the system it measures.
 
   ordermesh load --rate 500 --duration 60s
-  ordermesh load --max --slo 500ms          find the highest sustainable rate`, stderr)
+  ordermesh load --max --slo 500ms          find the highest sustainable rate`
+
+func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("load", loadSynopsis, stderr)
 	target := fs.String("target", "http://localhost:8080", "ordermesh base URL")
 	token := fs.String("token", "", "bearer token (default: DATA/dev-admin.jwt when --data is given)")
 	data := fs.String("data", "", "data directory of `ordermesh run`, to read dev-admin.jwt from")
@@ -56,19 +58,8 @@ on a shared machine it leaves the rest to the system it measures.
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
-	switch {
-	case *rate <= 0 || *rate > 100000:
-		return usagef("--rate must be between 0 and 100000 orders/s, got %g", *rate)
-	case *duration <= 0:
-		return usagef("--duration must be positive")
-	case *mix < 0 || *mix > 1:
-		return usagef("--mix must be between 0 and 1, got %g", *mix)
-	case *slo <= 0 || *step <= 0 || *drain <= 0:
-		return usagef("--slo, --step and --drain must be positive")
-	case *follow != load.FollowStream && *follow != load.FollowOrder:
-		return usagef("--follow must be stream or order, got %q", *follow)
-	case !strings.HasPrefix(*target, "http://") && !strings.HasPrefix(*target, "https://"):
-		return usagef("--target %q: want an http(s):// URL", *target)
+	if err := checkLoadFlags(*target, *rate, *mix, *follow, *duration, *slo, *step, *drain); err != nil {
+		return err
 	}
 	// The load generator usually shares its machine with the system under
 	// test. One P keeps it from waking a second thread for each request and
@@ -90,32 +81,13 @@ on a shared machine it leaves the rest to the system it measures.
 		human = stderr
 	}
 	if *token == "" && *data != "" {
-		if raw, err := os.ReadFile(filepath.Join(*data, "dev-admin.jwt")); err == nil {
-			*token = strings.TrimSpace(string(raw))
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("read token: %w", err)
+		var err error
+		if *token, err = devToken(*data); err != nil {
+			return err
 		}
-	}
-	// On a terminal the progress line redraws in place; in a log it is
-	// printed every 5 seconds.
-	tty := isTerminal(stderr)
-	var lastPrinted time.Duration
-	progress := func(p load.Progress) {
-		if !tty && p.Elapsed-lastPrinted < 5*time.Second {
-			return
-		}
-		lastPrinted = p.Elapsed
-		frac := min(1, p.Elapsed.Seconds()/p.Duration.Seconds())
-		bar := strings.Repeat("#", int(frac*20)) + strings.Repeat(".", 20-int(frac*20))
-		end := "\n"
-		if tty {
-			end = "   \r"
-		}
-		fmt.Fprintf(stderr, "%6.1fs [%s] rate %6.0f/s  in-flight %5d  accepted %7d  settled %7d  errors %d%s",
-			p.Elapsed.Seconds(), bar, p.CurrentRate, p.InFlight, p.Accepted, p.Completed, p.Errors, end)
 	}
 	r := load.New(load.Config{Target: strings.TrimRight(*target, "/"), Token: *token, Rate: *rate, Duration: *duration,
-		MaxInFlight: *maxInFlight, Mix: *mix, Drain: *drain, Follow: *follow, Progress: progress})
+		MaxInFlight: *maxInFlight, Mix: *mix, Drain: *drain, Follow: *follow, Progress: progressPrinter(stderr)})
 	defer r.Close()
 	fmt.Fprintf(stderr, "preparing %s (products, catalog)…\n", *target)
 	if err := r.Setup(ctx); err != nil {
@@ -123,38 +95,33 @@ on a shared machine it leaves the rest to the system it measures.
 	}
 
 	var res load.Result
+	var err error
 	report := map[string]any{}
 	if *findMax {
-		fmt.Fprintf(stderr, "searching for the highest rate with completion p99 ≤ %s and no errors, %s per trial\n", *slo, *step)
-		best, runs := r.Max(ctx, *rate, *step, *slo, func(res load.Result, ok bool) {
-			verdict := "FAIL"
-			if ok {
-				verdict = "ok"
-			}
-			fmt.Fprintf(stderr, "trial %7.0f/s: settled %7.0f/s, completion p99 %7.1f ms, errors %d, unsettled %d → %s\n",
-				res.Rate, res.SettledPerSec, res.Completion.P99, res.ErrorCount(), res.Unsettled, verdict)
-		})
-		if best.Rate == 0 {
-			return fmt.Errorf("no trial met the objective (lowest tried: %.0f/s)", runs[len(runs)-1].Rate)
+		if res, err = searchMax(ctx, r, *rate, *step, *slo, human, stderr, report); err != nil {
+			return err
 		}
-		res = best
-		report["max_sustained_rate"] = best.Rate
-		report["trials"] = runs
-		fmt.Fprintf(human, "\nhighest sustained rate: %.0f orders/s (completion p99 %.1f ms ≤ %s)\n", best.Rate, best.Completion.P99, *slo)
 	} else {
 		res = r.Run(ctx)
 		fmt.Fprintln(stderr)
 	}
 	printResult(human, res)
 	report["result"] = res
+	return checkLoad(ctx, r, res, report, *jsonOut, *drain, human, stdout)
+}
+
+// checkLoad checks the invariants after a load run, writes the JSON
+// report if asked, and fails the run on a violation or an order left
+// unsettled.
+func checkLoad(ctx context.Context, r *load.Runner, res load.Result, report map[string]any, jsonOut string, drain time.Duration, human, stdout io.Writer) error {
 
 	violations, err := r.Check(context.WithoutCancel(ctx), res)
 	if err != nil {
 		return fmt.Errorf("check invariants: %w", err)
 	}
 	report["invariant_violations"] = violations
-	if *jsonOut != "" {
-		if err := writeJSONFile(*jsonOut, stdout, report); err != nil {
+	if jsonOut != "" {
+		if err := writeJSONFile(jsonOut, stdout, report); err != nil {
 			return err
 		}
 	}
@@ -167,7 +134,7 @@ on a shared machine it leaves the rest to the system it measures.
 	if res.Unsettled > 0 {
 		// Every accepted order must end: one that did not within --drain is
 		// stuck somewhere in the pipeline, and that is a failed run.
-		return fmt.Errorf("%d accepted order(s) neither completed nor cancelled within --drain %s", res.Unsettled, *drain)
+		return fmt.Errorf("%d accepted order(s) neither completed nor cancelled within --drain %s", res.Unsettled, drain)
 	}
 	fmt.Fprintln(human, "invariants: ok (stock balanced, at most one capture per order, no charge on cancelled orders)")
 	return nil
@@ -272,4 +239,80 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// devToken reads the development admin token `ordermesh run` wrote in data
+// ("" when there is none).
+func devToken(data string) (string, error) {
+	raw, err := os.ReadFile(filepath.Join(data, "dev-admin.jwt"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read token: %w", err)
+	}
+	return strings.TrimSpace(string(raw)), nil
+}
+
+// progressPrinter draws load's progress on stderr: on a terminal one line
+// redrawn in place; in a log, a line every 5 seconds.
+func progressPrinter(stderr io.Writer) func(load.Progress) {
+	tty := isTerminal(stderr)
+	var lastPrinted time.Duration
+	return func(p load.Progress) {
+		if !tty && p.Elapsed-lastPrinted < 5*time.Second {
+			return
+		}
+		lastPrinted = p.Elapsed
+		frac := min(1, p.Elapsed.Seconds()/p.Duration.Seconds())
+		bar := strings.Repeat("#", int(frac*20)) + strings.Repeat(".", 20-int(frac*20))
+		end := "\n"
+		if tty {
+			end = "   \r"
+		}
+		fmt.Fprintf(stderr, "%6.1fs [%s] rate %6.0f/s  in-flight %5d  accepted %7d  settled %7d  errors %d%s",
+			p.Elapsed.Seconds(), bar, p.CurrentRate, p.InFlight, p.Accepted, p.Completed, p.Errors, end)
+	}
+}
+
+// searchMax runs load --max: trials from rate, each step long, for the
+// highest rate whose completion p99 is within slo. It records the trials
+// in report.
+func searchMax(ctx context.Context, r *load.Runner, rate float64, step, slo time.Duration, human, stderr io.Writer, report map[string]any) (load.Result, error) {
+	fmt.Fprintf(stderr, "searching for the highest rate with completion p99 ≤ %s and no errors, %s per trial\n", slo, step)
+	best, runs := r.Max(ctx, rate, step, slo, func(res load.Result, ok bool) {
+		verdict := "FAIL"
+		if ok {
+			verdict = "ok"
+		}
+		fmt.Fprintf(stderr, "trial %7.0f/s: settled %7.0f/s, completion p99 %7.1f ms, errors %d, unsettled %d → %s\n",
+			res.Rate, res.SettledPerSec, res.Completion.P99, res.ErrorCount(), res.Unsettled, verdict)
+	})
+	if best.Rate == 0 {
+		return best, fmt.Errorf("no trial met the objective (lowest tried: %.0f/s)", runs[len(runs)-1].Rate)
+	}
+	report["max_sustained_rate"] = best.Rate
+	report["trials"] = runs
+	fmt.Fprintf(human, "\nhighest sustained rate: %.0f orders/s (completion p99 %.1f ms ≤ %s)\n", best.Rate, best.Completion.P99, slo)
+	return best, nil
+}
+
+// checkLoadFlags says which of load's flags is out of range.
+func checkLoadFlags(target string, rate, mix float64, follow string, durations ...time.Duration) error {
+	for _, d := range durations {
+		if d <= 0 {
+			return usagef("--duration, --slo, --step and --drain must be positive")
+		}
+	}
+	switch {
+	case rate <= 0 || rate > 100000:
+		return usagef("--rate must be between 0 and 100000 orders/s, got %g", rate)
+	case mix < 0 || mix > 1:
+		return usagef("--mix must be between 0 and 1, got %g", mix)
+	case follow != load.FollowStream && follow != load.FollowOrder:
+		return usagef("--follow must be stream or order, got %q", follow)
+	case !strings.HasPrefix(target, "http://") && !strings.HasPrefix(target, "https://"):
+		return usagef("--target %q: want an http(s):// URL", target)
+	}
+	return nil
 }

@@ -106,17 +106,7 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	if err != nil {
 		return bus.FailAll(len(evs), err)
 	}
-	var orderIDs []string
-	groups := map[string][]int{}
-	for i, ev := range evs {
-		if seen[ev.ID] {
-			continue
-		}
-		if _, ok := groups[ev.Subject]; !ok {
-			orderIDs = append(orderIDs, ev.Subject)
-		}
-		groups[ev.Subject] = append(groups[ev.Subject], i)
-	}
+	orderIDs, groups := byOrder(evs, seen)
 	if len(orderIDs) == 0 {
 		return nil
 	}
@@ -133,6 +123,42 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	for id, p := range states {
 		loaded[id] = *p
 	}
+	errs, emits := s.handleOrders(ctx, evs, orderIDs, groups, states)
+	err = s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		return s.commitBatch(ctx, tx, evs, seen, errs, emits, orderIDs, states, loaded)
+	})
+	if err != nil {
+		return bus.FailAll(len(evs), err)
+	}
+	for _, e := range errs {
+		if e != nil {
+			return errs
+		}
+	}
+	return nil
+}
+
+// byOrder groups the indexes of the events not seen before by order, the
+// orders in the order of their first event.
+func byOrder(evs []bus.Event, seen map[string]bool) ([]string, map[string][]int) {
+	var orderIDs []string
+	groups := map[string][]int{}
+	for i, ev := range evs {
+		if seen[ev.ID] {
+			continue
+		}
+		if _, ok := groups[ev.Subject]; !ok {
+			orderIDs = append(orderIDs, ev.Subject)
+		}
+		groups[ev.Subject] = append(groups[ev.Subject], i)
+	}
+	return orderIDs, groups
+}
+
+// handleOrders handles each order's events in sequence (with provider
+// calls), different orders in parallel, updating states. It returns each
+// event's error and emission.
+func (s *Service) handleOrders(ctx context.Context, evs []bus.Event, orderIDs []string, groups map[string][]int, states map[string]*payment) ([]error, []*emission) {
 	errs := make([]error, len(evs))
 	emits := make([]*emission, len(evs))
 	// Each order's goroutine works on its own slot; the map is updated
@@ -165,45 +191,41 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	for k, id := range orderIDs {
 		states[id] = finals[k]
 	}
-	err = s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		var done []bus.Event
-		touched := map[string]bool{}
-		for i, ev := range evs {
-			if seen[ev.ID] || errs[i] != nil {
-				continue
-			}
-			done = append(done, ev)
-			touched[ev.Subject] = true
-			if e := emits[i]; e != nil {
-				if err := s.outbox.Emit(ctx, tx, source, e.typ, ev.Subject, e.data, &evs[i]); err != nil {
-					return err
-				}
-			}
+	return errs, emits
+}
+
+// commitBatch records, in tx, the events handled without error: their
+// emissions, their inbox records, and the payments they changed.
+func (s *Service) commitBatch(ctx context.Context, tx *sqldb.Tx, evs []bus.Event, seen map[string]bool, errs []error, emits []*emission,
+	orderIDs []string, states map[string]*payment, loaded map[string]payment) error {
+	var done []bus.Event
+	touched := map[string]bool{}
+	for i, ev := range evs {
+		if seen[ev.ID] || errs[i] != nil {
+			continue
 		}
-		if len(done) == 0 {
-			return nil
-		}
-		if err := inbox.Record(ctx, tx, ConsumerName, done); err != nil {
-			return err
-		}
-		for _, id := range orderIDs {
-			p := states[id]
-			before, existed := loaded[id]
-			if !touched[id] || p == nil || (existed && before == *p) {
-				continue
-			}
-			if err := save(ctx, tx, p, existed); err != nil {
+		done = append(done, ev)
+		touched[ev.Subject] = true
+		if e := emits[i]; e != nil {
+			if err := s.outbox.Emit(ctx, tx, source, e.typ, ev.Subject, e.data, &evs[i]); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return bus.FailAll(len(evs), err)
 	}
-	for _, e := range errs {
-		if e != nil {
-			return errs
+	if len(done) == 0 {
+		return nil
+	}
+	if err := inbox.Record(ctx, tx, ConsumerName, done); err != nil {
+		return err
+	}
+	for _, id := range orderIDs {
+		p := states[id]
+		before, existed := loaded[id]
+		if !touched[id] || p == nil || (existed && before == *p) {
+			continue
+		}
+		if err := save(ctx, tx, p, existed); err != nil {
+			return err
 		}
 	}
 	return nil
