@@ -100,3 +100,27 @@ func TestSizeLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestOnlyTheInboxReadsTheInbox: a consumer asks the inbox package what
+// it has processed; no context reads or writes the table itself.
+func TestOnlyTheInboxReadsTheInbox(t *testing.T) {
+	err := filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") ||
+			strings.HasPrefix(path, filepath.Join("..", "platform", "inbox")) {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, q := range []string{"FROM inbox", "INTO inbox", "UPDATE inbox"} {
+			if strings.Contains(string(b), q) {
+				t.Errorf("%s has %q: use the inbox package", path, q)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"time"
 
-	"github.com/ordermesh/ordermesh/internal/event"
-	"github.com/ordermesh/ordermesh/internal/platform/sse"
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/sse"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
@@ -247,8 +248,7 @@ func (s *Service) owned(r *http.Request) error {
 		return nil
 	}
 	id := r.PathValue("id")
-	var customer string
-	err := s.db.QueryRow(r.Context(), "SELECT customer_id FROM orders WHERE id = ?", id).Scan(&customer)
+	customer, err := customerOf(r.Context(), s.db, id)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !caller.Owns(customer)) {
 		return apperr.New(apperr.NotFound, "", "order %s not found", id)
 	}

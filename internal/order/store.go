@@ -260,3 +260,10 @@ func overdueOrders(ctx context.Context, q sqldb.Querier, now time.Time, limit in
 	}
 	return ids, rows.Err()
 }
+
+// customerOf returns the customer of order id (sql.ErrNoRows: no such order).
+func customerOf(ctx context.Context, q sqldb.Querier, id string) (string, error) {
+	var customer string
+	err := q.QueryRow(ctx, "SELECT customer_id FROM orders WHERE id = ?", id).Scan(&customer)
+	return customer, err
+}

@@ -102,7 +102,7 @@ type emission struct {
 }
 
 func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
-	seen, err := s.seen(ctx, evs)
+	seen, err := inbox.Processed(ctx, s.db, ConsumerName, evs)
 	if err != nil {
 		return bus.FailAll(len(evs), err)
 	}
@@ -229,28 +229,6 @@ func (s *Service) commitBatch(ctx context.Context, tx *sqldb.Tx, evs []bus.Event
 		}
 	}
 	return nil
-}
-
-// seen returns which events this consumer has already processed.
-func (s *Service) seen(ctx context.Context, evs []bus.Event) (map[string]bool, error) {
-	args := []any{ConsumerName}
-	for _, ev := range evs {
-		args = append(args, ev.ID)
-	}
-	rows, err := s.db.Query(ctx, "SELECT event_id FROM inbox WHERE consumer = ? AND event_id IN ("+sqldb.Placeholders(len(evs))+")", args...)
-	if err != nil {
-		return nil, fmt.Errorf("inbox lookup: %w", err)
-	}
-	defer rows.Close()
-	seen := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		seen[id] = true
-	}
-	return seen, rows.Err()
 }
 
 func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payment, error) {

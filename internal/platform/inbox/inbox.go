@@ -139,6 +139,31 @@ func Record(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Event)
 	return err
 }
 
+// Processed returns which of evs consumer has already recorded, without
+// recording anything: for a consumer that must act outside its
+// transaction (a call to another system) before it records the events.
+func Processed(ctx context.Context, q sqldb.Querier, consumer string, evs []bus.Event) (map[string]bool, error) {
+	args := make([]any, 0, len(evs)+1)
+	args = append(args, consumer)
+	for _, ev := range evs {
+		args = append(args, ev.ID)
+	}
+	rows, err := q.Query(ctx, "SELECT event_id FROM inbox WHERE consumer = ? AND event_id IN ("+sqldb.Placeholders(len(evs))+")", args...)
+	if err != nil {
+		return nil, fmt.Errorf("inbox lookup for %s: %w", consumer, err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		seen[id] = true
+	}
+	return seen, rows.Err()
+}
+
 // seenBatch records the events in the inbox and returns the ids that were
 // not recorded before.
 func seenBatch(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Event) (map[string]bool, error) {
