@@ -101,17 +101,25 @@ func (s *Service) Product(ctx context.Context, sku string) (Product, error) {
 
 // Consumer is the saga consumer's configuration and handler.
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
-	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{event.OrderPlaced, event.OrderCancelled, event.ShipmentCreated}}
-	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle, inbox.LockFirst(lockStock))
+	routes := inbox.Routes{
+		inbox.On(event.OrderPlaced, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Placed) error {
+			return s.handle(ctx, tx, ev, d.OrderID, d.Items)
+		}),
+		inbox.On(event.OrderCancelled, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Cancelled) error {
+			return s.handle(ctx, tx, ev, d.OrderID, nil)
+		}),
+		inbox.On(event.ShipmentCreated, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Shipment) error {
+			return s.handle(ctx, tx, ev, d.OrderID, nil)
+		}),
+	}
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: routes.Types()}
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, routes.Handler(ConsumerName), inbox.LockFirst(lockStock))
 }
 
-// handle applies one saga event inside the transaction that records it:
-// it reads the order's reservation, asks decide, and writes the outcome.
-func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
-	orderID, lines, err := orderOf(ev)
-	if err != nil {
-		return err
-	}
+// handle applies one saga event about orderID (with its lines, for an
+// order.placed) inside the transaction that records it: it reads the
+// order's reservation, asks decide, and writes the outcome.
+func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string, lines []event.Line) error {
 	state, err := orderState(ctx, tx, orderID)
 	if err != nil {
 		return err
@@ -136,26 +144,6 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 		return err
 	}
 	return s.outbox.Emit(ctx, tx, source, typ, orderID, event.OrderRef{OrderID: orderID}, &ev)
-}
-
-// orderOf decodes the order an event is about, and its lines when it is
-// an order.placed.
-func orderOf(ev bus.Event) (string, []event.Line, error) {
-	switch ev.Type {
-	case event.OrderPlaced:
-		var d event.Placed
-		err := ev.DecodeData(&d)
-		return d.OrderID, d.Items, err
-	case event.OrderCancelled:
-		var d event.Cancelled
-		err := ev.DecodeData(&d)
-		return d.OrderID, nil, err
-	case event.ShipmentCreated:
-		var d event.Shipment
-		err := ev.DecodeData(&d)
-		return d.OrderID, nil, err
-	}
-	return "", nil, bus.Permanent(fmt.Errorf("inventory does not handle %s", ev.Type))
 }
 
 // reserve reserves every line of the order or none, and says which.

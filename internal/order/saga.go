@@ -65,13 +65,21 @@ func errOrError(err error, id string) error {
 
 // Consumer is the saga consumer's configuration and handler.
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
-	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{
-		event.ProductUpdated, event.OrderPlaced, event.StockRejected, event.PaymentAuthorized, event.PaymentFailed,
-		event.ShipmentCreated, event.PaymentCaptured}}
+	routes := inbox.Routes{
+		inbox.On(event.ProductUpdated, func(ctx context.Context, tx *sqldb.Tx, _ bus.Event, p event.Product) error {
+			return upsertProduct(ctx, tx, p)
+		}),
+		inbox.On(event.OrderPlaced, s.checkPlaced),
+	}
+	// The saga's events: the order rules (On) decide by type.
+	for _, typ := range []string{event.StockRejected, event.PaymentAuthorized, event.PaymentFailed, event.ShipmentCreated, event.PaymentCaptured} {
+		routes = append(routes, inbox.OnEvent(typ, s.advance))
+	}
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: routes.Types()}
 	// Every order.placed of an order stored here is this service's own:
 	// those are acknowledged after one read, without a transaction. Only
 	// one for an unknown order needs checkPlaced's compensation.
-	return cfg, bus.Skipping(inbox.BatchHandler(s.db, ConsumerName, s.handle), s.ownPlacements)
+	return cfg, bus.Skipping(inbox.BatchHandler(s.db, ConsumerName, routes.Handler(ConsumerName)), s.ownPlacements)
 }
 
 // ownPlacements reports which events are order.placed of orders stored
@@ -97,18 +105,9 @@ func (s *Service) ownPlacements(ctx context.Context, evs []bus.Event) ([]bool, e
 	return out, nil
 }
 
-// handle applies one saga event inside the transaction that records it.
-func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
-	switch ev.Type {
-	case event.ProductUpdated:
-		var p event.Product
-		if err := ev.DecodeData(&p); err != nil {
-			return err
-		}
-		return upsertProduct(ctx, tx, p)
-	case event.OrderPlaced:
-		return s.checkPlaced(ctx, tx, ev)
-	}
+// advance applies a saga event to its order, inside the transaction that
+// records it.
+func (s *Service) advance(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
 	o, err := loadState(ctx, tx, ev.Subject, true)
 	if apperr.KindOf(err) == apperr.NotFound {
 		// Every genuine order exists here before anything happens to it
@@ -132,13 +131,9 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 // committed, so an unknown order id means a forged or misrouted event.
 // Inventory and payments may already have acted on it; order.cancelled
 // (reason rejected) makes them release and void whatever they did.
-func (s *Service) checkPlaced(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+func (s *Service) checkPlaced(ctx context.Context, tx *sqldb.Tx, ev bus.Event, p event.Placed) error {
 	_, err := loadState(ctx, tx, ev.Subject, false)
 	if apperr.KindOf(err) != apperr.NotFound {
-		return err
-	}
-	var p event.Placed
-	if err := ev.DecodeData(&p); err != nil {
 		return err
 	}
 	if p.OrderID != ev.Subject {

@@ -41,36 +41,37 @@ func New(db *sqldb.DB, o *outbox.Outbox) *Service { return &Service{db: db, outb
 
 // Consumer is the saga consumer's configuration and handler.
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
-	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: []string{event.OrderConfirmed, event.OrderCancelled}}
-	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
+	routes := inbox.Routes{
+		inbox.On(event.OrderConfirmed, s.ship),
+		inbox.OnEvent(event.OrderCancelled, s.cancel),
+	}
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: routes.Types()}
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, routes.Handler(ConsumerName))
 }
 
-func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
-	switch ev.Type {
-	case event.OrderConfirmed:
-		var d event.Confirmed
-		if err := ev.DecodeData(&d); err != nil {
-			return err
-		}
-		id, err := uuid.NewV7()
-		if err != nil {
-			return err
-		}
-		sh := newShipment(d.OrderID, id)
-		res, err := tx.Exec(ctx, `INSERT INTO shipments (order_id, state, shipment_id, carrier, tracking) VALUES (?, 'created', ?, ?, ?)
-			ON CONFLICT (order_id) DO NOTHING`, sh.OrderID, sh.ShipmentID, sh.Carrier, sh.Tracking)
-		if err != nil {
-			return fmt.Errorf("create shipment for %s: %w", d.OrderID, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil // already shipped, or cancelled first
-		}
-		return s.outbox.Emit(ctx, tx, source, event.ShipmentCreated, d.OrderID, sh, &ev)
-	case event.OrderCancelled:
-		_, err := tx.Exec(ctx, "INSERT INTO shipments (order_id, state) VALUES (?, 'cancelled') ON CONFLICT (order_id) DO NOTHING", ev.Subject)
+// ship creates the shipment of a confirmed order, unless it has one or was
+// cancelled first.
+func (s *Service) ship(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Confirmed) error {
+	id, err := uuid.NewV7()
+	if err != nil {
 		return err
 	}
-	return bus.Permanent(fmt.Errorf("shipping does not handle %s", ev.Type))
+	sh := newShipment(d.OrderID, id)
+	res, err := tx.Exec(ctx, `INSERT INTO shipments (order_id, state, shipment_id, carrier, tracking) VALUES (?, 'created', ?, ?, ?)
+		ON CONFLICT (order_id) DO NOTHING`, sh.OrderID, sh.ShipmentID, sh.Carrier, sh.Tracking)
+	if err != nil {
+		return fmt.Errorf("create shipment for %s: %w", d.OrderID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil // already shipped, or cancelled first
+	}
+	return s.outbox.Emit(ctx, tx, source, event.ShipmentCreated, d.OrderID, sh, &ev)
+}
+
+// cancel marks a cancelled order, so a late order.confirmed ships nothing.
+func (s *Service) cancel(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+	_, err := tx.Exec(ctx, "INSERT INTO shipments (order_id, state) VALUES (?, 'cancelled') ON CONFLICT (order_id) DO NOTHING", ev.Subject)
+	return err
 }
 
 // newShipment is the shipment of an order under id: the shipping rule, a
