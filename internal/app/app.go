@@ -169,15 +169,21 @@ type Node struct {
 	DevToken string
 }
 
-// Start brings a node up: broker, streams, databases (migrated), outbox
-// relays, HTTP. On error everything already started is closed again.
-func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+// withDefaults fills what cfg leaves unset.
+func (cfg Config) withDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.MaxDeliver <= 0 {
 		cfg.MaxDeliver = bus.DefaultMaxDeliver
 	}
+	return cfg
+}
+
+// Start brings a node up: broker, streams, databases (migrated), outbox
+// relays, HTTP. On error everything already started is closed again.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	cfg = cfg.withDefaults()
 	runCtx, stop := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Logger, stores: map[string]*store{}, stop: stop}
 	defer func() {
@@ -186,17 +192,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	n.reg = prometheus.NewRegistry()
-	stopTracing, err := telemetry.Setup(ctx, "ordermesh "+strings.Join(cfg.Services, ","))
-	if err != nil {
+	if err := n.setupTracing(ctx); err != nil {
 		return nil, err
 	}
-	n.onClose = append(n.onClose, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := stopTracing(ctx); err != nil {
-			n.log.Warn("flush traces", "err", err)
-		}
-	})
 	if err := n.connect(ctx); err != nil {
 		return nil, err
 	}
@@ -227,11 +225,46 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.mountAPI(runCtx, mux); err != nil {
 		return nil, err
 	}
+	n.startRelays(runCtx)
+	n.serveHTTP(mux)
+	if cfg.MetricsAddr != "" {
+		if err := n.serveMetrics(cfg.MetricsAddr); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.PprofAddr != "" {
+		if err := n.servePprof(cfg.PprofAddr); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// setupTracing starts OpenTelemetry for this process and flushes it on
+// Close.
+func (n *Node) setupTracing(ctx context.Context) error {
+	stopTracing, err := telemetry.Setup(ctx, "ordermesh "+strings.Join(n.cfg.Services, ","))
+	if err != nil {
+		return err
+	}
+	n.onClose = append(n.onClose, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(ctx); err != nil {
+			n.log.Warn("flush traces", "err", err)
+		}
+	})
+	return nil
+}
+
+// startRelays starts each store's outbox relay and the inbox pruning; they
+// end with runCtx.
+func (n *Node) startRelays(runCtx context.Context) {
 	for name, st := range n.stores {
 		if name == "gateway" {
 			continue // emits no events
 		}
-		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.Bus, Retention: cfg.OutboxRetention, Logger: n.log})
+		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.Bus, Retention: n.cfg.OutboxRetention, Logger: n.log})
 		n.relays.Add(1)
 		go func() {
 			defer n.relays.Done()
@@ -245,18 +278,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		defer n.relays.Done()
 		n.pruneInboxes(runCtx)
 	}()
-	n.serveHTTP(mux)
-	if cfg.MetricsAddr != "" {
-		if err := n.serveMetrics(cfg.MetricsAddr); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.PprofAddr != "" {
-		if err := n.servePprof(cfg.PprofAddr); err != nil {
-			return nil, err
-		}
-	}
-	return n, nil
 }
 
 func (n *Node) connect(ctx context.Context) error {

@@ -58,71 +58,86 @@ func (n *Node) mountConsole(mux *http.ServeMux) {
 // health. The gateway classifies /api/admin/dlq, /api/admin/orders/ and
 // /api/admin/health as admin-only.
 func (n *Node) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/admin/dlq", func(w http.ResponseWriter, r *http.Request) {
-		dls, err := n.Bus.DeadLetters(r.Context())
-		if err != nil {
-			httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "dead letters: %v", err))
-			return
-		}
-		if dls == nil {
-			dls = []bus.DeadLetter{}
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"dead_letters": dls})
-	})
-	mux.HandleFunc("GET /api/admin/dlq/{id}", func(w http.ResponseWriter, r *http.Request) {
-		id, ok := n.deadLetterID(w, r)
-		if !ok {
-			return
-		}
-		dl, err := n.Bus.DeadLetter(r.Context(), id)
-		if err != nil {
-			n.deadLetterError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"dead_letter": dl, "data": dataJSON(dl.Data)})
-	})
-	mux.HandleFunc("POST /api/admin/dlq/{id}/replay", func(w http.ResponseWriter, r *http.Request) {
-		id, ok := n.deadLetterID(w, r)
-		if !ok {
-			return
-		}
-		if err := n.Bus.Replay(r.Context(), id); err != nil {
-			n.deadLetterError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusAccepted, map[string]any{"replayed": []uint64{id}})
-	})
-	mux.HandleFunc("POST /api/admin/dlq/replay", func(w http.ResponseWriter, r *http.Request) {
-		dls, err := n.Bus.DeadLetters(r.Context())
-		if err != nil {
-			httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "dead letters: %v", err))
-			return
-		}
-		replayed := []uint64{}
-		for _, dl := range dls {
-			if err := n.Bus.Replay(r.Context(), dl.ID); err != nil {
-				n.deadLetterError(w, r, err)
-				return
-			}
-			replayed = append(replayed, dl.ID)
-		}
-		writeJSON(w, http.StatusAccepted, map[string]any{"replayed": replayed})
-	})
-	mux.HandleFunc("DELETE /api/admin/dlq", func(w http.ResponseWriter, r *http.Request) {
-		// Purging loses events for good: the caller must say so.
-		if r.URL.Query().Get("confirm") != "purge" {
-			httpx.Error(w, r, n.log, apperr.Invalidf("confirm", "purging deletes every dead letter for good: add ?confirm=purge"))
-			return
-		}
-		purged, err := n.Bus.PurgeDeadLetters(r.Context())
-		if err != nil {
-			httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "purge: %v", err))
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"purged": purged})
-	})
+	mux.HandleFunc("GET /api/admin/dlq", n.listDeadLetters)
+	mux.HandleFunc("GET /api/admin/dlq/{id}", n.showDeadLetter)
+	mux.HandleFunc("POST /api/admin/dlq/{id}/replay", n.replayDeadLetter)
+	mux.HandleFunc("POST /api/admin/dlq/replay", n.replayDeadLetters)
+	mux.HandleFunc("DELETE /api/admin/dlq", n.purgeDeadLetters)
 	mux.HandleFunc("GET /api/admin/orders/{id}/saga", n.saga)
 	mux.HandleFunc("GET /api/admin/health", n.health)
+}
+
+// listDeadLetters lists every dead letter.
+func (n *Node) listDeadLetters(w http.ResponseWriter, r *http.Request) {
+	dls, err := n.Bus.DeadLetters(r.Context())
+	if err != nil {
+		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "dead letters: %v", err))
+		return
+	}
+	if dls == nil {
+		dls = []bus.DeadLetter{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": dls})
+}
+
+// showDeadLetter shows one dead letter with its data.
+func (n *Node) showDeadLetter(w http.ResponseWriter, r *http.Request) {
+	id, ok := n.deadLetterID(w, r)
+	if !ok {
+		return
+	}
+	dl, err := n.Bus.DeadLetter(r.Context(), id)
+	if err != nil {
+		n.deadLetterError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letter": dl, "data": dataJSON(dl.Data)})
+}
+
+// replayDeadLetter sends one dead letter back to its consumer.
+func (n *Node) replayDeadLetter(w http.ResponseWriter, r *http.Request) {
+	id, ok := n.deadLetterID(w, r)
+	if !ok {
+		return
+	}
+	if err := n.Bus.Replay(r.Context(), id); err != nil {
+		n.deadLetterError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"replayed": []uint64{id}})
+}
+
+// replayDeadLetters sends every dead letter back to its consumer.
+func (n *Node) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
+	dls, err := n.Bus.DeadLetters(r.Context())
+	if err != nil {
+		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "dead letters: %v", err))
+		return
+	}
+	replayed := []uint64{}
+	for _, dl := range dls {
+		if err := n.Bus.Replay(r.Context(), dl.ID); err != nil {
+			n.deadLetterError(w, r, err)
+			return
+		}
+		replayed = append(replayed, dl.ID)
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"replayed": replayed})
+}
+
+// purgeDeadLetters deletes every dead letter, when the caller confirms it.
+func (n *Node) purgeDeadLetters(w http.ResponseWriter, r *http.Request) {
+	// Purging loses events for good: the caller must say so.
+	if r.URL.Query().Get("confirm") != "purge" {
+		httpx.Error(w, r, n.log, apperr.Invalidf("confirm", "purging deletes every dead letter for good: add ?confirm=purge"))
+		return
+	}
+	purged, err := n.Bus.PurgeDeadLetters(r.Context())
+	if err != nil {
+		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "purge: %v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"purged": purged})
 }
 
 func (n *Node) deadLetterID(w http.ResponseWriter, r *http.Request) (uint64, bool) {

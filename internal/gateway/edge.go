@@ -175,30 +175,8 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Authorization") != "" && e.isBlocked(w, r) {
 		return
 	}
-	id, err := e.cfg.Auth.Authenticate(r)
-	if err != nil {
-		if apperr.KindOf(err) == apperr.Unauthorized && !e.admitFailure(w, r) {
-			return
-		}
-		if apperr.KindOf(err) == apperr.Unauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", error="invalid_token", error_description=`+strconv.Quote(oneLine(err.Error())))
-		}
-		e.fail(w, r, err)
-		return
-	}
-	if route.Scope != "" {
-		if id.Anonymous() {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", scope="`+route.Scope+`"`)
-			e.fail(w, r, apperr.New(apperr.Unauthorized, "Authorization", "this route needs a bearer token or API key with scope %s", route.Scope))
-			return
-		}
-		if !id.Has(route.Scope) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", error="insufficient_scope", scope="`+route.Scope+`"`)
-			e.fail(w, r, apperr.New(apperr.Forbidden, "", "%s lacks scope %s (has: %s)", id.Subject, route.Scope, strings.Join(id.Scopes, " ")))
-			return
-		}
-	}
-	if !e.admit(w, r, route, id) {
+	id, ok := e.authorize(w, r, route)
+	if !ok || !e.admit(w, r, route, id) {
 		return
 	}
 	if slots, ok := e.slots[route.Class]; ok {
@@ -237,6 +215,36 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	next.ServeHTTP(w, r)
+}
+
+// authorize authenticates the caller and checks the route's scope. When it
+// reports false it has answered the request.
+func (e *Edge) authorize(w http.ResponseWriter, r *http.Request, route Route) (identity.Identity, bool) {
+	id, err := e.cfg.Auth.Authenticate(r)
+	if err != nil {
+		if apperr.KindOf(err) == apperr.Unauthorized && !e.admitFailure(w, r) {
+			return id, false
+		}
+		if apperr.KindOf(err) == apperr.Unauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", error="invalid_token", error_description=`+strconv.Quote(oneLine(err.Error())))
+		}
+		e.fail(w, r, err)
+		return id, false
+	}
+	if route.Scope == "" {
+		return id, true
+	}
+	if id.Anonymous() {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", scope="`+route.Scope+`"`)
+		e.fail(w, r, apperr.New(apperr.Unauthorized, "Authorization", "this route needs a bearer token or API key with scope %s", route.Scope))
+		return id, false
+	}
+	if !id.Has(route.Scope) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ordermesh", error="insufficient_scope", scope="`+route.Scope+`"`)
+		e.fail(w, r, apperr.New(apperr.Forbidden, "", "%s lacks scope %s (has: %s)", id.Subject, route.Scope, strings.Join(id.Scopes, " ")))
+		return id, false
+	}
+	return id, true
 }
 
 // limit is the limit of class: the configured one, else the default

@@ -228,16 +228,21 @@ func (s *run) fail(kind string) {
 	s.mu.Unlock()
 }
 
-// Run sends load for the configured duration, waits (up to Drain) for the
-// orders to settle, and returns what it measured. Cancelling ctx stops
-// sending early; the result still covers what was sent.
-func (r *Runner) Run(ctx context.Context) Result {
-	st := &run{
+// newRun is the state of a run that has not started.
+func newRun() *run {
+	return &run{
 		accept:     hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3),
 		completion: hdrhistogram.New(1, int64(2*time.Minute/time.Microsecond), 3),
 		errors:     map[string]int64{},
 		reasons:    map[string]int64{},
 	}
+}
+
+// Run sends load for the configured duration, waits (up to Drain) for the
+// orders to settle, and returns what it measured. Cancelling ctx stops
+// sending early; the result still covers what was sent.
+func (r *Runner) Run(ctx context.Context) Result {
+	st := newRun()
 	start := time.Now()
 	interval := time.Duration(float64(time.Second) / r.cfg.Rate)
 	total := int64(r.cfg.Duration.Seconds() * r.cfg.Rate)
@@ -288,6 +293,14 @@ send:
 	}
 	close(idle)
 	sentFor := time.Since(start)
+	r.drain(ctx, &wg, cancelDrain)
+	stopProgress()
+	return r.result(st, sentFor, time.Since(start))
+}
+
+// drain waits for the orders in flight to settle, for at most the drain
+// time (5 seconds when ctx was interrupted), then gives up on the rest.
+func (r *Runner) drain(ctx context.Context, wg *sync.WaitGroup, cancelDrain func()) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
@@ -304,8 +317,10 @@ send:
 			<-done
 		}
 	}
-	stopProgress()
-	elapsed := time.Since(start)
+}
+
+// result sums up a run that sent for sentFor and lasted elapsed.
+func (r *Runner) result(st *run, sentFor, elapsed time.Duration) Result {
 	res := Result{
 		Rate: r.cfg.Rate, Duration: sentFor.Seconds(),
 		Sent: st.sent.Load(), Accepted: st.accepted.Load(), Completed: st.completed.Load(), Cancelled: st.cancelledN.Load(),

@@ -156,6 +156,14 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer stream.KeepAlive(ctx, keepAlive, cancel)() // stopped before the handler returns
+	s.streamChanges(ctx, stream, id, last, changes)
+}
+
+// streamChanges sends order id's changes, starting with changes, then each
+// one committed after version last, until the order ends, the client
+// leaves or a keep-alive fails (ctx ends).
+func (s *Service) streamChanges(ctx context.Context, stream *sse.Writer, id string, last int, changes []Change) {
+	var err error
 	for {
 		for _, c := range changes {
 			if err := stream.Event(strconv.Itoa(c.Version), c.Type, c.Order); err != nil {
@@ -167,7 +175,7 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		woken, stop := s.changes.watch(id) // before reading: no lost wake-up
-		if changes, err = changesAfter(r.Context(), s.db, id, last); err != nil {
+		if changes, err = changesAfter(ctx, s.db, id, last); err != nil {
 			stop()
 			return
 		}
@@ -183,7 +191,7 @@ func (s *Service) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		stop()
-		if changes, err = changesAfter(r.Context(), s.db, id, last); err != nil {
+		if changes, err = changesAfter(ctx, s.db, id, last); err != nil {
 			return
 		}
 	}

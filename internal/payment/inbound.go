@@ -74,25 +74,37 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op P
 		return err
 	}
 	if ok && p.cancelled && op.Outcome == OutcomeApproved && p.state == stateAuthorizing {
-		// Approved after the order was cancelled: void before recording.
-		res, err := s.provider.Do(ctx, OpVoid, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
-		if err != nil {
-			return apperr.New(apperr.Unavailable, "", "void the late authorization of %s: %v", p.orderID, err)
-		}
-		return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-			if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
-				return err
-			}
-			if _, err := tx.Exec(ctx, "UPDATE payments SET state = ?, version = version + 1 WHERE order_id = ? AND state = ?", stateVoided, p.orderID, stateAuthorizing); err != nil {
-				return err
-			}
-			if res.Outcome != OutcomeDone {
-				return nil
-			}
-			return s.outbox.Emit(ctx, tx, source, event.PaymentVoided, p.orderID,
-				event.Payment{OrderID: p.orderID, AmountCents: res.AmountCents, Currency: p.currency, ProviderRef: fmt.Sprintf("psp_%d", res.ID)}, nil)
-		})
+		return s.voidLateAuthorization(ctx, webhookID, p)
 	}
+	return s.recordAuthorization(ctx, webhookID, op)
+}
+
+// voidLateAuthorization voids an authorization approved after its order was
+// cancelled, before recording it.
+func (s *Service) voidLateAuthorization(ctx context.Context, webhookID string, p *payment) error {
+	// Approved after the order was cancelled: void before recording.
+	res, err := s.provider.Do(ctx, OpVoid, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
+	if err != nil {
+		return apperr.New(apperr.Unavailable, "", "void the late authorization of %s: %v", p.orderID, err)
+	}
+	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE payments SET state = ?, version = version + 1 WHERE order_id = ? AND state = ?", stateVoided, p.orderID, stateAuthorizing); err != nil {
+			return err
+		}
+		if res.Outcome != OutcomeDone {
+			return nil
+		}
+		return s.outbox.Emit(ctx, tx, source, event.PaymentVoided, p.orderID,
+			event.Payment{OrderID: p.orderID, AmountCents: res.AmountCents, Currency: p.currency, ProviderRef: fmt.Sprintf("psp_%d", res.ID)}, nil)
+	})
+}
+
+// recordAuthorization records the provider's outcome of an authorization
+// still waiting, and emits it.
+func (s *Service) recordAuthorization(ctx context.Context, webhookID string, op ProviderResult) error {
 	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		var current string
 		err := tx.QueryRow(ctx, "SELECT state FROM payments WHERE order_id = ?", op.OrderID).Scan(&current)

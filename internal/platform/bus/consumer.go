@@ -74,20 +74,7 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		go c.work(c.workers[i])
 	}
 	go c.keepAlive()
-	type source struct {
-		stream, name string
-		filters      []string
-		start        bool // consumed from the start; partitions when leased
-	}
-	sources := []source{{StreamReplay, cfg.Name, []string{replayPrefix + cfg.Name + ".>"}, true}}
-	if b.cfg.Partitioned {
-		for p := range Partitions {
-			sources = append(sources, source{StreamEvents, partitionName(cfg.Name, p), TypeSubjects(cfg.Types, p), false})
-		}
-	} else {
-		sources = append(sources, source{StreamEvents, cfg.Name, TypeSubjects(cfg.Types, -1), true})
-	}
-	for _, src := range sources {
+	for _, src := range b.sources(cfg) {
 		cons, err := b.ensureConsumer(ctx, src.stream, jetstream.ConsumerConfig{
 			Durable:        src.name,
 			Description:    "ordermesh consumer " + cfg.Name,
@@ -114,20 +101,49 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 	}
 	b.metrics.add(c)
 	if b.cfg.Partitioned {
-		leases, members, err := b.leases(ctx)
-		if err != nil {
+		if err := c.startBalancing(ctx); err != nil {
 			c.Stop()
 			return nil, err
 		}
-		c.balance = &balancer{c: c, kv: leases, members: members, instance: b.cfg.Instance, owned: map[int]*lease{}}
-		bctx, cancel := context.WithCancel(context.Background())
-		c.stopBalance, c.balanced = cancel, make(chan struct{})
-		go func() {
-			defer close(c.balanced)
-			c.balance.run(bctx)
-		}()
 	}
 	return c, nil
+}
+
+// source is a durable consumer a Consumer reads from.
+type source struct {
+	stream, name string
+	filters      []string
+	start        bool // consumed from the start; partitions when leased
+}
+
+// sources are cfg's durable consumers: its replays, and the events, in one
+// consumer or one per partition.
+func (b *Bus) sources(cfg ConsumerConfig) []source {
+	sources := []source{{StreamReplay, cfg.Name, []string{replayPrefix + cfg.Name + ".>"}, true}}
+	if !b.cfg.Partitioned {
+		return append(sources, source{StreamEvents, cfg.Name, TypeSubjects(cfg.Types, -1), true})
+	}
+	for p := range Partitions {
+		sources = append(sources, source{StreamEvents, partitionName(cfg.Name, p), TypeSubjects(cfg.Types, p), false})
+	}
+	return sources
+}
+
+// startBalancing starts taking and giving back partition leases with the
+// other instances.
+func (c *Consumer) startBalancing(ctx context.Context) error {
+	leases, members, err := c.bus.leases(ctx)
+	if err != nil {
+		return err
+	}
+	c.balance = &balancer{c: c, kv: leases, members: members, instance: c.bus.cfg.Instance, owned: map[int]*lease{}}
+	bctx, cancel := context.WithCancel(context.Background())
+	c.stopBalance, c.balanced = cancel, make(chan struct{})
+	go func() {
+		defer close(c.balanced)
+		c.balance.run(bctx)
+	}()
+	return nil
 }
 
 // Partitions are the partitions this instance consumes now (nil for a

@@ -73,21 +73,8 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		opts.ServerName = cfg.Name
 	}
 	if cfg.Cluster != "" {
-		host, portStr, err := net.SplitHostPort(cfg.ClusterListen)
-		if err != nil {
-			return nil, fmt.Errorf("cluster listen %q: want host:port: %w", cfg.ClusterListen, err)
-		}
-		port, err := strconv.Atoi(portStr)
-		if err != nil {
-			return nil, fmt.Errorf("cluster listen %q: %w", cfg.ClusterListen, err)
-		}
-		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster, Host: host, Port: port}
-		for _, r := range cfg.Routes {
-			u, err := url.Parse(r)
-			if err != nil {
-				return nil, fmt.Errorf("route %q: %w", r, err)
-			}
-			opts.Routes = append(opts.Routes, u)
+		if err := clusterOptions(cfg, opts); err != nil {
+			return nil, err
 		}
 	}
 	srv, err := server.NewServer(opts)
@@ -113,6 +100,27 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded nats started without JetStream (store %s)", cfg.StoreDir)
 	}
 	return &Embedded{srv: srv, user: cfg.User, password: cfg.Password}, nil
+}
+
+// clusterOptions sets opts to join cfg's cluster.
+func clusterOptions(cfg EmbeddedConfig, opts *server.Options) error {
+	host, portStr, err := net.SplitHostPort(cfg.ClusterListen)
+	if err != nil {
+		return fmt.Errorf("cluster listen %q: want host:port: %w", cfg.ClusterListen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("cluster listen %q: %w", cfg.ClusterListen, err)
+	}
+	opts.Cluster = server.ClusterOpts{Name: cfg.Cluster, Host: host, Port: port}
+	for _, r := range cfg.Routes {
+		u, err := url.Parse(r)
+		if err != nil {
+			return fmt.Errorf("route %q: %w", r, err)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
 }
 
 // Connect opens an in-process client connection to the server.
