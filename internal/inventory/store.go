@@ -22,13 +22,6 @@ var migrations embed.FS
 // Migrations is the inventory schema.
 func Migrations() sqldb.Migrations { return sqldb.Embedded("inventory", migrations) }
 
-func forUpdate(tx *sqldb.Tx) string {
-	if tx.Dialect() == sqldb.Postgres {
-		return " FOR UPDATE"
-	}
-	return "" // SQLite: the write transaction already holds the database lock
-}
-
 func insertProduct(ctx context.Context, tx *sqldb.Tx, p NewProduct) error {
 	res, err := tx.Exec(ctx, `INSERT INTO products (sku, name, price_cents, currency, received, available, reserved, committed)
 		VALUES (?, ?, ?, ?, ?, ?, 0, 0) ON CONFLICT (sku) DO NOTHING`, p.SKU, p.Name, p.PriceCents, p.Currency, p.Stock, p.Stock)
@@ -102,7 +95,7 @@ func (s *Service) Ledger(ctx context.Context) ([]Ledger, error) {
 
 func orderState(ctx context.Context, tx *sqldb.Tx, orderID string) (string, error) {
 	var state string
-	err := tx.QueryRow(ctx, "SELECT state FROM stock_orders WHERE order_id = ?"+forUpdate(tx), orderID).Scan(&state)
+	err := tx.QueryRow(ctx, "SELECT state FROM stock_orders WHERE order_id = ?"+tx.ForUpdate(), orderID).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -136,7 +129,7 @@ func tryReserve(ctx context.Context, tx *sqldb.Tx, orderID string, lines []event
 	available := make(map[string]int, len(skus))
 	for _, sku := range skus {
 		var n int
-		err := tx.QueryRow(ctx, "SELECT available FROM products WHERE sku = ?"+forUpdate(tx), sku).Scan(&n)
+		err := tx.QueryRow(ctx, "SELECT available FROM products WHERE sku = ?"+tx.ForUpdate(), sku).Scan(&n)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}

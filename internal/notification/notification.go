@@ -86,7 +86,7 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 		return err
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO messages (event_id, order_id, customer_id, type, subject, body, at_us) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (event_id) DO NOTHING`, ev.ID, orderID, d.CustomerID, ev.Type, subject, body, time.Now().UnixMicro())
+		ON CONFLICT (event_id) DO NOTHING`, ev.ID, orderID, d.CustomerID, ev.Type, subject, body, tx.Now().UnixMicro())
 	return err
 }
 

@@ -78,8 +78,8 @@ func loadOrder(ctx context.Context, q sqldb.Querier, id string, lock bool) (Orde
 // Errors: NotFound.
 func loadState(ctx context.Context, q sqldb.Querier, id string, lock bool) (Order, error) {
 	query := "SELECT " + orderColumns + " FROM orders WHERE id = ?"
-	if tx, ok := q.(*sqldb.Tx); ok && lock && tx.Dialect() == sqldb.Postgres {
-		query += " FOR UPDATE"
+	if tx, ok := q.(*sqldb.Tx); ok && lock {
+		query += tx.ForUpdate()
 	}
 	o, err := scanOrder(q.QueryRow(ctx, query, id))
 	if errors.Is(err, sql.ErrNoRows) {

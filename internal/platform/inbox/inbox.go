@@ -27,7 +27,7 @@ func Migrations() sqldb.Migrations { return sqldb.Embedded("inbox", migrations) 
 func Seen(ctx context.Context, tx *sqldb.Tx, consumer, eventID string) (bool, error) {
 	res, err := tx.Exec(ctx,
 		"INSERT INTO inbox (consumer, event_id, received_at_us) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-		consumer, eventID, time.Now().UnixMicro())
+		consumer, eventID, tx.Now().UnixMicro())
 	if err != nil {
 		return false, fmt.Errorf("inbox record %s/%s: %w", consumer, eventID, err)
 	}
@@ -174,7 +174,7 @@ func seenBatch(ctx context.Context, tx *sqldb.Tx, consumer string, evs []bus.Eve
 		}
 		return map[string]bool{evs[0].ID: !seen}, nil
 	}
-	now := time.Now().UnixMicro()
+	now := tx.Now().UnixMicro()
 	args := make([]any, 0, 3*len(evs))
 	var q strings.Builder
 	q.WriteString("INSERT INTO inbox (consumer, event_id, received_at_us) VALUES ")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Group commit (SQLite). SQLite has one writer, so write transactions from
@@ -128,7 +129,7 @@ func (db *DB) runGroup(batch []*groupTx) []groupResult {
 		if _, err := shared.ExecContext(context.Background(), "SAVEPOINT group_tx"); err != nil {
 			return failAll(results, fmt.Errorf("savepoint: %w", err))
 		}
-		tx := &Tx{tx: shared, db: db}
+		tx := &Tx{tx: shared, db: db, now: time.Now()}
 		results[i].panicked = catch(func() { results[i].err = t.fn(tx) })
 		if results[i].err != nil || results[i].panicked != nil {
 			if _, err := shared.ExecContext(context.Background(), "ROLLBACK TO group_tx"); err != nil {

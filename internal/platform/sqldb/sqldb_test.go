@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
@@ -71,6 +72,23 @@ func TestStore(t *testing.T) {
 			}
 			if count(t, db) != before || hooked {
 				t.Fatalf("rollback: rows %d (want %d), hook ran %v", count(t, db), before, hooked)
+			}
+		})
+		t.Run("TxGivesItsTimeAndLockClause", func(t *testing.T) {
+			before := time.Now()
+			err := db.InTx(ctx, func(tx *sqldb.Tx) error {
+				if now := tx.Now(); now.Before(before) || now != tx.Now() {
+					t.Errorf("tx.Now() = %v then %v; want one instant, not before the transaction began (%v)", now, tx.Now(), before)
+				}
+				want := map[sqldb.Dialect]string{sqldb.SQLite: "", sqldb.Postgres: " FOR UPDATE"}[tx.Dialect()]
+				if got := tx.ForUpdate(); got != want {
+					t.Errorf("%s: ForUpdate() = %q, want %q", tx.Dialect(), got, want)
+				}
+				_, err := tx.Exec(ctx, "SELECT body FROM notes WHERE id = ?"+tx.ForUpdate(), 1)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
 		})
 		// SQLite's statements run detached from the caller's cancellation

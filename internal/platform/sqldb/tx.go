@@ -19,6 +19,21 @@ type Tx struct {
 	db       *DB
 	onCommit []func()
 	inOrder  []func()
+	now      time.Time
+}
+
+// Now is the transaction's time: read once when it began, so every row it
+// stamps carries the same instant.
+func (tx *Tx) Now() time.Time { return tx.now }
+
+// ForUpdate is the row-locking clause for a SELECT in this transaction:
+// " FOR UPDATE" on PostgreSQL; nothing on SQLite, whose write transaction
+// already holds the whole database.
+func (tx *Tx) ForUpdate() string {
+	if tx.db.dialect == Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
 }
 
 // statements is what a transaction runs its statements on: a sql.Tx
@@ -127,7 +142,7 @@ func (db *DB) plainTx(ctx context.Context, fn func(*Tx) error, hooks *[]func()) 
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	defer t.Rollback()
-	tx := &Tx{tx: t, db: db}
+	tx := &Tx{tx: t, db: db, now: time.Now()}
 	if err := fn(tx); err != nil {
 		return err
 	}
