@@ -201,6 +201,23 @@ func (c *commonFlags) logger(stderr io.Writer) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: use text or json", c.logFormat)
 }
 
+// config checks the common flags and builds the Config that run and serve
+// share; each then sets what is its own.
+func (c *commonFlags) config(stderr io.Writer) (Config, error) {
+	if err := c.validate(); err != nil {
+		return Config{}, err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return Config{}, err
+	}
+	return Config{
+		Addr: c.addr, MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
+		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout,
+		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPAPIKey: c.pspAPIKey, CORSOrigins: c.origins(),
+	}, nil
+}
+
 // scheduleFlag is --webhook-schedule: comma-separated delays.
 type scheduleFlag []time.Duration
 

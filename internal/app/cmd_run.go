@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -22,19 +23,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
-	if err := c.validate(); err != nil {
-		return err
-	}
-	log, err := c.logger(stderr)
+	cfg, err := c.config(stderr)
 	if err != nil {
 		return err
 	}
-	cfg := Config{
-		Services: Services, Addr: c.addr, DataDir: *data, NATSListen: *natsListen,
-		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
-		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout, Webhooks: c.webhooks,
-		PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPAPIKey: c.pspAPIKey, CORSOrigins: c.origins(),
-	}
+	cfg.Services, cfg.DataDir, cfg.NATSListen = Services, *data, *natsListen
 	if err := g.apply(&cfg); err != nil {
 		return err
 	}
@@ -88,6 +81,38 @@ func checkServeNeeds(service, natsURL, db, pspURL, pspNotify string, c *commonFl
 	return nil
 }
 
+// upstreamFlags are the gateway's upstreams: where each service's
+// instances are and how requests are spread over them.
+type upstreamFlags struct {
+	upstreams        upstreamFlag
+	file             *string
+	balance, hashKey serviceFlag
+}
+
+func (u *upstreamFlags) register(fs *flag.FlagSet) {
+	fs.Var(&u.upstreams, "upstream", "gateway: SERVICE=URL[;w=WEIGHT][,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
+	u.file = fs.String("upstream-config", "", `gateway: JSON file of upstreams, e.g. {"upstreams": {"orders": {"instances": ["http://127.0.0.1:9101;w=2"], "lb": "p2c", "hash_key": "subject"}}}`)
+	u.balance, u.hashKey = balanceFlag(), hashKeyFlag()
+	fs.Var(u.balance, "lb", "gateway: SERVICE=POLICY (repeatable): round_robin, weighted, least_conn, p2c or hash")
+	fs.Var(u.hashKey, "hash-key", "gateway: SERVICE=subject|ip|header:NAME, what the hash policy keys on (default subject: a caller's streams stick to one instance)")
+}
+
+// config reads --upstream-config, if given, and sets cfg's upstreams; a
+// gateway needs at least one.
+func (u *upstreamFlags) config(service string, cfg *Config) error {
+	if *u.file != "" {
+		var err error
+		if u.upstreams, err = loadUpstreamFile(*u.file, u.upstreams, u.balance, u.hashKey); err != nil {
+			return err
+		}
+	}
+	if service == "gateway" && len(u.upstreams) == 0 {
+		return usagef("serve gateway needs at least one --upstream SERVICE=URL or --upstream-config FILE")
+	}
+	cfg.Upstreams, cfg.Balance, cfg.HashKeys = u.upstreams, u.balance.m, u.hashKey.m
+	return nil
+}
+
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", serveSynopsis, stderr)
 	var c commonFlags
@@ -103,13 +128,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	partitioned := fs.Bool("partitioned", true, "consume each partition of the events on one instance at a time, so several instances never handle one order's events at once (false: one consumer shared by all instances)")
 	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
 	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
-	var upstreams upstreamFlag
-	fs.Var(&upstreams, "upstream", "gateway: SERVICE=URL[;w=WEIGHT][,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
-	upstreamConfig := fs.String("upstream-config", "", `gateway: JSON file of upstreams, e.g. {"upstreams": {"orders": {"instances": ["http://127.0.0.1:9101;w=2"], "lb": "p2c", "hash_key": "subject"}}}`)
-	balance := balanceFlag()
-	fs.Var(balance, "lb", "gateway: SERVICE=POLICY (repeatable): round_robin, weighted, least_conn, p2c or hash")
-	hashKeys := hashKeyFlag()
-	fs.Var(hashKeys, "hash-key", "gateway: SERVICE=subject|ip|header:NAME, what the hash policy keys on (default subject: a caller's streams stick to one instance)")
+	var uf upstreamFlags
+	uf.register(fs)
 	pos, given, err := parseFlagsGiven(fs, args)
 	if err != nil {
 		return err
@@ -130,32 +150,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := sf.validate(); err != nil {
 		return err
 	}
-	if *upstreamConfig != "" {
-		if upstreams, err = loadUpstreamFile(*upstreamConfig, upstreams, balance, hashKeys); err != nil {
-			return err
-		}
-	}
-	if service == "gateway" && len(upstreams) == 0 {
-		return usagef("serve gateway needs at least one --upstream SERVICE=URL or --upstream-config FILE")
-	}
-	if err := c.validate(); err != nil {
-		return err
-	}
-	natsOpts, err := nf.options()
+	cfg, err := c.config(stderr)
 	if err != nil {
 		return err
 	}
-	log, err := c.logger(stderr)
-	if err != nil {
+	if cfg.NATSOptions, err = nf.options(); err != nil {
 		return err
 	}
-	cfg := Config{
-		Services: []string{service}, Addr: c.addr, NATSURL: *natsURL, NATSOptions: natsOpts, DB: *db,
-		MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log.With("service", service),
-		OrderDeadline: c.orderDeadline, PSP: c.psp, PSPURL: *pspURL, Upstreams: upstreams, PprofAddr: c.pprof,
-		MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout,
-		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPNotifyURL: *pspNotify, PSPAPIKey: c.pspAPIKey,
-		Balance: balance.m, HashKeys: hashKeys.m, CORSOrigins: c.origins(),
+	cfg.Services, cfg.Logger, cfg.NATSURL, cfg.DB = []string{service}, cfg.Logger.With("service", service), *natsURL, *db
+	cfg.PSPURL, cfg.PSPNotifyURL = *pspURL, *pspNotify
+	if err := uf.config(service, &cfg); err != nil {
+		return err
 	}
 	sf.config(&cfg)
 	cfg.Partitioned = *partitioned

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"go/ast"
 	"go/parser"
 	"go/token"
 	"os"
@@ -78,8 +79,8 @@ func TestRulesArePure(t *testing.T) {
 	}
 }
 
-// TestSizeLimits: no file over 400 lines outside tests, so each reads in
-// one sitting.
+// TestSizeLimits: no file over 400 lines and no function over 60 outside
+// tests, so each reads in one sitting.
 func TestSizeLimits(t *testing.T) {
 	for _, root := range []string{"..", "../../cmd"} {
 		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
@@ -92,6 +93,18 @@ func TestSizeLimits(t *testing.T) {
 			}
 			if n := strings.Count(string(b), "\n"); n > 400 {
 				t.Errorf("%s has %d lines; split it (at most 400 outside tests)", path, n)
+			}
+			fset := token.NewFileSet()
+			f, err := parser.ParseFile(fset, path, b, 0)
+			if err != nil {
+				return err
+			}
+			for _, decl := range f.Decls {
+				if fn, ok := decl.(*ast.FuncDecl); ok && fn.Body != nil {
+					if n := fset.Position(fn.End()).Line - fset.Position(fn.Pos()).Line + 1; n > 60 {
+						t.Errorf("%s: %s has %d lines; split it (at most 60 outside tests)", path, fn.Name.Name, n)
+					}
+				}
 			}
 			return nil
 		})

@@ -61,27 +61,16 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := checkLoadFlags(*target, *rate, *mix, *follow, *duration, *slo, *step, *drain); err != nil {
 		return err
 	}
-	// The load generator usually shares its machine with the system under
-	// test. One P keeps it from waking a second thread for each request and
-	// response, which cost more CPU than the requests themselves; GOMAXPROCS
-	// in the environment overrides it.
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(1)
+	stop, err := loadProcess(*cpuProfile)
+	if err != nil {
+		return err
 	}
-	if *cpuProfile != "" {
-		stop, err := startCPUProfile(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	// With --json -, stdout carries only the JSON; people read stderr.
+	defer stop()
 	human := stdout
 	if *jsonOut == "-" {
-		human = stderr
+		human = stderr // stdout carries only the JSON; people read stderr
 	}
-	if *token == "" && *data != "" {
-		var err error
+	if *token == "" {
 		if *token, err = devToken(*data); err != nil {
 			return err
 		}
@@ -95,7 +84,6 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	var res load.Result
-	var err error
 	report := map[string]any{}
 	if *findMax {
 		if res, err = searchMax(ctx, r, *rate, *step, *slo, human, stderr, report); err != nil {
@@ -242,8 +230,11 @@ func startCPUProfile(path string) (stop func(), err error) {
 }
 
 // devToken reads the development admin token `ordermesh run` wrote in data
-// ("" when there is none).
+// ("" when there is none, or no data directory was given).
 func devToken(data string) (string, error) {
+	if data == "" {
+		return "", nil
+	}
 	raw, err := os.ReadFile(filepath.Join(data, "dev-admin.jwt"))
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
@@ -315,4 +306,21 @@ func checkLoadFlags(target string, rate, mix float64, follow string, durations .
 		return usagef("--target %q: want an http(s):// URL", target)
 	}
 	return nil
+}
+
+// loadProcess sets up the load generator's own process: one P unless
+// GOMAXPROCS says otherwise, and its CPU profile if asked. stop ends the
+// profile.
+func loadProcess(cpuProfile string) (stop func(), err error) {
+	// The load generator usually shares its machine with the system under
+	// test. One P keeps it from waking a second thread for each request and
+	// response, which cost more CPU than the requests themselves; GOMAXPROCS
+	// in the environment overrides it.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+	if cpuProfile == "" {
+		return func() {}, nil
+	}
+	return startCPUProfile(cpuProfile)
 }
