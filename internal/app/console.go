@@ -53,20 +53,6 @@ func (n *Node) mountConsole(mux *http.ServeMux) {
 	mux.HandleFunc("GET /console/", serve)
 }
 
-// adminRoutes are the gateway's own admin API, over the broker: dead
-// letters, one order's events across every service, and the pipeline's
-// health. The gateway classifies /api/admin/dlq, /api/admin/orders/ and
-// /api/admin/health as admin-only.
-func (n *Node) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/admin/dlq", n.listDeadLetters)
-	mux.HandleFunc("GET /api/admin/dlq/{id}", n.showDeadLetter)
-	mux.HandleFunc("POST /api/admin/dlq/{id}/replay", n.replayDeadLetter)
-	mux.HandleFunc("POST /api/admin/dlq/replay", n.replayDeadLetters)
-	mux.HandleFunc("DELETE /api/admin/dlq", n.purgeDeadLetters)
-	mux.HandleFunc("GET /api/admin/orders/{id}/saga", n.saga)
-	mux.HandleFunc("GET /api/admin/health", n.health)
-}
-
 // listDeadLetters lists every dead letter.
 func (n *Node) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	dls, err := n.Bus.DeadLetters(r.Context())

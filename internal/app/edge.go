@@ -64,7 +64,7 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, err
 		return nil, err
 	}
 	cfg := gateway.EdgeConfig{
-		Auth: auth, Limits: n.cfg.RateLimits, AllowOnLimiterError: n.cfg.RateLimitOnError != "deny",
+		Routes: routes, Auth: auth, Limits: n.cfg.RateLimits, AllowOnLimiterError: n.cfg.RateLimitOnError != "deny",
 		Concurrency: n.cfg.ConcurrencyLimits, Timeouts: n.cfg.RouteTimeouts, Logger: n.log.With("service", "gateway"),
 	}
 	if len(upstreams) > 0 {

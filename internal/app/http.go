@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
@@ -180,7 +179,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 		if _, p := n.api.Handler(r); p != "" {
 			return p
 		}
-		if route, ok := gateway.Classify(r); ok {
+		if route, ok := routes.Classify(r); ok {
 			return "gateway " + route.Class
 		}
 		_, p := mux.Handler(r)

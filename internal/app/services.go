@@ -16,6 +16,8 @@ import (
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/payment"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
 	"github.com/ordermesh/ordermesh/internal/shipping"
@@ -173,17 +175,37 @@ func (n *Node) startPSP(s starting) error {
 // startGateway serves the gateway's own routes: the firehose, the admin
 // API and the OpenAPI document. (The edge itself is mounted by mountAPI.)
 func (n *Node) startGateway(s starting) error {
-	mux := s.mux
-	// The gateway's own route: the firehose (the others it proxies or,
-	// in one process, hands to the services mounted here).
-	mux.HandleFunc("GET /api/admin/stream", n.firehose)
-	n.adminRoutes(mux)
-	mux.HandleFunc("GET /api/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(openAPI)
-	})
+	httpx.Mount(s.mux, n.gatewayAPI())
 	n.reg.MustRegister(gateway.RateLimited)
 	return nil
+}
+
+// gatewayAPI is the gateway's own API (the others it proxies or, in one
+// process, hands to the services mounted beside it): the firehose, the
+// OpenAPI document, and the admin API over the broker that the console
+// uses (dead letters, one order's events across every service, health).
+// n may be nil to read the policies.
+func (n *Node) gatewayAPI() []httpx.Route {
+	admin := httpx.Route{Class: "admin", Scope: identity.Admin}
+	firehose := admin
+	firehose.Stream = true
+	return []httpx.Route{
+		firehose.With("GET /api/admin/stream", n.firehose),
+		httpx.Route{Class: "catalog", Cache: true}.With("GET /api/openapi.json", n.serveOpenAPI),
+		admin.With("GET /api/admin/dlq", n.listDeadLetters),
+		admin.With("GET /api/admin/dlq/{id}", n.showDeadLetter),
+		admin.With("POST /api/admin/dlq/{id}/replay", n.replayDeadLetter),
+		admin.With("POST /api/admin/dlq/replay", n.replayDeadLetters),
+		admin.With("DELETE /api/admin/dlq", n.purgeDeadLetters),
+		admin.With("GET /api/admin/orders/{id}/saga", n.saga),
+		admin.With("GET /api/admin/health", n.health),
+	}
+}
+
+// serveOpenAPI answers the API's OpenAPI document.
+func (n *Node) serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openAPI)
 }
 
 // starting is what a component's start gets.

@@ -23,6 +23,7 @@ const (
 	Unauthorized                // no valid credentials (401)
 	Forbidden                   // authenticated but not allowed (403)
 	TooManyRequests             // over a rate limit (429)
+	MethodNotAllowed            // the path exists, not with this method (405)
 )
 
 // Error is an application error.

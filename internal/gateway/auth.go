@@ -24,8 +24,8 @@ import (
 var Scopes = []string{identity.Admin, ScopeOrdersRead, ScopeOrdersWrite}
 
 const (
-	ScopeOrdersRead  = "orders:read"
-	ScopeOrdersWrite = "orders:write"
+	ScopeOrdersRead  = identity.OrdersRead
+	ScopeOrdersWrite = identity.OrdersWrite
 )
 
 // CheckScopes reports the first unknown scope in scopes.

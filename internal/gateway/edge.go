@@ -52,43 +52,6 @@ var DefaultLimits = map[string]Limit{
 	ClassAuthFailures: {Rate: 20, Period: time.Minute, Burst: 10},
 }
 
-// Classify maps a request under /api/ to its route; ok is false for paths
-// no service answers.
-func Classify(r *http.Request) (Route, bool) {
-	p, read := r.URL.Path, r.Method == http.MethodGet || r.Method == http.MethodHead
-	switch {
-	case p == "/api/products" || strings.HasPrefix(p, "/api/products/"):
-		if read {
-			return Route{Class: "catalog", Service: "inventory", Cache: true}, true
-		}
-		return Route{Class: "catalog:write", Scope: identity.Admin, Service: "inventory"}, true
-	case p == "/api/orders" || strings.HasPrefix(p, "/api/orders/"):
-		if read {
-			stream := strings.HasSuffix(p, "/events") || r.URL.Query().Has("wait")
-			return Route{Class: "orders:read", Scope: ScopeOrdersRead, Service: "orders", Stream: stream}, true
-		}
-		return Route{Class: "orders:write", Scope: ScopeOrdersWrite, Service: "orders"}, true
-	case p == "/api/openapi.json":
-		return Route{Class: "catalog", Service: "gateway", Cache: true}, true
-	case p == "/api/psp/webhooks":
-		// The provider signs these itself; payments verifies the signature.
-		return Route{Class: "provider", Service: "payments"}, true
-	case strings.HasPrefix(p, "/api/webhooks/"):
-		return Route{Class: "admin", Scope: identity.Admin, Service: "notifications"}, true
-	case strings.HasPrefix(p, "/api/admin/inventory/"):
-		return Route{Class: "admin", Scope: identity.Admin, Service: "inventory"}, true
-	case strings.HasPrefix(p, "/api/admin/psp/"):
-		return Route{Class: "admin", Scope: identity.Admin, Service: "psp"}, true
-	case p == "/api/admin/notifications" || strings.HasPrefix(p, "/api/admin/notifications/"):
-		return Route{Class: "admin", Scope: identity.Admin, Service: "notifications"}, true
-	case p == "/api/admin/stream":
-		return Route{Class: "admin", Scope: identity.Admin, Service: "gateway", Stream: true}, true
-	case p == "/api/admin/dlq" || strings.HasPrefix(p, "/api/admin/dlq/") || strings.HasPrefix(p, "/api/admin/orders/") || p == "/api/admin/health":
-		// The gateway's own admin API, over the broker (the console's).
-		return Route{Class: "admin", Scope: identity.Admin, Service: "gateway"}, true
-	}
-	return Route{}, false
-}
 
 // ExemptFromIdentity names the paths services accept without the
 // gateway's signed identity: those that authenticate themselves.
@@ -96,6 +59,8 @@ func ExemptFromIdentity(path string) bool { return path == "/api/psp/webhooks" }
 
 // EdgeConfig is what the edge enforces.
 type EdgeConfig struct {
+	// Routes classifies requests: which service, class, scope (required).
+	Routes *Routes
 	Auth *Authenticator
 	// Limits per route class, beside DefaultLimits; Limiter applies them
 	// (nil: an in-process one).
@@ -160,9 +125,9 @@ func (e *Edge) fail(w http.ResponseWriter, r *http.Request, err error) {
 func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Whatever identity a client claims is not the gateway's to forward.
 	r.Header.Del(identity.Header)
-	route, ok := Classify(r)
+	route, ok := e.cfg.Routes.Classify(r)
 	if !ok {
-		e.fail(w, r, apperr.New(apperr.NotFound, "", "no API route %s %s", r.Method, r.URL.Path))
+		e.noRoute(w, r)
 		return
 	}
 	if r.ContentLength > httpx.MaxBody {
@@ -215,6 +180,17 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	next.ServeHTTP(w, r)
+}
+
+// noRoute answers a request no route declares: 405 with the methods its
+// path has, or 404.
+func (e *Edge) noRoute(w http.ResponseWriter, r *http.Request) {
+	if allowed := e.cfg.Routes.Allowed(r); len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		e.fail(w, r, apperr.New(apperr.MethodNotAllowed, "", "%s %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or ")))
+		return
+	}
+	e.fail(w, r, apperr.New(apperr.NotFound, "", "no API route %s %s", r.Method, r.URL.Path))
 }
 
 // authorize authenticates the caller and checks the route's scope. When it

@@ -14,13 +14,29 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/gateway/gatewaytest"
+	"github.com/ordermesh/ordermesh/internal/inventory"
+	"github.com/ordermesh/ordermesh/internal/notification"
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/payment"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
+	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
 // echo answers with the identity the edge established.
 var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	id := identity.From(r.Context())
 	fmt.Fprintf(w, "sub=%s header=%t", id.Subject, r.Header.Get(identity.Header) != "")
+})
+
+// apiRoutes is the route table of the services' real APIs.
+var apiRoutes = NewRoutes(map[string][]httpx.Route{
+	"orders":        (*order.Service)(nil).API(),
+	"inventory":     (*inventory.Service)(nil).API(),
+	"payments":      (*payment.Service)(nil).API(),
+	"notifications": append((*notification.Service)(nil).API(), (*webhook.Service)(nil).API()...),
+	"psp":           (*psp.Server)(nil).API(),
 })
 
 func newTestEdge(t *testing.T, keys *gatewaytest.Keys, cfg EdgeConfig) *httptest.Server {
@@ -30,6 +46,7 @@ func newTestEdge(t *testing.T, keys *gatewaytest.Keys, cfg EdgeConfig) *httptest
 		t.Fatal(err)
 	}
 	cfg.Auth = a
+	cfg.Routes = apiRoutes
 	if cfg.Backend == nil {
 		cfg.Backend = func(Route) http.Handler { return echo }
 	}
@@ -79,6 +96,7 @@ func TestEdgeScopes(t *testing.T) {
 		{"BadTokenOnPublicRoute", "GET", "/api/products", "e30.e30.e30", 401, `error="invalid_token"`},
 		{"ProviderWebhooksSignThemselves", "POST", "/api/psp/webhooks", "", 200, ""},
 		{"UnknownRoute", "GET", "/api/nothing", admin, 404, ""},
+		{"WrongMethod", "DELETE", "/api/orders/x", admin, 405, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			resp, body := call(t, tt.method, srv.URL+tt.path, tt.token)
@@ -87,6 +105,9 @@ func TestEdgeScopes(t *testing.T) {
 			}
 			if got := resp.Header.Get("WWW-Authenticate"); !strings.Contains(got, tt.authenticate) {
 				t.Fatalf("WWW-Authenticate = %q, want it to contain %q", got, tt.authenticate)
+			}
+			if resp.StatusCode == 405 && resp.Header.Get("Allow") != "GET" {
+				t.Fatalf("Allow = %q, want GET", resp.Header.Get("Allow"))
 			}
 			if resp.StatusCode >= 400 && resp.Header.Get("Content-Type") != "application/problem+json" {
 				t.Fatalf("error Content-Type = %q", resp.Header.Get("Content-Type"))

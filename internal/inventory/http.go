@@ -5,15 +5,25 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
 // Routes mounts the inventory API on mux.
-func (s *Service) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/products", s.handleCreate)
-	mux.HandleFunc("GET /api/products", s.handleList)
-	mux.HandleFunc("GET /api/products/{sku}", s.handleGet)
-	mux.HandleFunc("POST /api/products/{sku}/restock", s.handleRestock)
-	mux.HandleFunc("GET /api/admin/inventory/ledger", s.handleLedger)
+func (s *Service) Routes(mux *http.ServeMux) { httpx.Mount(mux, s.API()) }
+
+// API is the inventory API with its policies (s may be nil to read them):
+// the catalog is public and cacheable; changing it is an admin's.
+func (s *Service) API() []httpx.Route {
+	read := httpx.Route{Class: "catalog", Cache: true}
+	write := httpx.Route{Class: "catalog:write", Scope: identity.Admin}
+	admin := httpx.Route{Class: "admin", Scope: identity.Admin}
+	return []httpx.Route{
+		write.With("POST /api/products", s.handleCreate),
+		read.With("GET /api/products", s.handleList),
+		read.With("GET /api/products/{sku}", s.handleGet),
+		write.With("POST /api/products/{sku}/restock", s.handleRestock),
+		admin.With("GET /api/admin/inventory/ledger", s.handleLedger),
+	}
 }
 
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
@@ -109,15 +110,21 @@ func compose(typ, orderID, reason, tracking string) (subject, body string, err e
 }
 
 // Routes mounts the admin view of sent messages.
-func (s *Service) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/admin/notifications", func(w http.ResponseWriter, r *http.Request) {
-		msgs, err := s.Messages(r.Context(), r.URL.Query().Get("order_id"))
-		if err != nil {
-			httpx.Error(w, r, s.log, err)
-			return
-		}
-		httpx.JSON(w, http.StatusOK, msgs)
-	})
+func (s *Service) Routes(mux *http.ServeMux) { httpx.Mount(mux, s.API()) }
+
+// API is the admin view of sent messages with its policy (s may be nil to
+// read it).
+func (s *Service) API() []httpx.Route {
+	return []httpx.Route{httpx.Route{Class: "admin", Scope: identity.Admin}.With("GET /api/admin/notifications", s.handleMessages)}
+}
+
+func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request) {
+	msgs, err := s.Messages(r.Context(), r.URL.Query().Get("order_id"))
+	if err != nil {
+		httpx.Error(w, r, s.log, err)
+		return
+	}
+	httpx.JSON(w, http.StatusOK, msgs)
 }
 
 // Messages lists messages, of one order when orderID is not empty.

@@ -20,12 +20,22 @@ import (
 )
 
 // Routes mounts the orders API on mux.
-func (s *Service) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/orders", s.handlePlace)
-	mux.HandleFunc("GET /api/orders", s.handleList)
-	mux.HandleFunc("GET /api/orders/{id}", s.handleGet)
-	mux.HandleFunc("GET /api/orders/{id}/events", s.handleEvents)
-	mux.HandleFunc("POST /api/orders/{id}/cancel", s.handleCancel)
+func (s *Service) Routes(mux *http.ServeMux) { httpx.Mount(mux, s.API()) }
+
+// API is the orders API with its policies (s may be nil to read them).
+// A GET with ?wait is a long poll.
+func (s *Service) API() []httpx.Route {
+	read := httpx.Route{Class: "orders:read", Scope: identity.OrdersRead, StreamIf: "wait"}
+	write := httpx.Route{Class: "orders:write", Scope: identity.OrdersWrite}
+	events := read
+	events.Stream = true
+	return []httpx.Route{
+		write.With("POST /api/orders", s.handlePlace),
+		read.With("GET /api/orders", s.handleList),
+		read.With("GET /api/orders/{id}", s.handleGet),
+		events.With("GET /api/orders/{id}/events", s.handleEvents),
+		write.With("POST /api/orders/{id}/cancel", s.handleCancel),
+	}
 }
 
 func (s *Service) handlePlace(w http.ResponseWriter, r *http.Request) {

@@ -23,8 +23,13 @@ import (
 const inboundConsumer = "psp-webhooks"
 
 // Routes mounts the provider's webhook receiver.
-func (s *Service) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/psp/webhooks", s.handleProviderWebhook)
+func (s *Service) Routes(mux *http.ServeMux) { httpx.Mount(mux, s.API()) }
+
+// API is the provider's webhook receiver (s may be nil to read its
+// policy). The provider signs its webhooks itself: no scope, and payments
+// verifies the signature.
+func (s *Service) API() []httpx.Route {
+	return []httpx.Route{httpx.Route{Class: "provider"}.With("POST /api/psp/webhooks", s.handleProviderWebhook)}
 }
 
 // handleProviderWebhook receives an asynchronous authorization outcome:

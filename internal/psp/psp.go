@@ -22,6 +22,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 )
@@ -123,8 +124,11 @@ func New(db *sqldb.DB, cfg Config, log *slog.Logger) *Server {
 
 // Routes mounts the provider's admin ledger on mux: ordermesh's view of
 // the outside system, behind the gateway's admin scope.
-func (s *Server) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/admin/psp/ledger", s.handleLedger)
+func (s *Server) Routes(mux *http.ServeMux) { httpx.Mount(mux, s.API()) }
+
+// API is the ledger route with its policy (s may be nil to read it).
+func (s *Server) API() []httpx.Route {
+	return []httpx.Route{httpx.Route{Class: "admin", Scope: identity.Admin}.With("GET /api/admin/psp/ledger", s.handleLedger)}
 }
 
 // ProviderAPI is the provider's own API (POST /psp/v1/{op}), for a

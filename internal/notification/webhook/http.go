@@ -9,19 +9,27 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
 // Routes mounts the webhook management API on mux.
-func (s *Service) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/webhooks/endpoints", s.handleCreate)
-	mux.HandleFunc("GET /api/webhooks/endpoints", s.handleList)
-	mux.HandleFunc("GET /api/webhooks/endpoints/{id}", s.handleGet)
-	mux.HandleFunc("PATCH /api/webhooks/endpoints/{id}", s.handleUpdate)
-	mux.HandleFunc("DELETE /api/webhooks/endpoints/{id}", s.handleDelete)
-	mux.HandleFunc("POST /api/webhooks/endpoints/{id}/rotate-secret", s.handleRotate)
-	mux.HandleFunc("POST /api/webhooks/endpoints/{id}/recover", s.handleRecover)
-	mux.HandleFunc("GET /api/webhooks/deliveries", s.handleDeliveries)
-	mux.HandleFunc("POST /api/webhooks/deliveries/{id}/retry", s.handleRetry)
+func (s *Service) Routes(mux *http.ServeMux) { httpx.Mount(mux, s.API()) }
+
+// API is the webhook management API with its policy (s may be nil to read
+// it): an admin's.
+func (s *Service) API() []httpx.Route {
+	admin := httpx.Route{Class: "admin", Scope: identity.Admin}
+	return []httpx.Route{
+		admin.With("POST /api/webhooks/endpoints", s.handleCreate),
+		admin.With("GET /api/webhooks/endpoints", s.handleList),
+		admin.With("GET /api/webhooks/endpoints/{id}", s.handleGet),
+		admin.With("PATCH /api/webhooks/endpoints/{id}", s.handleUpdate),
+		admin.With("DELETE /api/webhooks/endpoints/{id}", s.handleDelete),
+		admin.With("POST /api/webhooks/endpoints/{id}/rotate-secret", s.handleRotate),
+		admin.With("POST /api/webhooks/endpoints/{id}/recover", s.handleRecover),
+		admin.With("GET /api/webhooks/deliveries", s.handleDeliveries),
+		admin.With("POST /api/webhooks/deliveries/{id}/retry", s.handleRetry),
+	}
 }
 
 func (s *Service) answer(w http.ResponseWriter, r *http.Request, status int, v any, err error) {

@@ -45,6 +45,8 @@ func Status(err error) int {
 		return http.StatusForbidden
 	case apperr.TooManyRequests:
 		return http.StatusTooManyRequests
+	case apperr.MethodNotAllowed:
+		return http.StatusMethodNotAllowed
 	default:
 		return http.StatusInternalServerError
 	}

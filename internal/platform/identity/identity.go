@@ -23,8 +23,12 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 )
 
-// Admin is the scope that implies every other.
-const Admin = "admin"
+// Scopes a caller may hold. Admin implies every other.
+const (
+	Admin       = "admin"
+	OrdersRead  = "orders:read"  // a customer's own orders
+	OrdersWrite = "orders:write" // placing and cancelling them
+)
 
 // Identity is an authenticated caller, or the anonymous one (no subject).
 type Identity struct {
