@@ -151,7 +151,7 @@ type Node struct {
 	// pspListener is the provider simulator's own loopback listener in
 	// embedded mode: an outside system's API never shares ordermesh's port.
 	pspListener net.Listener
-	relays      sync.WaitGroup
+	loops       sync.WaitGroup // background loops: outbox relays, inbox pruning, deadlines, notifiers
 	stop        context.CancelFunc
 	closing     sync.Once
 
@@ -265,17 +265,17 @@ func (n *Node) startRelays(runCtx context.Context) {
 			continue // emits no events
 		}
 		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.Bus, Retention: n.cfg.OutboxRetention, Logger: n.log})
-		n.relays.Add(1)
+		n.loops.Add(1)
 		go func() {
-			defer n.relays.Done()
+			defer n.loops.Done()
 			if err := relay.Run(runCtx); err != nil {
 				n.log.Error("outbox relay stopped", "err", err)
 			}
 		}()
 	}
-	n.relays.Add(1)
+	n.loops.Add(1)
 	go func() {
-		defer n.relays.Done()
+		defer n.loops.Done()
 		n.pruneInboxes(runCtx)
 	}()
 }
@@ -353,7 +353,7 @@ func (n *Node) Close(ctx context.Context) error {
 		}
 		n.consMu.Unlock()
 		n.stop()
-		n.relays.Wait()
+		n.loops.Wait()
 		for name, st := range n.stores {
 			if err := st.db.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close %s db: %w", name, err))

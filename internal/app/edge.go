@@ -138,9 +138,9 @@ func (n *Node) upstreams(ctx context.Context) (map[string]http.Handler, error) {
 			return nil, fmt.Errorf("--hash-key %s: %w", svc, err)
 		}
 		handlers[svc] = up.Handler()
-		n.relays.Add(1)
+		n.loops.Add(1)
 		go func() {
-			defer n.relays.Done()
+			defer n.loops.Done()
 			up.CheckHealth(ctx, 2*time.Second)
 		}()
 	}

@@ -137,3 +137,28 @@ func TestOnlyTheInboxReadsTheInbox(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStoresOwnTheSQL: in each context, SQL is written only in its store.
+func TestStoresOwnTheSQL(t *testing.T) {
+	for _, dir := range []string{"order", "inventory", "payment", "shipping", "notification"} {
+		entries, err := os.ReadDir(filepath.Join("..", dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") || name == "store.go" {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join("..", dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{"SELECT ", "INSERT INTO ", "DELETE FROM ", " SET "} {
+				if strings.Contains(string(b), q) {
+					t.Errorf("%s/%s has %q: SQL belongs in %s/store.go", dir, name, q, dir)
+				}
+			}
+		}
+	}
+}

@@ -62,9 +62,9 @@ func (n *Node) startOrders(s starting) error {
 		return err
 	}
 	n.onClose = append(n.onClose, stopWatch)
-	n.relays.Add(1)
+	n.loops.Add(1)
 	go func() {
-		defer n.relays.Done()
+		defer n.loops.Done()
 		svc.RunDeadlines(runCtx, 250*time.Millisecond)
 	}()
 	cfg, h := svc.Consumer()
@@ -127,9 +127,9 @@ func (n *Node) startNotifications(s starting) error {
 		Name: "ordermesh_webhook_breakers_open",
 		Help: "Webhook endpoints this process is not attempting now because their circuit breaker is open or half-open.",
 	}, func() float64 { return float64(hooks.OpenBreakers()) }))
-	n.relays.Add(1)
+	n.loops.Add(1)
 	go func() {
-		defer n.relays.Done()
+		defer n.loops.Done()
 		hooks.Run(runCtx)
 	}()
 	// The webhooks consumer receives only the types some enabled
@@ -164,9 +164,9 @@ func (n *Node) startPSP(s starting) error {
 		go srv.Serve(n.pspListener)
 		n.onClose = append(n.onClose, func() { srv.Close() })
 	}
-	n.relays.Add(1)
+	n.loops.Add(1)
 	go func() {
-		defer n.relays.Done()
+		defer n.loops.Done()
 		sim.RunNotifier(runCtx)
 	}()
 	return nil

@@ -12,18 +12,18 @@ import (
 type Kind int
 
 const (
-	Internal        Kind = iota // a bug or an unexpected failure
-	Invalid                     // malformed input (400)
-	NotFound                    // no such resource (404)
-	Conflict                    // the resource's state forbids it (409)
-	Unprocessable               // well-formed but unacceptable, e.g. unknown SKU (422)
-	Unavailable                 // a dependency is down; retry later (503)
-	TooLarge                    // body over the limit (413)
-	Unsupported                 // wrong content type (415)
-	Unauthorized                // no valid credentials (401)
-	Forbidden                   // authenticated but not allowed (403)
-	TooManyRequests             // over a rate limit (429)
-	MethodNotAllowed            // the path exists, not with this method (405)
+	Internal         Kind = iota // a bug or an unexpected failure
+	Invalid                      // malformed input (400)
+	NotFound                     // no such resource (404)
+	Conflict                     // the resource's state forbids it (409)
+	Unprocessable                // well-formed but unacceptable, e.g. unknown SKU (422)
+	Unavailable                  // a dependency is down; retry later (503)
+	TooLarge                     // body over the limit (413)
+	Unsupported                  // wrong content type (415)
+	Unauthorized                 // no valid credentials (401)
+	Forbidden                    // authenticated but not allowed (403)
+	TooManyRequests              // over a rate limit (429)
+	MethodNotAllowed             // the path exists, not with this method (405)
 )
 
 // Error is an application error.

@@ -52,7 +52,6 @@ var DefaultLimits = map[string]Limit{
 	ClassAuthFailures: {Rate: 20, Period: time.Minute, Burst: 10},
 }
 
-
 // ExemptFromIdentity names the paths services accept without the
 // gateway's signed identity: those that authenticate themselves.
 func ExemptFromIdentity(path string) bool { return path == "/api/psp/webhooks" }
@@ -61,7 +60,7 @@ func ExemptFromIdentity(path string) bool { return path == "/api/psp/webhooks" }
 type EdgeConfig struct {
 	// Routes classifies requests: which service, class, scope (required).
 	Routes *Routes
-	Auth *Authenticator
+	Auth   *Authenticator
 	// Limits per route class, beside DefaultLimits; Limiter applies them
 	// (nil: an in-process one).
 	Limits  map[string]Limit

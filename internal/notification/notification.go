@@ -4,9 +4,6 @@ package notification
 
 import (
 	"context"
-	"database/sql"
-	"embed"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -19,12 +16,6 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
-
-//go:embed migrations
-var migrations embed.FS
-
-// Migrations is the notifications schema.
-func Migrations() sqldb.Migrations { return sqldb.Embedded("notifications", migrations) }
 
 // ConsumerName is the notifications consumer.
 const ConsumerName = "notifications-send"
@@ -69,16 +60,13 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 	}
 	orderID := ev.Subject
 	if ev.Type == event.OrderPlaced {
-		if _, err := tx.Exec(ctx, "INSERT INTO order_customers (order_id, customer_id) VALUES (?, ?) ON CONFLICT (order_id) DO NOTHING", orderID, d.CustomerID); err != nil {
+		if err := recordCustomer(ctx, tx, orderID, d.CustomerID); err != nil {
 			return err
 		}
 	}
 	if d.CustomerID == "" {
-		err := tx.QueryRow(ctx, "SELECT customer_id FROM order_customers WHERE order_id = ?", orderID).Scan(&d.CustomerID)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("customer of order %s not known yet; will retry", orderID)
-		}
-		if err != nil {
+		var err error
+		if d.CustomerID, err = customerOf(ctx, tx, orderID); err != nil {
 			return err
 		}
 	}
@@ -86,9 +74,8 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error 
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO messages (event_id, order_id, customer_id, type, subject, body, at_us) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (event_id) DO NOTHING`, ev.ID, orderID, d.CustomerID, ev.Type, subject, body, tx.Now().UnixMicro())
-	return err
+	return insertMessage(ctx, tx, Message{EventID: ev.ID, OrderID: orderID, CustomerID: d.CustomerID, Type: ev.Type,
+		Subject: subject, Body: body, At: tx.Now()})
 }
 
 // compose writes the customer's message about an event of type typ: the
@@ -125,30 +112,4 @@ func (s *Service) handleMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpx.JSON(w, http.StatusOK, msgs)
-}
-
-// Messages lists messages, of one order when orderID is not empty.
-func (s *Service) Messages(ctx context.Context, orderID string) ([]Message, error) {
-	q := "SELECT event_id, order_id, customer_id, type, subject, body, at_us FROM messages"
-	var args []any
-	if orderID != "" {
-		q += " WHERE order_id = ?"
-		args = append(args, orderID)
-	}
-	rows, err := s.db.Query(ctx, q+" ORDER BY at_us LIMIT 10000", args...)
-	if err != nil {
-		return nil, fmt.Errorf("list messages: %w", err)
-	}
-	defer rows.Close()
-	out := []Message{}
-	for rows.Next() {
-		var m Message
-		var at int64
-		if err := rows.Scan(&m.EventID, &m.OrderID, &m.CustomerID, &m.Type, &m.Subject, &m.Body, &at); err != nil {
-			return nil, err
-		}
-		m.At = time.UnixMicro(at).UTC()
-		out = append(out, m)
-	}
-	return out, rows.Err()
 }

@@ -2,9 +2,7 @@ package payment
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -96,7 +94,7 @@ func (s *Service) voidLateAuthorization(ctx context.Context, webhookID string, p
 		if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "UPDATE payments SET state = ?, version = version + 1 WHERE order_id = ? AND state = ?", stateVoided, p.orderID, stateAuthorizing); err != nil {
+		if _, err := settleAuthorizing(ctx, tx, p.orderID, stateVoided, ""); err != nil {
 			return err
 		}
 		if res.Outcome != OutcomeDone {
@@ -111,9 +109,8 @@ func (s *Service) voidLateAuthorization(ctx context.Context, webhookID string, p
 // still waiting, and emits it.
 func (s *Service) recordAuthorization(ctx context.Context, webhookID string, op ProviderResult) error {
 	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		var current string
-		err := tx.QueryRow(ctx, "SELECT state FROM payments WHERE order_id = ?", op.OrderID).Scan(&current)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		current, err := stateOf(ctx, tx, op.OrderID)
+		if err != nil {
 			return err
 		}
 		switch {
@@ -139,23 +136,10 @@ func (s *Service) recordAuthorization(ctx context.Context, webhookID string, op 
 		}
 		// Only an authorization still waiting moves: a repeat or a late
 		// webhook (unknown order, already decided) changes nothing.
-		res, err := tx.Exec(ctx, "UPDATE payments SET state = ?, provider_ref = ?, version = version + 1 WHERE order_id = ? AND state = ? AND cancelled = 0",
-			state, ref, op.OrderID, stateAuthorizing)
-		if err != nil {
+		moved, err := settleAuthorizing(ctx, tx, op.OrderID, state, ref)
+		if err != nil || !moved {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil
 		}
 		return s.outbox.Emit(ctx, tx, source, typ, op.OrderID, data, nil)
 	})
-}
-
-func (s *Service) loadOne(ctx context.Context, orderID string) (*payment, bool, error) {
-	ps, err := s.loadMany(ctx, []string{orderID})
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, false, err
-	}
-	p, ok := ps[orderID]
-	return p, ok, nil
 }

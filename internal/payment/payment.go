@@ -8,9 +8,6 @@ package payment
 
 import (
 	"context"
-	"database/sql"
-	"embed"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -23,12 +20,6 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
-
-//go:embed migrations
-var migrations embed.FS
-
-// Migrations is the payments schema.
-func Migrations() sqldb.Migrations { return sqldb.Embedded("payments", migrations) }
 
 const source = "ordermesh/payments"
 
@@ -227,59 +218,6 @@ func (s *Service) commitBatch(ctx context.Context, tx *sqldb.Tx, evs []bus.Event
 		if err := save(ctx, tx, p, existed); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payment, error) {
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
-	}
-	rows, err := s.db.Query(ctx, "SELECT order_id, amount_cents, currency, token, state, cancelled, provider_ref, version FROM payments WHERE order_id IN ("+sqldb.Placeholders(len(ids))+")", args...)
-	if err != nil {
-		return nil, fmt.Errorf("load payments: %w", err)
-	}
-	defer rows.Close()
-	out := make(map[string]*payment, len(ids))
-	for rows.Next() {
-		var p payment
-		var cancelled int
-		if err := rows.Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref, &p.version); err != nil {
-			return nil, err
-		}
-		p.cancelled = cancelled == 1
-		out[p.orderID] = &p
-	}
-	return out, rows.Err()
-}
-
-// errWriteConflict means a payment changed between load and save.
-var errWriteConflict = errors.New("changed by another writer since it was read; will retry")
-
-// save writes p: an update if it existed when loaded, which must still be
-// at the version loaded, else an insert, which must be the first.
-func save(ctx context.Context, tx *sqldb.Tx, p *payment, existed bool) error {
-	c := 0
-	if p.cancelled {
-		c = 1
-	}
-	var res sql.Result
-	var err error
-	if existed {
-		res, err = tx.Exec(ctx, `UPDATE payments SET amount_cents = ?, currency = ?, token = ?, state = ?, cancelled = ?,
-			provider_ref = ?, version = version + 1 WHERE order_id = ? AND version = ?`,
-			p.amount, p.currency, p.token, p.state, c, p.ref, p.orderID, p.version)
-	} else {
-		res, err = tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-			p.orderID, p.amount, p.currency, p.token, p.state, c, p.ref)
-	}
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return fmt.Errorf("payment of %s %w", p.orderID, errWriteConflict)
 	}
 	return nil
 }

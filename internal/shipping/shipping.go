@@ -4,8 +4,6 @@ package shipping
 
 import (
 	"context"
-	"embed"
-	"fmt"
 	"strings"
 
 	"github.com/google/uuid"
@@ -16,12 +14,6 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
-
-//go:embed migrations
-var migrations embed.FS
-
-// Migrations is the shipping schema.
-func Migrations() sqldb.Migrations { return sqldb.Embedded("shipping", migrations) }
 
 const (
 	source = "ordermesh/shipping"
@@ -57,21 +49,16 @@ func (s *Service) ship(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.
 		return err
 	}
 	sh := newShipment(d.OrderID, id)
-	res, err := tx.Exec(ctx, `INSERT INTO shipments (order_id, state, shipment_id, carrier, tracking) VALUES (?, 'created', ?, ?, ?)
-		ON CONFLICT (order_id) DO NOTHING`, sh.OrderID, sh.ShipmentID, sh.Carrier, sh.Tracking)
-	if err != nil {
-		return fmt.Errorf("create shipment for %s: %w", d.OrderID, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil // already shipped, or cancelled first
+	created, err := insertShipment(ctx, tx, sh)
+	if err != nil || !created {
+		return err // !created: already shipped, or cancelled first
 	}
 	return s.outbox.Emit(ctx, tx, source, event.ShipmentCreated, d.OrderID, sh, &ev)
 }
 
 // cancel marks a cancelled order, so a late order.confirmed ships nothing.
 func (s *Service) cancel(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
-	_, err := tx.Exec(ctx, "INSERT INTO shipments (order_id, state) VALUES (?, 'cancelled') ON CONFLICT (order_id) DO NOTHING", ev.Subject)
-	return err
+	return markCancelled(ctx, tx, ev.Subject)
 }
 
 // newShipment is the shipment of an order under id: the shipping rule, a

@@ -1,0 +1,105 @@
+package payment
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations is the payments schema.
+func Migrations() sqldb.Migrations { return sqldb.Embedded("payments", migrations) }
+
+func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payment, error) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := s.db.Query(ctx, "SELECT order_id, amount_cents, currency, token, state, cancelled, provider_ref, version FROM payments WHERE order_id IN ("+sqldb.Placeholders(len(ids))+")", args...)
+	if err != nil {
+		return nil, fmt.Errorf("load payments: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]*payment, len(ids))
+	for rows.Next() {
+		var p payment
+		var cancelled int
+		if err := rows.Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref, &p.version); err != nil {
+			return nil, err
+		}
+		p.cancelled = cancelled == 1
+		out[p.orderID] = &p
+	}
+	return out, rows.Err()
+}
+
+// errWriteConflict means a payment changed between load and save.
+var errWriteConflict = errors.New("changed by another writer since it was read; will retry")
+
+// save writes p: an update if it existed when loaded, which must still be
+// at the version loaded, else an insert, which must be the first.
+func save(ctx context.Context, tx *sqldb.Tx, p *payment, existed bool) error {
+	c := 0
+	if p.cancelled {
+		c = 1
+	}
+	var res sql.Result
+	var err error
+	if existed {
+		res, err = tx.Exec(ctx, `UPDATE payments SET amount_cents = ?, currency = ?, token = ?, state = ?, cancelled = ?,
+			provider_ref = ?, version = version + 1 WHERE order_id = ? AND version = ?`,
+			p.amount, p.currency, p.token, p.state, c, p.ref, p.orderID, p.version)
+	} else {
+		res, err = tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
+			p.orderID, p.amount, p.currency, p.token, p.state, c, p.ref)
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("payment of %s %w", p.orderID, errWriteConflict)
+	}
+	return nil
+}
+
+func (s *Service) loadOne(ctx context.Context, orderID string) (*payment, bool, error) {
+	ps, err := s.loadMany(ctx, []string{orderID})
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, false, err
+	}
+	p, ok := ps[orderID]
+	return p, ok, nil
+}
+
+// stateOf is the state of order orderID's payment ("" for none).
+func stateOf(ctx context.Context, tx *sqldb.Tx, orderID string) (string, error) {
+	var state string
+	err := tx.QueryRow(ctx, "SELECT state FROM payments WHERE order_id = ?", orderID).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return state, err
+}
+
+// settleAuthorizing moves a payment still authorizing to state, with the
+// provider's reference ref ("" keeps the one it has), and reports whether
+// it was still authorizing. A cancelled payment moves only to voided.
+func settleAuthorizing(ctx context.Context, tx *sqldb.Tx, orderID, state, ref string) (bool, error) {
+	q := "UPDATE payments SET state = ?, provider_ref = COALESCE(NULLIF(?, ''), provider_ref), version = version + 1 WHERE order_id = ? AND state = ?"
+	if state != stateVoided {
+		q += " AND cancelled = 0"
+	}
+	res, err := tx.Exec(ctx, q, state, ref, orderID, stateAuthorizing)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
