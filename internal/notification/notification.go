@@ -44,20 +44,24 @@ func New(db *sqldb.DB, log *slog.Logger) *Service { return &Service{db: db, log:
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	// Off the order's critical path: one worker that lingers, so that the
 	// events of many orders share a transaction.
-	cfg := bus.ConsumerConfig{Name: ConsumerName, Concurrency: 1, Linger: 20 * time.Millisecond, Types: []string{
-		event.OrderPlaced, event.OrderConfirmed, event.ShipmentCreated, event.OrderCompleted, event.OrderCancelled}}
-	return cfg, inbox.BatchHandler(s.db, ConsumerName, s.handle)
+	// Every type the customer hears of, each told by compose.
+	var routes inbox.Routes
+	for _, typ := range []string{event.OrderPlaced, event.OrderConfirmed, event.ShipmentCreated, event.OrderCompleted, event.OrderCancelled} {
+		routes = append(routes, inbox.On(typ, s.notify))
+	}
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Concurrency: 1, Linger: 20 * time.Millisecond, Types: routes.Types()}
+	return cfg, inbox.BatchHandler(s.db, ConsumerName, routes.Handler(ConsumerName))
 }
 
-func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
-	var d struct {
-		CustomerID string `json:"customer_id"`
-		Reason     string `json:"reason"`
-		Tracking   string `json:"tracking"`
-	}
-	if err := ev.DecodeData(&d); err != nil {
-		return err
-	}
+// about is what a customer's message needs of an event's data.
+type about struct {
+	CustomerID string `json:"customer_id"`
+	Reason     string `json:"reason"`
+	Tracking   string `json:"tracking"`
+}
+
+// notify writes the customer's message about ev, once.
+func (s *Service) notify(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d about) error {
 	orderID := ev.Subject
 	if ev.Type == event.OrderPlaced {
 		if err := recordCustomer(ctx, tx, orderID, d.CustomerID); err != nil {
