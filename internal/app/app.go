@@ -300,7 +300,10 @@ func (n *Node) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n.nc, err = n.embedded.Connect("ordermesh")
+		// err is this block's own (declared with the password): check it here.
+		if n.nc, err = n.embedded.Connect("ordermesh"); err != nil {
+			return err
+		}
 	} else {
 		n.nc, err = bus.Dial(ctx, n.cfg.NATSURL, "ordermesh-"+fmt.Sprint(n.cfg.Services), n.cfg.NATSOptions...)
 	}

@@ -3,7 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"io"
 	"net/http"
 	"os"
@@ -162,7 +161,7 @@ func TestRunMakesDevToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parsed, err := jwt.Parse([]byte(tok), jwt.WithKey(jwa.EdDSA(), key.(crypto.Signer).Public()), jwt.WithIssuer("ordermesh"), jwt.WithAudience("ordermesh"))
+	parsed, err := jwt.Parse([]byte(tok), jwt.WithKey(jwa.EdDSA(), key.Public()), jwt.WithIssuer("ordermesh"), jwt.WithAudience("ordermesh"))
 	if err != nil {
 		t.Fatalf("jwx rejects the dev token: %v", err)
 	}
