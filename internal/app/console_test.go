@@ -172,7 +172,11 @@ func TestConsole(t *testing.T) {
 	s.addProduct("CONSOLE", 10)
 
 	t.Run("a live order to completed", func(t *testing.T) {
-		// The live list starts from now: wait until the page says its stream is open.
+		// The live list starts from now: wait until the page says its new
+		// stream is open. The list is already showing, so leave it first:
+		// the attribute must come from a stream opened after this point.
+		b.do("health", chromedp.Navigate(s.base+"/console/#/health"))
+		b.text("#view h2", "Health")
 		b.do("orders", chromedp.Navigate(s.base+"/console/#/orders"), chromedp.WaitReady(chromedp.CSS(`#view[data-live="true"]`)))
 		o := s.place(orderBody("grace", psp.TokenOK, order.ItemRequest{SKU: "CONSOLE", Quantity: 1}))
 		b.text(fmt.Sprintf(`#orders tr[data-order=%q]`, o.ID), "grace")

@@ -352,6 +352,7 @@ async function viewHealth(view, signal) {
 async function route() {
   if (state.abort) state.abort.abort();
   const view = $('#view');
+  delete view.dataset.live; // the new view's stream, if any, says when it is open
   if (!state.token) {
     $('#signin').hidden = false; $('#nav').hidden = true; view.replaceChildren();
     $('#token').focus();
