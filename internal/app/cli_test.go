@@ -161,6 +161,7 @@ func TestUsageErrors(t *testing.T) {
 		"ServeSharedFlag": {[]string{"serve", "orders", "--nats", "nats://x:4222", "--db", "sqlite:x.db", "--psp-api-key", "k"},
 			"--psp-api-key is for serve payments and serve psp, not serve orders"},
 		"BadMaxDeliver":  {[]string{"run", "--max-deliver", "0"}, "--max-deliver"},
+		"LoadBadDrain":   {[]string{"load", "--drain", "0s"}, "--drain must be positive"},
 		"BadLogLevel":    {[]string{"run", "--log-level", "loud"}, "--log-level"},
 		"BadLogFormat":   {[]string{"run", "--log-format", "xml"}, "--log-format"},
 		"DLQNoCommand":   {[]string{"dlq"}, "list, show, replay or purge"},

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,7 +60,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
-	if err := checkLoadFlags(*target, *rate, *mix, *follow, *duration, *slo, *step, *drain); err != nil {
+	if err := checkLoadFlags(*target, *rate, *mix, *follow, map[string]time.Duration{"duration": *duration, "slo": *slo, "step": *step, "drain": *drain}); err != nil {
 		return err
 	}
 	stop, err := loadProcess(*cpuProfile)
@@ -289,10 +291,10 @@ func searchMax(ctx context.Context, r *load.Runner, rate float64, step, slo time
 }
 
 // checkLoadFlags says which of load's flags is out of range.
-func checkLoadFlags(target string, rate, mix float64, follow string, durations ...time.Duration) error {
-	for _, d := range durations {
-		if d <= 0 {
-			return usagef("--duration, --slo, --step and --drain must be positive")
+func checkLoadFlags(target string, rate, mix float64, follow string, durations map[string]time.Duration) error {
+	for _, name := range slices.Sorted(maps.Keys(durations)) {
+		if d := durations[name]; d <= 0 {
+			return usagef("--%s must be positive, got %s", name, d)
 		}
 	}
 	switch {

@@ -100,6 +100,9 @@ type Edge struct {
 
 // NewEdge returns the edge for cfg.
 func NewEdge(cfg EdgeConfig) *Edge {
+	if cfg.Routes == nil {
+		panic("gateway.NewEdge: EdgeConfig.Routes is required (the services' route table, gateway.NewRoutes)")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -53,9 +53,9 @@ func (t *Routes) Allowed(r *http.Request) []string {
 		if m == r.Method {
 			continue
 		}
-		probe := r.Clone(r.Context())
+		probe := *r // the mux reads only the method, host and path: no deep copy
 		probe.Method = m
-		if _, pattern := t.mux.Handler(probe); pattern != "" && !slices.Contains(allowed, m) {
+		if _, pattern := t.mux.Handler(&probe); pattern != "" && !slices.Contains(allowed, m) {
 			allowed = append(allowed, m)
 		}
 	}
