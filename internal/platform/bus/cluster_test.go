@@ -21,22 +21,7 @@ func TestStreamsWaitForTheClusterAndKeepTheirReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-node cluster")
 	}
-	dir := t.TempDir()
-	routes := make([]string, 3)
-	listens := make([]string, 3)
-	for i := range 3 {
-		listens[i] = bustest.FreeAddr(t)
-		routes[i] = "nats-route://" + listens[i]
-	}
-	start := func(i int) *bus.Embedded {
-		e, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(dir, fmt.Sprint(i)), Listen: "127.0.0.1:0",
-			Name: fmt.Sprintf("n%d", i), Cluster: "test", ClusterListen: listens[i], Routes: routes})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(e.Shutdown)
-		return e
-	}
+	start := clusterOf3(t)
 	first := start(0)
 	nc, err := nats.Connect(first.ClientURL())
 	if err != nil {
@@ -78,5 +63,66 @@ func TestStreamsWaitForTheClusterAndKeepTheirReplicas(t *testing.T) {
 				t.Fatalf("after an instance asked for %d replicas, %s has %d, want 3", asked, name, r)
 			}
 		}
+	}
+}
+
+// clusterOf3 returns a function that starts node i (0, 1 or 2) of a
+// three-node cluster on loopback, on the same store each time.
+func clusterOf3(t *testing.T) func(i int) *bus.Embedded {
+	dir := t.TempDir()
+	routes := make([]string, 3)
+	listens := make([]string, 3)
+	for i := range 3 {
+		listens[i] = bustest.FreeAddr(t)
+		routes[i] = "nats-route://" + listens[i]
+	}
+	return func(i int) *bus.Embedded {
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(dir, fmt.Sprint(i)), Listen: "127.0.0.1:0",
+			Name: fmt.Sprintf("n%d", i), Cluster: "test", ClusterListen: listens[i], Routes: routes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Shutdown)
+		return e
+	}
+}
+
+// TestPartitionedConsumerWaitsForTheClusterToElect: an instance that
+// starts a partitioned consumer while the cluster has no quorum (it came
+// up beside a restarted node) waits for the lease buckets instead of
+// failing its start.
+func TestPartitionedConsumerWaitsForTheClusterToElect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	start := clusterOf3(t)
+	first, second, third := start(0), start(1), start(2)
+	nc, err := nats.Connect(first.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := bus.New(nc, bus.Config{Replicas: 3, Partitioned: true, Logger: bustest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second.Shutdown()
+	third.Shutdown()
+	done := make(chan error, 1)
+	go func() { done <- bus.OpenLeases(ctx, b) }()
+	select {
+	case err := <-done:
+		t.Fatalf("lease buckets opened without a quorum: %v", err)
+	case <-time.After(7 * time.Second): // longer than one JetStream API request may wait
+	}
+	start(1)
+	start(2)
+	if err := <-done; err != nil {
+		t.Fatalf("once the cluster had a quorum again: %v", err)
 	}
 }

@@ -336,11 +336,20 @@ func (bl *balancer) giveBack() {
 // leases opens (creating if needed) the buckets of partition leases and
 // of consumer members.
 func (b *Bus) leases(ctx context.Context) (leases, members jetstream.KeyValue, err error) {
-	if leases, err = b.bucket(ctx, leaseKV, 0); err != nil {
-		return nil, nil, err
-	}
-	if members, err = b.bucket(ctx, memberKV, LeaseTTL); err != nil {
-		return nil, nil, err
+	// Like a consumer's creation, this waits out a cluster electing leaders
+	// (an instance restarted beside a restarted broker node), for up to two
+	// minutes.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err = b.retry(ctx, "partition leases not ready; retrying", func(ctx context.Context) (err error) {
+		if leases, err = b.bucket(ctx, leaseKV, 0); err != nil {
+			return err
+		}
+		members, err = b.bucket(ctx, memberKV, LeaseTTL)
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("partition lease buckets: %w", err)
 	}
 	return leases, members, nil
 }
