@@ -23,9 +23,10 @@ import (
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
-	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
@@ -66,25 +67,14 @@ type Config struct {
 
 	// MaxDeliver is the deliveries an event gets before it is dead-lettered.
 	MaxDeliver int
-	// OrderDeadline is how long an order may stay pending (default 30s).
-	OrderDeadline time.Duration
-	// PSP configures the payment-provider simulator's faults.
-	PSP psp.Faults
-	// PSPURL is where payments finds the provider; empty means this node.
-	PSPURL string
-	// PSPAsync makes the simulator answer authorizations "pending" and send
-	// the outcome by webhook to payments.
-	PSPAsync bool
-	// PSPWebhookSecret signs the provider's webhooks (shared by psp and
-	// payments); empty in embedded mode means a fresh one per start.
-	PSPWebhookSecret string
-	// PSPAPIKey is the provider API's credential: payments sends it, the
-	// simulator requires it. Empty in embedded mode means a fresh one per
-	// start.
-	PSPAPIKey string
-	// PSPNotifyURL is payments' base URL for the provider's webhooks
-	// (serve psp); empty means this node.
-	PSPNotifyURL string
+	// Orders, Payments, PSP and Webhooks are those components' own
+	// settings (their flags; the node fills in their stores). In one process
+	// payments and the simulator share the provider's credentials, made
+	// at each start unless given.
+	Orders   order.Config
+	Payments payment.Config
+	PSP      psp.Config
+	Webhooks webhook.Config
 	// Upstreams maps a service to its instances' base URLs (gateway).
 	Upstreams map[string][]string
 	// Balance maps a service to its balancing policy (gateway): round_robin
@@ -103,9 +93,6 @@ type Config struct {
 	BodyTimeout time.Duration
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string
-	// Webhooks configures merchant webhook delivery (Logger, DB and Outbox
-	// are filled in by the node).
-	Webhooks webhook.Config
 	// OutboxRetention is how long published outbox rows are kept.
 	OutboxRetention time.Duration
 
@@ -209,12 +196,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.listen(); err != nil {
 		return nil, err
 	}
-	if n.cfg.PSPWebhookSecret == "" {
-		if n.cfg.PSPWebhookSecret, err = stdwebhook.NewSecret(); err != nil {
-			return nil, err
-		}
-	}
-	if err := n.listenPSP(); err != nil {
+	if err := n.shareProvider(); err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()

@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/gateway"
-	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
-	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
 const mainUsage = `ordermesh — event-driven order processing on NATS JetStream
@@ -107,26 +105,14 @@ type commonFlags struct {
 	maxDeliver                int
 	shutdown                  time.Duration
 	retention                 time.Duration
-	orderDeadline             time.Duration
-	psp                       psp.Faults
-	webhooks                  webhook.Config
-	schedule                  scheduleFlag
-	pspAsync                  bool
-	pspSecret                 string
-	pspAPIKey                 string
+	// cfg holds the components' own settings, which their flags set.
+	cfg Config
 }
 
 // register adds the shared flags; run listens on loopback by default (a
 // development default), serve on every interface (it runs behind a
 // gateway or in a container).
-func (c *commonFlags) register(defaultAddr, defaultMetrics string, fs interface {
-	StringVar(*string, string, string, string)
-	IntVar(*int, string, int, string)
-	DurationVar(*time.Duration, string, time.Duration, string)
-	Float64Var(*float64, string, float64, string)
-	BoolVar(*bool, string, bool, string)
-	Var(flag.Value, string, string)
-}) {
+func (c *commonFlags) register(defaultAddr, defaultMetrics string, fs *flag.FlagSet) {
 	fs.StringVar(&c.addr, "addr", defaultAddr, "HTTP listen address (0.0.0.0:8080 or :8080 for every interface)")
 	fs.StringVar(&c.metrics, "metrics-addr", defaultMetrics, "serve Prometheus /metrics on this address, apart from the API (empty: off)")
 	fs.DurationVar(&c.bodyTimeout, "read-timeout", 30*time.Second, "longest time to read a request, body included (slow clients are cut off)")
@@ -137,17 +123,11 @@ func (c *commonFlags) register(defaultAddr, defaultMetrics string, fs interface 
 	fs.IntVar(&c.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of an event before it is dead-lettered")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&c.retention, "outbox-retention", time.Hour, "how long published outbox rows are kept")
-	fs.DurationVar(&c.orderDeadline, "order-deadline", 30*time.Second, "orders not confirmed by then are cancelled with reason timeout")
-	fs.Float64Var(&c.psp.ErrorRate, "psp-error-rate", 0, "payment-provider simulator: share of requests answered 503 (0-1)")
-	fs.Float64Var(&c.psp.TimeoutRate, "psp-timeout-rate", 0, "payment-provider simulator: share of requests that hang past the client's timeout (0-1)")
-	fs.DurationVar(&c.psp.Latency, "psp-latency", 0, "payment-provider simulator: latency added to every request")
-	fs.BoolVar(&c.pspAsync, "psp-async", false, "payment-provider simulator: answer authorizations pending and send the outcome by signed webhook")
-	fs.StringVar(&c.pspSecret, "psp-webhook-secret", "", "whsec_ secret signing the provider's webhooks (serve psp and serve payments must share it; run makes one)")
-	fs.StringVar(&c.pspAPIKey, "psp-api-key", "", "the payment provider's API key: serve psp requires it from callers, serve payments sends it (run makes one)")
-	fs.Var(&c.schedule, "webhook-schedule", "webhook retry schedule: delays before each attempt, e.g. 0s,5s,5m,30m (default: the Standard Webhooks schedule, 0s to 24h)")
-	fs.DurationVar(&c.webhooks.SecretGrace, "webhook-secret-grace", 24*time.Hour, "how long a rotated-out webhook secret keeps signing")
-	fs.DurationVar(&c.webhooks.DisableAfter, "webhook-disable-after", 5*24*time.Hour, "disable a webhook endpoint failing continuously this long")
-	fs.BoolVar(&c.webhooks.AllowPrivate, "webhook-allow-private", false, "let webhook endpoints be loopback or private addresses (local use only)")
+	for _, comp := range c.cfg.components(nil) {
+		if comp.Settings != nil {
+			comp.Settings.Flags(fs)
+		}
+	}
 }
 
 func (c *commonFlags) origins() []string {
@@ -167,22 +147,14 @@ func (c *commonFlags) validate() error {
 	if c.shutdown <= 0 {
 		return usagef("--shutdown-timeout must be positive")
 	}
-	if c.orderDeadline < time.Second {
-		return usagef("--order-deadline must be at least 1s, got %s", c.orderDeadline)
+	for _, comp := range c.cfg.components(nil) {
+		if comp.Settings == nil {
+			continue
+		}
+		if err := comp.Settings.Check(); err != nil {
+			return usagef("%v", err)
+		}
 	}
-	if c.psp.ErrorRate < 0 || c.psp.ErrorRate > 1 {
-		return usagef("--psp-error-rate must be between 0 and 1, got %g", c.psp.ErrorRate)
-	}
-	if c.psp.TimeoutRate < 0 || c.psp.TimeoutRate > 1 {
-		return usagef("--psp-timeout-rate must be between 0 and 1, got %g", c.psp.TimeoutRate)
-	}
-	if c.psp.Latency < 0 {
-		return usagef("--psp-latency must not be negative")
-	}
-	if c.webhooks.SecretGrace <= 0 || c.webhooks.DisableAfter <= 0 {
-		return usagef("--webhook-secret-grace and --webhook-disable-after must be positive")
-	}
-	c.webhooks.Schedule = c.schedule
 	return nil
 }
 
@@ -211,29 +183,10 @@ func (c *commonFlags) config(stderr io.Writer) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	return Config{
-		Addr: c.addr, MaxDeliver: c.maxDeliver, OutboxRetention: c.retention, Logger: log,
-		OrderDeadline: c.orderDeadline, PSP: c.psp, PprofAddr: c.pprof, MetricsAddr: c.metrics, BodyTimeout: c.bodyTimeout,
-		Webhooks: c.webhooks, PSPAsync: c.pspAsync, PSPWebhookSecret: c.pspSecret, PSPAPIKey: c.pspAPIKey, CORSOrigins: c.origins(),
-	}, nil
-}
-
-// scheduleFlag is --webhook-schedule: comma-separated delays.
-type scheduleFlag []time.Duration
-
-func (s *scheduleFlag) String() string { return fmt.Sprint([]time.Duration(*s)) }
-
-func (s *scheduleFlag) Set(v string) error {
-	var out []time.Duration
-	for _, part := range strings.Split(v, ",") {
-		d, err := time.ParseDuration(strings.TrimSpace(part))
-		if err != nil || d < 0 {
-			return fmt.Errorf("want comma-separated non-negative durations such as 0s,5s,5m, got %q", part)
-		}
-		out = append(out, d)
-	}
-	*s = out
-	return nil
+	cfg := c.cfg
+	cfg.Addr, cfg.MaxDeliver, cfg.OutboxRetention, cfg.Logger = c.addr, c.maxDeliver, c.retention, log
+	cfg.PprofAddr, cfg.MetricsAddr, cfg.BodyTimeout, cfg.CORSOrigins = c.pprof, c.metrics, c.bodyTimeout, c.origins()
+	return cfg, nil
 }
 
 // serviceFlag collects SERVICE=VALUE pairs (--lb, --hash-key), each

@@ -65,18 +65,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 const serveSynopsis = "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once."
 
 // checkServeNeeds says what `serve service` is missing.
-func checkServeNeeds(service, natsURL, db, pspURL, pspNotify string, c *commonFlags) error {
+func checkServeNeeds(service, natsURL, db string, c *commonFlags) error {
 	switch {
 	case natsURL == "":
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
 	case !optionalDB(service) && db == "":
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
-	case service == "payments" && pspURL == "":
-		return usagef("serve payments needs --psp-url, the payment provider's base URL")
-	case (service == "psp" || service == "payments") && c.pspAPIKey == "":
-		return usagef("serve %s needs --psp-api-key, the payment provider's API key (the same for serve psp and serve payments)", service)
-	case service == "psp" && c.pspAsync && (pspNotify == "" || c.pspSecret == ""):
-		return usagef("serve psp --psp-async needs --psp-notify-url (the payments service's base URL) and --psp-webhook-secret (shared with payments)")
+	}
+	for _, comp := range c.cfg.components(nil) {
+		if comp.Name == service && comp.ServeNeeds != nil {
+			if err := comp.ServeNeeds(); err != nil {
+				return usagef("%v", err)
+			}
+		}
 	}
 	return nil
 }
@@ -126,8 +127,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sf streamFlags
 	sf.register(fs)
 	partitioned := fs.Bool("partitioned", true, "consume each partition of the events on one instance at a time, so several instances never handle one order's events at once (false: one consumer shared by all instances)")
-	pspURL := fs.String("psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
-	pspNotify := fs.String("psp-notify-url", "", "psp: base URL of payments, for async outcomes (e.g. http://127.0.0.1:9103)")
 	var uf upstreamFlags
 	uf.register(fs)
 	pos, given, err := parseFlagsGiven(fs, args)
@@ -144,7 +143,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkFlagsOf(service, given); err != nil {
 		return err
 	}
-	if err := checkServeNeeds(service, *natsURL, *db, *pspURL, *pspNotify, &c); err != nil {
+	if err := checkServeNeeds(service, *natsURL, *db, &c); err != nil {
 		return err
 	}
 	if err := sf.validate(); err != nil {
@@ -158,7 +157,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Services, cfg.Logger, cfg.NATSURL, cfg.DB = []string{service}, cfg.Logger.With("service", service), *natsURL, *db
-	cfg.PSPURL, cfg.PSPNotifyURL = *pspURL, *pspNotify
 	if err := uf.config(service, &cfg); err != nil {
 		return err
 	}

@@ -418,7 +418,7 @@ func testOversell(t *testing.T, s *stack) {
 }
 
 func TestProviderFaults(t *testing.T) {
-	eachBackend(t, Config{PSP: psp.Faults{ErrorRate: 0.3, TimeoutRate: 0.15, Hang: 2500 * time.Millisecond}}, testProviderFaults)
+	eachBackend(t, Config{PSP: psp.Config{Faults: psp.Faults{ErrorRate: 0.3, TimeoutRate: 0.15, Hang: 2500 * time.Millisecond}}}, testProviderFaults)
 }
 
 func testProviderFaults(t *testing.T, s *stack) {
@@ -443,7 +443,7 @@ func testProviderFaults(t *testing.T, s *stack) {
 func TestCustomerCancelAndDeadline(t *testing.T) {
 	// A slow provider keeps orders pending long enough to cancel them, and
 	// past a short deadline.
-	eachBackend(t, Config{PSP: psp.Faults{Latency: 1500 * time.Millisecond}, OrderDeadline: time.Second}, testCancelAndDeadline)
+	eachBackend(t, Config{PSP: psp.Config{Faults: psp.Faults{Latency: 1500 * time.Millisecond}}, Orders: order.Config{Deadline: time.Second}}, testCancelAndDeadline)
 }
 
 func testCancelAndDeadline(t *testing.T, s *stack) {

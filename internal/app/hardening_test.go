@@ -103,11 +103,7 @@ func TestProviderAPIIsNotOnThePublicPort(t *testing.T) {
 			t.Errorf("POST /psp/v1/%s on the API port = %d, want 404", op, resp.StatusCode)
 		}
 	}
-	pspURL, err := s.n.pspURL()
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest("POST", pspURL+"/psp/v1/authorize", strings.NewReader(body))
+	req, _ := http.NewRequest("POST", s.n.cfg.Payments.Client.BaseURL+"/psp/v1/authorize", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", "probe-direct")
 	req.Header.Set("Authorization", "Bearer not-the-key")
@@ -472,14 +468,10 @@ func TestTwoPartitionedInstancesCompleteOrders(t *testing.T) {
 			dsns[svc] = "sqlite:" + filepath.Join(dir, svc+".db")
 		}
 	}
-	pspURL, err := s.n.pspURL()
-	if err != nil {
-		t.Fatal(err)
-	}
 	second, err := Start(context.Background(), Config{
 		Services: saga, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), DSNs: dsns, Partitioned: true,
-		InternalSecret: strings.Repeat("0123456789abcdef", 4), PSPURL: pspURL, PSPAPIKey: s.n.cfg.PSPAPIKey,
-		PSPWebhookSecret: s.n.cfg.PSPWebhookSecret, Logger: bustest.Logger(t),
+		InternalSecret: strings.Repeat("0123456789abcdef", 4), Payments: s.n.cfg.Payments,
+		Logger: bustest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,9 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -93,26 +93,34 @@ func (n *Node) listen() error {
 	return nil
 }
 
-// listenPSP gives the provider simulator of an embedded node a listener
-// of its own on loopback, and a fresh API key unless one is configured.
-// A simulator served alone (serve psp) answers on the node's address and
-// must be given its key.
-func (n *Node) listenPSP() error {
-	if !slices.Contains(n.cfg.Services, "psp") {
-		return nil
-	}
-	if n.cfg.PSPAPIKey == "" && n.cfg.DataDir != "" {
-		key, err := stdwebhook.NewSecret()
-		if err != nil {
-			return err
+// shareProvider gives payments and the provider simulator of one node the
+// same credentials, made here unless configured (the webhook secret in
+// every mode, as before), and gives the simulator of an embedded node a
+// listener of its own on loopback, where that node's payments finds it. A
+// simulator served alone (serve psp) answers on the node's address.
+func (n *Node) shareProvider() error {
+	pay, sim := &n.cfg.Payments, &n.cfg.PSP
+	share := func(a, b *string, prefix string) error {
+		*a = cmp.Or(*a, *b)
+		if *a == "" {
+			secret, err := stdwebhook.NewSecret()
+			if err != nil {
+				return err
+			}
+			*a = strings.TrimPrefix(secret, prefix)
 		}
-		n.cfg.PSPAPIKey = strings.TrimPrefix(key, "whsec_")
-	}
-	if n.cfg.PSPAPIKey == "" {
-		return errors.New("serve psp needs --psp-api-key (the provider's API key, shared with serve payments)")
-	}
-	if n.cfg.DataDir == "" {
+		*b = cmp.Or(*b, *a)
 		return nil
+	}
+	if err := share(&sim.Secret, &pay.WebhookSecret, ""); err != nil {
+		return err
+	}
+	embedded := n.cfg.DataDir != ""
+	if !embedded || !slices.Contains(n.cfg.Services, "psp") {
+		return nil
+	}
+	if err := share(&sim.APIKey, &pay.Client.APIKey, "whsec_"); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -120,18 +128,20 @@ func (n *Node) listenPSP() error {
 	}
 	n.pspListener = ln
 	n.onClose = append(n.onClose, func() { ln.Close() })
+	pay.Client.BaseURL = cmp.Or(pay.Client.BaseURL, "http://"+ln.Addr().String())
 	return nil
 }
 
-// pspURL is where this node's payments service finds the provider.
-func (n *Node) pspURL() (string, error) {
-	switch {
-	case n.cfg.PSPURL != "":
-		return n.cfg.PSPURL, nil
-	case n.pspListener != nil:
-		return "http://" + n.pspListener.Addr().String(), nil
+// serveOutside serves the provider simulator's own API: on its loopback
+// listener in an embedded node, else beside the API (mountAPI).
+func (n *Node) serveOutside(h http.Handler) {
+	n.pspAPI = h
+	if n.pspListener == nil {
+		return
 	}
-	return "", errors.New("payments needs the provider's URL: pass --psp-url")
+	srv := &http.Server{Handler: telemetry.Handler(h, nil), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	go srv.Serve(n.pspListener)
+	n.onClose = append(n.onClose, func() { srv.Close() })
 }
 
 // outboxGauge is a gauge of service's outbox, read at scrape time (-1 when

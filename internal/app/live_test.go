@@ -65,7 +65,7 @@ func readSSE(t *testing.T, base, id string, lastEventID string) []sseEvent {
 
 func TestLiveOrderStatus(t *testing.T) {
 	// A slow provider leaves time to watch the order move.
-	s := startStack(t, Config{PSP: psp.Faults{Latency: 300 * time.Millisecond}})
+	s := startStack(t, Config{PSP: psp.Config{Faults: psp.Faults{Latency: 300 * time.Millisecond}}})
 	s.addProduct("LIVE", 10)
 	o := s.place(orderBody("iris", psp.TokenOK, order.ItemRequest{SKU: "LIVE", Quantity: 1}))
 
@@ -125,7 +125,7 @@ func TestLiveOrderStatus(t *testing.T) {
 // not the process: only the broker can wake it.
 func TestLongPollOnAnotherInstance(t *testing.T) {
 	dir := t.TempDir()
-	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0", PSP: psp.Faults{Latency: 300 * time.Millisecond}})
+	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0", PSP: psp.Config{Faults: psp.Faults{Latency: 300 * time.Millisecond}}})
 	s.addProduct("TWIN", 10)
 	second, err := Start(context.Background(), withTestAuth(t, Config{
 		Services: []string{"orders", "gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), Logger: bustest.Logger(t),

@@ -21,7 +21,7 @@ import (
 // TestProviderAsync runs the saga with the provider answering "pending" and
 // deciding later through a signed webhook to payments.
 func TestProviderAsync(t *testing.T) {
-	s := startStack(t, Config{PSPAsync: true})
+	s := startStack(t, Config{PSP: psp.Config{Async: true}})
 	s.addProduct("ASYNC", 10)
 	ok := s.place(orderBody("lea", psp.TokenOK, order.ItemRequest{SKU: "ASYNC", Quantity: 1}))
 	declined := s.place(orderBody("max", psp.TokenDecline, order.ItemRequest{SKU: "ASYNC", Quantity: 1}))
@@ -43,7 +43,7 @@ func TestProviderWebhookVerification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startStack(t, Config{PSPAsync: true, PSPWebhookSecret: secret, PSPNotifyURL: "http://127.0.0.1:1"})
+	s := startStack(t, Config{PSP: psp.Config{Async: true, Secret: secret, NotifyURL: "http://127.0.0.1:1"}})
 	s.addProduct("HOOKED", 10)
 	o := s.place(orderBody("ned", psp.TokenOK, order.ItemRequest{SKU: "HOOKED", Quantity: 1}))
 

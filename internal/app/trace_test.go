@@ -42,15 +42,11 @@ func TestOneTracePerOrderAcrossProcesses(t *testing.T) {
 	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0",
 		Services: []string{"orders", "inventory", "notifications", "psp", "gateway"},
 		Webhooks: webhook.Config{AllowPrivate: true, Schedule: testSchedule}})
-	pspURL, err := s.n.pspURL()
-	if err != nil {
-		t.Fatal(err)
-	}
 	second, err := Start(context.Background(), Config{
 		Services: []string{"payments", "shipping"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(),
 		DSNs:           map[string]string{"payments": "sqlite:" + filepath.Join(dir, "p2.db"), "shipping": "sqlite:" + filepath.Join(dir, "s2.db")},
-		InternalSecret: strings.Repeat("0123456789abcdef", 4), PSPURL: pspURL, PSPAPIKey: s.n.cfg.PSPAPIKey,
-		PSPWebhookSecret: s.n.cfg.PSPWebhookSecret, Logger: bustest.Logger(t),
+		InternalSecret: strings.Repeat("0123456789abcdef", 4), Payments: s.n.cfg.Payments,
+		Logger: bustest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,11 +3,11 @@ package notification
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/ordermesh/ordermesh/internal/notification/migrations"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
 
@@ -35,11 +35,8 @@ func insertMessage(ctx context.Context, tx *sqldb.Tx, m Message) error {
 	return err
 }
 
-//go:embed migrations
-var migrations embed.FS
-
 // Migrations is the notifications schema.
-func Migrations() sqldb.Migrations { return sqldb.Embedded("notifications", migrations) }
+func Migrations() sqldb.Migrations { return migrations.Migrations() }
 
 // Messages lists messages, of one order when orderID is not empty.
 func (s *Service) Messages(ctx context.Context, orderID string) ([]Message, error) {

@@ -39,9 +39,12 @@ const (
 
 // Config configures the payments service.
 type Config struct {
-	DB       *sqldb.DB
-	Outbox   *outbox.Outbox
+	DB     *sqldb.DB
+	Outbox *outbox.Outbox
+	// Provider is the payment provider; nil means a ProviderClient on
+	// Client.
 	Provider Provider
+	Client   ClientConfig
 	Logger   *slog.Logger
 	// WebhookSecret verifies the provider's webhooks (async authorizations).
 	WebhookSecret string

@@ -12,7 +12,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/ordermesh/ordermesh/internal/event"
-	"github.com/ordermesh/ordermesh/internal/notification"
+	"github.com/ordermesh/ordermesh/internal/notification/migrations"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
@@ -33,7 +33,7 @@ type testEndpoint struct {
 func failingDelivery(t *testing.T, cfg Config) (*Service, *dispatcher, *testEndpoint) {
 	t.Helper()
 	ctx := context.Background()
-	cfg.DB = sqldbtest.Open(t, "sqlite:"+filepath.Join(t.TempDir(), "n.db"), notification.Migrations(), inbox.Migrations())
+	cfg.DB = sqldbtest.Open(t, "sqlite:"+filepath.Join(t.TempDir(), "n.db"), migrations.Migrations(), inbox.Migrations())
 	cfg.AllowPrivate = true
 	ep := &testEndpoint{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

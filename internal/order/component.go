@@ -1,0 +1,58 @@
+package order
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/component"
+)
+
+// Component is the orders service: it serves orders, drives their state
+// machine and cancels those past their deadline. cfg's Deadline is its
+// flag; the node fills in the rest.
+func Component(cfg *Config) component.Component {
+	return component.Component{Name: "orders", Migrations: Migrations, API: (*Service)(nil).API, Settings: cfg,
+		Start: func(env *component.Env) error { return start(env, *cfg) }}
+}
+
+// Flags declares the orders service's flags.
+func (cfg *Config) Flags(fs *flag.FlagSet) {
+	fs.DurationVar(&cfg.Deadline, "order-deadline", 30*time.Second, "orders not confirmed by then are cancelled with reason timeout")
+}
+
+// Check says what is wrong with the flags (as parsed: zero is not
+// their default there).
+func (cfg *Config) Check() error {
+	if cfg.Deadline < time.Second {
+		return fmt.Errorf("--order-deadline must be at least 1s, got %s", cfg.Deadline)
+	}
+	return nil
+}
+
+func start(env *component.Env, cfg Config) error {
+	cfg.DB, cfg.Outbox, cfg.Logger = env.DB, env.Outbox, env.Log
+	cfg.Changed = func(id string) { env.Bus.Changed("order", id) }
+	cfg.CatalogCaughtUp = func(ctx context.Context, sku string) (bool, error) {
+		seq, err := env.Bus.LastSequence(ctx, event.ProductUpdated, sku)
+		if err != nil || seq == 0 {
+			return err == nil, err
+		}
+		return env.Bus.AckedThrough(ctx, ConsumerName, sku, seq)
+	}
+	svc := New(cfg)
+	svc.Routes(env.Mux)
+	env.Metrics.MustRegister(Finished, Lifetime)
+	// Long polls and event streams on any instance are woken by the
+	// broker, whichever instance changed the order.
+	stopWatch, err := env.Bus.OnChanged("order", svc.Notify)
+	if err != nil {
+		return err
+	}
+	env.OnClose(stopWatch)
+	env.Go(func(ctx context.Context) { svc.RunDeadlines(ctx, 250*time.Millisecond) })
+	_, err = env.Consume(svc.Consumer())
+	return err
+}
