@@ -83,7 +83,11 @@ serve gateway "" --jwt-key "$tmp/pub.pem" --upstream "orders=${up[orders]}" --up
 gw=$url
 token=$("$tmp/ordermesh" token --key "$tmp/key.pem" --sub bench --scopes admin --ttl 1h)
 
-"$tmp/ordermesh" load --target "$gw" --token "$token" --rate 5 --duration 2s >/dev/null 2>&1 || true # products, warm-up
+"$tmp/ordermesh" load --target "$gw" --token "$token" --rate 20 --duration 5s >/dev/null 2>&1 || true # products, warm-up
+# The schemas are fresh: statistics let PostgreSQL plan for tables that hold
+# rows, as a running system's do (autovacuum would analyze them a minute
+# or so later). Without this, cached generic plans scan whole tables.
+psql -q "$pg" -c ANALYZE
 cpu() { # utime + stime of the processes matching $1, in clock ticks
   local sum=0 p
   for p in $(pgrep -f "$1"); do
@@ -102,11 +106,17 @@ awk -v o="$idle_om" -v n="$idle_nats" -v hz="$hz" -v s="$idle" 'BEGIN {
   printf "idle, no orders: ordermesh processes %.0f ms CPU per second, the three nats-servers %.0f ms\n", o * 1000 / hz / s, n * 1000 / hz / s }'
 before=$(cpu "$tmp/ordermesh serve")
 nats_before=$(cpu "$tmp/nats-server")
+declare -A svc_before
+for svc in psp orders inventory payments shipping notifications gateway; do svc_before[$svc]=$(cpu "$tmp/ordermesh serve $svc "); done
+pg_before=$(cpu "postgres: ")
 status=0
 "$tmp/ordermesh" load --target "$gw" --token "$token" --rate "$rate" --duration "$duration" --json "$tmp/load.json" \
   >"$tmp/load.txt" 2>"$tmp/load.err" || status=$?
 after=$(cpu "$tmp/ordermesh serve")
 nats_after=$(cpu "$tmp/nats-server")
+declare -A svc_after
+for svc in psp orders inventory payments shipping notifications gateway; do svc_after[$svc]=$(cpu "$tmp/ordermesh serve $svc "); done
+pg_after=$(cpu "postgres: ")
 if [ -n "${SHOW_TIMELINE:-}" ]; then # where an order's time goes, step by step
   GW="$gw" TOKEN="$token" python3 - <<'PY' || true
 import json, os, urllib.request, datetime as d
@@ -125,4 +135,10 @@ awk -v a="$before" -v b="$after" -v na="$nats_before" -v nb="$nats_after" -v hz=
   if (n == 0) { print "no order completed"; exit 1 }
   printf "scaled out, %d instance(s) of orders/inventory/payments, %s orders/s offered: %d completed; ordermesh processes %.2f ms CPU per order, the three nats-servers %.2f ms\n",
     i, r, n, (b - a) * 1000 / hz / n, (nb - na) * 1000 / hz / n }'
+# Where it goes: each service's processes, and PostgreSQL's backends (all
+# of them: other databases' too, if any are busy).
+for svc in psp orders inventory payments shipping notifications gateway; do
+  awk -v a="${svc_before[$svc]}" -v b="${svc_after[$svc]}" -v hz="$hz" -v n="${done:-1}" -v s="$svc" 'BEGIN { printf "  %-13s %6.2f ms CPU per order\n", s, (b - a) * 1000 / hz / n }'
+done
+awk -v a="$pg_before" -v b="$pg_after" -v hz="$hz" -v n="${done:-1}" 'BEGIN { printf "  %-13s %6.2f ms CPU per order\n", "PostgreSQL", (b - a) * 1000 / hz / n }'
 exit $status

@@ -49,7 +49,9 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	for _, typ := range []string{event.OrderPlaced, event.OrderConfirmed, event.ShipmentCreated, event.OrderCompleted, event.OrderCancelled} {
 		routes = append(routes, inbox.On(typ, s.notify))
 	}
-	cfg := bus.ConsumerConfig{Name: ConsumerName, Concurrency: 1, Linger: 20 * time.Millisecond, Types: routes.Types()}
+	// A message stands on its own (one waiting for its order's customer is
+	// retried), so one order's events need not stay on one instance.
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Concurrency: 1, Linger: 20 * time.Millisecond, Types: routes.Types(), Unpartitioned: true}
 	return cfg, inbox.BatchHandler(s.db, ConsumerName, routes.Handler(ConsumerName))
 }
 

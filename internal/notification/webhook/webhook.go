@@ -173,7 +173,9 @@ func New(cfg Config) *Service {
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	// Off the order's critical path: one worker that lingers, so that the
 	// events of many orders share a transaction.
-	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: event.Types, Concurrency: 1, Linger: 20 * time.Millisecond}
+	// Each delivery stands on its own (Standard Webhooks promise no order),
+	// so one order's events need not stay on one instance.
+	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: event.Types, Concurrency: 1, Linger: 20 * time.Millisecond, Unpartitioned: true}
 	return cfg, bus.Skipping(inbox.BatchHandler(s.db, ConsumerName, s.enqueue), func(ctx context.Context, evs []bus.Event) ([]bool, error) {
 		wanted, err := s.subscribedTypes(ctx)
 		if err != nil {

@@ -62,7 +62,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	cause.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 	ev := bustest.NewEvent(t, "stock.reserved", "o-1", map[string]string{"sku": "A"}).CausedBy(cause)
 	msg := ev.Msg()
-	if want := "events.stock.reserved." + strconv.Itoa(bus.PartitionOf("o-1")); msg.Subject != want {
+	if want := "events.stock.reserved." + strconv.Itoa(bus.SubjectPartition("o-1")); msg.Subject != want {
 		t.Fatalf("subject = %q", msg.Subject)
 	}
 	if got := msg.Header.Get("Nats-Msg-Id"); got != ev.ID {

@@ -50,12 +50,23 @@ type ConsumerConfig struct {
 	// HandlerTimeout is the handler's deadline for one batch. Zero means
 	// 30s.
 	HandlerTimeout time.Duration
+	// Unpartitioned keeps this consumer one durable consumer shared by
+	// every instance even on a partitioned bus (Config.Partitioned): for a
+	// consumer whose handling of one order's events does not depend on
+	// their order across instances (within an instance they are still
+	// handled in order). It spares the broker a replicated consumer per
+	// partition.
+	Unpartitioned bool
 	// Backoff returns the redelivery delay after the given delivery failed
 	// transiently. Nil means exponential from 250ms, capped at 30s, ±20%.
 	Backoff func(delivery int) time.Duration
 }
 
 var consumerName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// partitioned reports whether the consumer is one durable consumer per
+// partition on a bus configured with partitioned.
+func (c *ConsumerConfig) partitioned(partitioned bool) bool { return partitioned && !c.Unpartitioned }
 
 func (c *ConsumerConfig) validate() error {
 	if !consumerName.MatchString(c.Name) {

@@ -100,7 +100,7 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		c.subs = append(c.subs, sub)
 	}
 	b.metrics.add(c)
-	if b.cfg.Partitioned {
+	if cfg.partitioned(b.cfg.Partitioned) {
 		if err := c.startBalancing(ctx); err != nil {
 			c.Stop()
 			return nil, err
@@ -120,7 +120,7 @@ type source struct {
 // consumer or one per partition.
 func (b *Bus) sources(cfg ConsumerConfig) []source {
 	sources := []source{{StreamReplay, cfg.Name, []string{replayPrefix + cfg.Name + ".>"}, true}}
-	if !b.cfg.Partitioned {
+	if !cfg.partitioned(b.cfg.Partitioned) {
 		return append(sources, source{StreamEvents, cfg.Name, TypeSubjects(cfg.Types, -1), true})
 	}
 	for p := range Partitions {
@@ -198,7 +198,7 @@ func (c *Consumer) SetTypes(ctx context.Context, types []string) error {
 		}
 		return nil
 	}
-	if c.bus.cfg.Partitioned {
+	if c.cfg.partitioned(c.bus.cfg.Partitioned) {
 		for p := range Partitions {
 			if err := update(partitionName(c.cfg.Name, p), TypeSubjects(types, p)); err != nil {
 				return err
@@ -215,7 +215,7 @@ func (c *Consumer) SetTypes(ctx context.Context, types []string) error {
 // broker, keeping the ones it has there (whichever instance set them).
 func (c *Consumer) AddTypes(ctx context.Context, types []string) error {
 	name := c.cfg.Name
-	if c.bus.cfg.Partitioned {
+	if c.cfg.partitioned(c.bus.cfg.Partitioned) {
 		name = partitionName(name, 0)
 	}
 	cons, err := c.bus.js.Consumer(ctx, StreamEvents, name)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,7 +82,7 @@ func (ev Event) CausedBy(cause Event) Event {
 // NATSSubject is the subject the event is published on:
 // events.<type>.<partition of its subject>.
 func (ev Event) NATSSubject() string {
-	return SubjectPrefix + ev.Type + "." + strconv.Itoa(PartitionOf(ev.Subject))
+	return typeSubject(ev.Type, subjectPartition(ev.Subject))
 }
 
 // Msg encodes ev as a NATS message in CloudEvents binary mode, with

@@ -8,3 +8,7 @@ func OpenLeases(ctx context.Context, b *Bus) error {
 	_, _, err := b.leases(ctx)
 	return err
 }
+
+// SubjectPartition is the subject partition events about subject are
+// published in.
+var SubjectPartition = subjectPartition

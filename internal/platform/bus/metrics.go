@@ -80,7 +80,7 @@ func (bc *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	bc.m.mu.Unlock()
 	for _, c := range consumers {
 		names := []string{c.cfg.Name}
-		if bc.b.cfg.Partitioned {
+		if c.cfg.partitioned(bc.b.cfg.Partitioned) {
 			names = names[:0]
 			for p := range Partitions {
 				names = append(names, partitionName(c.cfg.Name, p))

@@ -146,3 +146,65 @@ func TestPartitionedConsumersKeepEachOrderOnOneInstance(t *testing.T) {
 		t.Errorf("handled: %v; want both instances to take part", log.handled)
 	}
 }
+
+// TestUnpartitionedConsumerOnAPartitionedBus: a consumer that does not
+// need per-order order across instances is one durable consumer on the
+// broker, not one per partition, and receives the events of every
+// partition.
+func TestUnpartitionedConsumerOnAPartitionedBus(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := bus.New(nc, bus.Config{Partitioned: true, Instance: "a", Logger: bustest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := map[string]bool{}
+	c, err := b.ConsumeBatch(ctx, bus.ConsumerConfig{Name: "test-any", Types: []string{"item.added"}, Unpartitioned: true},
+		func(_ context.Context, evs []bus.Event) []error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, ev := range evs {
+				got[ev.Subject] = true
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	const subjects = 40 // over every partition, with near certainty
+	for i := range subjects {
+		if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("o-%d", i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bustest.Eventually(t, 10*time.Second, "every event handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == subjects
+	})
+	stream, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	lister := stream.ConsumerNames(ctx)
+	for name := range lister.Name() {
+		names = append(names, name)
+	}
+	if err := lister.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 1 || names[0] != "test-any" {
+		t.Fatalf("durable consumers on EVENTS = %v, want only test-any", names)
+	}
+	if p := c.Partitions(); p != nil {
+		t.Fatalf("an unpartitioned consumer holds partitions %v", p)
+	}
+}

@@ -103,7 +103,7 @@ func (b *Bus) LastSequence(ctx context.Context, typ, subject string) (uint64, er
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", StreamEvents, err)
 	}
-	msg, err := stream.GetLastMsgForSubject(ctx, TypeSubjects([]string{typ}, PartitionOf(subject))[0])
+	msg, err := stream.GetLastMsgForSubject(ctx, typeSubject(typ, subjectPartition(subject)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
@@ -150,7 +150,7 @@ func (b *Bus) History(ctx context.Context, subject string, since time.Time, scan
 		return nil, false, nil
 	}
 	// Event types are two tokens (order.placed): events.<a>.<b>.<partition>.
-	filter := SubjectPrefix + "*.*." + strconv.Itoa(PartitionOf(subject))
+	filter := SubjectPrefix + "*.*." + strconv.Itoa(subjectPartition(subject))
 	cons, err := b.js.OrderedConsumer(ctx, StreamEvents, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since, FilterSubjects: []string{filter},
 	})

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Scaled-out throughput and CPU per order: a 3-node JetStream cluster on
+# loopback (nats-server built from go.mod), PostgreSQL (one schema per
+# service), and every service as `ordermesh serve`, with INSTANCES of
+# orders, inventory and payments (partitioned consumers); then one
+# fixed-rate `ordermesh load` through the gateway. Prints completed
+# orders/s, completion p99 and the CPU time of every ordermesh process
+# (brokers and PostgreSQL excluded) per completed order.
+#
+#   PG=postgres://ordermesh:ordermesh@127.0.0.1:5432/ordermesh_test?sslmode=disable \
+#   INSTANCES=2 RATE=40 DURATION=30s bench/scaleout/run.sh
+#
+# The long form of the fault test is the Go test with more orders:
+#   ORDERMESH_CLUSTER_ORDERS=2000 go test -run TestScaledOutClusterSurvivesFaults -v ./internal/app
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+pg=${PG:-${ORDERMESH_TEST_POSTGRES:?set PG to a PostgreSQL URL (a database ordermesh may create schemas in)}}
+instances=${INSTANCES:-1}
+rate=${RATE:-40}
+duration=${DURATION:-30s}
+tmp=$(mktemp -d)
+pids=()
+schemas=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for s in "${schemas[@]}"; do psql -q "$pg" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
+  [ -n "${KEEP_LOGS:-}" ] && cp "$tmp"/*.log "$KEEP_LOGS"/ 2>/dev/null; rm -rf "$tmp"
+}
+trap cleanup EXIT
+go build -o "$tmp/ordermesh" ./cmd/ordermesh
+go build -o "$tmp/nats-server" github.com/nats-io/nats-server/v2
+port=$((20000 + RANDOM % 20000))
+
+routes="nats://127.0.0.1:$((port + 11)),nats://127.0.0.1:$((port + 12)),nats://127.0.0.1:$((port + 13))"
+nats=""
+for i in 1 2 3; do
+  "$tmp/nats-server" -js -sd "$tmp/nats$i" -n "n$i" -a 127.0.0.1 -p $((port + i)) --profile $((port + 30 + i)) --cluster_name bench \
+    --cluster "nats://127.0.0.1:$((port + 10 + i))" --routes "$routes" >"$tmp/nats$i.log" 2>&1 &
+  pids+=($!)
+  nats="${nats:+$nats,}nats://127.0.0.1:$((port + i))"
+done
+pport=$port
+port=$((port + 20))
+"$tmp/ordermesh" setup --nats "$nats" --replicas 3 >/dev/null
+
+openssl genpkey -algorithm ed25519 -out "$tmp/key.pem" 2>/dev/null
+openssl pkey -in "$tmp/key.pem" -pubout -out "$tmp/pub.pem"
+export ORDERMESH_NATS="$nats" ORDERMESH_INTERNAL_SECRET=$(openssl rand -hex 32) ORDERMESH_PSP_API_KEY=bench-key \
+  ORDERMESH_LOG_LEVEL=warn
+schema() { # a fresh schema per service, shared by its instances
+  local s="bench_$1_$$"
+  psql -q "$pg" -c "CREATE SCHEMA IF NOT EXISTS $s" >/dev/null
+  schemas+=("$s")
+  case "$pg" in *\?*) echo "$pg&search_path=$s" ;; *) echo "$pg?search_path=$s" ;; esac
+}
+serve() { # serve SERVICE DSN [flags…]: starts it, waits until ready, sets $url
+  local svc=$1 db=$2
+  shift 2
+  port=$((port + 1))
+  "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$port" --partitioned="${PARTITIONED:-true}" "$@" >>"$tmp/$svc.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "$svc did not become ready:"; tail -5 "$tmp/$svc.log"; exit 1; }
+  url="http://127.0.0.1:$port"
+}
+db=$(schema psp)
+serve psp "$db"
+psp=$url
+declare -A up
+for svc in orders inventory payments shipping notifications; do
+  db=$(schema "$svc")
+  n=1
+  case $svc in orders | inventory | payments) n=$instances ;; esac
+  for _ in $(seq 1 "$n"); do
+    extra=()
+    [ "$svc" = payments ] && extra=(--psp-url "$psp")
+    serve "$svc" "$db" "${extra[@]}"
+    up[$svc]="${up[$svc]:+${up[$svc]},}$url"
+  done
+done
+serve gateway "" --jwt-key "$tmp/pub.pem" --upstream "orders=${up[orders]}" --upstream "inventory=${up[inventory]}" \
+  --upstream "payments=${up[payments]}" --upstream "notifications=${up[notifications]}" --upstream "psp=$psp"
+gw=$url
+token=$("$tmp/ordermesh" token --key "$tmp/key.pem" --sub bench --scopes admin --ttl 1h)
+
+"$tmp/ordermesh" load --target "$gw" --token "$token" --rate 5 --duration 2s >/dev/null 2>&1 || true # products, warm-up
+cpu() { # utime + stime of the processes matching $1, in clock ticks
+  local sum=0 p
+  for p in $(pgrep -f "$1"); do
+    sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo $sum
+}
+hz=$(getconf CLK_TCK)
+# What the processes cost with no orders at all (leases, heartbeats, the
+# brokers' replication), over IDLE seconds: a share of every figure below.
+idle=${IDLE:-10}
+idle_om=$(cpu "$tmp/ordermesh serve"); idle_nats=$(cpu "$tmp/nats-server")
+sleep "$idle"
+idle_om=$(( $(cpu "$tmp/ordermesh serve") - idle_om )); idle_nats=$(( $(cpu "$tmp/nats-server") - idle_nats ))
+awk -v o="$idle_om" -v n="$idle_nats" -v hz="$hz" -v s="$idle" 'BEGIN {
+  printf "idle, no orders: ordermesh processes %.0f ms CPU per second, the three nats-servers %.0f ms\n", o * 1000 / hz / s, n * 1000 / hz / s }'
+before=$(cpu "$tmp/ordermesh serve")
+nats_before=$(cpu "$tmp/nats-server")
+status=0
+for i in 1 2 3; do curl -s -o /tmp/nats$i.prof "http://127.0.0.1:$((pport + 30 + i))/debug/pprof/profile?seconds=20" & done
+"$tmp/ordermesh" load --target "$gw" --token "$token" --rate "$rate" --duration "$duration" --json "$tmp/load.json" \
+  >"$tmp/load.txt" 2>"$tmp/load.err" || status=$?
+wait
+after=$(cpu "$tmp/ordermesh serve")
+nats_after=$(cpu "$tmp/nats-server")
+if [ -n "${SHOW_TIMELINE:-}" ]; then # where an order's time goes, step by step
+  GW="$gw" TOKEN="$token" python3 - <<'PY' || true
+import json, os, urllib.request, datetime as d
+def get(path):
+    req = urllib.request.Request(os.environ["GW"] + path, headers={"Authorization": "Bearer " + os.environ["TOKEN"]})
+    return json.load(urllib.request.urlopen(req))
+for o in get("/api/orders?limit=3"):
+    o = get("/api/orders/" + o["id"])
+    t = [d.datetime.fromisoformat(s["at"].replace("Z", "+00:00")) for s in o["timeline"]]
+    print("timeline (s after placed):", [(s["type"], round((x - t[0]).total_seconds(), 3)) for s, x in zip(o["timeline"], t)])
+PY
+fi
+cat "$tmp/load.txt"; tail -3 "$tmp/load.err"
+done=$(sed -n 's/.*"completed": \([0-9]*\).*/\1/p' "$tmp/load.json" | head -1)
+awk -v a="$before" -v b="$after" -v na="$nats_before" -v nb="$nats_after" -v hz="$hz" -v n="${done:-0}" -v i="$instances" -v r="$rate" 'BEGIN {
+  if (n == 0) { print "no order completed"; exit 1 }
+  printf "scaled out, %d instance(s) of orders/inventory/payments, %s orders/s offered: %d completed; ordermesh processes %.2f ms CPU per order, the three nats-servers %.2f ms\n",
+    i, r, n, (b - a) * 1000 / hz / n, (nb - na) * 1000 / hz / n }'
+exit $status
