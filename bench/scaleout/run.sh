@@ -10,6 +10,8 @@
 #   PG=postgres://ordermesh:ordermesh@127.0.0.1:5432/ordermesh_test?sslmode=disable \
 #   INSTANCES=2 RATE=40 DURATION=30s bench/scaleout/run.sh
 #
+# PARTITIONED=false and CONSUMER_STATE=memory set those serve flags.
+#
 # The long form of the fault test is the Go test with more orders:
 #   ORDERMESH_CLUSTER_ORDERS=2000 go test -run TestScaledOutClusterSurvivesFaults -v ./internal/app
 set -euo pipefail
@@ -57,7 +59,7 @@ serve() { # serve SERVICE DSN [flags…]: starts it, waits until ready, sets $ur
   local svc=$1 db=$2
   shift 2
   port=$((port + 1))
-  "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$port" --partitioned="${PARTITIONED:-true}" "$@" >>"$tmp/$svc.log" 2>&1 &
+  "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$port" --partitioned="${PARTITIONED:-true}" --consumer-state "${CONSUMER_STATE:-file}" "$@" >>"$tmp/$svc.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "$svc did not become ready:"; tail -5 "$tmp/$svc.log"; exit 1; }

@@ -61,6 +61,9 @@ type Config struct {
 	// Partitioned runs every consumer as one durable consumer per
 	// partition, each held by one instance at a time (bus.Config).
 	Partitioned bool
+	// ConsumerMemory keeps the consumers' state in the brokers' memory
+	// (bus.Config).
+	ConsumerMemory bool
 	// StreamsTimeout bounds the wait for the broker to place the streams at
 	// start (default 2m).
 	StreamsTimeout time.Duration
@@ -297,7 +300,7 @@ func (n *Node) connect(ctx context.Context) error {
 		return fmt.Errorf("event schemas: %w", err)
 	}
 	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Placement: n.cfg.Placement, MaxBytes: n.cfg.StreamMaxBytes,
-		Partitioned: n.cfg.Partitioned, Metrics: n.reg, Logger: n.log, Validate: schemas.Validate}); err != nil {
+		Partitioned: n.cfg.Partitioned, ConsumerMemory: n.cfg.ConsumerMemory, Metrics: n.reg, Logger: n.log, Validate: schemas.Validate}); err != nil {
 		return err
 	}
 	timeout := n.cfg.StreamsTimeout

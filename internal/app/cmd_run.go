@@ -127,6 +127,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sf streamFlags
 	sf.register(fs)
 	partitioned := fs.Bool("partitioned", true, "consume each partition of the events on one instance at a time, so several instances never handle one order's events at once (false: one consumer shared by all instances)")
+	consumerState := fs.String("consumer-state", "file", "where the brokers keep the consumers' state: file, or memory (less broker CPU; lost, and the stream re-read, only if every broker stops at once); every instance must agree")
 	var uf upstreamFlags
 	uf.register(fs)
 	pos, given, err := parseFlagsGiven(fs, args)
@@ -149,6 +150,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := sf.validate(); err != nil {
 		return err
 	}
+	if *consumerState != "file" && *consumerState != "memory" {
+		return usagef("--consumer-state must be file or memory, got %q", *consumerState)
+	}
 	cfg, err := c.config(stderr)
 	if err != nil {
 		return err
@@ -161,7 +165,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	sf.config(&cfg)
-	cfg.Partitioned = *partitioned
+	cfg.Partitioned, cfg.ConsumerMemory = *partitioned, *consumerState == "memory"
 	if err := g.apply(&cfg); err != nil {
 		return err
 	}

@@ -58,6 +58,18 @@ type Config struct {
 	// this process among them (default: a random id).
 	Partitioned bool
 	Instance    string
+	// ConsumerMemory keeps the durable consumers' state (what each has
+	// acknowledged) in the brokers' memory, replicated like the streams,
+	// instead of in files each broker rewrites up to 10 times a second per
+	// consumer: about a quarter less broker CPU per order scaled out
+	// (BENCHMARKS.md). The state survives any broker's crash while the
+	// others keep a quorum; if every broker of the cluster stops at once,
+	// it is lost and every consumer reads the stream again from its start
+	// (the inbox drops what was handled, so nothing happens twice, but the
+	// catch-up takes the time of re-reading up to EventsMaxAge of events).
+	// Every instance must agree: the broker refuses to change it on an
+	// existing consumer.
+	ConsumerMemory bool
 	// Metrics, when set, receives the pipeline's metrics (see metrics.go).
 	Metrics prometheus.Registerer
 	// Logger receives consumer warnings. Nil means slog.Default().

@@ -84,6 +84,7 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 			MaxDeliver:     -1, // the consumer dead-letters by itself, so it sees the last delivery
 			MaxAckPending:  4096,
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
+			MemoryStorage:  b.cfg.ConsumerMemory,
 		})
 		if err != nil {
 			c.Stop()

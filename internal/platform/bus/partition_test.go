@@ -208,3 +208,35 @@ func TestUnpartitionedConsumerOnAPartitionedBus(t *testing.T) {
 		t.Fatalf("an unpartitioned consumer holds partitions %v", p)
 	}
 }
+
+// TestConsumerStateInMemory: with ConsumerMemory the broker keeps the
+// durable consumers' state in memory; without it, in files.
+func TestConsumerStateInMemory(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	for _, memory := range []bool{false, true} {
+		nc, err := nats.Connect(s.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		b, err := bus.New(nc, bus.Config{ConsumerMemory: memory, Logger: bustest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("test-memory-%t", memory)
+		c, err := b.ConsumeBatch(ctx, bus.ConsumerConfig{Name: name, Types: []string{"item.added"}},
+			func(context.Context, []bus.Event) []error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Stop()
+		cons, err := b.JetStream().Consumer(ctx, bus.StreamEvents, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cons.CachedInfo().Config.MemoryStorage; got != memory {
+			t.Fatalf("ConsumerMemory %t: the broker keeps the state in memory: %t", memory, got)
+		}
+	}
+}
