@@ -14,7 +14,7 @@ import "strconv"
 //
 // Each partition is a replicated durable consumer per service, whose
 // state the brokers keep and write; 4 (down from 16) cut the brokers' CPU
-// per order by about a quarter (BENCHMARKS.md). The subjects keep 16, so
+// per order by a third (BENCHMARKS.md). The subjects keep 16, so
 // the count can change without moving stored events.
 const Partitions = 4
 
