@@ -24,10 +24,15 @@ tmp=$(mktemp -d)
 pids=()
 schemas=()
 cleanup() {
+  local rc=$?
+  if [ "$rc" != 0 ] && [ -z "${KEEP_LOGS:-}" ]; then # a failed run keeps its logs
+    KEEP_LOGS=$(mktemp -d /tmp/ordermesh-scaleout-logs.XXXX)
+    echo "exit $rc: the processes' logs are in $KEEP_LOGS" >&2
+  fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for s in "${schemas[@]}"; do psql -q "$pg" -c "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
-  [ -n "${KEEP_LOGS:-}" ] && cp "$tmp"/*.log "$KEEP_LOGS"/ 2>/dev/null; rm -rf "$tmp"
+  [ -n "${KEEP_LOGS:-}" ] && cp "$tmp"/*.log "$tmp"/load.* "$KEEP_LOGS"/ 2>/dev/null; rm -rf "$tmp"
 }
 trap cleanup EXIT
 go build -o "$tmp/ordermesh" ./cmd/ordermesh
@@ -89,7 +94,7 @@ token=$("$tmp/ordermesh" token --key "$tmp/key.pem" --sub bench --scopes admin -
 # The schemas are fresh: statistics let PostgreSQL plan for tables that hold
 # rows, as a running system's do (autovacuum would analyze them a minute
 # or so later). Without this, cached generic plans scan whole tables.
-psql -q "$pg" -c ANALYZE
+psql -q "$pg" -c ANALYZE 2>/dev/null # (warnings about the catalogs it may not analyze)
 cpu() { # utime + stime of the processes matching $1, in clock ticks
   local sum=0 p
   for p in $(pgrep -f "$1"); do
