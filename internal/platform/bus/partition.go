@@ -253,11 +253,10 @@ func (bl *balancer) release(p int) {
 	}
 	l.sub.Drain()
 	<-l.sub.Closed()
-	prefix := SubjectPrefix
-	suffix := "." + strconv.Itoa(p)
 	for deadline := time.Now().Add(bl.c.cfg.HandlerTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if !bl.c.held.any(func(subject string) bool {
-			return strings.HasPrefix(subject, prefix) && strings.HasSuffix(subject, suffix)
+			q, ok := partitionOfMessage(subject)
+			return ok && q == p
 		}) {
 			break
 		}

@@ -240,3 +240,20 @@ func TestConsumerStateInMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestPartitionOfAMessage: a consumer partition knows its messages by
+// their NATS subjects (to wait for those in hand before giving it back),
+// whichever of its subject partitions they were published on.
+func TestPartitionOfAMessage(t *testing.T) {
+	for i := range 200 {
+		subject := fmt.Sprintf("order-%d", i)
+		ev := bustest.NewEvent(t, "order.placed", subject, 0)
+		p, ok := bus.PartitionOfMessage(ev.NATSSubject())
+		if !ok || p != bus.PartitionOf(subject) {
+			t.Fatalf("%s: the message's partition is %d (%t), its events are consumed in %d", subject, p, ok, bus.PartitionOf(subject))
+		}
+	}
+	if _, ok := bus.PartitionOfMessage("events.order.placed"); ok {
+		t.Fatal("an unpartitioned subject has a partition")
+	}
+}

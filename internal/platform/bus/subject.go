@@ -1,6 +1,9 @@
 package bus
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Partitions is how many partitions the events are consumed in. An event
 // about subject S (an order id) is published on events.<type>.<n>, n one
@@ -55,3 +58,16 @@ func TypeSubjects(types []string, partition int) []string {
 
 // typeSubject is the subject of events of type typ in subject partition n.
 func typeSubject(typ string, n int) string { return SubjectPrefix + typ + "." + strconv.Itoa(n) }
+
+// partitionOfMessage is the partition of a message on the events stream,
+// from its NATS subject's last token (false: not a partitioned subject).
+func partitionOfMessage(natsSubject string) (int, bool) {
+	if !strings.HasPrefix(natsSubject, SubjectPrefix) {
+		return 0, false
+	}
+	n, err := strconv.Atoi(natsSubject[strings.LastIndexByte(natsSubject, '.')+1:])
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n % Partitions, true
+}
