@@ -1,9 +1,12 @@
 package bus_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,7 +105,18 @@ func TestPartitionedConsumerWaitsForTheClusterToElect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	b, err := bus.New(nc, bus.Config{Replicas: 3, Partitioned: true, Logger: bustest.Logger(t)})
+	// The bus says when it waits for the cluster: that is when the nodes
+	// come back.
+	retrying := make(chan struct{})
+	var once sync.Once
+	logs := bustest.LogWriter(t)
+	watch := writerFunc(func(p []byte) (int, error) {
+		if bytes.Contains(p, []byte("partition leases not ready; retrying")) {
+			once.Do(func() { close(retrying) })
+		}
+		return logs.Write(p)
+	})
+	b, err := bus.New(nc, bus.Config{Replicas: 3, Partitioned: true, Logger: slog.New(slog.NewTextHandler(watch, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +132,7 @@ func TestPartitionedConsumerWaitsForTheClusterToElect(t *testing.T) {
 	select {
 	case err := <-done:
 		t.Fatalf("lease buckets opened without a quorum: %v", err)
-	case <-time.After(7 * time.Second): // longer than one JetStream API request may wait
+	case <-retrying:
 	}
 	start(1)
 	start(2)
@@ -126,3 +140,7 @@ func TestPartitionedConsumerWaitsForTheClusterToElect(t *testing.T) {
 		t.Fatalf("once the cluster had a quorum again: %v", err)
 	}
 }
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
