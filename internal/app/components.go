@@ -86,7 +86,9 @@ func migrationsOf(service string) []sqldb.Migrations {
 // that belongs to other services only, naming who takes it.
 func checkFlagsOf(service string, given map[string]bool) error {
 	owners := map[string][]string{}
-	for _, c := range registry {
+	// A fresh configuration: reading a component's flags binds them (and
+	// their defaults) to its settings, which registry's must not share.
+	for _, c := range (&Config{}).components(nil) {
 		for _, f := range c.FlagNames() {
 			owners[f] = append(owners[f], c.Name)
 		}
