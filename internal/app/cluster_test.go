@@ -35,8 +35,13 @@ type child struct {
 	bin  string
 	args []string
 	cmd  *exec.Cmd
-	// ready, when set, is polled after start until it answers 200.
-	ready string
+	// exited is closed when the process has ended, with its error in err.
+	exited chan struct{}
+	err    error
+	// ready, when set, is polled after start until it answers 200 and,
+	// when store is set too, names that store among its checks: the
+	// process answering is this one, not another that holds the port.
+	ready, store string
 }
 
 func (c *child) start() {
@@ -47,23 +52,40 @@ func (c *child) start() {
 	if err := c.cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", c.name, err)
 	}
+	c.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) {
+		c.err = cmd.Wait()
+		close(exited)
+	}(c.cmd, c.exited)
 	if c.ready == "" {
 		return
 	}
 	bustest.Eventually(c.t, 60*time.Second, c.name+" to be ready", func() bool {
+		select {
+		case <-c.exited:
+			c.t.Fatalf("%s exited before it was ready: %v", c.name, c.err)
+		default:
+		}
 		resp, err := http.Get(c.ready)
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		defer resp.Body.Close()
+		var checks map[string]string
+		if json.NewDecoder(resp.Body).Decode(&checks) != nil || resp.StatusCode != http.StatusOK {
+			return false
+		}
+		if _, ok := checks[c.store]; c.store != "" && !ok {
+			c.t.Fatalf("%s: another process answers on its address (its /readyz checks %v)", c.name, checks)
+		}
+		return true
 	})
 }
 
 func (c *child) kill() {
 	if c.cmd != nil && c.cmd.Process != nil {
 		c.cmd.Process.Signal(syscall.SIGKILL)
-		c.cmd.Wait()
+		<-c.exited
 	}
 }
 
@@ -187,7 +209,11 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 			}
 			args = append(args, "--db", dbs[svc])
 		}
-		return &child{t: t, name: svc + "@" + addr, bin: bin, args: append(args, extra...), ready: "http://" + addr + "/readyz"}
+		c := &child{t: t, name: svc + "@" + addr, bin: bin, args: append(args, extra...), ready: "http://" + addr + "/readyz"}
+		if svc != "gateway" {
+			c.store = svc + "_db"
+		}
+		return c
 	}
 	pspNode := serve("psp", "--psp-api-key", pspKey)
 	pspNode.start()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,8 +126,17 @@ func NewEvent(tb testing.TB, typ, subject string, data any) bus.Event {
 	return ev
 }
 
-// FreeAddr returns a loopback host:port that was free a moment ago, for a
-// process the test starts.
+// handedOut are the ports FreeAddr returned: a port not yet bound by the
+// process it was meant for is free again, and must not be returned twice
+// (that once made a cluster test's gateway send a service's requests to
+// another service).
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
+// FreeAddr returns a loopback host:port that was free a moment ago, and
+// that it has not returned before, for a process the test starts.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
 	// A port from the kernel's ephemeral range can be taken, between this
@@ -147,14 +157,31 @@ func FreeAddr(tb testing.TB) string {
 			addr := "127.0.0.1:" + strconv.Itoa(10000+rand.IntN(low-10000))
 			if ln, err := net.Listen("tcp", addr); err == nil {
 				ln.Close()
-				return addr
+				if claim(addr) {
+					return addr
+				}
 			}
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ln.Close()
+		if addr := ln.Addr().String(); claim(addr) {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+}
+
+// claim records addr as handed out; false if it already was.
+func claim(addr string) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[addr] {
+		return false
+	}
+	handedOut.ports[addr] = true
+	return true
 }
