@@ -21,6 +21,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 	"github.com/ordermesh/ordermesh/internal/psp"
+	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
 
 // stack is a running node and an HTTP client for it.
@@ -196,19 +197,19 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 	}
 	// Payments settle after orders do (a void follows the cancel), so wait
 	// for the provider's ledger to show no net charge on cancelled orders.
-	var ops []psp.Operation
+	var ops []pspapi.Operation
 	var charged []string
 	if !bustest.Within(45*time.Second, func() bool {
 		s.do("GET", "/api/admin/psp/ledger", nil, nil, &ops)
 		net := map[string]int64{}
 		for _, op := range ops {
-			if op.Outcome != psp.Done {
+			if op.Outcome != pspapi.OutcomeDone {
 				continue
 			}
 			switch op.Op {
-			case psp.OpCapture:
+			case pspapi.OpCapture:
 				net[op.OrderID] += op.AmountCents
-			case psp.OpRefund:
+			case pspapi.OpRefund:
 				net[op.OrderID] -= op.AmountCents
 			}
 		}
@@ -221,7 +222,7 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 		return len(charged) == 0
 	}) {
 		for _, id := range charged {
-			var theirs []psp.Operation
+			var theirs []pspapi.Operation
 			for _, op := range ops {
 				if op.OrderID == id {
 					theirs = append(theirs, op)
@@ -233,7 +234,7 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 	}
 	captures := map[string]int{}
 	for _, op := range ops {
-		if op.Op == psp.OpCapture && op.Outcome == psp.Done {
+		if op.Op == pspapi.OpCapture && op.Outcome == pspapi.OutcomeDone {
 			captures[op.OrderID]++
 		}
 	}

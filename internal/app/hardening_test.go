@@ -30,6 +30,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 	"github.com/ordermesh/ordermesh/internal/psp"
+	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
 
 // TestIdempotencyKeysAreTheCallers: the same Idempotency-Key from two
@@ -115,7 +116,7 @@ func TestProviderAPIIsNotOnThePublicPort(t *testing.T) {
 	if resp.StatusCode != 401 {
 		t.Fatalf("provider API with a wrong key = %d, want 401", resp.StatusCode)
 	}
-	var ops []psp.Operation
+	var ops []pspapi.Operation
 	s.do("GET", "/api/admin/psp/ledger", nil, nil, &ops)
 	if len(ops) != 0 {
 		t.Fatalf("refused provider calls wrote the ledger: %+v", ops)
@@ -217,14 +218,14 @@ func testForgedEvents(t *testing.T, s *stack) {
 			return ok
 		})
 	}
-	var ops []psp.Operation
+	var ops []pspapi.Operation
 	bustest.Eventually(t, 30*time.Second, "the forged order's authorization voided (or never made)", func() bool {
 		ops = nil
 		s.do("GET", "/api/admin/psp/ledger?order_id="+forged, nil, nil, &ops)
 		authorized, voided := false, false
 		for _, op := range ops {
-			authorized = authorized || (op.Op == psp.OpAuthorize && op.Outcome == psp.Approved)
-			voided = voided || (op.Op == psp.OpVoid && op.Outcome == psp.Done)
+			authorized = authorized || (op.Op == pspapi.OpAuthorize && op.Outcome == pspapi.OutcomeApproved)
+			voided = voided || (op.Op == pspapi.OpVoid && op.Outcome == pspapi.OutcomeDone)
 		}
 		return !authorized || voided
 	})

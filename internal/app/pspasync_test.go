@@ -16,6 +16,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 	"github.com/ordermesh/ordermesh/internal/psp"
+	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
 
 // TestProviderAsync runs the saga with the provider answering "pending" and
@@ -47,12 +48,12 @@ func TestProviderWebhookVerification(t *testing.T) {
 	s.addProduct("HOOKED", 10)
 	o := s.place(orderBody("ned", psp.TokenOK, order.ItemRequest{SKU: "HOOKED", Quantity: 1}))
 
-	var auth psp.Operation
+	var auth pspapi.Operation
 	bustest.Eventually(t, 10*time.Second, "the provider to have authorized (answering pending)", func() bool {
-		var ops []psp.Operation
+		var ops []pspapi.Operation
 		s.do("GET", "/api/admin/psp/ledger?order_id="+o.ID, nil, nil, &ops)
 		for _, op := range ops {
-			if op.Op == psp.OpAuthorize {
+			if op.Op == pspapi.OpAuthorize {
 				auth = op
 				return true
 			}

@@ -9,16 +9,12 @@ import (
 	"regexp"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/event"
 )
 
-// Product is a catalog entry with its stock.
-type Product struct {
-	SKU        string `json:"sku"`
-	Name       string `json:"name"`
-	PriceCents int64  `json:"price_cents"`
-	Currency   string `json:"currency"`
-	Available  int    `json:"available"`
-}
+// Product is a catalog entry with its stock: what GET /api/products
+// answers is what product.updated carries, so it is that event's data.
+type Product = event.Product
 
 // NewProduct is the body of POST /api/products.
 type NewProduct struct {

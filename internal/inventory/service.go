@@ -91,7 +91,7 @@ func (s *Service) productUpdated(ctx context.Context, tx *sqldb.Tx, sku string) 
 	if err != nil {
 		return Product{}, err
 	}
-	return p, s.outbox.Emit(ctx, tx, source, event.ProductUpdated, p.SKU, event.Product(p), nil)
+	return p, s.outbox.Emit(ctx, tx, source, event.ProductUpdated, p.SKU, p, nil)
 }
 
 // Product returns one product. Errors: NotFound.

@@ -18,6 +18,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 	"github.com/ordermesh/ordermesh/internal/psp"
+	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
 
 // gate holds one provider operation of one instance, before or after the
@@ -184,7 +185,7 @@ func startProvider(t *testing.T, log *slog.Logger) (*psp.Server, Provider) {
 // holdings sums the provider's ledger for an order: what it holds
 // (authorized, not voided or captured) and what it charged (captured, not
 // refunded).
-func holdings(t *testing.T, provider *psp.Server, orderID string) (held, charged int64, ledger []psp.Operation) {
+func holdings(t *testing.T, provider *psp.Server, orderID string) (held, charged int64, ledger []pspapi.Operation) {
 	t.Helper()
 	ledger, err := provider.Ledger(context.Background(), orderID)
 	if err != nil {
@@ -192,14 +193,14 @@ func holdings(t *testing.T, provider *psp.Server, orderID string) (held, charged
 	}
 	for _, op := range ledger {
 		switch {
-		case op.Op == OpAuthorize && op.Outcome == psp.Approved:
+		case op.Op == OpAuthorize && op.Outcome == pspapi.OutcomeApproved:
 			held += op.AmountCents
-		case op.Op == OpVoid && op.Outcome == psp.Done:
+		case op.Op == OpVoid && op.Outcome == pspapi.OutcomeDone:
 			held -= op.AmountCents
-		case op.Op == OpCapture && op.Outcome == psp.Done:
+		case op.Op == OpCapture && op.Outcome == pspapi.OutcomeDone:
 			held -= op.AmountCents
 			charged += op.AmountCents
-		case op.Op == OpRefund && op.Outcome == psp.Done:
+		case op.Op == OpRefund && op.Outcome == pspapi.OutcomeDone:
 			charged -= op.AmountCents
 		}
 	}

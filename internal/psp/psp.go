@@ -25,6 +25,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
+	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
 
 //go:embed migrations
@@ -40,49 +41,12 @@ const (
 	TokenInsufficientFunds = "tok_insufficient_funds"
 )
 
-// Operations and outcomes.
-const (
-	OpAuthorize = "authorize"
-	OpCapture   = "capture"
-	OpVoid      = "void"
-	OpRefund    = "refund"
-
-	Approved = "approved" // authorize succeeded
-	Pending  = "pending"  // async mode: the outcome follows by webhook
-	Declined = "declined" // authorize refused
-	Done     = "done"     // capture, void or refund took effect
-	Rejected = "rejected" // capture, void or refund not possible in this state
-)
-
 // Faults configures the simulator's misbehaviour.
 type Faults struct {
 	ErrorRate   float64       // share of requests answered 503 without effect
 	TimeoutRate float64       // share of requests that take effect, then hang for Hang
 	Hang        time.Duration // how long a "timeout" hangs; longer than the client's timeout
 	Latency     time.Duration // added to every request
-}
-
-// Request is the body of every operation.
-type Request struct {
-	OrderID     string `json:"order_id"`
-	AmountCents int64  `json:"amount_cents"`
-	Currency    string `json:"currency"`
-	Token       string `json:"token,omitempty"`
-	// IdempotencyKey goes in the Idempotency-Key header, not the body;
-	// empty means the order id.
-	IdempotencyKey string `json:"-"`
-}
-
-// Operation is a ledger entry and the answer to a request.
-type Operation struct {
-	ID          int64     `json:"id"`
-	Op          string    `json:"op"`
-	OrderID     string    `json:"order_id"`
-	AmountCents int64     `json:"amount_cents"`
-	Currency    string    `json:"currency"`
-	Outcome     string    `json:"outcome"`
-	Reason      string    `json:"reason,omitempty"`
-	At          time.Time `json:"at"`
 }
 
 // Config configures the simulator.
@@ -149,7 +113,7 @@ func (s *Server) handleOp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op := r.PathValue("op")
-	if op != OpAuthorize && op != OpCapture && op != OpVoid && op != OpRefund {
+	if op != pspapi.OpAuthorize && op != pspapi.OpCapture && op != pspapi.OpVoid && op != pspapi.OpRefund {
 		httpx.Error(w, r, s.log, apperr.New(apperr.NotFound, "", "no operation %q", op))
 		return
 	}
@@ -158,7 +122,7 @@ func (s *Server) handleOp(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, s.log, apperr.Invalidf("Idempotency-Key", "header is required (1-200 characters)"))
 		return
 	}
-	var req Request
+	var req pspapi.Request
 	if err := httpx.Decode(r, &req); err != nil {
 		httpx.Error(w, r, s.log, err)
 		return
@@ -191,14 +155,14 @@ func (s *Server) handleOp(w http.ResponseWriter, r *http.Request) {
 }
 
 // apply performs op once per (op, key): a repeat returns the first answer.
-func (s *Server) apply(ctx context.Context, op, key string, req Request) (Operation, error) {
-	var res Operation
+func (s *Server) apply(ctx context.Context, op, key string, req pspapi.Request) (pspapi.Operation, error) {
+	var res pspapi.Operation
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		var err error
 		if res, err = s.find(ctx, tx, op, key); err == nil || !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		res = Operation{Op: op, OrderID: req.OrderID, AmountCents: req.AmountCents, Currency: req.Currency, At: time.Now().UTC()}
+		res = pspapi.Operation{Op: op, OrderID: req.OrderID, AmountCents: req.AmountCents, Currency: req.Currency, At: time.Now().UTC()}
 		if err := s.decide(ctx, tx, &res, req.Token); err != nil {
 			return err
 		}
@@ -207,7 +171,7 @@ func (s *Server) apply(ctx context.Context, op, key string, req Request) (Operat
 			res.Op, key, res.OrderID, res.AmountCents, res.Currency, res.Outcome, res.Reason, res.At.UnixMicro()).Scan(&res.ID); err != nil {
 			return err
 		}
-		if !s.cfg.Async || op != OpAuthorize {
+		if !s.cfg.Async || op != pspapi.OpAuthorize {
 			return nil
 		}
 		// The ledger holds the outcome; the caller hears "pending" now and
@@ -225,7 +189,7 @@ func (s *Server) apply(ctx context.Context, op, key string, req Request) (Operat
 			default:
 			}
 		})
-		res.Outcome, res.Reason = Pending, ""
+		res.Outcome, res.Reason = pspapi.OutcomePending, ""
 		return nil
 	})
 	return res, err
@@ -312,7 +276,7 @@ func (s *Server) send(ctx context.Context, id string, body []byte) bool {
 }
 
 // Ledger lists operations, of one order when orderID is not empty.
-func (s *Server) Ledger(ctx context.Context, orderID string) ([]Operation, error) {
+func (s *Server) Ledger(ctx context.Context, orderID string) ([]pspapi.Operation, error) {
 	q := "SELECT id, op, order_id, amount_cents, currency, outcome, reason, at_us FROM psp_operations"
 	var args []any
 	if orderID != "" {
@@ -324,9 +288,9 @@ func (s *Server) Ledger(ctx context.Context, orderID string) ([]Operation, error
 		return nil, fmt.Errorf("psp ledger: %w", err)
 	}
 	defer rows.Close()
-	out := []Operation{}
+	out := []pspapi.Operation{}
 	for rows.Next() {
-		var o Operation
+		var o pspapi.Operation
 		var at int64
 		if err := rows.Scan(&o.ID, &o.Op, &o.OrderID, &o.AmountCents, &o.Currency, &o.Outcome, &o.Reason, &at); err != nil {
 			return nil, err

@@ -5,10 +5,11 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
 
-func (s *Server) find(ctx context.Context, tx *sqldb.Tx, op, key string) (Operation, error) {
-	var o Operation
+func (s *Server) find(ctx context.Context, tx *sqldb.Tx, op, key string) (pspapi.Operation, error) {
+	var o pspapi.Operation
 	var at int64
 	err := tx.QueryRow(ctx, `SELECT id, op, order_id, amount_cents, currency, outcome, reason, at_us
 		FROM psp_operations WHERE op = ? AND idem_key = ?`, op, key).
@@ -18,8 +19,8 @@ func (s *Server) find(ctx context.Context, tx *sqldb.Tx, op, key string) (Operat
 }
 
 // decide sets the outcome of a new operation from the order's history.
-func (s *Server) decide(ctx context.Context, tx *sqldb.Tx, o *Operation, token string) error {
-	if o.Op == OpAuthorize {
+func (s *Server) decide(ctx context.Context, tx *sqldb.Tx, o *pspapi.Operation, token string) error {
+	if o.Op == pspapi.OpAuthorize {
 		o.Outcome, o.Reason = authorize(token)
 		return nil
 	}
@@ -35,13 +36,13 @@ func (s *Server) decide(ctx context.Context, tx *sqldb.Tx, o *Operation, token s
 func authorize(token string) (outcome, reason string) {
 	switch token {
 	case TokenOK:
-		return Approved, ""
+		return pspapi.OutcomeApproved, ""
 	case TokenDecline:
-		return Declined, "card_declined"
+		return pspapi.OutcomeDeclined, "card_declined"
 	case TokenInsufficientFunds:
-		return Declined, "insufficient_funds"
+		return pspapi.OutcomeDeclined, "insufficient_funds"
 	}
-	return Declined, "invalid_token"
+	return pspapi.OutcomeDeclined, "invalid_token"
 }
 
 // history is what an order's operations add up to: count and amount per
@@ -80,40 +81,40 @@ func loadHistory(ctx context.Context, tx *sqldb.Tx, orderID string) (history, er
 // It returns the outcome, the reason of a rejection and the amount moved
 // (a void or refund moves what was authorized or captured).
 func judge(op string, amount int64, h history) (outcome, reason string, moved int64) {
-	auths, authAmount := h[opOutcome{OpAuthorize, Approved}].n, h[opOutcome{OpAuthorize, Approved}].amount
-	captures, captured := h[opOutcome{OpCapture, Done}].n, h[opOutcome{OpCapture, Done}].amount
-	voids, refunds := h[opOutcome{OpVoid, Done}].n, h[opOutcome{OpRefund, Done}].n
+	auths, authAmount := h[opOutcome{pspapi.OpAuthorize, pspapi.OutcomeApproved}].n, h[opOutcome{pspapi.OpAuthorize, pspapi.OutcomeApproved}].amount
+	captures, captured := h[opOutcome{pspapi.OpCapture, pspapi.OutcomeDone}].n, h[opOutcome{pspapi.OpCapture, pspapi.OutcomeDone}].amount
+	voids, refunds := h[opOutcome{pspapi.OpVoid, pspapi.OutcomeDone}].n, h[opOutcome{pspapi.OpRefund, pspapi.OutcomeDone}].n
 	switch op {
-	case OpCapture:
+	case pspapi.OpCapture:
 		switch {
 		case auths == 0:
-			return Rejected, "no approved authorization", amount
+			return pspapi.OutcomeRejected, "no approved authorization", amount
 		case voids > 0:
-			return Rejected, "authorization voided", amount
+			return pspapi.OutcomeRejected, "authorization voided", amount
 		case captures > 0:
-			return Rejected, "already captured", amount
+			return pspapi.OutcomeRejected, "already captured", amount
 		case amount > authAmount:
-			return Rejected, "amount exceeds authorization", amount
+			return pspapi.OutcomeRejected, "amount exceeds authorization", amount
 		}
-		return Done, "", amount
-	case OpVoid:
+		return pspapi.OutcomeDone, "", amount
+	case pspapi.OpVoid:
 		switch {
 		case auths == 0:
-			return Rejected, "no approved authorization", amount
+			return pspapi.OutcomeRejected, "no approved authorization", amount
 		case captures > 0:
-			return Rejected, "already captured; refund instead", amount
+			return pspapi.OutcomeRejected, "already captured; refund instead", amount
 		case voids > 0:
-			return Rejected, "already voided", amount
+			return pspapi.OutcomeRejected, "already voided", amount
 		}
-		return Done, "", authAmount
-	case OpRefund:
+		return pspapi.OutcomeDone, "", authAmount
+	case pspapi.OpRefund:
 		switch {
 		case captures == 0:
-			return Rejected, "nothing captured", amount
+			return pspapi.OutcomeRejected, "nothing captured", amount
 		case refunds > 0:
-			return Rejected, "already refunded", amount
+			return pspapi.OutcomeRejected, "already refunded", amount
 		}
-		return Done, "", captured
+		return pspapi.OutcomeDone, "", captured
 	}
-	return Rejected, "", amount
+	return pspapi.OutcomeRejected, "", amount
 }
