@@ -37,7 +37,9 @@ cleanup() {
 trap cleanup EXIT
 go build -o "$tmp/ordermesh" ./cmd/ordermesh
 go build -o "$tmp/nats-server" github.com/nats-io/nats-server/v2
-port=$((20000 + RANDOM % 20000))
+# Ports below the kernel's ephemeral range (32768 up, here), which any
+# outgoing connection may take: one run lost a broker node to that.
+port=$((10000 + RANDOM % 20000))
 
 routes="nats://127.0.0.1:$((port + 11)),nats://127.0.0.1:$((port + 12)),nats://127.0.0.1:$((port + 13))"
 nats=""
