@@ -18,15 +18,18 @@ import (
 // Consumer is a running durable consumer: one subscription on EVENTS and
 // one on REPLAY (dead letters sent back to it), feeding a pool of workers.
 type Consumer struct {
-	bus     *Bus
-	cfg     ConsumerConfig
-	handle  BatchHandler
-	batch   int
-	log     *slog.Logger
-	ctx     context.Context // handlers' base context; cancelled after Stop
-	cancel  context.CancelFunc
-	subs    []jetstream.ConsumeContext
-	typesMu sync.Mutex // guards cfg.Types, changed by SetTypes
+	bus    *Bus
+	cfg    ConsumerConfig
+	handle BatchHandler
+	batch  int
+	log    *slog.Logger
+	ctx    context.Context // handlers' base context; cancelled after Stop
+	cancel context.CancelFunc
+	subsMu sync.Mutex // guards subs and stopping
+	subs   []jetstream.ConsumeContext
+	// stopping: Stop has begun; a subscription ending now is not lost.
+	stopping bool
+	typesMu  sync.Mutex // guards cfg.Types, changed by SetTypes
 	// balance holds this instance's partitions (partitioned consumers).
 	balance     *balancer
 	stopBalance context.CancelFunc
@@ -75,17 +78,7 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 	}
 	go c.keepAlive()
 	for _, src := range b.sources(cfg) {
-		cons, err := b.ensureConsumer(ctx, src.stream, jetstream.ConsumerConfig{
-			Durable:        src.name,
-			Description:    "ordermesh consumer " + cfg.Name,
-			FilterSubjects: src.filters,
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        cfg.AckWait,
-			MaxDeliver:     -1, // the consumer dead-letters by itself, so it sees the last delivery
-			MaxAckPending:  4096,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			MemoryStorage:  b.cfg.ConsumerMemory,
-		})
+		cons, err := b.ensureConsumer(ctx, src.stream, c.durable(src))
 		if err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("create consumer %s on %s: %w", src.name, src.stream, err)
@@ -93,12 +86,15 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		if !src.start {
 			continue
 		}
-		sub, err := c.consumeFrom(cons, src.stream)
+		i := len(c.subs)
+		sub, err := c.consumeFrom(cons, src.stream, func() { c.resubscribe(i, src.stream, src.name) })
 		if err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("consume %s on %s: %w", src.name, src.stream, err)
 		}
+		c.subsMu.Lock()
 		c.subs = append(c.subs, sub)
+		c.subsMu.Unlock()
 	}
 	b.metrics.add(c)
 	if cfg.partitioned(b.cfg.Partitioned) {
@@ -128,6 +124,35 @@ func (b *Bus) sources(cfg ConsumerConfig) []source {
 		sources = append(sources, source{StreamEvents, partitionName(cfg.Name, p), TypeSubjects(cfg.Types, p), false})
 	}
 	return sources
+}
+
+// durable is the broker's configuration of src.
+func (c *Consumer) durable(src source) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        src.name,
+		Description:    "ordermesh consumer " + c.cfg.Name,
+		FilterSubjects: src.filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.cfg.AckWait,
+		MaxDeliver:     -1, // the consumer dead-letters by itself, so it sees the last delivery
+		MaxAckPending:  4096,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		MemoryStorage:  c.bus.cfg.ConsumerMemory,
+	}
+}
+
+// source returns the durable consumer called name on stream, with the
+// event types the consumer has now.
+func (c *Consumer) source(stream, name string) (source, bool) {
+	c.typesMu.Lock()
+	cfg := c.cfg
+	c.typesMu.Unlock()
+	for _, src := range c.bus.sources(cfg) {
+		if src.stream == stream && src.name == name {
+			return src, true
+		}
+	}
+	return source{}, false
 }
 
 // startBalancing starts taking and giving back partition leases with the
@@ -241,13 +266,61 @@ func (c *Consumer) AddTypes(ctx context.Context, types []string) error {
 	return c.SetTypes(ctx, all)
 }
 
-// consumeFrom starts feeding cons's messages to the workers.
-func (c *Consumer) consumeFrom(cons jetstream.Consumer, stream string) (jetstream.ConsumeContext, error) {
-	return cons.Consume(c.dispatch,
+// consumeFrom starts feeding cons's messages to the workers. When the
+// subscription ends by itself (the broker deleted the durable consumer:
+// 409 Consumer Deleted ends it for good), lost is called, unless Stop has
+// begun or the connection is closed.
+func (c *Consumer) consumeFrom(cons jetstream.Consumer, stream string, lost func()) (jetstream.ConsumeContext, error) {
+	sub, err := cons.Consume(c.dispatch,
 		jetstream.PullMaxMessages(512),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Warn("consume", "stream", stream, "err", err)
 		}))
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		<-sub.Closed()
+		c.subsMu.Lock()
+		stopping := c.stopping
+		c.subsMu.Unlock()
+		if !stopping && !c.bus.nc.IsClosed() {
+			lost()
+		}
+	}()
+	return sub, nil
+}
+
+// resubscribe replaces subscription i, on the durable consumer called
+// name on stream, which ended by itself: it creates the durable again if the broker
+// deleted it (a new one starts from the stream's first event; the inbox
+// skips what was handled) and consumes it, retrying until it can or the
+// consumer stops.
+func (c *Consumer) resubscribe(i int, stream, name string) {
+	src, _ := c.source(stream, name)
+	c.log.Warn("subscription ended by the broker (durable consumer deleted?); creating it again", "durable", name, "stream", src.stream)
+	for c.ctx.Err() == nil && !c.bus.nc.IsClosed() {
+		var sub jetstream.ConsumeContext
+		cons, err := c.bus.ensureConsumer(c.ctx, src.stream, c.durable(src))
+		if err == nil {
+			sub, err = c.consumeFrom(cons, src.stream, func() { c.resubscribe(i, stream, name) })
+		}
+		if err == nil {
+			c.subsMu.Lock()
+			c.subs[i] = sub
+			stopping := c.stopping
+			c.subsMu.Unlock()
+			if stopping { // Stop did not see it
+				sub.Stop()
+			}
+			return
+		}
+		c.log.Warn("subscribe again", "durable", name, "err", err)
+		select {
+		case <-c.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // stopWait bounds how long Stop waits for the events in hand.
@@ -259,7 +332,10 @@ const stopWait = 10 * time.Second
 // gives its leases back, so other instances take its partitions at once.
 func (c *Consumer) Stop() {
 	c.stop.Do(func() {
-		subs := c.subs
+		c.subsMu.Lock()
+		c.stopping = true
+		subs := slices.Clone(c.subs)
+		c.subsMu.Unlock()
 		if c.balance != nil {
 			c.stopBalance()
 			<-c.balanced

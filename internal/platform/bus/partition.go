@@ -225,20 +225,40 @@ func (bl *balancer) take(ctx context.Context, p int, members map[string]bool) bo
 	if err != nil {
 		return false
 	}
-	cons, err := bl.c.bus.js.Consumer(ctx, StreamEvents, partitionName(bl.c.cfg.Name, p))
+	name := partitionName(bl.c.cfg.Name, p)
+	cons, err := bl.c.bus.js.Consumer(ctx, StreamEvents, name)
+	if src, ok := bl.c.source(StreamEvents, name); errors.Is(err, jetstream.ErrConsumerNotFound) && ok {
+		// Deleted on the broker (TestConsumerOutlivesItsDurable).
+		cons, err = bl.c.bus.js.CreateOrUpdateConsumer(ctx, StreamEvents, bl.c.durable(src))
+	}
 	if err == nil {
-		var sub jetstream.ConsumeContext
-		if sub, err = bl.c.consumeFrom(cons, StreamEvents); err == nil {
-			bl.mu.Lock()
-			bl.owned[p] = &lease{rev: rev, sub: sub}
+		l := &lease{rev: rev}
+		bl.mu.Lock() // held until l is in owned, before lost can look for it
+		if l.sub, err = bl.c.consumeFrom(cons, StreamEvents, func() { bl.lost(p, l) }); err == nil {
+			bl.owned[p] = l
 			bl.mu.Unlock()
 			bl.c.log.Debug("partition taken", "partition", p)
 			return true
 		}
+		bl.mu.Unlock()
 	}
 	bl.c.log.Warn("consume partition", "partition", p, "err", err)
 	_ = bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(rev))
 	return false
+}
+
+// lost forgets partition p when its subscription l ended by itself (its
+// durable consumer was deleted on the broker): the lease stays this
+// instance's, and the next round takes the partition again, creating the
+// durable anew.
+func (bl *balancer) lost(p int, l *lease) {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	if bl.owned[p] != l || l.releasing {
+		return // fenced, given back or being given back: ended on purpose
+	}
+	bl.c.log.Warn("partition's subscription ended by the broker (durable consumer deleted?); taking it again", "partition", p)
+	delete(bl.owned, p)
 }
 
 // release stops consuming partition p, waits until every message of it in

@@ -257,3 +257,70 @@ func TestPartitionOfAMessage(t *testing.T) {
 		t.Fatal("an unpartitioned subject has a partition")
 	}
 }
+
+// TestConsumerOutlivesItsDurable: when the broker deletes a durable
+// consumer under a running one (an operator's `nats consumer rm`, a
+// botched upgrade), the subscription ends with 409 Consumer Deleted. The
+// consumer creates the durable again and goes on: events published after
+// it are handled, partitioned or not.
+func TestConsumerOutlivesItsDurable(t *testing.T) {
+	for _, partitioned := range []bool{false, true} {
+		t.Run(fmt.Sprintf("partitioned=%t", partitioned), func(t *testing.T) {
+			s := bustest.Start(t)
+			ctx := context.Background()
+			nc, err := nats.Connect(s.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			b, err := bus.New(nc, bus.Config{Partitioned: partitioned, Instance: "a", Logger: bustest.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			got := map[string]bool{}
+			c, err := b.ConsumeBatch(ctx, bus.ConsumerConfig{Name: "test-outlives", Types: []string{"item.added"}},
+				func(_ context.Context, evs []bus.Event) []error {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, ev := range evs {
+						got[ev.Subject] = true
+					}
+					return nil
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Stop()
+			publish := func(from, to int) {
+				for i := from; i < to; i++ {
+					if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("o-%d", i), 0)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				bustest.Eventually(t, 20*time.Second, fmt.Sprintf("events o-%d…o-%d handled", from, to-1), func() bool {
+					mu.Lock()
+					defer mu.Unlock()
+					return len(got) == to
+				})
+			}
+			publish(0, 20)
+			stream, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lister := stream.ConsumerNames(ctx)
+			var names []string
+			for name := range lister.Name() {
+				names = append(names, name)
+			}
+			for _, name := range names {
+				if err := stream.DeleteConsumer(ctx, name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Logf("deleted the durable consumers %v", names)
+			publish(20, 40)
+		})
+	}
+}
