@@ -54,9 +54,12 @@ type balancer struct {
 	instance string
 
 	mu     sync.Mutex
-	owned  map[int]*lease
-	alive  time.Time // the last successful membership write
-	fenced bool      // leases naming this instance may be left over
+	owned map[int]*lease
+	alive time.Time // the last successful membership write
+	// leftovers: leases naming this instance that it does not consume may
+	// be left in the bucket (it fenced itself, or a give-back's deletion
+	// failed). Left there, no live instance would ever consume them.
+	leftovers bool
 }
 
 // lease is one partition this instance consumes.
@@ -101,11 +104,12 @@ func (bl *balancer) round(ctx context.Context) error {
 	}
 	bl.mu.Lock()
 	bl.alive = time.Now()
-	fenced := bl.fenced
-	bl.fenced = false
+	leftovers := bl.leftovers
 	bl.mu.Unlock()
-	if fenced {
-		bl.dropLeftovers(ctx)
+	if leftovers && bl.dropLeftovers(ctx) {
+		bl.mu.Lock()
+		bl.leftovers = false
+		bl.mu.Unlock()
 	}
 	members, err := bl.liveMembers(ctx)
 	if err != nil {
@@ -165,21 +169,31 @@ func (bl *balancer) fenceIfLapsing() {
 		l.sub.Stop()
 		delete(bl.owned, p)
 	}
-	bl.fenced = true
+	bl.leftovers = true
 }
 
-// dropLeftovers gives back the leases that still name this instance after
-// it fenced itself, so that their partitions do not stay orphaned while it
-// lives on.
-func (bl *balancer) dropLeftovers(ctx context.Context) {
+// dropLeftovers gives back the leases that still name this instance but
+// that it does not consume, so that their partitions do not stay orphaned
+// while it lives on (TestGivingBackALeaseThatFailsLeavesNoOrphan); false
+// when some could not be read or deleted, to try again next round.
+func (bl *balancer) dropLeftovers(ctx context.Context) bool {
+	done := true
 	for p := range Partitions {
 		if bl.owns(p) {
 			continue
 		}
-		if e, err := bl.kv.Get(ctx, bl.leaseKey(p)); err == nil && string(e.Value()) == bl.instance {
-			_ = bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(e.Revision()))
+		e, err := bl.kv.Get(ctx, bl.leaseKey(p))
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			done = false
+		case string(e.Value()) == bl.instance:
+			if err := bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(e.Revision())); err != nil {
+				done = false
+			}
 		}
 	}
+	return done
 }
 
 func (bl *balancer) owns(p int) bool {
@@ -223,6 +237,9 @@ func (bl *balancer) take(ctx context.Context, p int, members map[string]bool) bo
 		rev, err = bl.kv.Update(ctx, bl.leaseKey(p), []byte(bl.instance), e.Revision())
 	}
 	if err != nil {
+		// The write may have taken effect with its answer lost: the lease
+		// may name this instance now.
+		bl.markLeftovers()
 		return false
 	}
 	name := partitionName(bl.c.cfg.Name, p)
@@ -243,8 +260,16 @@ func (bl *balancer) take(ctx context.Context, p int, members map[string]bool) bo
 		bl.mu.Unlock()
 	}
 	bl.c.log.Warn("consume partition", "partition", p, "err", err)
-	_ = bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(rev))
+	if bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(rev)) != nil {
+		bl.markLeftovers()
+	}
 	return false
+}
+
+func (bl *balancer) markLeftovers() {
+	bl.mu.Lock()
+	bl.leftovers = true
+	bl.mu.Unlock()
 }
 
 // lost forgets partition p when its subscription l ended by itself (its
@@ -290,7 +315,8 @@ func (bl *balancer) release(p int) {
 	}
 	delete(bl.owned, p)
 	if err := bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(l.rev)); err != nil {
-		bl.c.log.Warn("give back partition lease", "partition", p, "err", err)
+		bl.c.log.Warn("give back partition lease; retrying next round", "partition", p, "err", err)
+		bl.leftovers = true
 	}
 	bl.c.log.Debug("partition released", "partition", p)
 }

@@ -324,3 +324,47 @@ func TestConsumerOutlivesItsDurable(t *testing.T) {
 		})
 	}
 }
+
+// TestGivingBackALeaseThatFailsLeavesNoOrphan: when an instance gives a
+// partition back and the lease's deletion fails (here its revision moved
+// under it, as a lost answer or a timeout would leave it), the lease still
+// names that instance, which no longer consumes it, and no other instance
+// may take it from a live member. The instance retries the deletion on
+// later rounds, so every partition ends up consumed by someone.
+func TestGivingBackALeaseThatFailsLeavesNoOrphan(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	cfg := bus.ConsumerConfig{Name: "test-orphan", Types: []string{"item.added"}}
+	start := func(name string) (*bus.Bus, *bus.Consumer) {
+		nc, err := nats.Connect(s.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		b, err := bus.New(nc, bus.Config{Partitioned: true, Instance: name, Logger: bustest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := b.ConsumeBatch(ctx, cfg, func(context.Context, []bus.Event) []error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Stop)
+		return b, c
+	}
+	busA, a := start("a")
+	bustest.Eventually(t, 10*time.Second, "a alone to take every partition", func() bool { return len(a.Partitions()) == bus.Partitions })
+	leases, err := busA.JetStream().KeyValue(ctx, "ordermesh_partitions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range bus.Partitions {
+		if _, err := leases.Put(ctx, fmt.Sprintf("l.%s.%d", cfg.Name, p), []byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, b := start("b")
+	bustest.Eventually(t, 20*time.Second, "a and b to hold two partitions each", func() bool {
+		return len(a.Partitions()) == bus.Partitions/2 && len(b.Partitions()) == bus.Partitions/2
+	})
+}
