@@ -53,7 +53,7 @@ type balancer struct {
 	members  jetstream.KeyValue // memberships: gone LeaseTTL after their last write
 	instance string
 
-	mu     sync.Mutex
+	mu    sync.Mutex
 	owned map[int]*lease
 	alive time.Time // the last successful membership write
 	// leftovers: leases naming this instance that it does not consume may
@@ -297,7 +297,11 @@ func (bl *balancer) release(p int) {
 		return
 	}
 	l.sub.Drain()
-	<-l.sub.Closed()
+	select {
+	case <-l.sub.Closed():
+	case <-time.After(bl.c.cfg.HandlerTimeout): // a drain cut off from the broker
+		l.sub.Stop()
+	}
 	for deadline := time.Now().Add(bl.c.cfg.HandlerTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if !bl.c.held.any(func(subject string) bool {
 			q, ok := partitionOfMessage(subject)
