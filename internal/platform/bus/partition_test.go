@@ -154,41 +154,14 @@ func TestPartitionedConsumersKeepEachOrderOnOneInstance(t *testing.T) {
 func TestUnpartitionedConsumerOnAPartitionedBus(t *testing.T) {
 	s := bustest.Start(t)
 	ctx := context.Background()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	b, err := bus.New(nc, bus.Config{Partitioned: true, Instance: "a", Logger: bustest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	got := map[string]bool{}
-	c, err := b.ConsumeBatch(ctx, bus.ConsumerConfig{Name: "test-any", Types: []string{"item.added"}, Unpartitioned: true},
-		func(_ context.Context, evs []bus.Event) []error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, ev := range evs {
-				got[ev.Subject] = true
-			}
-			return nil
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	b, c, got := consumeOn(t, s, "a", true, bus.ConsumerConfig{Name: "test-any", Types: []string{"item.added"}, Unpartitioned: true})
 	const subjects = 40 // over every partition, with near certainty
 	for i := range subjects {
 		if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("o-%d", i), 0)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	bustest.Eventually(t, 10*time.Second, "every event handled", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) == subjects
-	})
+	bustest.Eventually(t, 10*time.Second, "every event handled", func() bool { return got.count() == subjects })
 	stream, err := b.JetStream().Stream(ctx, bus.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
@@ -268,41 +241,14 @@ func TestConsumerOutlivesItsDurable(t *testing.T) {
 		t.Run(fmt.Sprintf("partitioned=%t", partitioned), func(t *testing.T) {
 			s := bustest.Start(t)
 			ctx := context.Background()
-			nc, err := nats.Connect(s.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			b, err := bus.New(nc, bus.Config{Partitioned: partitioned, Instance: "a", Logger: bustest.Logger(t)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mu sync.Mutex
-			got := map[string]bool{}
-			c, err := b.ConsumeBatch(ctx, bus.ConsumerConfig{Name: "test-outlives", Types: []string{"item.added"}},
-				func(_ context.Context, evs []bus.Event) []error {
-					mu.Lock()
-					defer mu.Unlock()
-					for _, ev := range evs {
-						got[ev.Subject] = true
-					}
-					return nil
-				})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Stop()
+			b, _, got := consumeOn(t, s, "a", partitioned, bus.ConsumerConfig{Name: "test-outlives", Types: []string{"item.added"}})
 			publish := func(from, to int) {
 				for i := from; i < to; i++ {
 					if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("o-%d", i), 0)); err != nil {
 						t.Fatal(err)
 					}
 				}
-				bustest.Eventually(t, 20*time.Second, fmt.Sprintf("events o-%d…o-%d handled", from, to-1), func() bool {
-					mu.Lock()
-					defer mu.Unlock()
-					return len(got) == to
-				})
+				bustest.Eventually(t, 20*time.Second, fmt.Sprintf("events o-%d…o-%d handled", from, to-1), func() bool { return got.count() == to })
 			}
 			publish(0, 20)
 			stream, err := b.JetStream().Stream(ctx, bus.StreamEvents)
@@ -335,24 +281,7 @@ func TestGivingBackALeaseThatFailsLeavesNoOrphan(t *testing.T) {
 	s := bustest.Start(t)
 	ctx := context.Background()
 	cfg := bus.ConsumerConfig{Name: "test-orphan", Types: []string{"item.added"}}
-	start := func(name string) (*bus.Bus, *bus.Consumer) {
-		nc, err := nats.Connect(s.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		b, err := bus.New(nc, bus.Config{Partitioned: true, Instance: name, Logger: bustest.Logger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := b.ConsumeBatch(ctx, cfg, func(context.Context, []bus.Event) []error { return nil })
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Stop)
-		return b, c
-	}
-	busA, a := start("a")
+	busA, a, _ := consumeOn(t, s, "a", true, cfg)
 	bustest.Eventually(t, 10*time.Second, "a alone to take every partition", func() bool { return len(a.Partitions()) == bus.Partitions })
 	leases, err := busA.JetStream().KeyValue(ctx, "ordermesh_partitions")
 	if err != nil {
@@ -363,8 +292,51 @@ func TestGivingBackALeaseThatFailsLeavesNoOrphan(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, b := start("b")
+	_, b, _ := consumeOn(t, s, "b", true, cfg)
 	bustest.Eventually(t, 20*time.Second, "a and b to hold two partitions each", func() bool {
 		return len(a.Partitions()) == bus.Partitions/2 && len(b.Partitions()) == bus.Partitions/2
 	})
+}
+
+// seen collects the subjects of the events a test consumer handled.
+type seen struct {
+	mu       sync.Mutex
+	subjects map[string]bool
+}
+
+func (s *seen) handle(_ context.Context, evs []bus.Event) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range evs {
+		s.subjects[ev.Subject] = true
+	}
+	return nil
+}
+
+func (s *seen) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subjects)
+}
+
+// consumeOn starts a consumer of cfg as instance, on a connection of its
+// own to srv, until the test ends.
+func consumeOn(t *testing.T, srv *bustest.Server, instance string, partitioned bool, cfg bus.ConsumerConfig) (*bus.Bus, *bus.Consumer, *seen) {
+	t.Helper()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b, err := bus.New(nc, bus.Config{Partitioned: partitioned, Instance: instance, Logger: bustest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &seen{subjects: map[string]bool{}}
+	c, err := b.ConsumeBatch(context.Background(), cfg, got.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return b, c, got
 }
