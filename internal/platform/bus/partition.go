@@ -98,6 +98,11 @@ func (bl *balancer) run(ctx context.Context) {
 func (bl *balancer) round(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, LeaseRenew)
 	defer cancel()
+	// Before writing: a process that was paused (SIGSTOP, a frozen VM)
+	// finds its last write too old when it wakes, and its membership may
+	// have lapsed and its partitions been taken meanwhile, though this
+	// write will succeed (TestAnInstanceThatWakesAfterItsMembershipLapsedStopsItsPartitions).
+	bl.fenceIfLapsing()
 	if _, err := bl.members.Put(ctx, bl.memberKey(), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
 		bl.fenceIfLapsing()
 		return fmt.Errorf("announce member: %w", err)

@@ -313,6 +313,12 @@ func (s *seen) handle(_ context.Context, evs []bus.Event) []error {
 	return nil
 }
 
+func (s *seen) has(subject string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.subjects[subject]
+}
+
 func (s *seen) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
