@@ -44,7 +44,8 @@ func partitionName(consumer string, p int) string { return fmt.Sprintf("%s-p%02d
 //
 // An instance whose membership write has not succeeded for LeaseTTL -
 // 2*LeaseRenew stops consuming every partition it holds (it fences itself)
-// before its membership can lapse and another instance take them. It takes
+// before its membership can lapse and another instance take them; it
+// checks before each write too, for a process waking from a pause. It takes
 // partitions while it has fewer than its share and gives back the extra
 // ones, each only after its messages in hand are settled.
 type balancer struct {
