@@ -99,23 +99,8 @@ func (bl *balancer) run(ctx context.Context) {
 func (bl *balancer) round(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, LeaseRenew)
 	defer cancel()
-	// Before writing: a process that was paused (SIGSTOP, a frozen VM)
-	// finds its last write too old when it wakes, and its membership may
-	// have lapsed and its partitions been taken meanwhile, though this
-	// write will succeed (TestAnInstanceThatWakesAfterItsMembershipLapsedStopsItsPartitions).
-	bl.fenceIfLapsing()
-	if _, err := bl.members.Put(ctx, bl.memberKey(), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
-		bl.fenceIfLapsing()
-		return fmt.Errorf("announce member: %w", err)
-	}
-	bl.mu.Lock()
-	bl.alive = time.Now()
-	leftovers := bl.leftovers
-	bl.mu.Unlock()
-	if leftovers && bl.dropLeftovers(ctx) {
-		bl.mu.Lock()
-		bl.leftovers = false
-		bl.mu.Unlock()
+	if err := bl.renew(ctx); err != nil {
+		return err
 	}
 	members, err := bl.liveMembers(ctx)
 	if err != nil {
@@ -157,6 +142,30 @@ func (bl *balancer) round(ctx context.Context) error {
 			bl.owned[p].releasing = true
 			go bl.release(p)
 		}
+		bl.mu.Unlock()
+	}
+	return nil
+}
+
+// renew writes this instance's membership, fencing it first when the
+// last write is too old, and then drops the leases left over.
+func (bl *balancer) renew(ctx context.Context) error {
+	// Before writing: a process that was paused (SIGSTOP, a frozen VM)
+	// finds its last write too old when it wakes, and its membership may
+	// have lapsed and its partitions been taken meanwhile, though this
+	// write will succeed (TestAnInstanceThatWakesAfterItsMembershipLapsedStopsItsPartitions).
+	bl.fenceIfLapsing()
+	if _, err := bl.members.Put(ctx, bl.memberKey(), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		bl.fenceIfLapsing()
+		return fmt.Errorf("announce member: %w", err)
+	}
+	bl.mu.Lock()
+	bl.alive = time.Now()
+	leftovers := bl.leftovers
+	bl.mu.Unlock()
+	if leftovers && bl.dropLeftovers(ctx) {
+		bl.mu.Lock()
+		bl.leftovers = false
 		bl.mu.Unlock()
 	}
 	return nil
