@@ -79,10 +79,10 @@ func (c *Consumer) consumeFrom(cons jetstream.Consumer, stream string, lost func
 }
 
 // resubscribe replaces subscription i, on the durable consumer called
-// name on stream, which ended by itself: it creates the durable again if the broker
-// deleted it (a new one starts from the stream's first event; the inbox
-// skips what was handled) and consumes it, retrying until it can or the
-// consumer stops.
+// name on stream, which ended by itself: it creates the durable again if
+// the broker deleted it (a new one starts from the stream's first event;
+// the inbox skips what was handled) and consumes it, retrying until it
+// can or the consumer stops.
 func (c *Consumer) resubscribe(i int, stream, name string) {
 	src, _ := c.source(stream, name)
 	c.log.Warn("subscription ended by the broker (durable consumer deleted?); creating it again", "durable", name, "stream", src.stream)
