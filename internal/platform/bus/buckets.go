@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,4 +58,53 @@ func (b *Bus) bucket(ctx context.Context, name string, ttl time.Duration) (jetst
 		return nil, fmt.Errorf("bucket %s: %w", name, err)
 	}
 	return kv, nil
+}
+
+// watch stops consuming a partition the moment its lease changes under
+// this instance: it names another instance (which took it over while this
+// one's membership had lapsed, whatever this one believed) or it is gone
+// while this instance is not giving it back
+// (TestAnInstanceStopsAPartitionTakenFromIt). The rounds would find out
+// only if this instance fenced itself. It watches until ctx ends.
+func (bl *balancer) watch(ctx context.Context) {
+	prefix := "l." + bl.c.cfg.Name + "."
+	for ctx.Err() == nil && !bl.c.bus.nc.IsClosed() {
+		w, err := bl.kv.Watch(ctx, prefix+"*", jetstream.UpdatesOnly())
+		if err != nil {
+			bl.c.log.Warn("watch partition leases", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(LeaseRenew):
+			}
+			continue
+		}
+		unwatch := context.AfterFunc(ctx, func() { w.Stop() }) // ends the updates
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			p, err := strconv.Atoi(strings.TrimPrefix(e.Key(), prefix))
+			ours := e.Operation() == jetstream.KeyValuePut && string(e.Value()) == bl.instance
+			if err == nil && !ours {
+				bl.takenAway(p, e.Revision())
+			}
+		}
+		unwatch()
+		w.Stop()
+	}
+}
+
+// takenAway stops consuming partition p, whose lease changed at revision
+// rev to name another instance or nobody, unless this instance is giving
+// it back or took it again since (a later revision).
+func (bl *balancer) takenAway(p int, rev uint64) {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	l, ok := bl.owned[p]
+	if !ok || l.releasing || rev <= l.rev {
+		return
+	}
+	bl.c.log.Warn("partition's lease taken by another instance; stopping it", "partition", p)
+	l.sub.Stop()
+	delete(bl.owned, p)
 }

@@ -140,6 +140,7 @@ func (c *Consumer) startBalancing(ctx context.Context) error {
 		defer close(c.balanced)
 		c.balance.run(bctx)
 	}()
+	go c.balance.watch(bctx)
 	return nil
 }
 

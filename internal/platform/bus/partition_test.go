@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/every"
 )
 
 // orderLog checks, across instances, that each subject's events are
@@ -345,4 +347,43 @@ func consumeOn(t *testing.T, srv *bustest.Server, instance string, partitioned b
 	}
 	t.Cleanup(c.Stop)
 	return b, c, got
+}
+
+// TestAnInstanceStopsAPartitionTakenFromIt: the moment a partition's
+// lease names another live instance (taken over while this one's
+// membership had lapsed, whatever this one believed), this instance stops
+// consuming it, without waiting to find out in a round of its own.
+func TestAnInstanceStopsAPartitionTakenFromIt(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	cfg := bus.ConsumerConfig{Name: "test-taken", Types: []string{"item.added"}}
+	busA, a, _ := consumeOn(t, s, "a", true, cfg)
+	bustest.Eventually(t, 10*time.Second, "a alone to take every partition", func() bool { return len(a.Partitions()) == bus.Partitions })
+	js := busA.JetStream()
+	leases, err := js.KeyValue(ctx, "ordermesh_partitions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, err := js.KeyValue(ctx, "ordermesh_members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// x is a live member (its key renewed here) that takes partition 0.
+	alive, stop := context.WithCancel(ctx)
+	defer stop()
+	go every.After(alive, time.Second, func(context.Context) { members.Put(ctx, "m."+cfg.Name+".x", []byte("x")) })
+	if _, err := members.Put(ctx, "m."+cfg.Name+".x", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	key := "l." + cfg.Name + ".0"
+	e, err := leases.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leases.Update(ctx, key, []byte("x"), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 5*time.Second, "a to stop consuming partition 0, whose lease names x", func() bool {
+		return !slices.Contains(a.Partitions(), 0)
+	})
 }
