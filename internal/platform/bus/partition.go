@@ -259,9 +259,11 @@ func (bl *balancer) take(ctx context.Context, p int, members map[string]bool) bo
 	}
 	name := partitionName(bl.c.cfg.Name, p)
 	cons, err := bl.c.bus.js.Consumer(ctx, StreamEvents, name)
-	if src, ok := bl.c.source(StreamEvents, name); errors.Is(err, jetstream.ErrConsumerNotFound) && ok {
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		// Deleted on the broker (TestConsumerOutlivesItsDurable).
-		cons, err = bl.c.bus.js.CreateOrUpdateConsumer(ctx, StreamEvents, bl.c.durable(src))
+		if src, ok := bl.c.source(StreamEvents, name); ok {
+			cons, err = bl.c.bus.js.CreateOrUpdateConsumer(ctx, StreamEvents, bl.c.durable(src))
+		}
 	}
 	if err == nil {
 		l := &lease{rev: rev}
