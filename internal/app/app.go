@@ -202,6 +202,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.shareProvider(); err != nil {
 		return nil, err
 	}
+	if err := n.sealPaymentTokens(); err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	n.api = http.NewServeMux()
 	if err := n.startServices(ctx, runCtx, n.api); err != nil {

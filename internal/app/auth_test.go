@@ -220,7 +220,7 @@ func TestServicesRefuseRequestsThatBypassTheGateway(t *testing.T) {
 	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0"})
 	secret := strings.Repeat("0123456789abcdef", 4)
 	orders, err := Start(context.Background(), Config{
-		Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: secret, Logger: bustest.Logger(t),
+		Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: secret, Logger: bustest.Logger(t), Orders: s.n.cfg.Orders,
 		DSNs: map[string]string{"orders": "sqlite:" + filepath.Join(dir, "orders.db")},
 	})
 	if err != nil {
@@ -236,7 +236,7 @@ func TestServicesRefuseRequestsThatBypassTheGateway(t *testing.T) {
 		t.Fatalf("an identity signed with another secret = %d, want 403", resp.StatusCode)
 	}
 	if _, err := Start(context.Background(), Config{Services: []string{"orders"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), Logger: bustest.Logger(t),
-		DSNs: map[string]string{"orders": "sqlite:" + filepath.Join(dir, "orders.db")}}); err == nil || !strings.Contains(err.Error(), "--internal-secret") {
+		Orders: s.n.cfg.Orders, DSNs: map[string]string{"orders": "sqlite:" + filepath.Join(dir, "orders.db")}}); err == nil || !strings.Contains(err.Error(), "--internal-secret") {
 		t.Fatalf("a service without --internal-secret started (%v)", err)
 	}
 	// Through a gateway holding the secret, the same service answers.

@@ -14,6 +14,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/app"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 )
 
 // ordermesh runs the command line in-process and returns its exit code and
@@ -197,6 +198,11 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 // leaves nothing running.
 func TestServeStartupFailuresAreClear(t *testing.T) {
 	s := bustest.Start(t)
+	key, err := sealed.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ORDERMESH_PAYMENT_TOKEN_PUBLIC_KEY", key.Public().String())
 	tests := map[string]struct {
 		args []string
 		want string

@@ -128,7 +128,7 @@ func TestLongPollOnAnotherInstance(t *testing.T) {
 	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0", PSP: psp.Config{Faults: psp.Faults{Latency: 300 * time.Millisecond}}})
 	s.addProduct("TWIN", 10)
 	second, err := Start(context.Background(), withTestAuth(t, Config{
-		Services: []string{"orders", "gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), Logger: bustest.Logger(t),
+		Services: []string{"orders", "gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), Logger: bustest.Logger(t), Orders: s.n.cfg.Orders,
 		DSNs: map[string]string{"orders": "sqlite:" + filepath.Join(dir, "orders.db")},
 	}))
 	if err != nil {

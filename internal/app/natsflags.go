@@ -3,10 +3,7 @@ package app
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -71,23 +68,16 @@ const NATSUser = "ordermesh"
 // embeddedPassword reads the embedded broker's password from dir, making
 // one on first use.
 func embeddedPassword(dir string) (string, error) {
-	path := filepath.Join(dir, NATSPasswordFile)
-	raw, err := os.ReadFile(path)
-	if err == nil && len(strings.TrimSpace(string(raw))) >= 16 {
-		return strings.TrimSpace(string(raw)), nil
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
+	return dataSecret(dir, NATSPasswordFile, 16, randomHex)
+}
+
+// randomHex is 24 random bytes in hex.
+func randomHex() (string, error) {
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
-	pw := hex.EncodeToString(b)
-	if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
-	}
-	return pw, nil
+	return hex.EncodeToString(b), nil
 }
 
 // streamFlags say how the streams are set up on a cluster.

@@ -62,12 +62,19 @@ type Address struct {
 
 // Placed is the data of order.placed.
 type Placed struct {
-	OrderID         string  `json:"order_id"`
-	CustomerID      string  `json:"customer_id"`
-	Items           []Line  `json:"items"`
-	TotalCents      int64   `json:"total_cents"`
-	Currency        string  `json:"currency"`
-	PaymentToken    string  `json:"payment_token"`
+	OrderID    string `json:"order_id"`
+	CustomerID string `json:"customer_id"`
+	Items      []Line `json:"items"`
+	TotalCents int64  `json:"total_cents"`
+	Currency   string `json:"currency"`
+	// PaymentMethod is the card's payment token sealed to the payments
+	// service's key for this order (package sealed): only payments can
+	// open it, and it opens for no other order.
+	PaymentMethod string `json:"payment_method,omitempty"`
+	// PaymentToken is the token in the clear, as versions before the
+	// sealed payment_method published it. Never emitted any more; payments
+	// still reads it from events stored before an upgrade.
+	PaymentToken    string  `json:"payment_token,omitempty"`
 	ShippingAddress Address `json:"shipping_address"`
 }
 
@@ -144,4 +151,13 @@ type Endpoint struct {
 	EndpointID string `json:"endpoint_id"`
 	URL        string `json:"url"`
 	Reason     string `json:"reason"`
+}
+
+// Token is the payment method as the event carries it: sealed, or in the
+// clear in an event stored before the upgrade that sealed it.
+func (p Placed) Token() string {
+	if p.PaymentMethod != "" {
+		return p.PaymentMethod
+	}
+	return p.PaymentToken
 }

@@ -2,12 +2,14 @@ package order
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/component"
+	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 )
 
 // Component is the orders service: it serves orders, drives their state
@@ -15,12 +17,21 @@ import (
 // flag; the node fills in the rest.
 func Component(cfg *Config) component.Component {
 	return component.Component{Name: "orders", Migrations: Migrations, API: (*Service)(nil).API, Settings: cfg,
-		Start: func(env *component.Env) error { return start(env, *cfg) }}
+		ServeNeeds: cfg.serveNeeds, Start: func(env *component.Env) error { return start(env, *cfg) }}
 }
 
 // Flags declares the orders service's flags.
 func (cfg *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&cfg.Deadline, "order-deadline", 30*time.Second, "orders not confirmed by then are cancelled with reason timeout")
+	fs.StringVar(&cfg.TokenPublicKeyText, "payment-token-public-key", "",
+		"orders: the payments service's public key, which each order's payment token is sealed to before it leaves orders (ordermesh setup --identities makes it; run makes its own)")
+}
+
+func (cfg *Config) serveNeeds() error {
+	if cfg.TokenPublicKeyText == "" && cfg.TokenPublicKey.IsZero() {
+		return errors.New("orders needs --payment-token-public-key (or $ORDERMESH_PAYMENT_TOKEN_PUBLIC_KEY): payment tokens leave orders only sealed to payments; `ordermesh setup --identities DIR` writes it to DIR/payment-token.pub")
+	}
+	return nil
 }
 
 // Check says what is wrong with the flags (as parsed: zero is not
@@ -33,6 +44,16 @@ func (cfg *Config) Check() error {
 }
 
 func start(env *component.Env, cfg Config) error {
+	if err := cfg.serveNeeds(); err != nil {
+		return err
+	}
+	if cfg.TokenPublicKey.IsZero() {
+		pub, err := sealed.ParsePublicKey(cfg.TokenPublicKeyText)
+		if err != nil {
+			return fmt.Errorf("--payment-token-public-key: %w", err)
+		}
+		cfg.TokenPublicKey = pub
+	}
 	cfg.DB, cfg.Outbox, cfg.Logger = env.DB, env.Outbox, env.Log
 	cfg.Changed = func(id string) { env.Bus.Changed("order", id) }
 	cfg.CatalogCaughtUp = func(ctx context.Context, sku string) (bool, error) {

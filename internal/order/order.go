@@ -42,9 +42,8 @@ type Order struct {
 	CreatedAt       time.Time     `json:"created_at"`
 	Timeline        []Step        `json:"timeline,omitempty"`
 
-	paymentToken string
-	shipped      bool
-	captured     bool
+	shipped  bool
+	captured bool
 }
 
 // Step is one entry of an order's timeline.

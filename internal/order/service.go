@@ -14,6 +14,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/idempotency"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
 
@@ -42,6 +43,12 @@ type Config struct {
 	CatalogCaughtUp func(ctx context.Context, sku string) (bool, error)
 	// CatalogWait bounds that wait. Zero means 3s.
 	CatalogWait time.Duration
+	// TokenPublicKey is the payments service's key: a payment token
+	// leaves orders only sealed to it, in order.placed, and is never
+	// stored here.
+	TokenPublicKey sealed.PublicKey
+	// TokenPublicKeyText is TokenPublicKey as its flag gives it.
+	TokenPublicKeyText string
 }
 
 // Service applies the order rules.
@@ -55,6 +62,7 @@ type Service struct {
 	changed  func(id string)
 	caughtUp func(ctx context.Context, sku string) (bool, error)
 	catWait  time.Duration
+	tokenKey sealed.PublicKey
 }
 
 // New returns the orders service.
@@ -75,7 +83,8 @@ func New(cfg Config) *Service {
 		cfg.CatalogWait = 3 * time.Second
 	}
 	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, now: cfg.Now,
-		changes: newChanges(), changed: cfg.Changed, caughtUp: cfg.CatalogCaughtUp, catWait: cfg.CatalogWait}
+		changes: newChanges(), changed: cfg.Changed, caughtUp: cfg.CatalogCaughtUp, catWait: cfg.CatalogWait,
+		tokenKey: cfg.TokenPublicKey}
 }
 
 // Placed is the answer to a place request: the response to send, and
@@ -156,8 +165,12 @@ func (s *Service) place(ctx context.Context, caller, key, hash string, req Place
 			return err
 		}
 		tx.OnCommit(func() { s.changed(o.ID) })
+		method, err := s.tokenKey.Seal(o.ID, req.PaymentToken)
+		if err != nil {
+			return err
+		}
 		placed := event.Placed{OrderID: o.ID, CustomerID: o.CustomerID, Items: o.Items, TotalCents: o.TotalCents,
-			Currency: o.Currency, PaymentToken: o.paymentToken, ShippingAddress: o.ShippingAddress}
+			Currency: o.Currency, PaymentMethod: method, ShippingAddress: o.ShippingAddress}
 		if err := s.outbox.Emit(ctx, tx, source, event.OrderPlaced, o.ID, placed, nil); err != nil {
 			return err
 		}
@@ -193,7 +206,7 @@ func (s *Service) newOrder(ctx context.Context, tx *sqldb.Tx, req PlaceRequest) 
 		return Order{}, err
 	}
 	o := Order{ID: id.String(), CustomerID: req.CustomerID, Status: Pending, Version: 1,
-		ShippingAddress: req.ShippingAddress, CreatedAt: s.now().UTC(), paymentToken: req.PaymentToken,
+		ShippingAddress: req.ShippingAddress, CreatedAt: s.now().UTC(),
 		Timeline: []Step{}}
 	for i, it := range req.Items {
 		field := fmt.Sprintf("items[%d].sku", i)

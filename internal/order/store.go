@@ -21,7 +21,7 @@ var migrations embed.FS
 // Migrations is the orders schema.
 func Migrations() sqldb.Migrations { return sqldb.Embedded("orders", migrations) }
 
-const orderColumns = `id, customer_id, status, items, total_cents, currency, payment_token, shipping_address,
+const orderColumns = `id, customer_id, status, items, total_cents, currency, shipping_address,
 	cancel_reason, version, shipped, captured, created_us`
 
 type scanner interface{ Scan(...any) error }
@@ -33,7 +33,7 @@ func scanOrder(row scanner) (Order, error) {
 		shipped, captured int
 		created           int64
 	)
-	if err := row.Scan(&o.ID, &o.CustomerID, &o.Status, &items, &o.TotalCents, &o.Currency, &o.paymentToken, &addr,
+	if err := row.Scan(&o.ID, &o.CustomerID, &o.Status, &items, &o.TotalCents, &o.Currency, &addr,
 		&o.CancelReason, &o.Version, &shipped, &captured, &created); err != nil {
 		return Order{}, err
 	}
@@ -95,8 +95,8 @@ func insertOrder(ctx context.Context, tx *sqldb.Tx, o Order, deadline time.Time)
 	items, _ := json.Marshal(o.Items)
 	addr, _ := json.Marshal(o.ShippingAddress)
 	_, err := tx.Exec(ctx, `INSERT INTO orders (id, customer_id, status, items, total_cents, currency, payment_token,
-		shipping_address, version, deadline_us, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		o.ID, o.CustomerID, o.Status, string(items), o.TotalCents, o.Currency, o.paymentToken, string(addr),
+		shipping_address, version, deadline_us, created_us) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)`,
+		o.ID, o.CustomerID, o.Status, string(items), o.TotalCents, o.Currency, string(addr),
 		o.Version, deadline.UnixMicro(), o.CreatedAt.UnixMicro())
 	if err != nil {
 		return fmt.Errorf("insert order %s: %w", o.ID, err)

@@ -3,10 +3,12 @@ package payment
 import (
 	"errors"
 	"flag"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ordermesh/ordermesh/internal/platform/component"
+	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 )
 
 // Component is the payments service: it moves money through the payment
@@ -22,6 +24,8 @@ func (cfg *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.Client.BaseURL, "psp-url", "", "payments: base URL of the payment provider (e.g. http://127.0.0.1:9106)")
 	component.StringVar(fs, &cfg.Client.APIKey, "psp-api-key",
 		"the payment provider's API key: serve psp requires it from callers, serve payments sends it (run makes one)")
+	fs.StringVar(&cfg.TokenKeyText, "payment-token-key", "",
+		"payments: the private key that opens the payment tokens orders seals into order.placed (ordermesh setup --identities makes one; run makes its own)")
 	component.StringVar(fs, &cfg.WebhookSecret, "psp-webhook-secret",
 		"whsec_ secret signing the provider's webhooks (serve psp and serve payments must share it; run makes one)")
 }
@@ -35,6 +39,8 @@ func (cfg *Config) serveNeeds() error {
 		return errors.New("serve payments needs --psp-url, the payment provider's base URL")
 	case cfg.Client.APIKey == "":
 		return errors.New("serve payments needs --psp-api-key, the payment provider's API key (the same for serve psp and serve payments)")
+	case cfg.TokenKeyText == "" && cfg.TokenKey.IsZero():
+		return errors.New("payments needs --payment-token-key (or $ORDERMESH_PAYMENT_TOKEN_KEY), the key that opens sealed payment tokens; `ordermesh setup --identities DIR` writes one to DIR/payment-token.key, and serve orders takes its public half")
 	}
 	return nil
 }
@@ -51,6 +57,16 @@ func start(env *component.Env, cfg Config) error {
 			ConstLabels: prometheus.Labels{"breaker": "psp"},
 		}, client.BreakerState))
 		cfg.Provider = client
+	}
+	if err := cfg.serveNeeds(); err != nil && cfg.TokenKey.IsZero() && cfg.TokenKeyText == "" {
+		return err
+	}
+	if cfg.TokenKey.IsZero() {
+		key, err := sealed.ParseKey(cfg.TokenKeyText)
+		if err != nil {
+			return fmt.Errorf("--payment-token-key: %w", err)
+		}
+		cfg.TokenKey = key
 	}
 	cfg.DB, cfg.Outbox, cfg.Logger = env.DB, env.Outbox, env.Log
 	svc := New(cfg)

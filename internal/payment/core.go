@@ -43,11 +43,11 @@ func decide(p *payment, in input) (*payment, *call, error) {
 	case event.OrderPlaced:
 		d := in.placed
 		if p == nil {
-			return &payment{orderID: d.OrderID, amount: d.TotalCents, currency: d.Currency, token: d.PaymentToken, state: statePending}, nil, nil
+			return &payment{orderID: d.OrderID, amount: d.TotalCents, currency: d.Currency, token: d.Token(), state: statePending}, nil, nil
 		}
 		if p.amount == 0 { // cancelled before it was placed
 			q := *p
-			q.amount, q.currency, q.token = d.TotalCents, d.Currency, d.PaymentToken
+			q.amount, q.currency, q.token = d.TotalCents, d.Currency, d.Token()
 			return &q, nil, nil
 		}
 		return p, nil, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
@@ -48,6 +49,12 @@ type Config struct {
 	Logger   *slog.Logger
 	// WebhookSecret verifies the provider's webhooks (async authorizations).
 	WebhookSecret string
+	// TokenKey opens the payment tokens that order.placed carries sealed
+	// to payments (package sealed). The token stays sealed in the payments
+	// table and is opened only for the provider's authorize call.
+	TokenKey sealed.Key
+	// TokenKeyText is TokenKey as its flag gives it (base64url).
+	TokenKeyText string
 }
 
 // Service applies the payment rules.
@@ -57,6 +64,7 @@ type Service struct {
 	provider      Provider
 	log           *slog.Logger
 	webhookSecret string
+	tokenKey      sealed.Key
 }
 
 // New returns the payments service.
@@ -64,7 +72,7 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{db: cfg.DB, outbox: cfg.Outbox, provider: cfg.Provider, log: cfg.Logger, webhookSecret: cfg.WebhookSecret}
+	return &Service{db: cfg.DB, outbox: cfg.Outbox, provider: cfg.Provider, log: cfg.Logger, webhookSecret: cfg.WebhookSecret, tokenKey: cfg.TokenKey}
 }
 
 // Consumer is the saga consumer's configuration and handler. Events come
@@ -244,9 +252,20 @@ func (s *Service) handleOne(ctx context.Context, ev bus.Event, pp **payment) (*e
 	if c == nil {
 		return nil, nil
 	}
-	res, err := s.provider.Do(ctx, c.op, c.request(*p))
-	if err != nil {
-		return nil, err
+	req := c.request(*p)
+	var res ProviderResult
+	if c.op == OpAuthorize {
+		var ok bool
+		if req.Token, ok = s.openToken(p.orderID, req.Token); !ok {
+			// Sealed for another order or another key, or damaged: no
+			// card to charge, which the saga handles like a decline.
+			res = ProviderResult{Outcome: OutcomeDeclined, Reason: "payment_token_unreadable"}
+		}
+	}
+	if res.Outcome == "" {
+		if res, err = s.provider.Do(ctx, c.op, req); err != nil {
+			return nil, err
+		}
 	}
 	after, e, err := settle(*p, *c, res)
 	if err != nil {
@@ -254,4 +273,18 @@ func (s *Service) handleOne(ctx context.Context, ev bus.Event, pp **payment) (*e
 	}
 	*pp = &after
 	return e, nil
+}
+
+// openToken opens the payment token of order orderID as stored: sealed, or
+// in the clear for an order.placed stored before tokens were sealed.
+func (s *Service) openToken(orderID, stored string) (string, bool) {
+	if !sealed.IsSealed(stored) {
+		return stored, stored != ""
+	}
+	token, err := s.tokenKey.Open(orderID, stored)
+	if err != nil {
+		s.log.Warn("payment token does not open; the payment fails", "order_id", orderID, "err", err)
+		return "", false
+	}
+	return token, true
 }
