@@ -31,7 +31,7 @@ func customerOf(ctx context.Context, tx *sqldb.Tx, orderID string) (string, erro
 // insertMessage stores m once (by its event).
 func insertMessage(ctx context.Context, tx *sqldb.Tx, m Message) error {
 	_, err := tx.Exec(ctx, `INSERT INTO messages (event_id, order_id, customer_id, type, subject, body, at_us) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (event_id) DO NOTHING`, m.EventID, m.OrderID, m.CustomerID, m.Type, m.Subject, m.Body, m.At.UnixMicro())
+		ON CONFLICT DO NOTHING`, m.EventID, m.OrderID, m.CustomerID, m.Type, m.Subject, m.Body, m.At.UnixMicro())
 	return err
 }
 

@@ -1,9 +1,11 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -244,16 +246,25 @@ func (s *Service) enqueue(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error
 	if len(targets) == 0 {
 		return nil
 	}
-	body, err := json.Marshal(map[string]any{"type": ev.Type, "timestamp": ev.Time.UTC().Format(time.RFC3339Nano), "data": ev.Data})
+	data, err := merchantView(ev.Data)
+	if err != nil {
+		return bus.Permanent(fmt.Errorf("webhook payload of %s: %w", ev.Type, err))
+	}
+	body, err := json.Marshal(map[string]any{"type": ev.Type, "timestamp": ev.Time.UTC().Format(time.RFC3339Nano), "data": data})
 	if err != nil {
 		return err
+	}
+	var meaning *string // one delivery per endpoint, order and type
+	if oncePerOrder(ev.Type) {
+		m := ev.Type + " " + ev.Subject
+		meaning = &m
 	}
 	now := s.cfg.Now()
 	for _, ep := range targets {
 		id, _ := uuid.NewV7()
-		if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, status, next_attempt_us, created_us, traceparent)
-			VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT (endpoint_id, event_id) DO NOTHING`,
-			"dl_"+id.String(), ep, ev.ID, ev.Type, string(body), now.Add(s.cfg.Schedule[0]).UnixMicro(), now.UnixMicro(), ev.TraceParent); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, status, next_attempt_us, created_us, traceparent, meaning)
+			VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			"dl_"+id.String(), ep, ev.ID, ev.Type, string(body), now.Add(s.cfg.Schedule[0]).UnixMicro(), now.UnixMicro(), ev.TraceParent, meaning); err != nil {
 			return err
 		}
 	}
@@ -272,3 +283,25 @@ func (s *Service) Wake() {
 // Run delivers due deliveries until ctx ends, then waits (briefly) for
 // deliveries in flight.
 func (s *Service) Run(ctx context.Context) { s.d.run(ctx) }
+
+// merchantView is an event's data as a merchant receives it: without the
+// payment method, which only the payments service may hold, sealed or not.
+func merchantView(data json.RawMessage) (json.RawMessage, error) {
+	if !bytes.Contains(data, []byte(`"payment_`)) {
+		return data, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, err
+	}
+	delete(fields, "payment_method")
+	delete(fields, "payment_token")
+	return json.Marshal(fields)
+}
+
+// oncePerOrder says whether events of type typ happen at most once per
+// order, so that a second one (a copy under a fresh id) is delivered to no
+// merchant.
+func oncePerOrder(typ string) bool {
+	return typ != event.ProductUpdated && typ != event.EndpointDisabled
+}
