@@ -201,7 +201,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	}
 	// ReadTimeout covers the body too; net/http lifts it once a handler has
 	// read the whole request, so streams and long polls are not cut.
-	n.http = &http.Server{Handler: telemetry.Handler(httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)), routeOf),
+	n.http = &http.Server{Handler: httpx.OneFraming(telemetry.Handler(httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)), routeOf)),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: bodyTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	n.httpDone = make(chan error, 1)
 	go func() { n.httpDone <- n.http.Serve(n.listener) }()
