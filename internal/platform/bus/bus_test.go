@@ -78,6 +78,44 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	}
 }
 
+// TestExtensionsAreCloudEventsAttributes: in the NATS binding every
+// CloudEvents attribute, extensions included, is a ce- header (a
+// CloudEvents SDK reads nothing else as an extension); events stored
+// before the prefix still decode.
+func TestExtensionsAreCloudEventsAttributes(t *testing.T) {
+	cause := bustest.NewEvent(t, "order.placed", "o-1", map[string]int{"n": 1})
+	cause.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	msg := bustest.NewEvent(t, "stock.reserved", "o-1", map[string]int{"n": 2}).CausedBy(cause).Msg()
+	for _, ext := range []string{"traceparent", "correlationid", "causationid"} {
+		if msg.Header.Get("ce-"+ext) == "" {
+			t.Errorf("no ce-%s header", ext)
+		}
+		if msg.Header.Get(ext) != "" {
+			t.Errorf("%s sent without the ce- prefix", ext)
+		}
+	}
+	for k := range msg.Header {
+		if lk := strings.ToLower(k); !strings.HasPrefix(lk, "ce-") && lk != "content-type" && lk != "nats-msg-id" {
+			t.Errorf("header %s is neither a CloudEvents attribute nor the broker's", k)
+		}
+	}
+	legacy := nats.Header{}
+	for k, v := range msg.Header {
+		legacy[k] = v
+	}
+	for _, ext := range []string{"traceparent", "correlationid", "causationid"} {
+		legacy.Set(ext, legacy.Get("ce-"+ext))
+		legacy.Del("ce-" + ext)
+	}
+	got, err := bus.Decode(legacy, msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TraceParent != cause.TraceParent || got.CausationID != cause.ID || got.CorrelationID != cause.CorrelationID {
+		t.Fatalf("an event stored before the prefix lost its extensions: %+v", got)
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	good := bustest.NewEvent(t, "order.placed", "o-1", map[string]int{"n": 1}).Msg()
 	tests := map[string]func(h nats.Header) []byte{

@@ -88,7 +88,7 @@ func LogAttrs(ev Event) []any {
 // headerLogAttrs are LogAttrs read from a message's headers, for a message
 // that could not be decoded (its headers are as received).
 func headerLogAttrs(h nats.Header) []any {
-	return LogAttrs(Event{ID: h.Get(HeaderID), Type: h.Get(HeaderType), Subject: h.Get(HeaderSubject), TraceParent: h.Get(HeaderTraceParent)})
+	return LogAttrs(Event{ID: h.Get(HeaderID), Type: h.Get(HeaderType), Subject: h.Get(HeaderSubject), TraceParent: extension(h, HeaderTraceParent)})
 }
 
 // observe records a handled batch's time for each of its events' types,

@@ -13,16 +13,23 @@ import (
 
 // CloudEvents 1.0 attributes in NATS binary mode (DESIGN.md §3).
 const (
-	HeaderID            = "ce-id"
-	HeaderType          = "ce-type"
-	HeaderSource        = "ce-source"
-	HeaderSubject       = "ce-subject"
-	HeaderTime          = "ce-time"
-	HeaderSpecVersion   = "ce-specversion"
-	HeaderTraceParent   = "traceparent"
-	HeaderCorrelationID = "correlationid"
-	HeaderCausationID   = "causationid"
+	HeaderID          = "ce-id"
+	HeaderType        = "ce-type"
+	HeaderSource      = "ce-source"
+	HeaderSubject     = "ce-subject"
+	HeaderTime        = "ce-time"
+	HeaderSpecVersion = "ce-specversion"
+	// Extension attributes carry the ce- prefix like every other
+	// attribute in the NATS binding, so CloudEvents SDKs see them as
+	// extensions (traceparent is the Distributed Tracing extension's).
+	HeaderTraceParent   = "ce-traceparent"
+	HeaderCorrelationID = "ce-correlationid"
+	HeaderCausationID   = "ce-causationid"
 	HeaderContentType   = "content-type"
+
+	// legacyPrefix is how many bytes of "ce-" the extension headers of
+	// events stored before they carried the prefix lack; Decode reads both.
+	legacyPrefix = len("ce-")
 
 	specVersion = "1.0"
 	// SubjectPrefix is prepended to an event type to form its NATS subject.
@@ -126,9 +133,9 @@ func Decode(h nats.Header, data []byte) (Event, error) {
 		Type:          h.Get(HeaderType),
 		Source:        h.Get(HeaderSource),
 		Subject:       h.Get(HeaderSubject),
-		TraceParent:   h.Get(HeaderTraceParent),
-		CorrelationID: h.Get(HeaderCorrelationID),
-		CausationID:   h.Get(HeaderCausationID),
+		TraceParent:   extension(h, HeaderTraceParent),
+		CorrelationID: extension(h, HeaderCorrelationID),
+		CausationID:   extension(h, HeaderCausationID),
 		Data:          data,
 	}
 	switch {
@@ -150,6 +157,16 @@ func Decode(h nats.Header, data []byte) (Event, error) {
 		return Event{}, fmt.Errorf("%w: data of %s %s is not valid JSON", ErrUndecodable, ev.Type, ev.ID)
 	}
 	return ev, nil
+}
+
+// extension is the extension attribute named by header key, or, in an
+// event stored before extensions carried the ce- prefix, its header without
+// it.
+func extension(h nats.Header, key string) string {
+	if v := h.Get(key); v != "" {
+		return v
+	}
+	return h.Get(key[legacyPrefix:])
 }
 
 // DecodeData unmarshals the event's data into dst. Data that does not fit
