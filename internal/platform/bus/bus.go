@@ -5,6 +5,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,14 @@ const (
 
 	// EventsMaxAge is how long EVENTS keeps history.
 	EventsMaxAge = 7 * 24 * time.Hour
+	// DLQMaxAge is how long a dead letter is kept if nobody replays or
+	// purges it.
+	DLQMaxAge = 30 * 24 * time.Hour
+	// DefaultDLQMaxBytes caps the DLQ's storage unless Config says
+	// otherwise. A full DLQ refuses new dead letters (their events are
+	// redelivered until there is room: nothing is dropped), and
+	// ordermesh_dlq_bytes against ordermesh_dlq_max_bytes warns before.
+	DefaultDLQMaxBytes = 1 << 30
 	// DuplicateWindow is how long the broker remembers Nats-Msg-Id values.
 	DuplicateWindow = 2 * time.Minute
 	// PublishAckTimeout is the longest a publish waits for the broker's
@@ -52,6 +61,8 @@ type Config struct {
 	// MaxBytes caps EVENTS' storage (0: no cap; the oldest events go
 	// first once it is reached).
 	MaxBytes int64
+	// DLQMaxBytes caps the DLQ's storage (0: DefaultDLQMaxBytes).
+	DLQMaxBytes int64
 	// Partitioned makes every consumer one durable consumer per partition
 	// (see Partitions), each consumed by one instance at a time under a
 	// lease: the mode for several instances of a service. Instance names
@@ -194,6 +205,9 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		Description: "ordermesh dead letters: events a consumer could not process",
 		Subjects:    []string{dlqPrefix + ">"},
 		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      DLQMaxAge,
+		MaxBytes:    cmp.Or(b.cfg.DLQMaxBytes, DefaultDLQMaxBytes),
+		Discard:     jetstream.DiscardNew,
 		Duplicates:  DuplicateWindow,
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.cfg.Replicas,

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ordermesh/ordermesh/internal/platform/every"
@@ -38,6 +39,9 @@ type Consumer struct {
 	held        held
 	wg          sync.WaitGroup
 	stop        sync.Once
+	// advisories is the subscription to the broker's max-deliveries
+	// advisories (watchMaxDeliveries).
+	advisories *nats.Subscription
 }
 
 // Consume starts a durable consumer of cfg.Types that handles one event at
@@ -96,6 +100,12 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		c.subs = append(c.subs, sub)
 		c.subsMu.Unlock()
 	}
+	adv, err := c.watchMaxDeliveries()
+	if err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("watch %s's max deliveries: %w", cfg.Name, err)
+	}
+	c.advisories = adv
 	b.metrics.add(c)
 	if cfg.partitioned(b.cfg.Partitioned) {
 		if err := c.startBalancing(ctx); err != nil {
@@ -234,6 +244,9 @@ const stopWait = 10 * time.Second
 // gives its leases back, so other instances take its partitions at once.
 func (c *Consumer) Stop() {
 	c.stop.Do(func() {
+		if c.advisories != nil {
+			c.advisories.Unsubscribe()
+		}
 		c.subsMu.Lock()
 		c.stopping = true
 		subs := slices.Clone(c.subs)

@@ -180,26 +180,7 @@ func (b *Bus) PurgeDeadLetters(ctx context.Context) (uint64, error) {
 // rather than lost.
 func (c *Consumer) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, cause error) {
 	defer c.held.remove(msg)
-	h := nats.Header{}
-	for k, v := range msg.Headers() {
-		if strings.HasPrefix(k, "Nats-") {
-			continue
-		}
-		h[k] = v
-	}
-	h.Set(HeaderDLQError, headerValue(cause.Error()))
-	h.Set(HeaderDLQSubject, msg.Subject())
-	h.Set(HeaderDLQStream, md.Stream)
-	h.Set(HeaderDLQStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
-	h.Set(HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
-	h.Set(HeaderDLQConsumer, c.cfg.Name)
-	h.Set(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
-	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%d", c.cfg.Name, md.Stream, md.Sequence.Stream))
-	dl := &nats.Msg{
-		Subject: dlqPrefix + c.cfg.Name + "." + subjectToken(msg.Headers().Get(HeaderType)),
-		Header:  h,
-		Data:    msg.Data(),
-	}
+	dl := c.deadLetterMsg(msg.Headers(), msg.Data(), msg.Subject(), md.Stream, md.Sequence.Stream, md.NumDelivered, cause)
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	defer cancel()
 	if _, err := c.bus.js.PublishMsg(ctx, dl); err != nil {
@@ -212,6 +193,28 @@ func (c *Consumer) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, caus
 	if err := msg.TermWithReason("dead-lettered"); err != nil {
 		c.log.Warn("term", "seq", md.Sequence.Stream, "err", err)
 	}
+}
+
+// deadLetterMsg is the DLQ message for c of the message (headers hdr,
+// data) on subject, stored at seq in stream, that failed with cause after
+// deliveries.
+func (c *Consumer) deadLetterMsg(hdr nats.Header, data []byte, subject, stream string, seq, deliveries uint64, cause error) *nats.Msg {
+	h := nats.Header{}
+	for k, v := range hdr {
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		h[k] = v
+	}
+	h.Set(HeaderDLQError, headerValue(cause.Error()))
+	h.Set(HeaderDLQSubject, subject)
+	h.Set(HeaderDLQStream, stream)
+	h.Set(HeaderDLQStreamSeq, strconv.FormatUint(seq, 10))
+	h.Set(HeaderDLQDeliveries, strconv.FormatUint(deliveries, 10))
+	h.Set(HeaderDLQConsumer, c.cfg.Name)
+	h.Set(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%d", c.cfg.Name, stream, seq))
+	return &nats.Msg{Subject: dlqPrefix + c.cfg.Name + "." + subjectToken(hdr.Get(HeaderType)), Header: h, Data: data}
 }
 
 // headerValue makes s safe as a NATS header value: one line, at most 4 KiB.

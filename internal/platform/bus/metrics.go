@@ -16,6 +16,8 @@ type metrics struct {
 	events      *prometheus.CounterVec
 	handle      *prometheus.HistogramVec
 	redelivered *prometheus.CounterVec
+	// brokerMaxDeliveries counts events the broker stopped delivering.
+	brokerMaxDeliveries *prometheus.CounterVec
 
 	mu        sync.Mutex
 	consumers []*Consumer
@@ -37,7 +39,11 @@ func newMetrics(b *Bus, reg prometheus.Registerer) *metrics {
 			Help: "Deliveries of events a consumer had been delivered before (a retry, or a crash before the ack).",
 		}, []string{"consumer"}),
 	}
-	reg.MustRegister(m.events, m.handle, m.redelivered, &brokerCollector{b: b, m: m})
+	m.brokerMaxDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ordermesh_consumer_broker_max_deliveries_total",
+		Help: "Events the broker stopped delivering to a consumer after its MaxDeliver (each is then dead-lettered): a handler that never settles them.",
+	}, []string{"consumer"})
+	reg.MustRegister(m.events, m.handle, m.redelivered, m.brokerMaxDeliveries, &brokerCollector{b: b, m: m})
 	return m
 }
 
@@ -49,6 +55,7 @@ func (m *metrics) add(c *Consumer) {
 	m.consumers = append(m.consumers, c)
 	m.mu.Unlock()
 	m.redelivered.WithLabelValues(c.cfg.Name) // from zero, for rate() and alerts
+	m.brokerMaxDeliveries.WithLabelValues(c.cfg.Name)
 }
 
 var (
@@ -56,7 +63,10 @@ var (
 		"Events stored in EVENTS that the consumer has not been delivered yet (its lag), all partitions together.", []string{"consumer"}, nil)
 	ackPendingDesc = prometheus.NewDesc("ordermesh_consumer_ack_pending",
 		"Events delivered to the consumer and not acknowledged yet.", []string{"consumer"}, nil)
-	dlqDesc = prometheus.NewDesc("ordermesh_dlq_depth", "Dead letters in the DLQ stream.", nil, nil)
+	dlqDesc      = prometheus.NewDesc("ordermesh_dlq_depth", "Dead letters in the DLQ stream.", nil, nil)
+	dlqBytesDesc = prometheus.NewDesc("ordermesh_dlq_bytes", "Bytes the DLQ stream holds.", nil, nil)
+	dlqLimitDesc = prometheus.NewDesc("ordermesh_dlq_max_bytes",
+		"The DLQ stream's byte limit: once reached, new dead letters are refused and their events redelivered until there is room.", nil, nil)
 )
 
 // brokerCollector reads the consumers' state from the broker at scrape
@@ -70,6 +80,8 @@ func (bc *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pendingDesc
 	ch <- ackPendingDesc
 	ch <- dlqDesc
+	ch <- dlqBytesDesc
+	ch <- dlqLimitDesc
 }
 
 func (bc *brokerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -104,6 +116,9 @@ func (bc *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if st, err := bc.b.js.Stream(ctx, StreamDLQ); err == nil {
-		ch <- prometheus.MustNewConstMetric(dlqDesc, prometheus.GaugeValue, float64(st.CachedInfo().State.Msgs))
+		info := st.CachedInfo()
+		ch <- prometheus.MustNewConstMetric(dlqDesc, prometheus.GaugeValue, float64(info.State.Msgs))
+		ch <- prometheus.MustNewConstMetric(dlqBytesDesc, prometheus.GaugeValue, float64(info.State.Bytes))
+		ch <- prometheus.MustNewConstMetric(dlqLimitDesc, prometheus.GaugeValue, float64(info.Config.MaxBytes))
 	}
 }

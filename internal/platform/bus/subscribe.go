@@ -19,10 +19,14 @@ func (c *Consumer) durable(src source) jetstream.ConsumerConfig {
 		FilterSubjects: src.filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        c.cfg.AckWait,
-		MaxDeliver:     -1, // the consumer dead-letters by itself, so it sees the last delivery
-		MaxAckPending:  4096,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		MemoryStorage:  c.bus.cfg.ConsumerMemory,
+		// The consumer dead-letters by itself, on the delivery that
+		// reaches its MaxDeliver; the broker stops a little later, for a
+		// message the consumer cannot settle at all, and says so
+		// (watchMaxDeliveries).
+		MaxDeliver:    c.cfg.MaxDeliver + brokerMaxDeliverMargin,
+		MaxAckPending: 4096,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MemoryStorage: c.bus.cfg.ConsumerMemory,
 	}
 }
 

@@ -1,0 +1,170 @@
+package app
+
+// Tests for the second hardening round: each asserts what a hostile client
+// or a compromised service gets, and that nothing changed.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/notification"
+	"github.com/ordermesh/ordermesh/internal/notification/webhook"
+	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/psp"
+)
+
+// TestSmuggledRequestsGetOneAnswer: a request framed both by
+// Content-Length and Transfer-Encoding (either way round), or with an odd
+// Transfer-Encoding, gets one 400 and the connection closes; the request
+// smuggled behind it is never answered.
+func TestSmuggledRequestsGetOneAnswer(t *testing.T) {
+	s := startStack(t, Config{})
+	host := strings.TrimPrefix(s.base, "http://")
+	smuggled := "GET /api/admin/dlq HTTP/1.1\r\nHost: x\r\n\r\n"
+	for name, raw := range map[string]string{
+		"CL.TE": "POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+		"TE.CL": "POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n" +
+			"5c\r\n" + smuggled + strings.Repeat("x", 92-len(smuggled)) + "\r\n0\r\n\r\n",
+		"TE-tab": "POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n" + smuggled,
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", host, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(conn, raw); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400", resp.StatusCode)
+			}
+			if second, err := http.ReadResponse(br, nil); err == nil {
+				t.Fatalf("a second answer on the same connection: %s (the smuggled request was served)", second.Status)
+			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the connection stayed open after the 400")
+			}
+		})
+	}
+}
+
+// TestPaymentTokenStaysInPayments: the card's token is sealed to payments
+// before it leaves orders: no event, header, webhook payload or orders
+// row holds it, and payments still charges the card.
+func TestPaymentTokenStaysInPayments(t *testing.T) {
+	s := webhookStack(t)
+	rcv := newReceiver(t, nil)
+	s.subscribe(rcv, event.OrderPlaced, event.OrderCompleted)
+	s.addProduct("SEALED", 5)
+	const token = "tok_ok"
+	o := s.place(orderBody("ada", token, order.ItemRequest{SKU: "SEALED", Quantity: 1}))
+	if got := s.settle([]string{o.ID}, 30*time.Second)[o.ID]; got.Status != order.Completed {
+		t.Fatalf("order %s, want completed: payments could not use the sealed token", got.Status)
+	}
+	for _, ev := range streamEvents(t, s.bus) {
+		if strings.Contains(string(ev.Data), token) || strings.Contains(string(ev.Data), "payment_token") {
+			t.Errorf("%s carries the payment token: %s", ev.Type, ev.Data)
+		}
+		if ev.Type == event.OrderPlaced {
+			var d event.Placed
+			json.Unmarshal(ev.Data, &d)
+			if !strings.HasPrefix(d.PaymentMethod, "hpke1.") {
+				t.Errorf("order.placed's payment_method %q is not sealed", d.PaymentMethod)
+			}
+		}
+	}
+	ctx := context.Background()
+	var clear int
+	s.n.stores["orders"].db.QueryRow(ctx, "SELECT COUNT(*) FROM orders WHERE payment_token <> ''").Scan(&clear)
+	if clear != 0 {
+		t.Errorf("orders stores %d payment tokens", clear)
+	}
+	bustest.Eventually(t, 10*time.Second, "the order.placed webhook delivered", func() bool { return len(rcv.ids()) == 2 })
+	rows, err := s.n.stores["notifications"].db.Query(ctx, "SELECT payload FROM webhook_deliveries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var payload string
+		rows.Scan(&payload)
+		if strings.Contains(payload, "payment_") || strings.Contains(payload, token) {
+			t.Errorf("a merchant webhook carries the payment method: %s", payload)
+		}
+	}
+}
+
+// TestReplayedEventsNotifyOnce: a copy of a customer-facing event under a
+// fresh id (a replay, a forgery) sends the customer no second message and
+// the merchant no second webhook.
+func TestReplayedEventsNotifyOnce(t *testing.T) {
+	s := webhookStack(t)
+	rcv := newReceiver(t, nil)
+	types := []string{event.OrderPlaced, event.OrderConfirmed, event.ShipmentCreated, event.OrderCompleted}
+	s.subscribe(rcv, types...)
+	s.addProduct("ONCE", 5)
+	o := s.place(orderBody("ada", psp.TokenOK, order.ItemRequest{SKU: "ONCE", Quantity: 1}))
+	s.settle([]string{o.ID}, 30*time.Second)
+	ctx := context.Background()
+	var last uint64
+	for _, ev := range streamEvents(t, s.bus) {
+		if ev.Subject != o.ID || !slices.Contains(types, ev.Type) {
+			continue
+		}
+		copied := ev
+		copied.ID = uuid.NewString()
+		if err := s.bus.Publish(ctx, copied); err != nil {
+			t.Fatal(err)
+		}
+		seq, err := s.bus.LastSequence(ctx, ev.Type, o.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = max(last, seq)
+	}
+	for _, consumer := range []string{notification.ConsumerName, webhook.ConsumerName} {
+		bustest.Eventually(t, 20*time.Second, consumer+" to handle the copies", func() bool {
+			ok, _ := s.bus.AckedThrough(ctx, consumer, o.ID, last)
+			return ok
+		})
+	}
+	var msgs []notification.Message
+	s.do("GET", "/api/admin/notifications?order_id="+o.ID, nil, nil, &msgs)
+	perType := map[string]int{}
+	for _, m := range msgs {
+		perType[m.Type]++
+	}
+	var deliveries int
+	s.n.stores["notifications"].db.QueryRow(ctx, "SELECT COUNT(*) FROM webhook_deliveries").Scan(&deliveries)
+	for _, typ := range types {
+		if typ != event.OrderCompleted && perType[typ] != 1 {
+			t.Errorf("%d customer messages about %s, want 1", perType[typ], typ)
+		}
+	}
+	if deliveries != len(types) {
+		t.Errorf("%d webhook deliveries for %d event types, want one each", deliveries, len(types))
+	}
+	if dls := mustDeadLetters(t, s.bus); len(dls) != 0 {
+		t.Errorf("dead letters: %+v", dls)
+	}
+}
