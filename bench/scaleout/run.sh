@@ -41,21 +41,25 @@ go build -o "$tmp/nats-server" github.com/nats-io/nats-server/v2
 # outgoing connection may take: one run lost a broker node to that.
 port=$((10000 + RANDOM % 20000))
 
+# Every service with its own broker identity, as a deployment would have.
+"$tmp/ordermesh" setup --identities "$tmp/secrets" >/dev/null
+printf 'include ./nats-auth.conf\n' >"$tmp/secrets/nats.conf"
 routes="nats://127.0.0.1:$((port + 11)),nats://127.0.0.1:$((port + 12)),nats://127.0.0.1:$((port + 13))"
 nats=""
 for i in 1 2 3; do
-  "$tmp/nats-server" -js -sd "$tmp/nats$i" -n "n$i" -a 127.0.0.1 -p $((port + i)) --cluster_name bench \
+  "$tmp/nats-server" -c "$tmp/secrets/nats.conf" -js -sd "$tmp/nats$i" -n "n$i" -a 127.0.0.1 -p $((port + i)) --cluster_name bench \
     --cluster "nats://127.0.0.1:$((port + 10 + i))" --routes "$routes" >"$tmp/nats$i.log" 2>&1 &
   pids+=($!)
   nats="${nats:+$nats,}nats://127.0.0.1:$((port + i))"
 done
 port=$((port + 20))
-"$tmp/ordermesh" setup --nats "$nats" --replicas 3 >/dev/null
+"$tmp/ordermesh" setup --nats "$nats" --replicas 3 --nats-user ordermesh --nats-password-file "$tmp/secrets/nats-ordermesh.password" >/dev/null
 
 openssl genpkey -algorithm ed25519 -out "$tmp/key.pem" 2>/dev/null
 openssl pkey -in "$tmp/key.pem" -pubout -out "$tmp/pub.pem"
 export ORDERMESH_NATS="$nats" ORDERMESH_INTERNAL_SECRET=$(openssl rand -hex 32) ORDERMESH_PSP_API_KEY=bench-key \
-  ORDERMESH_LOG_LEVEL=warn
+  ORDERMESH_LOG_LEVEL=warn ORDERMESH_PAYMENT_TOKEN_KEY=$(cat "$tmp/secrets/payment-token.key") \
+  ORDERMESH_PAYMENT_TOKEN_PUBLIC_KEY=$(cat "$tmp/secrets/payment-token.pub")
 schema() { # a fresh schema per service, shared by its instances
   local s="bench_$1_$$"
   psql -q "$pg" -c "CREATE SCHEMA IF NOT EXISTS $s" >/dev/null
@@ -66,7 +70,8 @@ serve() { # serve SERVICE DSN [flags…]: starts it, waits until ready, sets $ur
   local svc=$1 db=$2
   shift 2
   port=$((port + 1))
-  "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$port" --partitioned="${PARTITIONED:-true}" --consumer-state "${CONSUMER_STATE:-file}" "$@" >>"$tmp/$svc.log" 2>&1 &
+  "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$port" --partitioned="${PARTITIONED:-true}" --consumer-state "${CONSUMER_STATE:-file}" \
+    --nats-user "$svc" --nats-password-file "$tmp/secrets/nats-$svc.password" "$@" >>"$tmp/$svc.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { echo "$svc did not become ready:"; tail -5 "$tmp/$svc.log"; exit 1; }

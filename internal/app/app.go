@@ -131,6 +131,9 @@ type Node struct {
 	embedded *bus.Embedded
 	nc       *nats.Conn
 	Bus      *bus.Bus
+	// buses are the services' own buses in an embedded node, each over a
+	// connection with that service's broker identity (busFor).
+	buses    map[string]*bus.Bus
 	stores   map[string]*store
 	consMu   sync.Mutex
 	cons     []*bus.Consumer
@@ -252,7 +255,7 @@ func (n *Node) startRelays(runCtx context.Context) {
 		if name == "gateway" {
 			continue // emits no events
 		}
-		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.Bus, Retention: n.cfg.OutboxRetention, Logger: n.log})
+		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.busFor(name), Retention: n.cfg.OutboxRetention, Logger: n.log})
 		n.loops.Add(1)
 		go func() {
 			defer n.loops.Done()
@@ -283,8 +286,12 @@ func (n *Node) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		identities, err := brokerIdentities(n.cfg.DataDir)
+		if err != nil {
+			return err
+		}
 		n.embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(n.cfg.DataDir, "nats"), Listen: n.cfg.NATSListen,
-			User: NATSUser, Password: password})
+			User: NATSUser, Password: password, Identities: identities})
 		if err != nil {
 			return err
 		}
@@ -303,7 +310,11 @@ func (n *Node) connect(ctx context.Context) error {
 		return fmt.Errorf("event schemas: %w", err)
 	}
 	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Placement: n.cfg.Placement, MaxBytes: n.cfg.StreamMaxBytes,
-		Partitioned: n.cfg.Partitioned, ConsumerMemory: n.cfg.ConsumerMemory, Metrics: n.reg, Logger: n.log, Validate: schemas.Validate}); err != nil {
+		Partitioned: n.cfg.Partitioned, ConsumerMemory: n.cfg.ConsumerMemory, Metrics: n.reg, Logger: n.log, Validate: schemas.Validate,
+		Sources: eventSources()}); err != nil {
+		return err
+	}
+	if err := n.connectServices(); err != nil {
 		return err
 	}
 	timeout := n.cfg.StreamsTimeout
@@ -349,6 +360,9 @@ func (n *Node) Close(ctx context.Context) error {
 			if err := st.db.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close %s db: %w", name, err))
 			}
+		}
+		for _, b := range n.buses {
+			b.Conn().Drain()
 		}
 		if n.nc != nil {
 			if err := n.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

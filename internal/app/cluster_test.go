@@ -25,6 +25,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 )
 
@@ -197,6 +198,10 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 
 	secret := strings.Repeat("0123456789abcdef", 4)
 	const pspKey = "cluster-test-provider-key"
+	tokenKey, err := sealed.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	common := []string{"--nats", cluster.url(), "--nats-user", cluster.user, "--nats-password", cluster.pass,
 		"--internal-secret", secret, "--log-level", "warn"}
 	dbs := map[string]string{} // one database (schema) per service, shared by its instances
@@ -224,9 +229,9 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 		var extra []string
 		switch svc {
 		case "orders":
-			extra = []string{"--order-deadline", "20s"}
+			extra = []string{"--order-deadline", "20s", "--payment-token-public-key", tokenKey.Public().String()}
 		case "payments":
-			extra = []string{"--psp-url", pspURL, "--psp-api-key", pspKey}
+			extra = []string{"--psp-url", pspURL, "--psp-api-key", pspKey, "--payment-token-key", tokenKey.String()}
 		}
 		c := serve(svc, extra...)
 		instances[svc] = append(instances[svc], c)

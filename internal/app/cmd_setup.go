@@ -11,18 +11,31 @@ import (
 )
 
 func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("setup", "Usage: ordermesh setup --nats URL [--replicas 3] [flags]\n\nCreates or updates the broker's streams (EVENTS, DLQ, REPLAY) and exits: the\nexplicit first step of a deployment. While the cluster cannot place them yet\n(still forming, too few servers) it retries, until --timeout. Replicas are\nnever lowered. Every service also does this at start.", stderr)
+	fs := newFlagSet("setup", "Usage: ordermesh setup --nats URL [--replicas 3] [flags]\n       ordermesh setup --identities DIR [--nats URL …]\n\nCreates or updates the broker's streams (EVENTS, DLQ, REPLAY) and exits: the\nexplicit first step of a deployment. While the cluster cannot place them yet\n(still forming, too few servers) it retries, until --timeout. Replicas are\nnever lowered. A service whose broker identity may not change the streams\nstarts only on streams setup made (as the administrative user).\n\nWith --identities DIR it first writes the deployment's secrets to DIR (kept\nif there): a broker password per service (nats-SERVICE.password, for serve's\n--nats-user SERVICE --nats-password-file), nats-auth.conf (the users and\ntheir permissions, for nats-server.conf to include), and the payment-token\nkey pair (payment-token.key for serve payments, payment-token.pub for serve\norders). Without --nats it stops there.", stderr)
 	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated (required)")
 	var nf natsFlags
 	nf.register(fs)
 	var sf streamFlags
 	sf.register(fs)
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the cluster to place the streams")
+	identities := fs.String("identities", "", "write the services' broker identities and the payment-token keys to this directory (made 0700)")
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
+	if *identities != "" {
+		paths, err := writeIdentities(*identities)
+		if err != nil {
+			return err
+		}
+		for _, p := range paths {
+			fmt.Fprintln(stdout, p)
+		}
+		if *natsURL == "" {
+			return nil
+		}
+	}
 	if *natsURL == "" {
-		return usagef("setup needs --nats URL (or $ORDERMESH_NATS)")
+		return usagef("setup needs --nats URL (or $ORDERMESH_NATS), or --identities DIR")
 	}
 	if err := sf.validate(); err != nil {
 		return err

@@ -10,17 +10,23 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
@@ -166,5 +172,93 @@ func TestReplayedEventsNotifyOnce(t *testing.T) {
 	}
 	if dls := mustDeadLetters(t, s.bus); len(dls) != 0 {
 		t.Errorf("dead letters: %+v", dls)
+	}
+}
+
+// TestServicesSpeakOnlyForThemselves: each service has a broker identity
+// of its own that may publish only its own events and may not touch the
+// pipeline's streams; and an event whose source is not the service that
+// owns its type is dead-lettered by every consumer, changing nothing.
+func TestServicesSpeakOnlyForThemselves(t *testing.T) {
+	dir := t.TempDir()
+	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0"})
+	ctx := context.Background()
+	pw, err := os.ReadFile(filepath.Join(dir, NATSIdentityFile("inventory")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.n.embedded.ClientURL(), nats.UserInfo("inventory", strings.TrimSpace(string(pw))))
+	if err != nil {
+		t.Fatalf("inventory's identity: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := fromPublisher(bustest.NewEvent(t, event.OrderPlaced, "0190c0de-0000-7000-8000-00000000beef", map[string]any{}))
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := js.PublishMsg(pctx, forged.Msg()); err == nil {
+		t.Error("inventory's identity published order.placed")
+	}
+	own := fromPublisher(bustest.NewEvent(t, event.ProductUpdated, "OWN", map[string]any{}))
+	if _, err := js.PublishMsg(ctx, own.Msg()); err != nil {
+		t.Errorf("inventory's identity may not publish its own product.updated: %v", err)
+	}
+	for _, op := range []func(context.Context) error{
+		func(ctx context.Context) error { return js.DeleteStream(ctx, bus.StreamEvents) },
+		func(ctx context.Context) error {
+			st, err := js.Stream(ctx, bus.StreamEvents)
+			if err == nil {
+				err = st.Purge(ctx)
+			}
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: bus.StreamEvents, Subjects: []string{"events.>"}, MaxAge: time.Second})
+			return err
+		},
+	} {
+		octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := op(octx); err == nil {
+			t.Error("inventory's identity changed the EVENTS stream")
+		}
+		cancel()
+	}
+	if st, err := s.bus.JetStream().Stream(ctx, bus.StreamEvents); err != nil || st.CachedInfo().Config.MaxAge != bus.EventsMaxAge {
+		t.Fatalf("EVENTS changed: %v", err)
+	}
+
+	// Through the administrative identity, with another service's source.
+	s.addProduct("SOURCE", 5)
+	id := "0190c0de-0000-7000-8000-00000000cafe"
+	ev := bustest.NewEvent(t, event.OrderPlaced, id, event.Placed{OrderID: id, CustomerID: "mallory",
+		Items: []event.Line{{SKU: "SOURCE", Quantity: 1, UnitPriceCents: 100}}, TotalCents: 100, Currency: "EUR",
+		PaymentToken: psp.TokenOK, ShippingAddress: address})
+	ev.Source = event.Source("inventory")
+	if err := s.bus.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 20*time.Second, "every consumer of order.placed to dead-letter it", func() bool {
+		n := 0
+		for _, dl := range mustDeadLetters(t, s.bus) {
+			if dl.EventID == ev.ID && strings.Contains(dl.Error, "may only come from ordermesh/orders") {
+				n++
+			}
+		}
+		return n == 4 // orders, inventory, payments, notifications
+	})
+	var rows int
+	s.n.stores["payments"].db.QueryRow(ctx, "SELECT COUNT(*) FROM payments WHERE order_id = ?", id).Scan(&rows)
+	if rows != 0 {
+		t.Error("payments acted on an order.placed from inventory")
+	}
+	var ledger []inventory.Ledger
+	s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
+	for _, l := range ledger {
+		if l.SKU == "SOURCE" && l.Reserved != 0 {
+			t.Error("inventory reserved stock for an order.placed from inventory")
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 // and an optional client certificate.
 type natsFlags struct {
 	creds, user, password  string
+	passwordFile           string
 	tlsCA, tlsCert, tlsKey string
 }
 
@@ -25,6 +26,7 @@ func (f *natsFlags) register(fs interface {
 	fs.StringVar(&f.creds, "nats-creds", "", "NATS credentials file (.creds: user JWT and NKey seed)")
 	fs.StringVar(&f.user, "nats-user", "", "NATS user (or nats://USER:PASS@HOST:4222 in --nats)")
 	fs.StringVar(&f.password, "nats-password", "", "NATS password for --nats-user")
+	fs.StringVar(&f.passwordFile, "nats-password-file", "", "file holding the NATS password for --nats-user (each service its own: setup --identities writes DIR/nats-SERVICE.password)")
 	fs.StringVar(&f.tlsCA, "nats-tls-ca", "", "PEM file of the CA that signed the NATS server's certificate (turns TLS on)")
 	fs.StringVar(&f.tlsCert, "nats-tls-cert", "", "PEM client certificate for NATS mutual TLS (with --nats-tls-key)")
 	fs.StringVar(&f.tlsKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
@@ -39,6 +41,16 @@ func (f *natsFlags) options() ([]nats.Option, error) {
 			return nil, usagef("--nats-creds: %v", err)
 		}
 		opts = append(opts, nats.UserCredentials(f.creds))
+	}
+	if f.passwordFile != "" {
+		if f.password != "" {
+			return nil, usagef("--nats-password and --nats-password-file: give one")
+		}
+		raw, err := os.ReadFile(f.passwordFile)
+		if err != nil {
+			return nil, usagef("--nats-password-file: %v", err)
+		}
+		f.password = strings.TrimSpace(string(raw))
 	}
 	if (f.user == "") != (f.password == "") {
 		return nil, usagef("--nats-user and --nats-password go together")

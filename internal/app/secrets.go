@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 )
 
@@ -72,4 +74,76 @@ func (n *Node) sealPaymentTokens() error {
 		ord.TokenPublicKey = pay.TokenKey.Public()
 	}
 	return nil
+}
+
+// brokerServices are the services with a broker identity of their own.
+var brokerServices = []string{"orders", "inventory", "payments", "shipping", "notifications", "psp", "gateway"}
+
+// brokerIdentity is service's broker identity with password.
+func brokerIdentity(service, password string) bus.Identity {
+	return bus.Identity{Service: service, Password: password, Publishes: event.Published(service), Replays: service == "gateway"}
+}
+
+// NATSIdentityFile is the file, in a data directory or the directory
+// `setup --identities` writes, of service's broker password.
+func NATSIdentityFile(service string) string { return "nats-" + service + ".password" }
+
+// brokerIdentities are the services' broker users of the embedded broker
+// in data directory dir, with their passwords (made on first start).
+func brokerIdentities(dir string) ([]bus.Identity, error) {
+	var ids []bus.Identity
+	for _, svc := range brokerServices {
+		pw, err := dataSecret(dir, NATSIdentityFile(svc), 16, randomHex)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, brokerIdentity(svc, pw))
+	}
+	return ids, nil
+}
+
+// eventSources is the source each event type must come from.
+func eventSources() map[string]string {
+	out := map[string]string{}
+	for typ, svc := range event.Publishers {
+		out[typ] = event.Source(svc)
+	}
+	return out
+}
+
+// connectServices gives each service of an embedded node a connection
+// and bus of its own, as its broker identity: what it publishes, the
+// broker checks against what it may.
+func (n *Node) connectServices() error {
+	if n.embedded == nil {
+		return nil
+	}
+	n.buses = map[string]*bus.Bus{}
+	for _, svc := range n.cfg.Services {
+		if !slices.Contains(brokerServices, svc) {
+			continue
+		}
+		pw, err := dataSecret(n.cfg.DataDir, NATSIdentityFile(svc), 16, randomHex)
+		if err != nil {
+			return err
+		}
+		nc, err := n.embedded.ConnectAs("ordermesh-"+svc, svc, pw)
+		if err != nil {
+			return err
+		}
+		if n.buses[svc], err = n.Bus.As(nc); err != nil {
+			nc.Close()
+			return err
+		}
+	}
+	return nil
+}
+
+// busFor is the bus service uses: its own identity's in an embedded node,
+// else the node's (serve connects as whatever identity it is given).
+func (n *Node) busFor(service string) *bus.Bus {
+	if b := n.buses[service]; b != nil {
+		return b
+	}
+	return n.Bus
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/ordermesh/ordermesh/internal/gateway"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/component"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
@@ -17,7 +18,6 @@ import (
 // with runCtx).
 func (n *Node) startServices(ctx, runCtx context.Context, mux *http.ServeMux) error {
 	hooks := component.Hooks{
-		Consume:      n.consumeBatch,
 		Loops:        &n.loops,
 		OnClose:      func(f func()) { n.onClose = append(n.onClose, f) },
 		ServeOutside: n.serveOutside,
@@ -28,7 +28,11 @@ func (n *Node) startServices(ctx, runCtx context.Context, mux *http.ServeMux) er
 		if i < 0 {
 			return fmt.Errorf("unknown service %q", name)
 		}
-		env := &component.Env{Ctx: ctx, Run: runCtx, Mux: mux, Bus: n.Bus, Log: n.log.With("service", name), Metrics: n.reg,
+		b := n.busFor(name)
+		hooks.Consume = func(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) (*bus.Consumer, error) {
+			return n.consumeBatch(ctx, b, cfg, h)
+		}
+		env := &component.Env{Ctx: ctx, Run: runCtx, Mux: mux, Bus: b, Log: n.log.With("service", name), Metrics: n.reg,
 			URL: n.URL(), Hooks: hooks}
 		if st := n.stores[name]; st != nil {
 			env.DB, env.Outbox = st.db, st.outbox

@@ -32,6 +32,32 @@ var Types = []string{
 	ShipmentCreated, ProductUpdated, EndpointDisabled,
 }
 
+// Publishers names the one service that may publish each event type. The
+// broker lets no other service's identity publish it, and consumers
+// dead-letter an event whose source is not that service's (Source).
+var Publishers = map[string]string{
+	OrderPlaced: "orders", OrderConfirmed: "orders", OrderCompleted: "orders", OrderCancelled: "orders",
+	StockReserved: "inventory", StockRejected: "inventory", StockReleased: "inventory", StockCommitted: "inventory",
+	ProductUpdated:    "inventory",
+	PaymentAuthorized: "payments", PaymentFailed: "payments", PaymentCaptured: "payments", PaymentVoided: "payments", PaymentRefunded: "payments",
+	ShipmentCreated:  "shipping",
+	EndpointDisabled: "notifications",
+}
+
+// Source is the CloudEvents source of the events service publishes.
+func Source(service string) string { return "ordermesh/" + service }
+
+// Published are the event types service publishes.
+func Published(service string) []string {
+	var out []string
+	for _, t := range Types {
+		if Publishers[t] == service {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // Cancel reasons of order.cancelled.
 const (
 	ReasonOutOfStock      = "out_of_stock"

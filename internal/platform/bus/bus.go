@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,6 +92,10 @@ type Config struct {
 	// dead-lettered at once and changes nothing: consumers trust no
 	// payload, whoever published it.
 	Validate func(typ string, data []byte) error
+	// Sources, when set, is the CloudEvents source each event type must
+	// come from; an event of a listed type from another source is
+	// dead-lettered before any handler sees it.
+	Sources map[string]string
 }
 
 // Bus publishes events and runs consumers over one NATS connection.
@@ -150,6 +156,16 @@ func New(nc *nats.Conn, cfg Config) (*Bus, error) {
 		b.metrics = newMetrics(b, cfg.Metrics)
 	}
 	return b, nil
+}
+
+// As is b over nc, another connection (a service's own broker identity):
+// same configuration and metrics, its own publishing and consumers.
+func (b *Bus) As(nc *nats.Conn) (*Bus, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(PublishAckTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Bus{nc: nc, js: js, cfg: b.cfg, log: b.log, metrics: b.metrics}, nil
 }
 
 // Conn is the underlying NATS connection.
@@ -231,6 +247,15 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
+// sameStream says whether the stream as it is (have) already has every
+// setting ensureStream would give it (want).
+func sameStream(have, want jetstream.StreamConfig) bool {
+	unlimited := func(n int64) int64 { return max(n, 0) } // the broker says -1 for none
+	return slices.Equal(have.Subjects, want.Subjects) && have.Retention == want.Retention && have.MaxAge == want.MaxAge &&
+		unlimited(have.MaxBytes) == unlimited(want.MaxBytes) && have.Discard == want.Discard && have.Duplicates == want.Duplicates &&
+		have.Replicas == want.Replicas && have.Description == want.Description && reflect.DeepEqual(have.Placement, want.Placement)
+}
+
 // ensureStream creates cfg's stream or updates it, keeping the replicas
 // it has when more than asked for, and the placement when none is asked.
 func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
@@ -257,6 +282,11 @@ func (b *Bus) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) erro
 	}
 	if cfg.MaxBytes == 0 && cfg.Name == StreamEvents {
 		cfg.MaxBytes = have.MaxBytes // a cap is lifted only by setting one
+	}
+	if sameStream(have, cfg) {
+		// Nothing to change: a service whose broker identity may not
+		// change the streams (ordermesh setup does) starts all the same.
+		return nil
 	}
 	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("update stream %s: %w", cfg.Name, err)

@@ -37,6 +37,9 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 		if err == nil && c.bus.cfg.Validate != nil {
 			err = c.bus.cfg.Validate(ev.Type, ev.Data)
 		}
+		if want, ok := c.bus.cfg.Sources[ev.Type]; ok && err == nil && ev.Source != want {
+			err = fmt.Errorf("%w: %s may only come from %s, not %q", ErrForeignSource, ev.Type, want, ev.Source)
+		}
 		if err != nil {
 			c.deadLetter(msg, md, err)
 			continue

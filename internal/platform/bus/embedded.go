@@ -40,6 +40,10 @@ type EmbeddedConfig struct {
 	// in-process connection included: the TCP port is then no open door
 	// to publish forged events.
 	User, Password string
+	// Identities are the services' own users, each allowed to publish
+	// only its own events (see Identity). User stays the administrative
+	// user, allowed everything.
+	Identities []Identity
 }
 
 // StartEmbedded starts the server and waits until it accepts connections.
@@ -69,6 +73,13 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		opts.Host, opts.Port = host, port
 	}
 	opts.Username, opts.Password = cfg.User, cfg.Password
+	if len(cfg.Identities) > 0 {
+		opts.Username, opts.Password = "", ""
+		opts.Users = []*server.User{{Username: cfg.User, Password: cfg.Password}}
+		for _, id := range cfg.Identities {
+			opts.Users = append(opts.Users, id.user())
+		}
+	}
 	if cfg.Name != "" {
 		opts.ServerName = cfg.Name
 	}
@@ -125,9 +136,14 @@ func clusterOptions(cfg EmbeddedConfig, opts *server.Options) error {
 
 // Connect opens an in-process client connection to the server.
 func (e *Embedded) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1), nats.UserInfo(e.user, e.password))
+	return e.ConnectAs(name, e.user, e.password)
+}
+
+// ConnectAs opens an in-process client connection as user.
+func (e *Embedded) ConnectAs(name, user, password string) (*nats.Conn, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(e.srv), nats.Name(name), nats.MaxReconnects(-1), nats.UserInfo(user, password))
 	if err != nil {
-		return nil, fmt.Errorf("connect to embedded nats: %w", err)
+		return nil, fmt.Errorf("connect to embedded nats as %s: %w", user, err)
 	}
 	return nc, nil
 }

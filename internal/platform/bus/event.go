@@ -121,6 +121,11 @@ func setIf(h nats.Header, k, v string) {
 // CloudEvent; such messages go straight to the dead-letter stream.
 var ErrUndecodable = errors.New("undecodable event")
 
+// ErrForeignSource is the error of an event whose source is not the
+// service allowed to publish its type (Config.Sources): a forgery, or a
+// service that speaks for another. It is dead-lettered.
+var ErrForeignSource = errors.New("event from a source not allowed to publish its type")
+
 // Decode reads a CloudEvent from a NATS message's headers and body. It
 // fails with ErrUndecodable when a required attribute is missing, the time
 // is malformed, or the body is not JSON.
