@@ -70,7 +70,7 @@ func TestNodeRelaysAndSurvivesRestart(t *testing.T) {
 		t.Fatalf("readyz checks = %v", checks)
 	}
 	line := []event.Line{{SKU: "NODE", Quantity: 1, UnitPriceCents: 1200}}
-	ev, err := bus.NewEvent(event.OrderPlaced, "orders", "order-1", event.Placed{OrderID: "order-1", CustomerID: "c", Items: line,
+	ev, err := bus.NewEvent(event.OrderPlaced, event.Source("orders"), "order-1", event.Placed{OrderID: "order-1", CustomerID: "c", Items: line,
 		TotalCents: 1200, Currency: "EUR", PaymentToken: "tok_ok", ShippingAddress: address})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestNodeRelaysAndSurvivesRestart(t *testing.T) {
 	reacted := make(chan string, 1)
 	err = n.ConsumeBatch(context.Background(), bus.ConsumerConfig{Name: "inventory-reserve", Types: []string{"order.placed"}},
 		inbox.BatchHandler(n.stores["inventory"].db, "inventory-reserve", func(ctx context.Context, tx *sqldb.Tx, in bus.Event) error {
-			out, err := bus.NewEvent(event.StockReserved, "inventory", in.Subject, event.Reserved{OrderID: in.Subject, Items: line})
+			out, err := bus.NewEvent(event.StockReserved, event.Source("inventory"), in.Subject, event.Reserved{OrderID: in.Subject, Items: line})
 			if err != nil {
 				return err
 			}

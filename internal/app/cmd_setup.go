@@ -61,6 +61,11 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := b.EnsureStreams(sctx); err != nil {
 		return err
 	}
+	return printStreams(ctx, b, stdout)
+}
+
+// printStreams says what the pipeline's streams hold.
+func printStreams(ctx context.Context, b *bus.Bus, stdout io.Writer) error {
 	for _, name := range []string{bus.StreamEvents, bus.StreamDLQ, bus.StreamReplay} {
 		st, err := b.JetStream().Stream(ctx, name)
 		if err != nil {

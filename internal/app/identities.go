@@ -32,43 +32,20 @@ func writeIdentities(dir string) ([]string, error) {
 		paths = append(paths, filepath.Join(dir, name))
 		return dataSecret(dir, name, minLen, mk)
 	}
-	hash := func(pw string) (string, error) {
-		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
-		return fmt.Sprintf("%q", h), err
-	}
-	admin, err := secret(NATSIdentityFile(NATSUser), 16, randomHex)
-	if err != nil {
-		return nil, err
-	}
-	h, err := hash(admin)
-	if err != nil {
-		return nil, err
-	}
-	var conf strings.Builder
-	conf.WriteString("# ordermesh's broker identities, written by `ordermesh setup --identities`.\n")
-	conf.WriteString("# Include it in nats-server.conf (include ./" + NATSAuthFile + "). The user\n")
-	conf.WriteString("# \"ordermesh\" is the administrative one (setup, dlq); each service may\n")
-	conf.WriteString("# publish only its own events and may not change the streams.\n")
-	conf.WriteString("authorization {\n  users = [\n")
-	fmt.Fprintf(&conf, "    {user: %q, password: %s},\n", NATSUser, h)
-	for i, svc := range brokerServices {
-		pw, err := secret(NATSIdentityFile(svc), 16, randomHex)
+	var passwords []string
+	for _, user := range append([]string{NATSUser}, brokerServices...) {
+		pw, err := secret(NATSIdentityFile(user), 16, randomHex)
 		if err != nil {
 			return nil, err
 		}
-		h, err := hash(pw)
-		if err != nil {
-			return nil, err
-		}
-		conf.WriteString(brokerIdentity(svc, pw).ServerConfig(h))
-		if i < len(brokerServices)-1 {
-			conf.WriteString(",")
-		}
-		conf.WriteString("\n")
+		passwords = append(passwords, pw)
 	}
-	conf.WriteString("  ]\n}\n")
 	confPath := filepath.Join(dir, NATSAuthFile)
-	if err := os.WriteFile(confPath, []byte(conf.String()), 0o600); err != nil {
+	conf, err := authConfig(passwords[0], passwords[1:])
+	if err == nil {
+		err = os.WriteFile(confPath, []byte(conf), 0o600)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("write %s: %w", confPath, err)
 	}
 	paths = append(paths, confPath)
@@ -89,3 +66,33 @@ func writeIdentities(dir string) ([]string, error) {
 
 // PaymentTokenPublicKeyFile holds the public half of PaymentTokenKeyFile.
 const PaymentTokenPublicKeyFile = "payment-token.pub"
+
+// authConfig is the nats-server authorization block for the
+// administrative user's password admin and each of brokerServices' (in
+// order), as bcrypt hashes.
+func authConfig(admin string, services []string) (string, error) {
+	hash := func(pw string) (string, error) {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+		return fmt.Sprintf("%q", h), err
+	}
+	h, err := hash(admin)
+	if err != nil {
+		return "", err
+	}
+	var conf strings.Builder
+	conf.WriteString("# ordermesh's broker identities, written by `ordermesh setup --identities`.\n")
+	conf.WriteString("# Include it in nats-server.conf (include ./" + NATSAuthFile + "). The user\n")
+	conf.WriteString("# \"ordermesh\" is the administrative one (setup, dlq); each service may\n")
+	conf.WriteString("# publish only its own events and may not change the streams.\n")
+	conf.WriteString("authorization {\n  users = [\n")
+	fmt.Fprintf(&conf, "    {user: %q, password: %s}", NATSUser, h)
+	for i, svc := range brokerServices {
+		h, err := hash(services[i])
+		if err != nil {
+			return "", err
+		}
+		conf.WriteString(",\n" + brokerIdentity(svc, services[i]).ServerConfig(h))
+	}
+	conf.WriteString("\n  ]\n}\n")
+	return conf.String(), nil
+}

@@ -72,14 +72,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
-	opts.Username, opts.Password = cfg.User, cfg.Password
-	if len(cfg.Identities) > 0 {
-		opts.Username, opts.Password = "", ""
-		opts.Users = []*server.User{{Username: cfg.User, Password: cfg.Password}}
-		for _, id := range cfg.Identities {
-			opts.Users = append(opts.Users, id.user())
-		}
-	}
+	authOptions(cfg, opts)
 	if cfg.Name != "" {
 		opts.ServerName = cfg.Name
 	}
@@ -111,6 +104,19 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded nats started without JetStream (store %s)", cfg.StoreDir)
 	}
 	return &Embedded{srv: srv, user: cfg.User, password: cfg.Password}, nil
+}
+
+// authOptions sets who may connect: cfg's user, and its identities with
+// their permissions.
+func authOptions(cfg EmbeddedConfig, opts *server.Options) {
+	if len(cfg.Identities) == 0 {
+		opts.Username, opts.Password = cfg.User, cfg.Password
+		return
+	}
+	opts.Users = []*server.User{{Username: cfg.User, Password: cfg.Password}}
+	for _, id := range cfg.Identities {
+		opts.Users = append(opts.Users, id.user())
+	}
 }
 
 // clusterOptions sets opts to join cfg's cluster.
