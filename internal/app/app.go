@@ -158,6 +158,9 @@ type Node struct {
 	// api holds the services' /api/ routes, behind the edge (gateway in
 	// this process) or the identity check (services behind a remote one).
 	api *http.ServeMux
+	// upstreams are the gateway's proxied services (serve gateway); it is
+	// ready once each has an instance ready.
+	upstreams []*gateway.Upstream
 	// DevToken is the development admin token `run` made, if it made one.
 	DevToken string
 }

@@ -55,7 +55,7 @@ func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
 // edge builds the gateway: upstreams for the services in other processes,
 // authentication, rate limits, the micro-cache.
 func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, error) {
-	upstreams, err := n.upstreams(ctx)
+	upstreams, err := n.proxies(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +118,7 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, err
 // upstreams builds a proxy for each --upstream service, each with its
 // balancing policy (--lb), passive ejection, active health checks and
 // retries on another instance where safe.
-func (n *Node) upstreams(ctx context.Context) (map[string]http.Handler, error) {
+func (n *Node) proxies(ctx context.Context) (map[string]http.Handler, error) {
 	handlers := map[string]http.Handler{}
 	for svc, targets := range n.cfg.Upstreams {
 		var instances []*gateway.Instance
@@ -138,6 +138,7 @@ func (n *Node) upstreams(ctx context.Context) (map[string]http.Handler, error) {
 			return nil, fmt.Errorf("--hash-key %s: %w", svc, err)
 		}
 		handlers[svc] = up.Handler()
+		n.upstreams = append(n.upstreams, up)
 		n.loops.Add(1)
 		go func() {
 			defer n.loops.Done()

@@ -10,10 +10,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,5 +262,45 @@ func TestServicesSpeakOnlyForThemselves(t *testing.T) {
 		if l.SKU == "SOURCE" && l.Reserved != 0 {
 			t.Error("inventory reserved stock for an order.placed from inventory")
 		}
+	}
+}
+
+// TestGatewayReadyOnlyWhenItCanRoute: a gateway whose upstream has not
+// answered its /readyz yet says it is not ready (a rolling deploy sends it
+// no traffic that could only get 502), and is ready, routing, as soon as
+// the upstream is.
+func TestGatewayReadyOnlyWhenItCanRoute(t *testing.T) {
+	s := startStack(t, Config{NATSListen: "127.0.0.1:0"})
+	var upReady atomic.Bool
+	inventory := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" && !upReady.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, "[]")
+	}))
+	defer inventory.Close()
+	gw, err := Start(context.Background(), withTestAuth(t, Config{
+		Services: []string{"gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: strings.Repeat("k", 32),
+		Logger: bustest.Logger(t), Upstreams: map[string][]string{"inventory": {inventory.URL}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close(context.Background())
+	g := &stack{t: t, base: gw.URL()}
+	var checks struct {
+		Checks map[string]string `json:"checks"`
+	}
+	if resp := g.do("GET", "/readyz", nil, nil, &checks); resp.StatusCode != http.StatusServiceUnavailable || checks.Checks["upstream_inventory"] == "ok" {
+		t.Fatalf("/readyz = %d %v before its upstream is ready, want 503 naming upstream_inventory", resp.StatusCode, checks.Checks)
+	}
+	upReady.Store(true)
+	bustest.Eventually(t, 10*time.Second, "the gateway ready", func() bool {
+		return g.do("GET", "/readyz", nil, nil, nil).StatusCode == http.StatusOK
+	})
+	if resp := g.do("GET", "/api/products", nil, nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the first request once ready = %d, want 200", resp.StatusCode)
 	}
 }

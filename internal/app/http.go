@@ -220,6 +220,13 @@ func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 		checks["nats"] = "disconnected: " + n.nc.Status().String()
 		status = http.StatusServiceUnavailable
 	}
+	for _, up := range n.upstreams {
+		checks["upstream_"+up.Name] = "ok"
+		if !up.Ready() {
+			checks["upstream_"+up.Name] = "no instance has answered its /readyz yet: requests for it would get 502"
+			status = http.StatusServiceUnavailable
+		}
+	}
 	for name, st := range n.stores {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		var one int

@@ -12,11 +12,11 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
 
-	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
@@ -39,6 +39,8 @@ type Upstream struct {
 	mu       sync.Mutex
 	breakers map[*Instance]*gobreaker.CircuitBreaker[*http.Response]
 	failures map[*Instance]int
+	// checked is set once a health check has found an instance ready.
+	checked atomic.Bool
 }
 
 // EjectAfter is how many consecutive failures take an instance out of
@@ -253,23 +255,59 @@ func (u *Upstream) outcome(in *Instance, err error) {
 	}
 }
 
-// CheckHealth probes every instance's /readyz each interval until ctx
-// ends, putting ready instances back into rotation and taking others out.
+// CheckHealth probes every instance's /readyz until ctx ends, putting
+// ready instances back into rotation and taking others out: each interval
+// while one is ready, every 250ms while none is (a gateway starting
+// beside services that are still starting routes as soon as one is).
 func (u *Upstream) CheckHealth(ctx context.Context, interval time.Duration) {
-	client := &http.Client{Timeout: time.Second, Transport: u.base}
-	every.Run(ctx, interval, func(context.Context) {
-		for _, in := range u.Instances {
-			resp, err := client.Get(in.URL.String() + "/readyz")
-			ok := err == nil && resp.StatusCode == http.StatusOK
-			if resp != nil {
-				resp.Body.Close()
-			}
-			in.SetHealthy(ok)
-			if ok {
-				u.mu.Lock()
-				u.failures[in] = 0
-				u.mu.Unlock()
-			}
+	for {
+		if u.checkOnce(ctx) {
+			u.checked.Store(true)
 		}
-	})
+		wait := interval
+		if !u.Ready() {
+			wait = min(interval, 250*time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// checkOnce probes every instance once and says whether one is ready.
+func (u *Upstream) checkOnce(ctx context.Context) (anyReady bool) {
+	client := &http.Client{Timeout: time.Second, Transport: u.base}
+	for _, in := range u.Instances {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.URL.String()+"/readyz", nil)
+		resp, err := client.Do(req)
+		ok := err == nil && resp.StatusCode == http.StatusOK
+		if resp != nil {
+			resp.Body.Close()
+		}
+		in.SetHealthy(ok)
+		if ok {
+			anyReady = true
+			u.mu.Lock()
+			u.failures[in] = 0
+			u.mu.Unlock()
+		}
+	}
+	return anyReady
+}
+
+// Ready says whether a health check has found an instance ready and one
+// is in rotation now: until then the gateway could only answer 502 for
+// this service, so it does not count itself ready (its /readyz).
+func (u *Upstream) Ready() bool {
+	if !u.checked.Load() {
+		return false
+	}
+	for _, in := range u.Instances {
+		if in.Healthy() {
+			return true
+		}
+	}
+	return false
 }
