@@ -39,17 +39,22 @@ type Route struct {
 
 // Classes are the route classes limits and timeouts may name, and
 // ClassAuthFailures, the failed authentications from one client address.
-var Classes = []string{"catalog", "catalog:write", "orders:read", "orders:write", "admin", "provider", ClassAuthFailures}
+var Classes = []string{"catalog", "catalog:write", "orders:read", "orders:write", "admin", "provider", ClassAuthFailures, ClassAuthFailuresAll}
 
-// ClassAuthFailures limits failed authentications per client address.
-const ClassAuthFailures = "auth:failures"
+// ClassAuthFailures limits failed authentications per client address and
+// per API-key prefix; ClassAuthFailuresAll, from all clients together.
+const (
+	ClassAuthFailures    = "auth:failures"
+	ClassAuthFailuresAll = "auth:failures:all"
+)
 
 // DefaultLimits apply when no limit is configured for a class: every
 // customer's order writes (admin callers, such as the load generator, are
 // exempt from the defaults), and failed authentications per address.
 var DefaultLimits = map[string]Limit{
 	"orders:write":    {Rate: 600, Period: time.Minute, Burst: 60},
-	ClassAuthFailures: {Rate: 20, Period: time.Minute, Burst: 10},
+	ClassAuthFailures:    {Rate: 20, Period: time.Minute, Burst: 10},
+	ClassAuthFailuresAll: {Rate: 60, Period: time.Minute, Burst: 30},
 }
 
 // ExemptFromIdentity names the paths services accept without the
@@ -262,31 +267,73 @@ func (e *Edge) isBlocked(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	wait := time.Until(until)
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(wait))))
+	lim, _ := e.limit(ClassAuthFailures, identity.Identity{})
+	setRateLimitFields(w.Header(), ClassAuthFailures, lim, Decision{RetryAfter: wait})
 	e.fail(w, r, apperr.New(apperr.TooManyRequests, "", "too many failed authentication attempts from %s; retry in %s", host, wait.Round(time.Second)))
 	return true
 }
 
 // admitFailure counts a failed authentication against the client's
-// address, and answers 429 (blocking the address for a while) once it is
-// over ClassAuthFailures' limit.
+// address, the API key's prefix it presented, and all clients together,
+// and answers 429 once one is over its limit (ClassAuthFailures per
+// address and per prefix, ClassAuthFailuresAll in all), blocking the
+// address for a while: many addresses, each under its own limit, still
+// meet the other two.
 func (e *Edge) admitFailure(w http.ResponseWriter, r *http.Request) bool {
-	lim, _ := e.limit(ClassAuthFailures, identity.Identity{})
 	host := clientHost(r)
-	d, err := e.cfg.Limiter.Allow(r.Context(), ClassAuthFailures+"|ip:"+host, lim)
-	if err != nil || d.Allowed {
-		return true
+	counts := []struct{ class, key, what string }{{ClassAuthFailures, "ip:" + host, "from " + host}}
+	if p := keyPrefix(r); p != "" {
+		counts = append(counts, struct{ class, key, what string }{ClassAuthFailures, "key:" + p, "with API keys starting " + p})
 	}
-	RateLimited.WithLabelValues(ClassAuthFailures).Inc()
-	e.blockedMu.Lock()
-	if len(e.blocked) > 100_000 {
-		clear(e.blocked) // bounded memory under a spoofing flood
+	counts = append(counts, struct{ class, key, what string }{ClassAuthFailuresAll, "all", "from all clients"})
+	for _, c := range counts {
+		lim, _ := e.limit(c.class, identity.Identity{})
+		d, err := e.cfg.Limiter.Allow(r.Context(), c.class+"|"+c.key, lim)
+		if err != nil || d.Allowed {
+			continue
+		}
+		RateLimited.WithLabelValues(c.class).Inc()
+		e.blockedMu.Lock()
+		if len(e.blocked) > 100_000 {
+			clear(e.blocked) // bounded memory under a spoofing flood
+		}
+		e.blocked[host] = time.Now().Add(d.RetryAfter)
+		e.blockedMu.Unlock()
+		setRateLimitFields(w.Header(), c.class, lim, d)
+		e.fail(w, r, apperr.New(apperr.TooManyRequests, "", "too many failed authentication attempts %s; retry in %s", c.what, d.RetryAfter.Round(time.Second)))
+		return false
 	}
-	e.blocked[host] = time.Now().Add(d.RetryAfter)
-	e.blockedMu.Unlock()
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
-	e.fail(w, r, apperr.New(apperr.TooManyRequests, "", "too many failed authentication attempts from %s; retry in %s", host, d.RetryAfter.Round(time.Second)))
-	return false
+	return true
+}
+
+// keyPrefix is the first characters of the API key a request presents
+// ("" for none): enough to count failures against one key, not enough to
+// be a secret.
+func keyPrefix(r *http.Request) string {
+	_, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.HasPrefix(cred, APIKeyPrefix) || len(cred) < len(APIKeyPrefix)+6 {
+		return ""
+	}
+	return cred[:len(APIKeyPrefix)+6]
+}
+
+// setRateLimitFields sets the RateLimit-Policy and RateLimit fields of an
+// answer under class's limit lim, after decision d.
+func setRateLimitFields(h http.Header, class string, lim Limit, d Decision) {
+	q, win := lim.quota()
+	policy := fmt.Sprintf(`"%s";q=%d;w=%d`, class, q, win)
+	if bq, bw := lim.burstQuota(); bq < q {
+		// The burst as a policy of its own: at most bq at once, which
+		// the bucket refills in bw seconds.
+		policy += fmt.Sprintf(`, "%s;burst";q=%d;w=%d`, class, bq, bw)
+	}
+	h.Set("RateLimit-Policy", policy)
+	reset := d.ResetAfter
+	if !d.Allowed {
+		reset = d.RetryAfter
+		h.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
+	}
+	h.Set("RateLimit", fmt.Sprintf(`"%s";r=%d;t=%d`, class, d.Remaining, ceilSeconds(reset)))
 }
 
 // admit applies the route class's rate limit to the caller, setting the
@@ -309,18 +356,10 @@ func (e *Edge) admit(w http.ResponseWriter, r *http.Request, route Route, id ide
 		e.fail(w, r, apperr.New(apperr.Unavailable, "", "rate limiter unavailable; retry shortly"))
 		return false
 	}
-	q, win := lim.quota()
-	h := w.Header()
-	h.Set("RateLimit-Policy", fmt.Sprintf(`"%s";q=%d;w=%d`, route.Class, q, win))
-	reset := d.ResetAfter
-	if !d.Allowed {
-		reset = d.RetryAfter
-	}
-	h.Set("RateLimit", fmt.Sprintf(`"%s";r=%d;t=%d`, route.Class, d.Remaining, ceilSeconds(reset)))
+	setRateLimitFields(w.Header(), route.Class, lim, d)
 	if d.Allowed {
 		return true
 	}
-	h.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
 	RateLimited.WithLabelValues(route.Class).Inc()
 	e.fail(w, r, apperr.New(apperr.TooManyRequests, "", "rate limit for %s is %d per %s; retry in %s", route.Class, lim.Rate, lim.Period, d.RetryAfter.Round(time.Millisecond)))
 	return false
@@ -353,5 +392,5 @@ func init() { RateLimited.WithLabelValues(ClassAuthFailures) }
 // class (auth:failures for addresses blocked after failed sign-ins).
 var RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "ordermesh_ratelimit_rejections_total",
-	Help: "Requests refused with 429 by a rate limit, by route class (auth:failures: addresses over the failed-authentication limit).",
+	Help: "Requests refused with 429 by a rate limit, by route class (auth:failures: an address or API-key prefix over the failed-authentication limit; auth:failures:all: all clients together, a credential-guessing attack from many addresses).",
 }, []string{"class"})

@@ -148,7 +148,7 @@ func TestEdgeRateLimitLocal(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("request %d = %d %s", i+1, resp.StatusCode, body)
 		}
-		if p := resp.Header.Get("RateLimit-Policy"); p != `"orders:read";q=60;w=3600` {
+		if p := resp.Header.Get("RateLimit-Policy"); p != `"orders:read";q=60;w=3600, "orders:read;burst";q=5;w=300` {
 			t.Fatalf("RateLimit-Policy = %q", p)
 		}
 		if want := fmt.Sprintf(`"orders:read";r=%d;`, 4-i); !strings.HasPrefix(resp.Header.Get("RateLimit"), want) {
@@ -353,5 +353,49 @@ func TestBodyLimit(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("2 MiB body = %d, want 413", resp.StatusCode)
+	}
+}
+
+// TestFailedAuthenticationIsLimitedAcrossAddresses: failed attempts, each
+// from an address of its own, meet a limit per API-key prefix and one for
+// all clients together; the 429 says which in its RateLimit fields.
+func TestFailedAuthenticationIsLimitedAcrossAddresses(t *testing.T) {
+	keys := gatewaytest.NewKeys(t)
+	a, err := NewAuthenticator(context.Background(), AuthConfig{KeyFiles: []string{keys.WritePEM(t, t.TempDir())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempt := func(edge *Edge, i int, key string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/api/orders", nil)
+		r.RemoteAddr = fmt.Sprintf("127.0.%d.%d:4000", i/250, i%250+1)
+		r.Header.Set("Authorization", "Bearer "+key)
+		w := httptest.NewRecorder()
+		edge.ServeHTTP(w, r)
+		return w
+	}
+	for name, tc := range map[string]struct {
+		key        func(i int) string
+		wantPolicy string
+	}{
+		"OneKeyPrefix": {func(i int) string { return fmt.Sprintf("om_SAMEPREFIX%06d", i) }, `"auth:failures";q=20;w=60`},
+		"AllClients":   {func(i int) string { return fmt.Sprintf("om_%06dguess", i) }, `"auth:failures:all";q=60;w=60`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			edge := NewEdge(EdgeConfig{Auth: a, Routes: apiRoutes, Backend: func(Route) http.Handler { return echo }})
+			for i := range 50 {
+				w := attempt(edge, i, tc.key(i))
+				if w.Code == http.StatusUnauthorized {
+					continue
+				}
+				if w.Code != http.StatusTooManyRequests {
+					t.Fatalf("attempt %d = %d, want 401 then 429", i, w.Code)
+				}
+				if p := w.Header().Get("RateLimit-Policy"); !strings.HasPrefix(p, tc.wantPolicy) || w.Header().Get("RateLimit") == "" || w.Header().Get("Retry-After") == "" {
+					t.Fatalf("429 fields: RateLimit-Policy %q, RateLimit %q, Retry-After %q; want policy %s", p, w.Header().Get("RateLimit"), w.Header().Get("Retry-After"), tc.wantPolicy)
+				}
+				return
+			}
+			t.Fatal("50 failed attempts from 50 addresses met no limit")
+		})
 	}
 }

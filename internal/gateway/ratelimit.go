@@ -59,6 +59,12 @@ func (l Limit) quota() (q int, w int) {
 	return l.Rate, max(1, int(l.Period/time.Second))
 }
 
+// burstQuota is the burst as a quota: Burst requests per the seconds the
+// bucket takes to refill them.
+func (l Limit) burstQuota() (q int, w int) {
+	return l.Burst, max(1, int(time.Duration(l.Burst)*l.Period/time.Duration(max(l.Rate, 1))/time.Second))
+}
+
 // Decision is a limiter's answer for one request.
 type Decision struct {
 	Allowed    bool
