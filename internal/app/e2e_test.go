@@ -357,7 +357,7 @@ func testOrderSaga(t *testing.T, s *stack) {
 	for _, st := range got[ok.ID].Timeline {
 		steps = append(steps, st.Type)
 	}
-	if strings.Join(steps, ",") != "order.placed,order.confirmed,shipment.created,order.completed" {
+	if strings.Join(steps, ",") != "order.placed,order.confirmed,shipment.created,payment.captured,order.completed" {
 		t.Errorf("timeline of the completed order = %v", steps)
 	}
 	s.checkInvariants(got)

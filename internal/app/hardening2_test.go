@@ -30,6 +30,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -302,5 +303,18 @@ func TestGatewayReadyOnlyWhenItCanRoute(t *testing.T) {
 	})
 	if resp := g.do("GET", "/api/products", nil, nil, nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("the first request once ready = %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestNullBodyNamesAField: a body that is JSON null is a 400 naming the
+// first field the request needs.
+func TestNullBodyNamesAField(t *testing.T) {
+	s := startStack(t, Config{})
+	for path, want := range map[string]string{"/api/orders": "customer_id", "/api/products": "sku", "/api/webhooks/endpoints": "url"} {
+		var p httpx.Problem
+		resp := s.do("POST", path, map[string]string{"Content-Type": "application/json", "Idempotency-Key": newKey()}, "null", &p)
+		if resp.StatusCode != http.StatusBadRequest || p.Field != want {
+			t.Errorf("POST %s null = %d, field %q (%s); want 400 naming %s", path, resp.StatusCode, p.Field, p.Detail, want)
+		}
 	}
 }

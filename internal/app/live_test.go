@@ -19,6 +19,7 @@ import (
 type sseEvent struct {
 	id, typ, data string
 	order         order.Order
+	retry         string // the stream's retry: field, if one came before
 }
 
 // readSSE reads events from an order's stream until it ends.
@@ -44,6 +45,8 @@ func readSSE(t *testing.T, base, id string, lastEventID string) []sseEvent {
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
+		case strings.HasPrefix(line, "retry: "):
+			cur.retry = strings.TrimPrefix(line, "retry: ")
 		case strings.HasPrefix(line, "id: "):
 			cur.id = strings.TrimPrefix(line, "id: ")
 		case strings.HasPrefix(line, "event: "):
@@ -54,7 +57,7 @@ func readSSE(t *testing.T, base, id string, lastEventID string) []sseEvent {
 			}
 		case line == "" && cur.id != "":
 			out = append(out, cur)
-			cur = sseEvent{}
+			cur = sseEvent{retry: cur.retry}
 		}
 	}
 	if ctx.Err() != nil {
@@ -75,20 +78,23 @@ func TestLiveOrderStatus(t *testing.T) {
 		prev := 0
 		for _, e := range evs {
 			v, _ := strconv.Atoi(e.id)
-			if v <= prev || e.order.Version != v {
-				t.Fatalf("event ids not increasing or not the order's version: %+v", evs)
+			if v != prev+1 || e.order.Version != v {
+				t.Fatalf("event ids not each the next version of the order: %+v", evs)
+			}
+			if e.retry == "" {
+				t.Fatalf("no retry: field before event %s", e.id)
 			}
 			prev = v
 			types = append(types, e.typ)
 		}
-		if strings.Join(types, ",") != "order.placed,order.confirmed,shipment.created,order.completed" ||
+		if strings.Join(types, ",") != "order.placed,order.confirmed,shipment.created,payment.captured,order.completed" ||
 			evs[len(evs)-1].order.Status != order.Completed {
 			t.Fatalf("stream = %v (last status %s)", types, evs[len(evs)-1].order.Status)
 		}
 	})
 	t.Run("SSEResumes", func(t *testing.T) {
 		evs := readSSE(t, s.base, o.ID, "2")
-		if len(evs) != 2 || evs[0].typ != "shipment.created" || evs[1].typ != "order.completed" {
+		if len(evs) != 3 || evs[0].typ != "shipment.created" || evs[2].typ != "order.completed" {
 			t.Fatalf("resumed after 2: %+v", evs)
 		}
 	})

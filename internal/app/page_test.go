@@ -60,6 +60,10 @@ func TestListsPageAndFilter(t *testing.T) {
 			t.Errorf("order %s listed %d times over the pages, want once", id, seen[id])
 		}
 	}
+	var all []order.Order
+	if resp := s.do("GET", "/api/orders?limit=5", nil, nil, &all); len(all) != 5 || nextLink(resp) != "" {
+		t.Errorf("an exactly full last page: %d orders, next %q; want 5 and no next page", len(all), nextLink(resp))
+	}
 	var cancelled []order.Order
 	s.do("GET", "/api/orders?status=cancelled", nil, nil, &cancelled)
 	if len(cancelled) != 1 || cancelled[0].ID != ids[4] {

@@ -203,10 +203,10 @@ func (a *Authenticator) Authenticate(r *http.Request) (identity.Identity, error)
 	}
 	var c Claims
 	if _, err := a.parser.ParseWithClaims(cred, &c, a.keyFor(r.Context())); err != nil {
-		return identity.Identity{}, apperr.New(apperr.Unauthorized, "Authorization", "invalid token: %v", err)
+		return identity.Identity{}, apperr.New(apperr.Unauthorized, "Authorization", "%s", tokenProblem(err))
 	}
 	if c.Subject == "" {
-		return identity.Identity{}, apperr.New(apperr.Unauthorized, "Authorization", "invalid token: no sub claim")
+		return identity.Identity{}, apperr.New(apperr.Unauthorized, "Authorization", "the token has no sub claim: ask its issuer for one that names its subject")
 	}
 	scopes := c.Scopes
 	if c.Scope != "" {
@@ -224,4 +224,27 @@ func (a *Authenticator) Authenticate(r *http.Request) (identity.Identity, error)
 	a.verified[cred] = verifiedToken{id: id, until: until}
 	a.mu.Unlock()
 	return id, nil
+}
+
+// tokenProblem says what the client must fix about a token the parser
+// refused, in the client's terms: never the library's own message, which
+// speaks of its internals.
+func tokenProblem(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "the token is not a JWT (three base64url parts separated by dots) or an om_ API key"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "the token has expired: get a new one"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "the token is not valid yet: check its nbf and iat claims and the clocks"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "the token lacks a required claim (exp)"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "the token is not meant for this API (its aud claim)"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "the token was not issued by an issuer this API trusts (its iss claim)"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "the token's signature does not verify with this API's keys: it was not issued for this API, or was changed"
+	}
+	return "the token is not valid for this API"
 }

@@ -52,7 +52,7 @@ const (
 // customer's order writes (admin callers, such as the load generator, are
 // exempt from the defaults), and failed authentications per address.
 var DefaultLimits = map[string]Limit{
-	"orders:write":    {Rate: 600, Period: time.Minute, Burst: 60},
+	"orders:write":       {Rate: 600, Period: time.Minute, Burst: 60},
 	ClassAuthFailures:    {Rate: 20, Period: time.Minute, Burst: 10},
 	ClassAuthFailuresAll: {Rate: 60, Period: time.Minute, Burst: 30},
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -396,6 +397,35 @@ func TestFailedAuthenticationIsLimitedAcrossAddresses(t *testing.T) {
 				return
 			}
 			t.Fatal("50 failed attempts from 50 addresses met no limit")
+		})
+	}
+}
+
+// TestRefusedTokensSayWhatToFix: a 401 names what the client must fix,
+// in its terms, and never the JWT library's own message.
+func TestRefusedTokensSayWhatToFix(t *testing.T) {
+	keys := gatewaytest.NewKeys(t)
+	other := gatewaytest.NewKeys(t)
+	srv := newTestEdge(t, keys, EdgeConfig{})
+	hour := time.Hour
+	for name, tc := range map[string]struct{ token, want string }{
+		"Garbage":       {"not-a-token", "not a JWT"},
+		"Expired":       {keys.Sign(t, "EdDSA", gatewaytest.Claims{Subject: "ada", Scope: "orders:read", IssuedAt: time.Now().Add(-2 * hour), Expires: time.Now().Add(-hour)}), "expired"},
+		"OtherKey":      {other.Sign(t, "EdDSA", gatewaytest.Claims{Subject: "ada", Scope: "orders:read"}), "signature"},
+		"OtherAudience": {keys.Sign(t, "EdDSA", gatewaytest.Claims{Subject: "ada", Scope: "orders:read", Audience: "elsewhere"}), "aud"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, body := call(t, "GET", srv.URL+"/api/orders/x", tc.token)
+			var p struct{ Detail, Field string }
+			json.Unmarshal([]byte(body), &p)
+			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(p.Detail, tc.want) || p.Field != "Authorization" {
+				t.Fatalf("= %d %s; want 401 naming Authorization and saying %q", resp.StatusCode, body, tc.want)
+			}
+			for _, internal := range []string{"token has invalid claims", "segments", "crypto/", "verification error"} {
+				if strings.Contains(body, internal) {
+					t.Errorf("the answer repeats the library's %q: %s", internal, body)
+				}
+			}
 		})
 	}
 }

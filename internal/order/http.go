@@ -238,9 +238,7 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, s.log, err)
 		return
 	}
-	if n := len(orders); n > 0 {
-		httpx.SetNext(w, r, page, n, orders[n-1].CreatedAt.UnixMicro(), orders[n-1].ID)
-	}
+	orders = httpx.Finish(w, r, page, orders, func(o Order) (int64, string) { return o.CreatedAt.UnixMicro(), o.ID })
 	httpx.JSON(w, http.StatusOK, orders)
 }
 

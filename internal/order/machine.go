@@ -60,7 +60,10 @@ func On(o Order, typ string) (Outcome, error) {
 			return Outcome{}, nil
 		}
 		o.captured = true
-		return completeIfDone(o, Outcome{Moves: []Move{{o, ""}}}), nil
+		// A step of its own, like every move: each version of the order
+		// is one step of its timeline and one event of its live stream,
+		// whose ids then have no gaps.
+		return completeIfDone(o, Outcome{Moves: []Move{{o, event.PaymentCaptured}}}), nil
 	}
 	return Outcome{}, fmt.Errorf("orders does not handle %s", typ)
 }

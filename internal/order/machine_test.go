@@ -67,10 +67,10 @@ func TestOn(t *testing.T) {
 		{"ShipmentOfAPendingOrderWaits", an(Pending), event.ShipmentCreated, Outcome{}},
 		{"ShipmentAfterCancelIsLate", an(Cancelled), event.ShipmentCreated, Outcome{}},
 		{"CaptureBeforeShipmentIsRecorded", an(Confirmed), event.PaymentCaptured, Outcome{
-			Moves: []Move{{moved(an(Confirmed), Confirmed, captured), ""}}}},
+			Moves: []Move{{moved(an(Confirmed), Confirmed, captured), event.PaymentCaptured}}}},
 		{"CaptureAfterShipmentCompletes", an(Shipped, shipped), event.PaymentCaptured, Outcome{
 			Moves: []Move{
-				{moved(an(Shipped, shipped), Shipped, captured), ""},
+				{moved(an(Shipped, shipped), Shipped, captured), event.PaymentCaptured},
 				{moved(an(Shipped, shipped), Completed, captured), event.OrderCompleted}},
 			Emit: []Emission{completedEvent}}},
 		{"DuplicateCapture", an(Confirmed, captured), event.PaymentCaptured, Outcome{}},

@@ -168,10 +168,7 @@ func (s *Service) handleDeliveries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ds, err := s.Deliveries(r.Context(), status, r.URL.Query().Get("endpoint_id"), page)
-	if err == nil && len(ds) > 0 {
-		last := ds[len(ds)-1]
-		httpx.SetNext(w, r, page, len(ds), last.CreatedAt.UnixMicro(), last.ID)
-	}
+	ds = httpx.Finish(w, r, page, ds, func(d Delivery) (int64, string) { return d.CreatedAt.UnixMicro(), d.ID })
 	s.answer(w, r, http.StatusOK, ds, err)
 }
 

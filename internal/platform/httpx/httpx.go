@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
@@ -109,6 +110,9 @@ func Decode(r *http.Request, dst any) error {
 // unknown fields, and nothing CheckJSON refuses (repeated keys, nulls,
 // control characters).
 func DecodeBytes(raw []byte, dst any) error {
+	if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return nullBody(dst)
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -118,6 +122,31 @@ func DecodeBytes(raw []byte, dst any) error {
 		return apperr.Invalidf("", "body must hold a single JSON value")
 	}
 	return CheckJSON(raw)
+}
+
+// nullBody is the error for a body that is JSON null: an object was
+// expected, and the error names its first required field, as the
+// request type's own Validate says (or its first field that is not
+// optional).
+func nullBody(dst any) error {
+	if v, ok := dst.(interface{ Validate() error }); ok {
+		if e, ok := apperr.As(v.Validate()); ok && e.Field != "" {
+			return apperr.Invalidf(e.Field, "the body is null; send a JSON object with %s", e.Field)
+		}
+	}
+	t := reflect.TypeOf(dst)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t != nil && t.Kind() == reflect.Struct {
+		for i := range t.NumField() {
+			name, opts, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			if name != "" && name != "-" && !strings.Contains(opts, "omitempty") {
+				return apperr.Invalidf(name, "the body is null; send a JSON object with %s", name)
+			}
+		}
+	}
+	return apperr.Invalidf("", "the body is null; send a JSON object")
 }
 
 func decodeError(err error) error {

@@ -49,24 +49,31 @@ func ParsePage(r *http.Request, def, max int) (Page, error) {
 // Where extends a query whose conditions end its WHERE clause with the
 // page's: the items after the cursor, by columns created_us and id
 // (newest first), and the limit as its last argument, for a query that
-// ends "ORDER BY created_us DESC, id DESC LIMIT ?".
+// ends "ORDER BY created_us DESC, id DESC LIMIT ?". It asks for one item
+// more than the page holds, so that Finish knows whether another page
+// follows.
 func (p Page) Where(q string, args []any) (string, []any) {
 	if !p.First() {
 		q += " AND (created_us < ? OR (created_us = ? AND id < ?))"
 		args = append(args, p.AfterUS, p.AfterUS, p.AfterID)
 	}
-	return q, append(args, p.Limit)
+	return q, append(args, p.Limit+1)
 }
 
-// SetNext adds the RFC 8288 Link to the page after the item (us, id) when
-// the page is full: the same request with that cursor.
-func SetNext(w http.ResponseWriter, r *http.Request, p Page, n int, us int64, id string) {
-	if n < p.Limit {
-		return
+// Finish trims items, as a query extended by Where returned them, to the
+// page, and adds the RFC 8288 Link to the next page when there is one
+// (an exactly full last page has none): the same request with a cursor
+// after the page's last item, whose (created_us, id) at gives.
+func Finish[T any](w http.ResponseWriter, r *http.Request, p Page, items []T, at func(T) (int64, string)) []T {
+	if len(items) <= p.Limit {
+		return items
 	}
+	items = items[:p.Limit]
+	us, id := at(items[len(items)-1])
 	q := r.URL.Query()
 	q.Set("cursor", base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(us, 10)+"."+id)))
 	q.Set("limit", strconv.Itoa(p.Limit))
 	next := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
 	w.Header().Add("Link", "<"+next.String()+`>; rel="next"`)
+	return items
 }

@@ -14,6 +14,9 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/every"
 )
 
+// Retry is the reconnection delay every stream tells its client.
+const Retry = 2 * time.Second
+
 // Writer writes events to one client and flushes each at once. Its methods
 // may be called from several goroutines (events and keep-alives): each
 // event or comment is written whole.
@@ -35,6 +38,10 @@ func Start(w http.ResponseWriter) (*Writer, error) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell proxies not to buffer
 	w.WriteHeader(http.StatusOK)
+	// How long a client waits before it reconnects after the stream ends
+	// or breaks (resuming with Last-Event-ID): said, not left to each
+	// client's default.
+	fmt.Fprintf(w, "retry: %d\n\n", Retry.Milliseconds())
 	f.Flush()
 	return &Writer{w: w, f: f}, nil
 }
