@@ -43,6 +43,9 @@ type Config struct {
 	DataDir string
 	// NATSListen exposes the embedded broker on TCP (embedded mode only).
 	NATSListen string
+	// PSPListen is where an embedded node's provider simulator listens
+	// (default 127.0.0.1:0, any free loopback port).
+	PSPListen string
 
 	// NATSURL is the external broker (serve mode).
 	NATSURL string

@@ -20,6 +20,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.register(fs)
 	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
 	natsListen := fs.String("nats-listen", "", "also expose the embedded NATS on this TCP address, e.g. 127.0.0.1:4222 (for ordermesh dlq)")
+	pspListen := fs.String("psp-listen", "127.0.0.1:0", "address of the payment-provider simulator's own API (never the API port; port 0: any free one)")
 	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
@@ -27,7 +28,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	cfg.Services, cfg.DataDir, cfg.NATSListen = Services, *data, *natsListen
+	cfg.Services, cfg.DataDir, cfg.NATSListen, cfg.PSPListen = Services, *data, *natsListen, *pspListen
 	if err := g.apply(&cfg); err != nil {
 		return err
 	}
@@ -43,7 +44,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		} else {
 			fmt.Fprintf(stdout, "  NATS:   embedded, in-process only (add --nats-listen 127.0.0.1:4222 to expose it)\n")
 		}
-		fmt.Fprintf(stdout, "  Data:   %s\n", *data)
+		if u := n.PSPURL(); u != "" {
+			fmt.Fprintf(stdout, "  PSP:    %s   (the payment-provider simulator's API; --psp-listen)\n", u)
+		}
+		fmt.Fprintf(stdout, "  Data:   %s   (each service's broker password in nats-SERVICE.password, the payment-token key in %s)\n", *data, PaymentTokenKeyFile)
 		auth := "-H \"Authorization: Bearer $TOKEN\""
 		if n.DevToken != "" {
 			path := filepath.Join(*data, DevTokenFile)

@@ -318,3 +318,21 @@ func TestNullBodyNamesAField(t *testing.T) {
 		}
 	}
 }
+
+// TestProviderSimulatorPortIsChosen: run's provider simulator listens
+// where --psp-listen says, and answers only its API key there.
+func TestProviderSimulatorPortIsChosen(t *testing.T) {
+	addr := bustest.FreeAddr(t)
+	s := startStack(t, Config{PSPListen: addr})
+	if s.n.PSPURL() != "http://"+addr {
+		t.Fatalf("simulator at %s, want %s", s.n.PSPURL(), addr)
+	}
+	resp, err := http.Post("http://"+addr+"/psp/v1/authorize", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the simulator without its API key = %d, want 401", resp.StatusCode)
+	}
+}

@@ -84,6 +84,15 @@ func (n *Node) NATSURL() string {
 	return n.cfg.NATSURL
 }
 
+// PSPURL is the provider simulator's own base URL in an embedded node
+// ("" when it has none).
+func (n *Node) PSPURL() string {
+	if n.pspListener == nil {
+		return ""
+	}
+	return "http://" + n.pspListener.Addr().String()
+}
+
 func (n *Node) listen() error {
 	ln, err := net.Listen("tcp", n.cfg.Addr)
 	if err != nil {
@@ -122,9 +131,9 @@ func (n *Node) shareProvider() error {
 	if err := share(&sim.APIKey, &pay.Client.APIKey, "whsec_"); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", cmp.Or(n.cfg.PSPListen, "127.0.0.1:0"))
 	if err != nil {
-		return fmt.Errorf("listen for the payment-provider simulator: %w", err)
+		return fmt.Errorf("listen for the payment-provider simulator on %s: %w (pick another with --psp-listen)", cmp.Or(n.cfg.PSPListen, "127.0.0.1:0"), err)
 	}
 	n.pspListener = ln
 	n.onClose = append(n.onClose, func() { ln.Close() })
