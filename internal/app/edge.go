@@ -43,25 +43,27 @@ func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
 		mux.Handle("/api/", identity.Require(signer, gateway.ExemptFromIdentity, n.api))
 		return nil
 	}
-	edge, err := n.edge(ctx, mux)
+	edge, auth, err := n.edge(ctx, mux)
 	if err != nil {
 		return err
 	}
-	mux.Handle("/api/", edge)
+	sessions := newConsoleSessions(n.cfg.InternalSecret, auth, n.log.With("service", "gateway"))
+	mux.Handle("/api/", sessions.credential(edge))
 	n.mountConsole(mux)
+	sessions.mount(mux)
 	return nil
 }
 
 // edge builds the gateway: upstreams for the services in other processes,
 // authentication, rate limits, the micro-cache.
-func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, error) {
+func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, *gateway.Authenticator, error) {
 	upstreams, err := n.proxies(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	auth, err := n.authenticator(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg := gateway.EdgeConfig{
 		Routes: routes, Auth: auth, Limits: n.cfg.RateLimits, AllowOnLimiterError: n.cfg.RateLimitOnError != "deny",
@@ -69,17 +71,17 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, err
 	}
 	if len(upstreams) > 0 {
 		if n.cfg.InternalSecret == "" {
-			return nil, errors.New("a gateway with --upstream needs --internal-secret (32+ random bytes, shared with the services) to sign the caller's identity")
+			return nil, nil, errors.New("a gateway with --upstream needs --internal-secret (32+ random bytes, shared with the services) to sign the caller's identity")
 		}
 		if cfg.Signer, err = identity.NewSigner([]byte(n.cfg.InternalSecret)); err != nil {
-			return nil, fmt.Errorf("--internal-secret: %w", err)
+			return nil, nil, fmt.Errorf("--internal-secret: %w", err)
 		}
 	}
 	// Limits are always on (gateway.DefaultLimits); Redis shares them.
 	if n.cfg.RedisURL != "" {
 		rl, rdb, err := gateway.NewRedisLimiter(n.cfg.RedisURL)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		n.onClose = append(n.onClose, func() { rdb.Close() })
 		cfg.Limiter = rl
@@ -93,7 +95,7 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, err
 		for _, subject := range bus.TypeSubjects([]string{event.ProductUpdated}, -1) {
 			sub, err := n.nc.Subscribe(subject, func(*nats.Msg) { cfg.Cache.Purge() })
 			if err != nil {
-				return nil, fmt.Errorf("subscribe to product updates: %w", err)
+				return nil, nil, fmt.Errorf("subscribe to product updates: %w", err)
 			}
 			n.onClose = append(n.onClose, func() { sub.Unsubscribe() })
 		}
@@ -112,7 +114,7 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, err
 		}
 		return noUpstream(route.Service)
 	}
-	return gateway.NewEdge(cfg), nil
+	return gateway.NewEdge(cfg), auth, nil
 }
 
 // upstreams builds a proxy for each --upstream service, each with its

@@ -336,3 +336,63 @@ func TestProviderSimulatorPortIsChosen(t *testing.T) {
 		t.Fatalf("the simulator without its API key = %d, want 401", resp.StatusCode)
 	}
 }
+
+// TestConsoleSessionIsOutOfScriptsReach: the console signs in to an
+// HttpOnly, SameSite=Strict cookie that authenticates its calls; a call
+// that changes state also needs the session's CSRF token; its pages
+// allow no inline script or style.
+func TestConsoleSessionIsOutOfScriptsReach(t *testing.T) {
+	s := startStack(t, Config{})
+	admin := customerToken(t, "ops", "admin")
+	bare := &http.Client{Transport: http.DefaultTransport} // no token of the tests' own
+	post := func(path, body string, hdr map[string]string, cookies ...*http.Cookie) *http.Response {
+		req, _ := http.NewRequest("POST", s.base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		resp, err := bare.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := post("/console/session", `{"token":"`+customerToken(t, "ada", "orders:read")+`"}`, nil); resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+		t.Fatalf("a customer's sign-in = %d with %d cookies, want 403 and none", resp.StatusCode, len(resp.Cookies()))
+	}
+	resp := post("/console/session", `{"token":"`+admin+`"}`, nil)
+	var signedIn struct{ CSRF string }
+	json.NewDecoder(resp.Body).Decode(&signedIn)
+	resp.Body.Close()
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == sessionCookie {
+			cookie = c
+		}
+	}
+	if resp.StatusCode != http.StatusOK || cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode || signedIn.CSRF == "" {
+		t.Fatalf("sign-in = %d, cookie %+v, csrf %q; want an HttpOnly SameSite=Strict cookie and a CSRF token", resp.StatusCode, cookie, signedIn.CSRF)
+	}
+	get, _ := http.NewRequest("GET", s.base+"/api/admin/health", nil)
+	get.AddCookie(cookie)
+	if resp, err := bare.Do(get); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("a read with the session = %v %v, want 200", resp.StatusCode, err)
+	}
+	if resp := post("/api/admin/dlq/replay", `{}`, nil, cookie); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a state-changing call without the CSRF token = %d, want 403", resp.StatusCode)
+	}
+	if resp := post("/api/admin/dlq/replay", `{}`, map[string]string{csrfHeader: signedIn.CSRF}, cookie); resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized {
+		t.Fatalf("a state-changing call with the CSRF token = %d", resp.StatusCode)
+	}
+	page := s.do("GET", "/console/", nil, nil, nil)
+	if csp := page.Header.Get("Content-Security-Policy"); csp == "" || strings.Contains(csp, "unsafe-inline") {
+		t.Fatalf("the console's Content-Security-Policy = %q", csp)
+	}
+	raw, _ := consoleFiles.ReadFile("console/console.js")
+	if strings.Contains(string(raw), "sessionStorage") || strings.Contains(string(raw), "localStorage") {
+		t.Fatal("the console's script keeps something in web storage")
+	}
+}

@@ -1,9 +1,12 @@
 // ordermesh console: plain JavaScript, no build step, no library.
 // Every value shown comes from the API with the admin token the operator
-// signed in with; it is put in the page as text, never as HTML.
+// signed in with; it is put in the page as text, never as HTML. The token
+// itself lives in an HttpOnly cookie the gateway set at sign-in, out of
+// this script's reach; the script holds only the session's CSRF token,
+// in memory, for calls that change state.
 'use strict';
 
-const state = { token: sessionStorage.getItem('ordermesh.token') || '', abort: null };
+const state = { csrf: '', abort: null };
 const $ = (sel) => document.querySelector(sel);
 const COMPENSATIONS = new Set(['order.cancelled', 'stock.released', 'stock.rejected', 'payment.failed', 'payment.voided', 'payment.refunded']);
 const STATUSES = ['pending', 'confirmed', 'shipped', 'completed', 'cancelled'];
@@ -28,7 +31,8 @@ function h(tag, attrs, ...children) {
 function say(msg) { $('#status').textContent = msg || ''; }
 
 async function api(method, path, body) {
-  const opts = { method, headers: { Authorization: 'Bearer ' + state.token } };
+  const opts = { method, headers: {}, credentials: 'same-origin' };
+  if (method !== 'GET' && method !== 'HEAD') opts.headers['X-CSRF-Token'] = state.csrf;
   if (body !== undefined) { opts.headers['Content-Type'] = 'application/json'; opts.body = JSON.stringify(body); }
   const res = await fetch(path, opts);
   const text = await res.text();
@@ -51,9 +55,9 @@ async function stream(path, onEvent, signal, onOpen) {
   let lastID = '';
   for (let failures = 0; !signal.aborted; ) {
     try {
-      const headers = { Authorization: 'Bearer ' + state.token };
+      const headers = {};
       if (lastID) headers['Last-Event-ID'] = lastID;
-      const res = await fetch(path, { headers, signal });
+      const res = await fetch(path, { headers, signal, credentials: 'same-origin' });
       if (res.status === 204) return;
       if (!res.ok) throw new Error(`${path}: ${res.status}`);
       failures = 0;
@@ -353,7 +357,7 @@ async function route() {
   if (state.abort) state.abort.abort();
   const view = $('#view');
   delete view.dataset.live; // the new view's stream, if any, says when it is open
-  if (!state.token) {
+  if (!state.csrf) {
     $('#signin').hidden = false; $('#nav').hidden = true; view.replaceChildren();
     $('#token').focus();
     return;
@@ -378,29 +382,45 @@ async function route() {
 }
 
 function signOut(why) {
-  state.token = '';
-  sessionStorage.removeItem('ordermesh.token');
+  const csrf = state.csrf;
+  state.csrf = '';
+  fetch('/console/session', { method: 'DELETE', headers: { 'X-CSRF-Token': csrf }, credentials: 'same-origin' }).catch(() => {});
   $('#signin-error').textContent = why || '';
   route();
 }
 
-document.addEventListener('DOMContentLoaded', () => {
+// session asks the gateway for this browser's console session (its
+// HttpOnly cookie) and keeps its CSRF token; false when there is none.
+async function session(method, body) {
+  const opts = { method, credentials: 'same-origin', headers: {} };
+  if (body) { opts.headers['Content-Type'] = 'application/json'; opts.body = JSON.stringify(body); }
+  const res = await fetch('/console/session', opts);
+  if (!res.ok) {
+    const p = await res.json().catch(() => ({}));
+    const err = new Error(p.detail || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
+  state.csrf = (await res.json()).csrf;
+}
+
+document.addEventListener('DOMContentLoaded', async () => {
   $('#signin-form').addEventListener('submit', async (e) => {
     e.preventDefault();
-    state.token = $('#token').value.trim();
     try {
-      await api('GET', '/api/admin/health');
-      sessionStorage.setItem('ordermesh.token', state.token);
+      await session('POST', { token: $('#token').value.trim() });
       $('#token').value = '';
       $('#signin-error').textContent = '';
       route();
     } catch (err) {
-      state.token = '';
-      $('#signin-error').textContent = err.status === 401 || err.status === 403
-        ? 'Not signed in: the console needs an admin token or admin API key (a customer\'s gets no data).' : err.message;
+      state.csrf = '';
+      $('#signin-error').textContent = err.status === 403
+        ? 'Not signed in: the console needs an admin token or admin API key (a customer\'s gets no data).'
+        : err.status === 401 ? 'Not signed in: ' + err.message : err.message;
     }
   });
   $('#signout').addEventListener('click', () => signOut(''));
   window.addEventListener('hashchange', route);
+  await session('GET').catch(() => {});
   route();
 });
