@@ -56,7 +56,7 @@ func newSealingKey() (string, error) {
 func (n *Node) sealPaymentTokens() error {
 	pay, ord := &n.cfg.Payments, &n.cfg.Orders
 	hasPayments := slices.Contains(n.cfg.Services, "payments")
-	if n.cfg.DataDir != "" && pay.TokenKeyText == "" && pay.TokenKey.IsZero() && (hasPayments || slices.Contains(n.cfg.Services, "orders")) {
+	if n.cfg.DataDir != "" && pay.TokenKeyText == "" && pay.TokenKeyFile == "" && pay.TokenKey.IsZero() && (hasPayments || slices.Contains(n.cfg.Services, "orders")) {
 		text, err := dataSecret(n.cfg.DataDir, PaymentTokenKeyFile, 43, newSealingKey)
 		if err != nil {
 			return err
@@ -70,7 +70,7 @@ func (n *Node) sealPaymentTokens() error {
 		}
 		pay.TokenKey = key
 	}
-	if ord.TokenPublicKey.IsZero() && ord.TokenPublicKeyText == "" && !pay.TokenKey.IsZero() {
+	if ord.TokenPublicKey.IsZero() && ord.TokenPublicKeyText == "" && ord.TokenPublicKeyFile == "" && !pay.TokenKey.IsZero() {
 		ord.TokenPublicKey = pay.TokenKey.Public()
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
@@ -25,10 +26,11 @@ func (cfg *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&cfg.Deadline, "order-deadline", 30*time.Second, "orders not confirmed by then are cancelled with reason timeout")
 	fs.StringVar(&cfg.TokenPublicKeyText, "payment-token-public-key", "",
 		"orders: the payments service's public key, which each order's payment token is sealed to before it leaves orders (ordermesh setup --identities makes it; run makes its own)")
+	fs.StringVar(&cfg.TokenPublicKeyFile, "payment-token-public-key-file", "", "orders: a file holding --payment-token-public-key (setup --identities writes DIR/payment-token.pub)")
 }
 
 func (cfg *Config) serveNeeds() error {
-	if cfg.TokenPublicKeyText == "" && cfg.TokenPublicKey.IsZero() {
+	if cfg.TokenPublicKeyText == "" && cfg.TokenPublicKeyFile == "" && cfg.TokenPublicKey.IsZero() {
 		return errors.New("orders needs --payment-token-public-key (or $ORDERMESH_PAYMENT_TOKEN_PUBLIC_KEY): payment tokens leave orders only sealed to payments; `ordermesh setup --identities DIR` writes it to DIR/payment-token.pub")
 	}
 	return nil
@@ -46,6 +48,13 @@ func (cfg *Config) Check() error {
 func start(env *component.Env, cfg Config) error {
 	if err := cfg.serveNeeds(); err != nil {
 		return err
+	}
+	if cfg.TokenPublicKey.IsZero() && cfg.TokenPublicKeyText == "" {
+		raw, err := os.ReadFile(cfg.TokenPublicKeyFile)
+		if err != nil {
+			return fmt.Errorf("--payment-token-public-key-file: %w", err)
+		}
+		cfg.TokenPublicKeyText = string(raw)
 	}
 	if cfg.TokenPublicKey.IsZero() {
 		pub, err := sealed.ParsePublicKey(cfg.TokenPublicKeyText)

@@ -47,8 +47,9 @@ type Config struct {
 	// leaves orders only sealed to it, in order.placed, and is never
 	// stored here.
 	TokenPublicKey sealed.PublicKey
-	// TokenPublicKeyText is TokenPublicKey as its flag gives it.
-	TokenPublicKeyText string
+	// TokenPublicKeyText is TokenPublicKey as its flag gives it, or
+	// TokenPublicKeyFile a file that holds it.
+	TokenPublicKeyText, TokenPublicKeyFile string
 }
 
 // Service applies the order rules.

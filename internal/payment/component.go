@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -26,6 +27,7 @@ func (cfg *Config) Flags(fs *flag.FlagSet) {
 		"the payment provider's API key: serve psp requires it from callers, serve payments sends it (run makes one)")
 	fs.StringVar(&cfg.TokenKeyText, "payment-token-key", "",
 		"payments: the private key that opens the payment tokens orders seals into order.placed (ordermesh setup --identities makes one; run makes its own)")
+	fs.StringVar(&cfg.TokenKeyFile, "payment-token-key-file", "", "payments: a file holding --payment-token-key (setup --identities writes DIR/payment-token.key)")
 	component.StringVar(fs, &cfg.WebhookSecret, "psp-webhook-secret",
 		"whsec_ secret signing the provider's webhooks (serve psp and serve payments must share it; run makes one)")
 }
@@ -39,7 +41,7 @@ func (cfg *Config) serveNeeds() error {
 		return errors.New("serve payments needs --psp-url, the payment provider's base URL")
 	case cfg.Client.APIKey == "":
 		return errors.New("serve payments needs --psp-api-key, the payment provider's API key (the same for serve psp and serve payments)")
-	case cfg.TokenKeyText == "" && cfg.TokenKey.IsZero():
+	case cfg.TokenKeyText == "" && cfg.TokenKeyFile == "" && cfg.TokenKey.IsZero():
 		return errors.New("payments needs --payment-token-key (or $ORDERMESH_PAYMENT_TOKEN_KEY), the key that opens sealed payment tokens; `ordermesh setup --identities DIR` writes one to DIR/payment-token.key, and serve orders takes its public half")
 	}
 	return nil
@@ -58,8 +60,15 @@ func start(env *component.Env, cfg Config) error {
 		}, client.BreakerState))
 		cfg.Provider = client
 	}
-	if err := cfg.serveNeeds(); err != nil && cfg.TokenKey.IsZero() && cfg.TokenKeyText == "" {
+	if err := cfg.serveNeeds(); err != nil && cfg.TokenKey.IsZero() && cfg.TokenKeyText == "" && cfg.TokenKeyFile == "" {
 		return err
+	}
+	if cfg.TokenKey.IsZero() && cfg.TokenKeyText == "" {
+		raw, err := os.ReadFile(cfg.TokenKeyFile)
+		if err != nil {
+			return fmt.Errorf("--payment-token-key-file: %w", err)
+		}
+		cfg.TokenKeyText = string(raw)
 	}
 	if cfg.TokenKey.IsZero() {
 		key, err := sealed.ParseKey(cfg.TokenKeyText)

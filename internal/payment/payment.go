@@ -53,8 +53,9 @@ type Config struct {
 	// to payments (package sealed). The token stays sealed in the payments
 	// table and is opened only for the provider's authorize call.
 	TokenKey sealed.Key
-	// TokenKeyText is TokenKey as its flag gives it (base64url).
-	TokenKeyText string
+	// TokenKeyText is TokenKey as its flag gives it (base64url), or
+	// TokenKeyFile a file that holds it.
+	TokenKeyText, TokenKeyFile string
 }
 
 // Service applies the payment rules.
