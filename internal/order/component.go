@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
@@ -49,17 +48,10 @@ func start(env *component.Env, cfg Config) error {
 	if err := cfg.serveNeeds(); err != nil {
 		return err
 	}
-	if cfg.TokenPublicKey.IsZero() && cfg.TokenPublicKeyText == "" {
-		raw, err := os.ReadFile(cfg.TokenPublicKeyFile)
-		if err != nil {
-			return fmt.Errorf("--payment-token-public-key-file: %w", err)
-		}
-		cfg.TokenPublicKeyText = string(raw)
-	}
 	if cfg.TokenPublicKey.IsZero() {
-		pub, err := sealed.ParsePublicKey(cfg.TokenPublicKeyText)
+		pub, err := sealed.Load(cfg.TokenPublicKeyText, cfg.TokenPublicKeyFile, "payment-token-public-key", sealed.ParsePublicKey)
 		if err != nil {
-			return fmt.Errorf("--payment-token-public-key: %w", err)
+			return err
 		}
 		cfg.TokenPublicKey = pub
 	}

@@ -3,8 +3,6 @@ package payment
 import (
 	"errors"
 	"flag"
-	"fmt"
-	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -63,17 +61,10 @@ func start(env *component.Env, cfg Config) error {
 	if err := cfg.serveNeeds(); err != nil && cfg.TokenKey.IsZero() && cfg.TokenKeyText == "" && cfg.TokenKeyFile == "" {
 		return err
 	}
-	if cfg.TokenKey.IsZero() && cfg.TokenKeyText == "" {
-		raw, err := os.ReadFile(cfg.TokenKeyFile)
-		if err != nil {
-			return fmt.Errorf("--payment-token-key-file: %w", err)
-		}
-		cfg.TokenKeyText = string(raw)
-	}
 	if cfg.TokenKey.IsZero() {
-		key, err := sealed.ParseKey(cfg.TokenKeyText)
+		key, err := sealed.Load(cfg.TokenKeyText, cfg.TokenKeyFile, "payment-token-key", sealed.ParseKey)
 		if err != nil {
-			return fmt.Errorf("--payment-token-key: %w", err)
+			return err
 		}
 		cfg.TokenKey = key
 	}

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -45,28 +46,46 @@ func NewKey() (Key, error) {
 
 // ParseKey reads a private key in the form Key.String gives.
 func ParseKey(s string) (Key, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(s))
-	if err != nil {
-		return Key{}, errors.New("not a sealing key: want 43 characters of base64url (ordermesh setup makes one)")
-	}
-	k, err := kem.NewPrivateKey(raw)
-	if err != nil {
-		return Key{}, fmt.Errorf("not a sealing key: %w", err)
-	}
-	return Key{k}, nil
+	k, err := parse(s, "sealing key", kem.NewPrivateKey)
+	return Key{k}, err
 }
 
 // ParsePublicKey reads a public key in the form PublicKey.String gives.
 func ParsePublicKey(s string) (PublicKey, error) {
+	k, err := parse(s, "sealing public key", kem.NewPublicKey)
+	return PublicKey{k}, err
+}
+
+// parse decodes s, a key called what in base64url, with decode.
+func parse[K any](s, what string, decode func([]byte) (K, error)) (K, error) {
+	var zero K
 	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimSpace(s))
 	if err != nil {
-		return PublicKey{}, errors.New("not a sealing public key: want 43 characters of base64url")
+		return zero, fmt.Errorf("not a %s: want 43 characters of base64url (ordermesh setup --identities makes one)", what)
 	}
-	k, err := kem.NewPublicKey(raw)
+	k, err := decode(raw)
 	if err != nil {
-		return PublicKey{}, fmt.Errorf("not a sealing public key: %w", err)
+		return zero, fmt.Errorf("not a %s: %w", what, err)
 	}
-	return PublicKey{k}, nil
+	return k, nil
+}
+
+// Load is a key given as text, or else read from file, as a flag pair
+// (--NAME and --NAME-file) gives it; parse reads the text.
+func Load[K any](text, file, name string, parse func(string) (K, error)) (K, error) {
+	if text == "" && file != "" {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			var zero K
+			return zero, fmt.Errorf("--%s-file: %w", name, err)
+		}
+		text = string(raw)
+	}
+	k, err := parse(text)
+	if err != nil {
+		return k, fmt.Errorf("--%s: %w", name, err)
+	}
+	return k, nil
 }
 
 // String is the private key in base64url, for a secret file.
