@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/inventory"
@@ -75,4 +77,105 @@ func TestConcurrentBatchesDoNotDeadlock(t *testing.T) {
 			t.Errorf("SKU %s after %d rounds: %+v", l.SKU, rounds, l)
 		}
 	}
+}
+
+// TestInstancesRacingOnOneOrder: two instances on one PostgreSQL database
+// handle two events of one order at once, in the interleaving that breaks
+// a decision made on a state read without a lock: the first instance has
+// read the order's state when the second handles its event, and goes on
+// only once the second has finished or waits for it. Whatever the pair,
+// the stock ends as the rules say for both events in some order: nothing
+// reserved or committed for a cancelled order, one reservation for a
+// placed one.
+func TestInstancesRacingOnOneOrder(t *testing.T) {
+	base := os.Getenv(sqldbtest.PostgresEnv)
+	if base == "" {
+		t.Skip("needs " + sqldbtest.PostgresEnv)
+	}
+	ctx := context.Background()
+	sets := []sqldb.Migrations{outbox.Migrations(), inbox.Migrations(), inventory.Migrations()}
+	dsn := sqldbtest.PostgresSchema(t, base)
+	db1, db2 := sqldbtest.Open(t, dsn, sets...), sqldbtest.Open(t, dsn)
+	watch := sqldbtest.Open(t, dsn) // the test's own connection, free while both instances hold theirs
+	_, h1 := inventory.New(db1, outbox.New(db1), nil).Consumer()
+	_, h2 := inventory.New(db2, outbox.New(db2), nil).Consumer()
+	cancelled := func(id, _ string) bus.Event {
+		return bustest.NewEvent(t, event.OrderCancelled, id, event.Cancelled{OrderID: id, CustomerID: "c", Reason: event.ReasonTimeout})
+	}
+	shipped := func(id, _ string) bus.Event {
+		return bustest.NewEvent(t, event.ShipmentCreated, id, event.Shipment{OrderID: id, ShipmentID: "s-" + id, Carrier: "c", Tracking: "t"})
+	}
+	placed := func(id, sku string) bus.Event { return placed(t, id, sku) }
+	type mk func(id, sku string) bus.Event
+	for i, tc := range []struct {
+		name          string
+		before        []mk
+		first, second mk
+		// the stock of the order's SKU (10 received) at the end
+		available, reserved, committed int
+	}{
+		{"PlacedRacesCancel", nil, placed, cancelled, 10, 0, 0},
+		{"CancelRacesPlaced", nil, cancelled, placed, 10, 0, 0},
+		{"PlacedRacesItsCopy", nil, placed, placed, 9, 1, 0},
+		{"ShipmentRacesCancel", []mk{placed}, shipped, cancelled, 10, 0, 0},
+		{"CancelRacesShipment", []mk{placed}, cancelled, shipped, 10, 0, 0},
+		{"CancelRacesCancel", []mk{placed}, cancelled, cancelled, 10, 0, 0},
+		{"ShipmentRacesShipment", []mk{placed}, shipped, shipped, 9, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, sku := fmt.Sprintf("race-%d", i), fmt.Sprintf("RACE%d", i)
+			if _, err := db1.Exec(ctx, `INSERT INTO products (sku, name, price_cents, currency, received, available, reserved, committed)
+				VALUES (?, ?, 100, 'EUR', 10, 10, 0, 0)`, sku, sku); err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range tc.before {
+				if errs := h1(ctx, []bus.Event{ev(id, sku)}); errs != nil {
+					t.Fatal(errs)
+				}
+			}
+			second := make(chan []error, 1)
+			var started atomic.Bool
+			defer inventory.SetAfterRead(func(orderID string) {
+				if orderID != id || !started.CompareAndSwap(false, true) {
+					return // the second instance's own read
+				}
+				go func() { second <- h2(ctx, []bus.Event{tc.second(id, sku)}) }()
+				for !waitsForALock(t, watch) {
+					select {
+					case errs := <-second:
+						second <- errs
+						return
+					case <-time.After(5 * time.Millisecond): // poll pg_stat_activity
+					}
+				}
+			})()
+			for _, errs := range [][]error{h1(ctx, []bus.Event{tc.first(id, sku)}), <-second} {
+				for _, err := range errs {
+					if err != nil {
+						t.Fatalf("an instance failed: %v", err)
+					}
+				}
+			}
+			var available, reserved, committed int
+			if err := db1.QueryRow(ctx, "SELECT available, reserved, committed FROM products WHERE sku = ?", sku).Scan(&available, &reserved, &committed); err != nil {
+				t.Fatal(err)
+			}
+			if available != tc.available || reserved != tc.reserved || committed != tc.committed {
+				t.Fatalf("stock of %s: available %d, reserved %d, committed %d; want %d, %d, %d",
+					sku, available, reserved, committed, tc.available, tc.reserved, tc.committed)
+			}
+		})
+	}
+}
+
+// waitsForALock says whether a transaction on db's database waits for a
+// lock on the inventory's order or product rows: the second instance,
+// stopped by the first.
+func waitsForALock(t *testing.T, db *sqldb.DB) bool {
+	var n int
+	if err := db.QueryRow(context.Background(), `SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()
+		AND wait_event_type = 'Lock' AND state = 'active' AND (query LIKE '%stock_orders%' OR query LIKE '%products%')`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
 }

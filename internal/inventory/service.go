@@ -116,14 +116,19 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	return cfg, inbox.BatchHandler(s.db, ConsumerName, routes.Handler(ConsumerName), inbox.LockFirst(lockStock))
 }
 
+// afterRead is called once handle has read an order's state: tests race
+// another instance against it there.
+var afterRead = func(orderID string) {}
+
 // handle applies one saga event about orderID (with its lines, for an
 // order.placed) inside the transaction that records it: it reads the
 // order's reservation, asks decide, and writes the outcome.
 func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string, lines []event.Line) error {
-	state, err := orderState(ctx, tx, orderID)
+	state, err := lockOrder(ctx, tx, orderID)
 	if err != nil {
 		return err
 	}
+	afterRead(orderID)
 	act, err := decide(state, ev.Type)
 	switch {
 	case err != nil || act == keep:

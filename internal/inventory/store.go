@@ -93,7 +93,17 @@ func (s *Service) Ledger(ctx context.Context) ([]Ledger, error) {
 	return out, rows.Err()
 }
 
-func orderState(ctx context.Context, tx *sqldb.Tx, orderID string) (string, error) {
+// lockOrder takes order orderID's row for this transaction and returns
+// its committed state ("" for an order not heard of yet). The row is
+// claimed first (inserted empty if absent), so that two transactions
+// deciding about one order wait for each other even when neither has
+// seen it before: the second reads what the first committed, never a
+// state that is already gone. On SQLite the write transaction holds the
+// whole database.
+func lockOrder(ctx context.Context, tx *sqldb.Tx, orderID string) (string, error) {
+	if _, err := tx.Exec(ctx, "INSERT INTO stock_orders (order_id, state) VALUES (?, '') ON CONFLICT (order_id) DO NOTHING", orderID); err != nil {
+		return "", fmt.Errorf("claim order %s: %w", orderID, err)
+	}
 	var state string
 	err := tx.QueryRow(ctx, "SELECT state FROM stock_orders WHERE order_id = ?"+tx.ForUpdate(), orderID).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
