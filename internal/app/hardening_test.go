@@ -354,7 +354,7 @@ func TestCustomerOrderWritesAreLimitedByDefault(t *testing.T) {
 	s.addProduct("LIMITED", 10)
 	tok := customerToken(t, "dora", "orders:write orders:read")
 	resp := s.as(tok, "POST", "/api/orders", orderBody("dora", psp.TokenOK, order.ItemRequest{SKU: "LIMITED", Quantity: 1}), nil)
-	if resp.StatusCode != 202 || resp.Header.Get("RateLimit-Policy") != `"orders:write";q=600;w=60` {
+	if resp.StatusCode != 202 || resp.Header.Get("RateLimit-Policy") != `"orders:write";q=600;w=60, "orders:write;burst";q=60;w=6` {
 		t.Fatalf("= %d, RateLimit-Policy %q; want 202 under the default orders:write limit", resp.StatusCode, resp.Header.Get("RateLimit-Policy"))
 	}
 }
