@@ -105,6 +105,7 @@ type Bus struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics // nil without Config.Metrics
+	order   ordering // the events PublishAsync has in flight, per subject
 }
 
 // Dial connects to an external NATS server at url, retrying the initial

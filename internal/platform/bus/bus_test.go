@@ -329,3 +329,22 @@ func lens(batches [][]string) []int {
 	}
 	return n
 }
+
+// TestAnEarlierFailureHoldsBackItsSubject: when an event cannot be
+// stored, the later events about the same subject in flight behind it are
+// not sent (ErrEarlierUnsent), so a retry from the first failure stores
+// them in their order; events about other subjects are not held back.
+func TestAnEarlierFailureHoldsBackItsSubject(t *testing.T) {
+	s := bustest.Start(t)
+	tooBig := bustest.NewEvent(t, "order.placed", "o-1", map[string]string{"pad": strings.Repeat("x", 2<<20)})
+	later := bustest.NewEvent(t, "order.cancelled", "o-1", map[string]int{})
+	other := bustest.NewEvent(t, "order.placed", "o-2", map[string]int{})
+	errs := s.Bus.PublishBatch(context.Background(), []bus.Event{tooBig, later, other})
+	if len(errs) != 3 || errs[0] == nil || !errors.Is(errs[1], bus.ErrEarlierUnsent) || errs[2] != nil {
+		t.Fatalf("errs = %v; want the first failed, the second held back, the other subject's stored", errs)
+	}
+	got := s.StreamEvents(t, bus.StreamEvents)
+	if len(got) != 1 || got[0].ID != other.ID {
+		t.Fatalf("EVENTS holds %d events, want only o-2's", len(got))
+	}
+}

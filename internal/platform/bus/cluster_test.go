@@ -144,3 +144,109 @@ func TestPartitionedConsumerWaitsForTheClusterToElect(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestPublishingKeepsEachSubjectsOrderThroughALeaderKill: a relay-like
+// publisher (batches of interleaved events of many orders, each round
+// re-sending what failed, in commit order) goes on while the EVENTS
+// stream's leader is killed; reading the stream afterwards, every order's
+// events are stored in the order they were committed.
+func TestPublishingKeepsEachSubjectsOrderThroughALeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	start := clusterOf3(t)
+	nodes := []*bus.Embedded{start(0), start(1), start(2)}
+	nc, err := nats.Connect(nodes[0].ClientURL()+","+nodes[1].ClientURL()+","+nodes[2].ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := bus.New(nc, bus.Config{Replicas: 3, Logger: bustest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const orders, steps = 200, 4
+	var committed []bus.Event // step k of every order, then step k+1 of every order
+	for k := range steps {
+		for o := range orders {
+			committed = append(committed, bustest.NewEvent(t, fmt.Sprintf("step.s%d", k), fmt.Sprintf("o-%d", o), map[string]int{"k": k}))
+		}
+	}
+	remaining, killed := committed, false
+	for len(remaining) > 0 {
+		batch := remaining[:min(100, len(remaining))]
+		errs := b.PublishBatch(ctx, batch)
+		var failed []bus.Event
+		for i, err := range errs {
+			if err != nil {
+				failed = append(failed, batch[i])
+			}
+		}
+		if errs == nil {
+			failed = nil
+		}
+		remaining = append(failed, remaining[len(batch):]...)
+		if !killed && len(remaining) < len(committed)/2 {
+			killed = true
+			leader := streamLeader(t, ctx, b)
+			for _, n := range nodes {
+				if n.Name() == leader {
+					n.Shutdown()
+				}
+			}
+		}
+		if len(failed) > 0 {
+			time.Sleep(200 * time.Millisecond) // the relay's backoff between rounds
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d events still unpublished after 2 minutes", len(remaining))
+		}
+	}
+	position := map[string]int{}
+	st, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id := m.Header.Get(bus.HeaderID); position[id] == 0 {
+			position[id] = int(seq)
+		}
+	}
+	last := map[string]int{}
+	for _, ev := range committed {
+		p := position[ev.ID]
+		if p == 0 {
+			t.Fatalf("%s of %s was never stored", ev.Type, ev.Subject)
+		}
+		if p < last[ev.Subject] {
+			t.Errorf("%s of %s stored at %d, before the event committed before it (%d)", ev.Type, ev.Subject, p, last[ev.Subject])
+		}
+		last[ev.Subject] = p
+	}
+}
+
+// streamLeader is the name of the EVENTS stream's leader.
+func streamLeader(t *testing.T, ctx context.Context, b *bus.Bus) string {
+	st, err := b.JetStream().Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" {
+		t.Fatalf("no leader: %v", err)
+	}
+	return info.Cluster.Leader
+}

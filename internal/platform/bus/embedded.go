@@ -183,3 +183,6 @@ func (e *Embedded) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }
+
+// Name is the server's name (its cluster member name).
+func (e *Embedded) Name() string { return e.srv.Name() }

@@ -27,7 +27,9 @@ func TestWaitEndsWhenAnAckIsLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &PendingBatch{events: []Event{ev}, futures: []jetstream.PubAckFuture{lostAck{}}, wait: 50 * time.Millisecond}
+	p := &PendingBatch{events: []Event{ev}, futures: []jetstream.PubAckFuture{lostAck{}}, links: []*link{{subject: "o-1", settled: make(chan struct{})}},
+		after: make([]*link, 1), done: make(chan struct{}), wait: 50 * time.Millisecond}
+	go p.collect()
 	done := make(chan []error, 1)
 	go func() { done <- p.Wait(context.Background()) }()
 	select {
