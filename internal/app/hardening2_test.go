@@ -222,10 +222,11 @@ func TestServicesSpeakOnlyForThemselves(t *testing.T) {
 			_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: bus.StreamEvents, Subjects: []string{"events.>"}, MaxAge: time.Second})
 			return err
 		},
+		func(ctx context.Context) error { return js.DeleteConsumer(ctx, bus.StreamEvents, order.ConsumerName) },
 	} {
 		octx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		if err := op(octx); err == nil {
-			t.Error("inventory's identity changed the EVENTS stream")
+			t.Error("inventory's identity changed the EVENTS stream or another service's consumer")
 		}
 		cancel()
 	}

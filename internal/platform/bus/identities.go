@@ -47,7 +47,7 @@ func (id Identity) publishAllow() []string {
 }
 
 // publishDeny is what no service may publish: changes to the pipeline's
-// streams (replays purge and delete in the DLQ only).
+// streams (replays purge and delete in the DLQ only) and their consumers.
 func (id Identity) publishDeny() []string {
 	var deny []string
 	for _, st := range pipelineStreams {
@@ -58,7 +58,9 @@ func (id Identity) publishDeny() []string {
 			deny = append(deny, "$JS.API.STREAM.PURGE."+st, "$JS.API.STREAM.MSG.DELETE."+st)
 		}
 	}
-	deny = append(deny, "$JS.API.STREAM.RESTORE.>")
+	// Nor delete a durable consumer (another service's would replay its
+	// whole stream), restore a stream, or purge the account.
+	deny = append(deny, "$JS.API.STREAM.RESTORE.>", "$JS.API.CONSUMER.DELETE.>", "$JS.API.ACCOUNT.PURGE.>")
 	return deny
 }
 
