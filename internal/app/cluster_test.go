@@ -25,7 +25,6 @@ import (
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
-	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 )
 
@@ -97,6 +96,9 @@ type natsCluster struct {
 	urls  []string
 	user  string
 	pass  string
+	// secrets is what `setup --identities` wrote: each service's broker
+	// password (the brokers know every identity) and the payment-token keys.
+	secrets string
 }
 
 func startNATSCluster(t *testing.T) *natsCluster {
@@ -107,7 +109,19 @@ func startNATSCluster(t *testing.T) *natsCluster {
 	if err := build.Run(); err != nil {
 		t.Fatalf("build nats-server: %v", err)
 	}
-	c := &natsCluster{user: "ordermesh", pass: "cluster-test-password"}
+	c := &natsCluster{user: NATSUser, secrets: t.TempDir()}
+	if _, err := writeIdentities(c.secrets); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(c.secrets, NATSIdentityFile(NATSUser)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.pass = strings.TrimSpace(string(raw))
+	conf := filepath.Join(c.secrets, "nats.conf")
+	if err := os.WriteFile(conf, []byte("include ./"+NATSAuthFile+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	clients, routes := make([]string, 3), make([]string, 3)
 	for i := range 3 {
 		clients[i], routes[i] = freeAddr(t), freeAddr(t)
@@ -123,7 +137,7 @@ func startNATSCluster(t *testing.T) *natsCluster {
 		n := &child{t: t, name: fmt.Sprintf("nats n%d", i), bin: bin, args: []string{
 			"-js", "-sd", filepath.Join(dir, fmt.Sprint(i)), "-n", fmt.Sprintf("n%d", i), "-a", host, "-p", port,
 			"--cluster_name", "ordermesh-test", "--cluster", "nats://" + host + ":" + cport, "--routes", strings.Join(others, ","),
-			"--user", c.user, "--pass", c.pass,
+			"-c", conf,
 		}}
 		n.start()
 		t.Cleanup(n.kill)
@@ -198,16 +212,13 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 
 	secret := strings.Repeat("0123456789abcdef", 4)
 	const pspKey = "cluster-test-provider-key"
-	tokenKey, err := sealed.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	common := []string{"--nats", cluster.url(), "--nats-user", cluster.user, "--nats-password", cluster.pass,
-		"--internal-secret", secret, "--log-level", "warn"}
+	common := []string{"--nats", cluster.url(), "--internal-secret", secret, "--log-level", "warn"}
 	dbs := map[string]string{} // one database (schema) per service, shared by its instances
 	serve := func(svc string, extra ...string) *child {
 		addr := freeAddr(t)
-		args := append([]string{"serve", svc, "--addr", addr}, common...)
+		// Each service as its own broker user, as a deployment runs them.
+		args := append([]string{"serve", svc, "--addr", addr, "--nats-user", svc,
+			"--nats-password-file", filepath.Join(cluster.secrets, NATSIdentityFile(svc))}, common...)
 		if svc != "gateway" {
 			if dbs[svc] == "" {
 				dbs[svc] = sqldbtest.PostgresSchema(t, base)
@@ -229,9 +240,9 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 		var extra []string
 		switch svc {
 		case "orders":
-			extra = []string{"--order-deadline", "20s", "--payment-token-public-key", tokenKey.Public().String()}
+			extra = []string{"--order-deadline", "20s", "--payment-token-public-key-file", filepath.Join(cluster.secrets, PaymentTokenPublicKeyFile)}
 		case "payments":
-			extra = []string{"--psp-url", pspURL, "--psp-api-key", pspKey, "--payment-token-key", tokenKey.String()}
+			extra = []string{"--psp-url", pspURL, "--psp-api-key", pspKey, "--payment-token-key-file", filepath.Join(cluster.secrets, PaymentTokenKeyFile)}
 		}
 		c := serve(svc, extra...)
 		instances[svc] = append(instances[svc], c)

@@ -57,11 +57,15 @@ func (id Identity) publishDeny() []string {
 		if st != StreamDLQ || !id.Replays {
 			deny = append(deny, "$JS.API.STREAM.PURGE."+st, "$JS.API.STREAM.MSG.DELETE."+st)
 		}
+		if !id.Replays {
+			// Nor delete a consumer of them (another service's durable
+			// would replay its whole stream). The gateway reads them with
+			// ordered consumers, which delete themselves when done; the
+			// key-value buckets' watchers do too, elsewhere.
+			deny = append(deny, "$JS.API.CONSUMER.DELETE."+st+".>")
+		}
 	}
-	// Nor delete a durable consumer (another service's would replay its
-	// whole stream), restore a stream, or purge the account.
-	deny = append(deny, "$JS.API.STREAM.RESTORE.>", "$JS.API.CONSUMER.DELETE.>", "$JS.API.ACCOUNT.PURGE.>")
-	return deny
+	return append(deny, "$JS.API.STREAM.RESTORE.>", "$JS.API.ACCOUNT.PURGE.>")
 }
 
 // user is id as the embedded server's user.
