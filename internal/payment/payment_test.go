@@ -262,3 +262,37 @@ func TestCancelRecordedBeforeTheOrderVoidsACrashedAuthorization(t *testing.T) {
 		}
 	})
 }
+
+// TestPaymentOfAnOrderCancelledBeforePaymentEndsCancelled: an order
+// cancelled before any authorization (its cancel before or after its
+// order.placed) leaves a payment in the final state cancelled, not
+// pending, and nothing held.
+func TestPaymentOfAnOrderCancelledBeforePaymentEndsCancelled(t *testing.T) {
+	sets := []sqldb.Migrations{Migrations(), outbox.Migrations(), inbox.Migrations()}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		provider, client := startProvider(t, log)
+		s := New(Config{DB: db, Outbox: outbox.New(db), Provider: client, Logger: log})
+		for name, order := range map[string][]string{"CancelFirst": {event.OrderCancelled, event.OrderPlaced}, "PlacedFirst": {event.OrderPlaced, event.OrderCancelled}} {
+			orderID := "order-" + name
+			evs := map[string]bus.Event{
+				event.OrderPlaced: bustest.NewEvent(t, event.OrderPlaced, orderID, event.Placed{OrderID: orderID, CustomerID: "ada", TotalCents: 2500,
+					Currency: "EUR", PaymentToken: psp.TokenOK, Items: []event.Line{{SKU: "MUG", Quantity: 2, UnitPriceCents: 1250}}}),
+				event.OrderCancelled: bustest.NewEvent(t, event.OrderCancelled, orderID, event.Cancelled{OrderID: orderID, CustomerID: "ada", Reason: event.ReasonTimeout}),
+			}
+			for _, typ := range order {
+				if errs := s.handleBatch(ctx, []bus.Event{evs[typ]}); errs != nil {
+					t.Fatalf("%s: %s: %v", name, typ, errs)
+				}
+			}
+			var state string
+			if err := db.QueryRow(ctx, "SELECT state FROM payments WHERE order_id = ?", orderID).Scan(&state); err != nil || state != stateCancelled {
+				t.Errorf("%s: payment state %q (%v), want %q", name, state, err, stateCancelled)
+			}
+			if held, charged, ledger := holdings(t, provider, orderID); held != 0 || charged != 0 {
+				t.Errorf("%s: provider holds %d, charged %d; ledger %+v", name, held, charged, ledger)
+			}
+		}
+	})
+}

@@ -34,6 +34,7 @@ func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payme
 			return nil, err
 		}
 		p.cancelled = cancelled == 1
+		p.state = ruleState(p.state)
 		out[p.orderID] = &p
 	}
 	return out, rows.Err()
@@ -54,11 +55,11 @@ func save(ctx context.Context, tx *sqldb.Tx, p *payment, existed bool) error {
 	if existed {
 		res, err = tx.Exec(ctx, `UPDATE payments SET amount_cents = ?, currency = ?, token = ?, state = ?, cancelled = ?,
 			provider_ref = ?, version = version + 1 WHERE order_id = ? AND version = ?`,
-			p.amount, p.currency, p.token, p.state, c, p.ref, p.orderID, p.version)
+			p.amount, p.currency, p.token, storedState(p), c, p.ref, p.orderID, p.version)
 	} else {
 		res, err = tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-			p.orderID, p.amount, p.currency, p.token, p.state, c, p.ref)
+			p.orderID, p.amount, p.currency, p.token, storedState(p), c, p.ref)
 	}
 	if err != nil {
 		return err
@@ -85,7 +86,29 @@ func stateOf(ctx context.Context, tx *sqldb.Tx, orderID string) (string, error) 
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
-	return state, err
+	return ruleState(state), err
+}
+
+// stateCancelled is how the payments table shows a payment cancelled
+// before anything was authorized: a final state for an operator, where
+// the rules still see it as pending and cancelled (a late authorization
+// another instance made is then voided, see decide).
+const stateCancelled = "cancelled"
+
+// storedState is p's state as the table keeps it.
+func storedState(p *payment) string {
+	if p.cancelled && p.state == statePending {
+		return stateCancelled
+	}
+	return p.state
+}
+
+// ruleState is a stored state as the rules see it.
+func ruleState(stored string) string {
+	if stored == stateCancelled {
+		return statePending
+	}
+	return stored
 }
 
 // settleAuthorizing moves a payment still authorizing to state, with the
