@@ -25,7 +25,22 @@ const (
 )
 
 // decide says what an event of type typ does to an order whose
-// reservation is in state ("" for an order not seen yet).
+// reservation is in state ("" for an order not seen yet). The whole table
+// (TestDecide checks every cell):
+//
+//	state        order.placed   order.cancelled    shipment.created
+//	""           reserve        markCancelled      keep
+//	reserved     keep           releaseReserved    commitReserved
+//	rejected     keep           keep               keep
+//	cancelled    keep           keep               keep
+//	released     keep           keep               keep
+//	committed    keep           releaseCommitted   keep
+//
+// A late order.placed for an order already cancelled reserves nothing and
+// emits nothing: orders has cancelled the order, and payments voids on
+// the cancel whatever it may hold. The service takes the order's row
+// before it reads the state, so the state is the committed one even with
+// two instances on one order.
 func decide(state, typ string) (action, error) {
 	switch typ {
 	case event.OrderPlaced:
