@@ -13,8 +13,8 @@ import (
 // transaction.
 
 // Move is one saved change of an order: the order after it, and the
-// timeline step it records ("" for a change with no step of its own, such
-// as a capture before the shipment).
+// timeline step it records (every move records one, so each version of an
+// order is a step of its timeline).
 type Move struct {
 	Order Order
 	Step  string

@@ -127,3 +127,67 @@ func TestExpire(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryStateByEveryInput is the rules' whole table: for each state an
+// order can be in and each input (every saga event orders consumes, a
+// customer's cancel, the deadline), the status it ends in ("" for no
+// change at all: late or a duplicate; "conflict" for a refusal). Applying
+// the same input again changes nothing more.
+func TestEveryStateByEveryInput(t *testing.T) {
+	inputs := []string{event.StockRejected, event.PaymentFailed, event.PaymentAuthorized, event.ShipmentCreated, event.PaymentCaptured, "cancel", "deadline"}
+	states := map[string]Order{
+		"pending":            an(Pending),
+		"confirmed":          an(Confirmed),
+		"confirmed+captured": an(Confirmed, captured),
+		"shipped":            an(Shipped, shipped),
+		"completed":          an(Completed, shipped, captured),
+		"cancelled":          an(Cancelled),
+	}
+	table := map[string][7]string{ // state → the status each input leaves, in inputs' order
+		"pending":            {Cancelled, Cancelled, Confirmed, "", "", Cancelled, Cancelled},
+		"confirmed":          {"", "", "", Shipped, Confirmed, Cancelled, ""},
+		"confirmed+captured": {"", "", "", Completed, "", Cancelled, ""},
+		"shipped":            {"", "", "", "", Completed, "conflict", ""},
+		"completed":          {"", "", "", "", "", "conflict", ""},
+		"cancelled":          {"", "", "", "", "", "", ""},
+	}
+	apply := func(o Order, input string) (Outcome, error) {
+		switch input {
+		case "cancel":
+			return CancelByCustomer(o)
+		case "deadline":
+			return Expire(o), nil
+		}
+		return On(o, input)
+	}
+	for name, o := range states {
+		for i, input := range inputs {
+			t.Run(name+"/"+input, func(t *testing.T) {
+				out, err := apply(o, input)
+				got := ""
+				switch {
+				case apperr.KindOf(err) == apperr.Conflict:
+					got = "conflict"
+				case err != nil:
+					t.Fatalf("error %v", err)
+				case len(out.Moves) > 0:
+					got = out.Moves[len(out.Moves)-1].Order.Status
+				}
+				if got != table[name][i] {
+					t.Fatalf("%s in %s ends %q, want %q", input, name, got, table[name][i])
+				}
+				if len(out.Moves) == 0 {
+					return
+				}
+				for _, m := range out.Moves {
+					if m.Step == "" {
+						t.Errorf("a move without a timeline step: %+v", m)
+					}
+				}
+				if again, err := apply(out.Moves[len(out.Moves)-1].Order, input); err == nil && len(again.Moves) > 0 {
+					t.Errorf("the same %s again moves the order again: %+v", input, again.Moves)
+				}
+			})
+		}
+	}
+}
