@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
@@ -80,6 +81,13 @@ func (c *child) start() {
 		}
 		return true
 	})
+}
+
+// signal sends sig to the child (SIGSTOP pauses it, SIGCONT resumes it).
+func (c *child) signal(sig syscall.Signal) {
+	if c.cmd != nil && c.cmd.Process != nil {
+		c.cmd.Process.Signal(sig)
+	}
 }
 
 func (c *child) kill() {
@@ -341,7 +349,37 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 	}
 	t.Logf("restarted the instances after %d accepted orders", len(snapshot()))
 	watch("the instances' restart")
+
 	load.Wait()
+
+	// A paused instance is as safe as a dead one: with a second wave of
+	// orders flowing, one inventory instance stops (SIGSTOP) with its
+	// messages in hand for 10 s, past its partitions' leases, while the
+	// other takes them over; when it resumes, both may handle one order's
+	// events, and the database serializes them.
+	paused := instances["inventory"][1]
+	wave := startMixedLoad(s.base, "paused", [2]string{"CLUSTER-A", "CLUSTER-B"}, total/4, clients/2, 20*time.Millisecond)
+	bustest.Eventually(t, 60*time.Second, "the second wave under way", func() bool { return len(wave.Accepted()) >= total/20 })
+	paused.signal(syscall.SIGSTOP)
+	t.Logf("paused %s (SIGSTOP) for 10s after %d orders of the second wave", paused.name, len(wave.Accepted()))
+	pausedAt, before := time.Now(), len(snapshot())+len(wave.Accepted())
+	resume := time.AfterFunc(10*time.Second, func() { paused.signal(syscall.SIGCONT) }) // the fault's length
+	t.Cleanup(func() {
+		if resume.Stop() {
+			paused.signal(syscall.SIGCONT)
+		}
+	})
+	wave.Wait()
+	accepted := append(snapshot(), wave.Accepted()...)
+	pauseSettled := bustest.Within(180*time.Second, func() bool {
+		for _, id := range accepted[:before] {
+			if !orderSettled(client, s.base, id) {
+				return false
+			}
+		}
+		return true
+	})
+	recoveries = append(recoveries, &recovery{what: "SIGSTOP of an inventory instance for 10 s", orders: before, took: time.Since(pausedAt), settled: pauseSettled})
 	watchers.Wait()
 	for _, r := range recoveries {
 		if !r.settled {
@@ -350,13 +388,51 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 		}
 		t.Logf("recovery from %s: the %d orders accepted before it all settled %.1fs after it", r.what, r.orders, r.took.Seconds())
 	}
-	got := s.settle(snapshot(), 120*time.Second)
+	got := s.settle(accepted, 120*time.Second)
 	counts := map[string]int{}
 	for _, o := range got {
 		counts[o.Status+"/"+o.CancelReason]++
 	}
 	t.Logf("outcomes of %d orders: %v", len(got), counts)
 	s.checkInvariants(got)
+	checkCommitOrder(t, s.bus, got)
+}
+
+// checkCommitOrder reads the EVENTS stream and checks that each order's
+// own events are stored in the order the orders service committed them:
+// order.placed first, order.completed or order.cancelled last.
+func checkCommitOrder(t *testing.T, b *bus.Bus, orders map[string]order.Order) {
+	t.Helper()
+	type seen struct{ placed, first, terminal, last int }
+	at := map[string]*seen{}
+	for i, ev := range streamEvents(t, b) {
+		if _, ok := orders[ev.Subject]; !ok || !strings.HasPrefix(ev.Type, "order.") {
+			continue
+		}
+		p := at[ev.Subject]
+		if p == nil {
+			p = &seen{placed: -1, first: i}
+			at[ev.Subject] = p
+		}
+		if ev.Type == event.OrderPlaced && p.placed < 0 {
+			p.placed = i
+		}
+		if ev.Type == event.OrderCompleted || ev.Type == event.OrderCancelled {
+			p.terminal = i
+		}
+		p.last = i
+	}
+	bad := 0
+	for id, p := range at {
+		if p.placed != p.first || p.terminal != p.last {
+			bad++
+			if bad <= 5 {
+				t.Errorf("order %s: its events are not stored in commit order (order.placed at %d, its first event at %d; its end at %d, its last event at %d)",
+					id, p.placed, p.first, p.terminal, p.last)
+			}
+		}
+	}
+	t.Logf("commit order in the stream: %d orders checked, %d out of order", len(at), bad)
 }
 
 // orderSettled reports whether order id is completed or cancelled.
