@@ -163,3 +163,42 @@ func attr(sp sdktrace.ReadOnlySpan, key attribute.Key) string {
 	}
 	return ""
 }
+
+// TestCancelsStayInTheOrdersTrace: a customer's cancel and a deadline's
+// continue the trace the order was placed in (the request that asked for
+// the cancel is linked), so the compensation is in the order's one trace.
+func TestCancelsStayInTheOrdersTrace(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+
+	// A provider slower than the deadline: orders wait, pending.
+	s := startStack(t, Config{Orders: order.Config{Deadline: time.Second}, PSP: psp.Config{Faults: psp.Faults{Latency: 3 * time.Second}}})
+	s.addProduct("TRACED-CANCEL", 5)
+	byCustomer := s.place(orderBody("ada", psp.TokenOK, order.ItemRequest{SKU: "TRACED-CANCEL", Quantity: 1}))
+	if resp := s.do("POST", "/api/orders/"+byCustomer.ID+"/cancel", nil, nil, nil); resp.StatusCode/100 != 2 {
+		t.Fatalf("cancel = %d", resp.StatusCode)
+	}
+	byDeadline := s.place(orderBody("bob", psp.TokenOK, order.ItemRequest{SKU: "TRACED-CANCEL", Quantity: 1}))
+	got := s.settle([]string{byCustomer.ID, byDeadline.ID}, 30*time.Second)
+	if got[byDeadline.ID].CancelReason != event.ReasonTimeout || got[byCustomer.ID].CancelReason != event.ReasonCustomerRequest {
+		t.Fatalf("orders ended %+v, %+v", got[byCustomer.ID], got[byDeadline.ID])
+	}
+	for _, id := range []string{byCustomer.ID, byDeadline.ID} {
+		bustest.Eventually(t, 10*time.Second, "order.cancelled in the trace "+id+" was placed in", func() bool {
+			for _, sp := range orderTrace(exp.GetSpans().Snapshots(), id) {
+				if sp.Name() == "emit order.cancelled" {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	for _, sp := range orderTrace(exp.GetSpans().Snapshots(), byCustomer.ID) {
+		if sp.Name() == "order order.cancelled" && len(sp.Links()) == 0 {
+			t.Error("the customer's cancel is not linked to the request that asked for it")
+		}
+	}
+}

@@ -44,6 +44,9 @@ type Order struct {
 
 	shipped  bool
 	captured bool
+	// traceparent is the trace the order was placed in: work it causes
+	// later (a cancel, its deadline) continues it.
+	traceparent string
 }
 
 // Step is one entry of an order's timeline.

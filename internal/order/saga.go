@@ -11,6 +11,8 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // apply saves what the rules decided for o (each move's state and
@@ -20,6 +22,13 @@ import (
 func (s *Service) apply(ctx context.Context, tx *sqldb.Tx, o Order, out Outcome, cause *bus.Event) error {
 	if len(out.Moves) == 0 {
 		return nil
+	}
+	if cause == nil && o.traceparent != "" {
+		// A command (a customer's cancel, the deadline): its events go on
+		// in the order's trace, linked to the request that asked.
+		var span trace.Span
+		ctx, span = telemetry.Continue(ctx, o.traceparent, "order "+out.Moves[len(out.Moves)-1].Step, telemetry.AttrOrderID.String(o.ID))
+		defer span.End()
 	}
 	now := s.now()
 	version := o.Version

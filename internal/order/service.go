@@ -16,6 +16,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sealed"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
 const source = "ordermesh/orders"
@@ -207,7 +208,7 @@ func (s *Service) newOrder(ctx context.Context, tx *sqldb.Tx, req PlaceRequest) 
 		return Order{}, err
 	}
 	o := Order{ID: id.String(), CustomerID: req.CustomerID, Status: Pending, Version: 1,
-		ShippingAddress: req.ShippingAddress, CreatedAt: s.now().UTC(),
+		ShippingAddress: req.ShippingAddress, CreatedAt: s.now().UTC(), traceparent: telemetry.TraceParent(ctx),
 		Timeline: []Step{}}
 	for i, it := range req.Items {
 		field := fmt.Sprintf("items[%d].sku", i)

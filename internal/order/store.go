@@ -22,7 +22,7 @@ var migrations embed.FS
 func Migrations() sqldb.Migrations { return sqldb.Embedded("orders", migrations) }
 
 const orderColumns = `id, customer_id, status, items, total_cents, currency, shipping_address,
-	cancel_reason, version, shipped, captured, created_us`
+	cancel_reason, version, shipped, captured, created_us, traceparent`
 
 type scanner interface{ Scan(...any) error }
 
@@ -34,7 +34,7 @@ func scanOrder(row scanner) (Order, error) {
 		created           int64
 	)
 	if err := row.Scan(&o.ID, &o.CustomerID, &o.Status, &items, &o.TotalCents, &o.Currency, &addr,
-		&o.CancelReason, &o.Version, &shipped, &captured, &created); err != nil {
+		&o.CancelReason, &o.Version, &shipped, &captured, &created, &o.traceparent); err != nil {
 		return Order{}, err
 	}
 	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
@@ -95,9 +95,9 @@ func insertOrder(ctx context.Context, tx *sqldb.Tx, o Order, deadline time.Time)
 	items, _ := json.Marshal(o.Items)
 	addr, _ := json.Marshal(o.ShippingAddress)
 	_, err := tx.Exec(ctx, `INSERT INTO orders (id, customer_id, status, items, total_cents, currency, payment_token,
-		shipping_address, version, deadline_us, created_us) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)`,
+		shipping_address, version, deadline_us, created_us, traceparent) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)`,
 		o.ID, o.CustomerID, o.Status, string(items), o.TotalCents, o.Currency, string(addr),
-		o.Version, deadline.UnixMicro(), o.CreatedAt.UnixMicro())
+		o.Version, deadline.UnixMicro(), o.CreatedAt.UnixMicro(), o.traceparent)
 	if err != nil {
 		return fmt.Errorf("insert order %s: %w", o.ID, err)
 	}

@@ -97,6 +97,20 @@ func WithTraceParent(ctx context.Context, traceparent string) context.Context {
 	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent})
 }
 
+// Continue starts span name as a child of the span traceparent names (the
+// work it belongs to, such as an order placed earlier), linked to ctx's
+// span (what set it going now, such as a customer's request in a trace of
+// its own), so that follow-up work stays in its order's trace. Without a
+// valid traceparent it is an ordinary child of ctx's span.
+func Continue(ctx context.Context, traceparent, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	parent := WithTraceParent(ctx, traceparent)
+	opts := []trace.SpanStartOption{trace.WithAttributes(attrs...)}
+	if now := trace.SpanContextFromContext(ctx); now.IsValid() && now.TraceID() != trace.SpanContextFromContext(parent).TraceID() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: now}))
+	}
+	return Tracer().Start(parent, name, opts...)
+}
+
 // TraceID is the trace id of the span in ctx, or "" without one; for log
 // lines.
 func TraceID(ctx context.Context) string {
