@@ -202,3 +202,29 @@ func TestCancelsStayInTheOrdersTrace(t *testing.T) {
 		}
 	}
 }
+
+// TestAsyncPaymentStaysInTheOrdersTrace: with a provider that answers by
+// webhook, everything after the authorization (confirmed, shipped,
+// captured, completed) is in the trace the order was placed in, not in a
+// trace of the webhook's own.
+func TestAsyncPaymentStaysInTheOrdersTrace(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+
+	s := startStack(t, Config{PSP: psp.Config{Async: true}})
+	s.addProduct("TRACED-ASYNC", 5)
+	o := s.place(orderBody("lea", psp.TokenOK, order.ItemRequest{SKU: "TRACED-ASYNC", Quantity: 1}))
+	if got := s.settle([]string{o.ID}, 30*time.Second)[o.ID]; got.Status != order.Completed {
+		t.Fatalf("order ended %s", got.Status)
+	}
+	bustest.Eventually(t, 10*time.Second, "the order's completion in the trace it was placed in", func() bool {
+		names := map[string]bool{}
+		for _, sp := range orderTrace(exp.GetSpans().Snapshots(), o.ID) {
+			names[sp.Name()] = true
+		}
+		return names["emit payment.authorized"] && names["emit order.confirmed"] && names["emit order.completed"]
+	})
+}

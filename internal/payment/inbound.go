@@ -14,6 +14,8 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // inboundConsumer names the provider's webhooks in the inbox, so a
@@ -75,6 +77,13 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op P
 	p, ok, err := s.loadOne(ctx, op.OrderID)
 	if err != nil {
 		return err
+	}
+	if ok && p.trace != "" {
+		// The provider's answer goes on in the order's trace, linked to
+		// the webhook's request.
+		var span trace.Span
+		ctx, span = telemetry.Continue(ctx, p.trace, "provider webhook", telemetry.AttrOrderID.String(p.orderID))
+		defer span.End()
 	}
 	if ok && p.cancelled && op.Outcome == OutcomeApproved && p.state == stateAuthorizing {
 		return s.voidLateAuthorization(ctx, webhookID, p)

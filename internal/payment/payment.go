@@ -94,6 +94,9 @@ type payment struct {
 	orderID, currency, token, state, ref string
 	amount                               int64
 	cancelled                            bool
+	// trace is the order's trace, from the first of its events payments
+	// handled: a provider's webhook about it continues it.
+	trace string
 	// version is the row's version when loaded; every write moves it.
 	version int64
 }
@@ -248,6 +251,9 @@ func (s *Service) handleOne(ctx context.Context, ev bus.Event, pp **payment) (*e
 	p, c, err := decide(*pp, in)
 	if err != nil {
 		return nil, err
+	}
+	if p != nil && p.trace == "" {
+		p.trace = ev.TraceParent
 	}
 	*pp = p
 	if c == nil {

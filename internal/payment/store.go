@@ -21,7 +21,7 @@ func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payme
 	for i, id := range ids {
 		args[i] = id
 	}
-	rows, err := s.db.Query(ctx, "SELECT order_id, amount_cents, currency, token, state, cancelled, provider_ref, version FROM payments WHERE order_id IN ("+sqldb.Placeholders(len(ids))+")", args...)
+	rows, err := s.db.Query(ctx, "SELECT order_id, amount_cents, currency, token, state, cancelled, provider_ref, version, traceparent FROM payments WHERE order_id IN ("+sqldb.Placeholders(len(ids))+")", args...)
 	if err != nil {
 		return nil, fmt.Errorf("load payments: %w", err)
 	}
@@ -30,7 +30,7 @@ func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payme
 	for rows.Next() {
 		var p payment
 		var cancelled int
-		if err := rows.Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref, &p.version); err != nil {
+		if err := rows.Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref, &p.version, &p.trace); err != nil {
 			return nil, err
 		}
 		p.cancelled = cancelled == 1
@@ -54,12 +54,12 @@ func save(ctx context.Context, tx *sqldb.Tx, p *payment, existed bool) error {
 	var err error
 	if existed {
 		res, err = tx.Exec(ctx, `UPDATE payments SET amount_cents = ?, currency = ?, token = ?, state = ?, cancelled = ?,
-			provider_ref = ?, version = version + 1 WHERE order_id = ? AND version = ?`,
-			p.amount, p.currency, p.token, storedState(p), c, p.ref, p.orderID, p.version)
+			provider_ref = ?, traceparent = ?, version = version + 1 WHERE order_id = ? AND version = ?`,
+			p.amount, p.currency, p.token, storedState(p), c, p.ref, p.trace, p.orderID, p.version)
 	} else {
-		res, err = tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-			p.orderID, p.amount, p.currency, p.token, storedState(p), c, p.ref)
+		res, err = tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref, traceparent)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
+			p.orderID, p.amount, p.currency, p.token, storedState(p), c, p.ref, p.trace)
 	}
 	if err != nil {
 		return err
