@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -240,7 +239,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 // setupTracing starts OpenTelemetry for this process and flushes it on
 // Close.
 func (n *Node) setupTracing(ctx context.Context) error {
-	stopTracing, err := telemetry.Setup(ctx, "ordermesh "+strings.Join(n.cfg.Services, ","))
+	// One service: ordermesh-orders and so on. Several in one process
+	// (run): one resource, ordermesh, for one tracer provider; each span
+	// says what it is about (event types, consumers, routes).
+	service := "ordermesh"
+	if len(n.cfg.Services) == 1 {
+		service += "-" + n.cfg.Services[0]
+	}
+	stopTracing, err := telemetry.Setup(ctx, telemetry.Process{Service: service, Version: Version, Logger: n.log})
 	if err != nil {
 		return err
 	}

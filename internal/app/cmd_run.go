@@ -10,10 +10,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats) and one SQLite database per service (DATA/<service>.db).", stderr)
+	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats) and one SQLite database per service (DATA/<service>.db).\n\n"+tracingHelp, stderr)
 	var c commonFlags
 	c.register("127.0.0.1:8080", "127.0.0.1:9090", fs)
 	var g gatewayFlags
@@ -47,6 +49,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if u := n.PSPURL(); u != "" {
 			fmt.Fprintf(stdout, "  PSP:    %s   (the payment-provider simulator's API; --psp-listen)\n", u)
 		}
+		fmt.Fprintf(stdout, "  Traces: %s\n", tracingLine())
 		fmt.Fprintf(stdout, "  Data:   %s   (each service's broker password in nats-SERVICE.password, the payment-token key in %s)\n", *data, PaymentTokenKeyFile)
 		auth := "-H \"Authorization: Bearer $TOKEN\""
 		if n.DevToken != "" {
@@ -66,7 +69,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	})
 }
 
-const serveSynopsis = "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once."
+const serveSynopsis = "Usage: ordermesh serve SERVICE --nats URL --db DSN [flags]\n\nRuns one service (orders, inventory, payments, shipping, notifications, psp,\ngateway) as its own process. Any number of instances may run at once.\n\n" + tracingHelp
+
+// tracingHelp says how tracing is turned on, for run's and serve's help.
+const tracingHelp = `Tracing (OpenTelemetry, off unless set): OTEL_EXPORTER_OTLP_ENDPOINT (e.g.
+http://127.0.0.1:4318, or 127.0.0.1:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc),
+OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and the other
+standard OTEL_* variables.`
+
+// tracingLine says where traces go, for the start banners.
+func tracingLine() string {
+	if d := telemetry.Describe(); d != "" {
+		return d
+	}
+	return "off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)"
+}
 
 // checkServeNeeds says what `serve service` is missing.
 func checkServeNeeds(service, natsURL, db string, c *commonFlags) error {
@@ -174,7 +191,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
-		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s)\n", Version, service, n.URL(), redactURL(*natsURL))
+		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s; traces: %s)\n", Version, service, n.URL(), redactURL(*natsURL), tracingLine())
 	})
 }
 

@@ -174,7 +174,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /readyz", n.ready)
 	reg := n.reg
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), telemetry.ExportErrors)
 	metrics := httpx.NewMetrics(reg)
 	for name, st := range n.stores {
 		if name == "gateway" {

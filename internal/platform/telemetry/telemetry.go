@@ -3,9 +3,10 @@
 // into one trace per order by the W3C traceparent that every event
 // carries (in its outbox row and in its CloudEvents headers).
 //
-// Spans are exported over OTLP/HTTP when the standard variables
+// Spans are exported over OTLP (HTTP, or gRPC with
+// OTEL_EXPORTER_OTLP_PROTOCOL=grpc) when the standard variables
 // (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, and
-// the other OTEL_* ones the exporter reads) are set. Without them the
+// the other OTEL_* ones the exporters read) are set. Without them the
 // tracer provider stays OpenTelemetry's no-op one: no span is recorded or
 // exported, and traceparents pass through unchanged.
 package telemetry
@@ -19,11 +20,8 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
 )
@@ -51,22 +49,19 @@ func Enabled() bool {
 		os.Getenv("OTEL_TRACES_EXPORTER") == "otlp"
 }
 
-// Setup installs an OTLP/HTTP exporting tracer provider for service when
+// Setup installs an OTLP exporting tracer provider for process p when
 // Enabled, and returns the function that flushes and stops it. Otherwise
-// it changes nothing and returns a no-op.
-func Setup(ctx context.Context, service string) (shutdown func(context.Context) error, err error) {
+// it changes nothing and returns a no-op. Errors name the variable to fix.
+func Setup(ctx context.Context, p Process) (shutdown func(context.Context) error, err error) {
 	if !Enabled() || os.Getenv("OTEL_SDK_DISABLED") == "true" {
 		return func(context.Context) error { return nil }, nil
 	}
-	exp, err := otlptracehttp.New(ctx)
+	exp, err := exporter(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("OTLP trace exporter (check OTEL_EXPORTER_OTLP_ENDPOINT): %w", err)
+		return nil, fmt.Errorf("OTLP trace exporter (check OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL): %w", err)
 	}
-	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(service)))
-	if err != nil {
-		res = resource.Default()
-	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	logExportErrors(p.Logger)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(processResource(ctx, p)))
 	otel.SetTracerProvider(tp)
 	return tp.Shutdown, nil
 }
