@@ -35,7 +35,10 @@ type Upstream struct {
 	// Log receives failed attempts; nil means slog.Default().
 	Log *slog.Logger
 
-	base     http.RoundTripper
+	base http.RoundTripper
+	// checks carries the health checks: the same connections, no spans (a
+	// probe every few seconds per instance would bury real traces).
+	checks   http.RoundTripper
 	mu       sync.Mutex
 	breakers map[*Instance]*gobreaker.CircuitBreaker[*http.Response]
 	failures map[*Instance]int
@@ -53,10 +56,11 @@ func NewUpstream(name, policy string, instances []*Instance) (*Upstream, error) 
 	if err != nil {
 		return nil, err
 	}
+	plain := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
 	return &Upstream{
 		Name: name, Instances: instances, Balancer: b, Timeout: 30 * time.Second,
-		base: telemetry.Transport(&http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
-			DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}),
+		base: telemetry.Transport(plain), checks: plain,
 		breakers: map[*Instance]*gobreaker.CircuitBreaker[*http.Response]{},
 		failures: map[*Instance]int{},
 	}, nil
@@ -278,7 +282,7 @@ func (u *Upstream) CheckHealth(ctx context.Context, interval time.Duration) {
 
 // checkOnce probes every instance once and says whether one is ready.
 func (u *Upstream) checkOnce(ctx context.Context) (anyReady bool) {
-	client := &http.Client{Timeout: time.Second, Transport: u.base}
+	client := &http.Client{Timeout: time.Second, Transport: u.checks}
 	for _, in := range u.Instances {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.URL.String()+"/readyz", nil)
 		resp, err := client.Do(req)
