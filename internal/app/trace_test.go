@@ -228,3 +228,33 @@ func TestAsyncPaymentStaysInTheOrdersTrace(t *testing.T) {
 		return names["emit payment.authorized"] && names["emit order.confirmed"] && names["emit order.completed"]
 	})
 }
+
+// TestHealthChecksMakeNoSpans: the gateway's checks of its upstreams'
+// /readyz, every few seconds per instance, record no span.
+func TestHealthChecksMakeNoSpans(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	s := startStack(t, Config{NATSListen: "127.0.0.1:0"})
+	gw, err := Start(context.Background(), withTestAuth(t, Config{
+		Services: []string{"gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: strings.Repeat("k", 32),
+		Logger: bustest.Logger(t), Upstreams: map[string][]string{"inventory": {s.base}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close(context.Background())
+	g := &stack{t: t, base: gw.URL()}
+	bustest.Eventually(t, 10*time.Second, "the gateway ready (its upstream checked)", func() bool {
+		return g.do("GET", "/readyz", nil, nil, nil).StatusCode == 200
+	})
+	for _, sp := range exp.GetSpans().Snapshots() {
+		for _, kv := range sp.Attributes() {
+			if strings.Contains(kv.Value.Emit(), "/readyz") {
+				t.Fatalf("a health check made span %q (%s=%s)", sp.Name(), kv.Key, kv.Value.Emit())
+			}
+		}
+	}
+}
