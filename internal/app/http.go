@@ -141,6 +141,19 @@ func (n *Node) shareProvider() error {
 	return nil
 }
 
+// patternOf names a request to h by the ServeMux pattern it matches ("POST
+// /psp/v1/{op}"), the same on its own listener and beside the API; "" when
+// h is no ServeMux or nothing matches.
+func patternOf(h http.Handler) func(*http.Request) string {
+	return func(r *http.Request) string {
+		if mux, ok := h.(*http.ServeMux); ok {
+			_, p := mux.Handler(r)
+			return p
+		}
+		return ""
+	}
+}
+
 // serveOutside serves the provider simulator's own API: on its loopback
 // listener in an embedded node, else beside the API (mountAPI).
 func (n *Node) serveOutside(h http.Handler) {
@@ -148,7 +161,7 @@ func (n *Node) serveOutside(h http.Handler) {
 	if n.pspListener == nil {
 		return
 	}
-	srv := &http.Server{Handler: telemetry.Handler(h, nil), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: telemetry.Handler(h, patternOf(h)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 	go srv.Serve(n.pspListener)
 	n.onClose = append(n.onClose, func() { srv.Close() })
 }
@@ -199,7 +212,12 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 			return p
 		}
 		if route, ok := routes.Classify(r); ok {
-			return "gateway " + route.Class
+			return route.Pattern // the route a gateway proxies, as the service declares it
+		}
+		if strings.HasPrefix(r.URL.Path, "/psp/") {
+			if p := patternOf(n.pspAPI)(r); p != "" {
+				return p
+			}
 		}
 		_, p := mux.Handler(r)
 		return p

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -71,10 +73,10 @@ func TestOneTracePerOrderAcrossProcesses(t *testing.T) {
 	want := []string{
 		"POST /api/orders", "emit order.placed",
 		"handle order.placed", "emit stock.reserved",
-		"handle stock.reserved", "HTTP POST", "POST /psp/v1/authorize", "emit payment.authorized",
+		"handle stock.reserved", "HTTP POST", "POST /psp/v1/{op}", "emit payment.authorized",
 		"handle payment.authorized", "emit order.confirmed",
 		"handle order.confirmed", "emit shipment.created",
-		"handle shipment.created", "emit stock.committed", "POST /psp/v1/capture", "emit payment.captured",
+		"handle shipment.created", "emit stock.committed", "emit payment.captured",
 		"handle payment.captured", "emit order.completed",
 		"handle order.completed", "webhook attempt",
 	}
@@ -256,5 +258,49 @@ func TestHealthChecksMakeNoSpans(t *testing.T) {
 				t.Fatalf("a health check made span %q (%s=%s)", sp.Name(), kv.Key, kv.Value.Emit())
 			}
 		}
+	}
+}
+
+// TestSpansAndDeliveriesNameTheirOrder: a request about an order is a
+// span named by its route that carries the order's id, and a merchant's
+// webhook carries the order's trace in traceparent.
+func TestSpansAndDeliveriesNameTheirOrder(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	s := webhookStack(t)
+	parents := make(chan string, 10)
+	merchant := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		parents <- r.Header.Get("traceparent")
+	}))
+	defer merchant.Close()
+	if resp := s.do("POST", "/api/webhooks/endpoints", nil, map[string]any{"url": merchant.URL, "event_types": []string{event.OrderPlaced}}, nil); resp.StatusCode != 201 {
+		t.Fatalf("create endpoint: %d", resp.StatusCode)
+	}
+	s.addProduct("NAMED", 5)
+	o := s.place(orderBody("ada", psp.TokenOK, order.ItemRequest{SKU: "NAMED", Quantity: 1}))
+	s.get(o.ID)
+	var traceID string
+	for _, sp := range orderTrace(exp.GetSpans().Snapshots(), o.ID) {
+		traceID = sp.SpanContext().TraceID().String()
+	}
+	select {
+	case tp := <-parents:
+		if traceID == "" || !strings.Contains(tp, traceID) {
+			t.Errorf("the webhook's traceparent %q is not in the order's trace %s", tp, traceID)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no webhook delivered")
+	}
+	found := false
+	for _, sp := range exp.GetSpans().Snapshots() {
+		if sp.Name() == "GET /api/orders/{id}" && attr(sp, telemetry.AttrOrderID) == o.ID {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no span GET /api/orders/{id} with the order's id")
 	}
 }

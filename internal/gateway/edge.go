@@ -14,10 +14,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
 // Route is the gateway's policy for a class of requests.
@@ -35,6 +37,9 @@ type Route struct {
 	// Stream marks long-lived answers (SSE, long polls) that no route
 	// timeout applies to.
 	Stream bool
+	// Pattern is the ServeMux pattern the route is declared with, such as
+	// "POST /api/orders/{id}/cancel": its name in spans and metrics.
+	Pattern string
 }
 
 // Classes are the route classes limits and timeouts may name, and
@@ -136,6 +141,9 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		e.noRoute(w, r)
 		return
+	}
+	if id := orderOf(route, r); id != "" {
+		trace.SpanFromContext(r.Context()).SetAttributes(telemetry.AttrOrderID.String(id))
 	}
 	if r.ContentLength > httpx.MaxBody {
 		e.fail(w, r, apperr.New(apperr.TooLarge, "", "body is larger than %d bytes", httpx.MaxBody))
@@ -394,3 +402,15 @@ var RateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "ordermesh_ratelimit_rejections_total",
 	Help: "Requests refused with 429 by a rate limit, by route class (auth:failures: an address or API-key prefix over the failed-authentication limit; auth:failures:all: all clients together, a credential-guessing attack from many addresses).",
 }, []string{"class"})
+
+// orderOf is the order id a request under /api/orders/{id} names ("" for
+// another route), for its span.
+func orderOf(route Route, r *http.Request) string {
+	_, path, _ := strings.Cut(route.Pattern, " ")
+	rest, ok := strings.CutPrefix(path, "/api/orders/{id}")
+	if !ok || (rest != "" && rest[0] != '/') {
+		return ""
+	}
+	id, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/api/orders/"), "/")
+	return id
+}

@@ -42,7 +42,7 @@ func (t *Routes) Classify(r *http.Request) (Route, bool) {
 		return Route{}, false
 	}
 	stream := d.Stream || (d.StreamIf != "" && r.URL.Query().Has(d.StreamIf))
-	return Route{Class: d.Class, Scope: d.Scope, Service: d.service, Cache: d.Cache, Stream: stream}, true
+	return Route{Class: d.Class, Scope: d.Scope, Service: d.service, Cache: d.Cache, Stream: stream, Pattern: d.Pattern}, true
 }
 
 // Allowed returns the methods some route declares for r's path, when r's

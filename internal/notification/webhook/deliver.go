@@ -232,6 +232,9 @@ func (d *dispatcher) post(ctx context.Context, e Endpoint, x due, now time.Time)
 	req.Header.Set(stdwebhook.HeaderID, x.eventID)
 	req.Header.Set(stdwebhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
 	req.Header.Set(stdwebhook.HeaderSignature, sig)
+	if tp := telemetry.TraceParent(ctx); tp != "" {
+		req.Header.Set("traceparent", tp) // the merchant's own spans can join the order's trace
+	}
 	start := time.Now()
 	resp, err := d.client.Do(req)
 	res := attemptResult{latency: time.Since(start), err: err}

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -88,8 +90,12 @@ func Observe(next http.Handler, routeOf func(*http.Request) string, log *slog.Lo
 		took := time.Since(start)
 		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
 		m.duration.WithLabelValues(route, r.Method).Observe(took.Seconds())
-		log.Info("http", "request_id", id, "method", r.Method, "path", r.URL.Path, "route", route,
-			"status", rec.status, "bytes", rec.bytes, "duration_ms", float64(took.Microseconds())/1000, "remote", r.RemoteAddr)
+		attrs := []any{"request_id", id, "method", r.Method, "path", r.URL.Path, "route", route,
+			"status", rec.status, "bytes", rec.bytes, "duration_ms", float64(took.Microseconds()) / 1000, "remote", r.RemoteAddr}
+		if sc := trace.SpanContextFromContext(r.Context()); sc.IsValid() {
+			attrs = append(attrs, "trace_id", sc.TraceID().String()) // the line's trace, in the tracer
+		}
+		log.Info("http", attrs...)
 	})
 }
 
