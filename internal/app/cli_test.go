@@ -37,6 +37,7 @@ func TestDLQReplay(t *testing.T) {
 	broken.Store(true)
 	var mu sync.Mutex
 	processed := map[string]int{}
+	traces := map[string]string{} // the traceparent each replayed event came with
 	c, err := s.Bus.Consume(ctx, bus.ConsumerConfig{Name: "payments-authorize", Types: []string{"stock.reserved"}},
 		func(_ context.Context, ev bus.Event) error {
 			if broken.Load() {
@@ -44,6 +45,7 @@ func TestDLQReplay(t *testing.T) {
 			}
 			mu.Lock()
 			processed[ev.ID]++
+			traces[ev.ID] = ev.TraceParent
 			mu.Unlock()
 			return nil
 		})
@@ -63,6 +65,7 @@ func TestDLQReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ev.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" // the order's trace
 	if err := s.Bus.Publish(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +95,11 @@ func TestDLQReplay(t *testing.T) {
 	if _, out, _ := ordermesh(t, "dlq", "list", nats); !strings.Contains(out, "no dead letters") {
 		t.Fatalf("DLQ not empty after a successful replay:\n%s", out)
 	}
+	mu.Lock()
+	if traces[ev.ID] != ev.TraceParent {
+		t.Errorf("the replayed event came with traceparent %q, want its order's %q: a replay continues the order's trace", traces[ev.ID], ev.TraceParent)
+	}
+	mu.Unlock()
 	if n := otherSaw.Load(); n != 1 {
 		t.Fatalf("the other consumer saw the event %d times, want once (a replay goes to the named consumer only)", n)
 	}
