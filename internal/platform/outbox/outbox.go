@@ -261,7 +261,8 @@ func (o *Outbox) Emit(ctx context.Context, tx *sqldb.Tx, source, typ, subject st
 	// traceparent the cause carries), else of ctx's span (a request); the
 	// event carries it on, so its consumers' spans become its children.
 	sctx, span := telemetry.StartEvent(ctx, "emit "+typ, trace.SpanKindProducer, ev.TraceParent,
-		telemetry.AttrEventID.String(ev.ID), telemetry.AttrEventType.String(typ), telemetry.AttrOrderID.String(subject))
+		telemetry.AttrEventID.String(ev.ID), telemetry.AttrEventType.String(typ), telemetry.AttrOrderID.String(subject),
+		telemetry.AttrService.String(strings.TrimPrefix(source, "ordermesh/")))
 	if tp := telemetry.TraceParent(sctx); tp != "" {
 		ev.TraceParent = tp
 	}

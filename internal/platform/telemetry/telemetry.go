@@ -35,6 +35,10 @@ const (
 	AttrEventType = attribute.Key("ordermesh.event.type")
 	AttrOrderID   = attribute.Key("ordermesh.order.id")
 	AttrConsumer  = attribute.Key("ordermesh.consumer")
+	// AttrService names the service that emitted an event: in `run`, where
+	// every service shares the resource ordermesh, it says whose step a
+	// span is.
+	AttrService = attribute.Key("ordermesh.service")
 )
 
 func init() {
