@@ -283,15 +283,7 @@ func TestGatewayReadyOnlyWhenItCanRoute(t *testing.T) {
 		io.WriteString(w, "[]")
 	}))
 	defer inventory.Close()
-	gw, err := Start(context.Background(), withTestAuth(t, Config{
-		Services: []string{"gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: strings.Repeat("k", 32),
-		Logger: bustest.Logger(t), Upstreams: map[string][]string{"inventory": {inventory.URL}},
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close(context.Background())
-	g := &stack{t: t, base: gw.URL()}
+	g := s.gatewayTo(map[string][]string{"inventory": {inventory.URL}})
 	var checks struct {
 		Checks map[string]string `json:"checks"`
 	}
@@ -396,4 +388,19 @@ func TestConsoleSessionIsOutOfScriptsReach(t *testing.T) {
 	if strings.Contains(string(raw), "sessionStorage") || strings.Contains(string(raw), "localStorage") {
 		t.Fatal("the console's script keeps something in web storage")
 	}
+}
+
+// gatewayTo starts a gateway of its own, beside s's broker, proxying to
+// upstreams, and returns it as a stack to call.
+func (s *stack) gatewayTo(upstreams map[string][]string) *stack {
+	s.t.Helper()
+	gw, err := Start(context.Background(), withTestAuth(s.t, Config{
+		Services: []string{"gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: strings.Repeat("k", 32),
+		Logger: bustest.Logger(s.t), Upstreams: upstreams,
+	}))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { gw.Close(context.Background()) })
+	return &stack{t: s.t, base: gw.URL()}
 }

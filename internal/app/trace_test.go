@@ -34,11 +34,7 @@ func TestOneTracePerOrderAcrossProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("two nodes")
 	}
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	prev := otel.GetTracerProvider()
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	exp := memoryTracer(t)
 
 	dir := t.TempDir()
 	s := startStack(t, Config{DataDir: dir, NATSListen: "127.0.0.1:0",
@@ -170,11 +166,7 @@ func attr(sp sdktrace.ReadOnlySpan, key attribute.Key) string {
 // continue the trace the order was placed in (the request that asked for
 // the cancel is linked), so the compensation is in the order's one trace.
 func TestCancelsStayInTheOrdersTrace(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	prev := otel.GetTracerProvider()
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	exp := memoryTracer(t)
 
 	// A provider slower than the deadline: orders wait, pending.
 	s := startStack(t, Config{Orders: order.Config{Deadline: time.Second}, PSP: psp.Config{Faults: psp.Faults{Latency: 3 * time.Second}}})
@@ -210,11 +202,7 @@ func TestCancelsStayInTheOrdersTrace(t *testing.T) {
 // captured, completed) is in the trace the order was placed in, not in a
 // trace of the webhook's own.
 func TestAsyncPaymentStaysInTheOrdersTrace(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	prev := otel.GetTracerProvider()
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	exp := memoryTracer(t)
 
 	s := startStack(t, Config{PSP: psp.Config{Async: true}})
 	s.addProduct("TRACED-ASYNC", 5)
@@ -234,21 +222,9 @@ func TestAsyncPaymentStaysInTheOrdersTrace(t *testing.T) {
 // TestHealthChecksMakeNoSpans: the gateway's checks of its upstreams'
 // /readyz, every few seconds per instance, record no span.
 func TestHealthChecksMakeNoSpans(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	prev := otel.GetTracerProvider()
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	exp := memoryTracer(t)
 	s := startStack(t, Config{NATSListen: "127.0.0.1:0"})
-	gw, err := Start(context.Background(), withTestAuth(t, Config{
-		Services: []string{"gateway"}, Addr: "127.0.0.1:0", NATSURL: s.n.NATSURL(), InternalSecret: strings.Repeat("k", 32),
-		Logger: bustest.Logger(t), Upstreams: map[string][]string{"inventory": {s.base}},
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gw.Close(context.Background())
-	g := &stack{t: t, base: gw.URL()}
+	g := s.gatewayTo(map[string][]string{"inventory": {s.base}})
 	bustest.Eventually(t, 10*time.Second, "the gateway ready (its upstream checked)", func() bool {
 		return g.do("GET", "/readyz", nil, nil, nil).StatusCode == 200
 	})
@@ -265,11 +241,7 @@ func TestHealthChecksMakeNoSpans(t *testing.T) {
 // span named by its route that carries the order's id, and a merchant's
 // webhook carries the order's trace in traceparent.
 func TestSpansAndDeliveriesNameTheirOrder(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	prev := otel.GetTracerProvider()
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	exp := memoryTracer(t)
 	s := webhookStack(t)
 	parents := make(chan string, 10)
 	merchant := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -303,4 +275,14 @@ func TestSpansAndDeliveriesNameTheirOrder(t *testing.T) {
 	if !found {
 		t.Error("no span GET /api/orders/{id} with the order's id")
 	}
+}
+
+// memoryTracer installs a tracer provider that keeps every span in memory
+// for the test, and puts the previous one back after it.
+func memoryTracer(t *testing.T) *tracetest.InMemoryExporter {
+	exp := tracetest.NewInMemoryExporter()
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp)))
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	return exp
 }

@@ -32,14 +32,8 @@ func placed(t *testing.T, id, sku string) bus.Event {
 // (instance 1 sees an order for B, then one for A; instance 2 A, then B).
 // Every event must succeed on its first delivery, and stock must balance.
 func TestConcurrentBatchesDoNotDeadlock(t *testing.T) {
-	base := os.Getenv(sqldbtest.PostgresEnv)
-	if base == "" {
-		t.Skip("needs " + sqldbtest.PostgresEnv)
-	}
 	ctx := context.Background()
-	sets := []sqldb.Migrations{outbox.Migrations(), inbox.Migrations(), inventory.Migrations()}
-	dsn := sqldbtest.PostgresSchema(t, base)
-	db1, db2 := sqldbtest.Open(t, dsn, sets...), sqldbtest.Open(t, dsn)
+	_, db1, db2 := twoInstancesDatabase(t)
 	one := inventory.New(db1, outbox.New(db1), nil)
 	two := inventory.New(db2, outbox.New(db2), nil)
 	for _, sku := range []string{"A", "B"} { // no relay runs here: insert directly rather than wait for a publish
@@ -88,14 +82,8 @@ func TestConcurrentBatchesDoNotDeadlock(t *testing.T) {
 // reserved or committed for a cancelled order, one reservation for a
 // placed one.
 func TestInstancesRacingOnOneOrder(t *testing.T) {
-	base := os.Getenv(sqldbtest.PostgresEnv)
-	if base == "" {
-		t.Skip("needs " + sqldbtest.PostgresEnv)
-	}
 	ctx := context.Background()
-	sets := []sqldb.Migrations{outbox.Migrations(), inbox.Migrations(), inventory.Migrations()}
-	dsn := sqldbtest.PostgresSchema(t, base)
-	db1, db2 := sqldbtest.Open(t, dsn, sets...), sqldbtest.Open(t, dsn)
+	dsn, db1, db2 := twoInstancesDatabase(t)
 	watch := sqldbtest.Open(t, dsn) // the test's own connection, free while both instances hold theirs
 	_, h1 := inventory.New(db1, outbox.New(db1), nil).Consumer()
 	_, h2 := inventory.New(db2, outbox.New(db2), nil).Consumer()
@@ -178,4 +166,16 @@ func waitsForALock(t *testing.T, db *sqldb.DB) bool {
 		t.Fatal(err)
 	}
 	return n > 0
+}
+
+// twoInstancesDatabase is a PostgreSQL schema with inventory's tables
+// and two handles on it, one per instance (skipped without PostgreSQL).
+func twoInstancesDatabase(t *testing.T) (dsn string, db1, db2 *sqldb.DB) {
+	base := os.Getenv(sqldbtest.PostgresEnv)
+	if base == "" {
+		t.Skip("needs " + sqldbtest.PostgresEnv)
+	}
+	sets := []sqldb.Migrations{outbox.Migrations(), inbox.Migrations(), inventory.Migrations()}
+	dsn = sqldbtest.PostgresSchema(t, base)
+	return dsn, sqldbtest.Open(t, dsn, sets...), sqldbtest.Open(t, dsn)
 }
