@@ -3,8 +3,11 @@ package gateway
 import (
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
+	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Routes is the gateway's route table, built from the routes the services
@@ -71,4 +74,23 @@ func (t *Routes) Patterns() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// nameOrder puts the order id a request names on its span.
+func nameOrder(route Route, r *http.Request) {
+	if id := orderOf(route, r); id != "" {
+		trace.SpanFromContext(r.Context()).SetAttributes(telemetry.AttrOrderID.String(id))
+	}
+}
+
+// orderOf is the order id a request under /api/orders/{id} names ("" for
+// another route), for its span.
+func orderOf(route Route, r *http.Request) string {
+	_, path, _ := strings.Cut(route.Pattern, " ")
+	rest, ok := strings.CutPrefix(path, "/api/orders/{id}")
+	if !ok || (rest != "" && rest[0] != '/') {
+		return ""
+	}
+	id, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/api/orders/"), "/")
+	return id
 }
