@@ -37,7 +37,18 @@ func (c call) request(p payment) ProviderRequest {
 
 // decide applies event in to payment p (nil: none recorded yet) and
 // returns the payment after it and the provider call to make, if any. An
-// error is transient (retry the event) unless marked permanent.
+// error is transient (retry the event) unless marked permanent. The whole
+// table, every state by every event (TestDecideEveryStateByEveryEvent):
+//
+//	payment               order.placed  stock.reserved  shipment.created  order.cancelled
+//	none                  record        retry           -                 record cancelled
+//	pending               -             authorize       -                 void ORDER/unconfirmed
+//	pending, cancelled    fill amount   void ORDER/late -                 -
+//	authorizing           -             -               -                 void ORDER/unconfirmed
+//	authorized            -             -               capture           void ORDER
+//	authorized, cancelled -             -               refund ORDER/late -
+//	captured              -             -               -                 refund ORDER
+//	failed, voided, refunded, authorizing+cancelled: nothing
 func decide(p *payment, in input) (*payment, *call, error) {
 	switch in.typ {
 	case event.OrderPlaced:

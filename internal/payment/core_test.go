@@ -2,6 +2,7 @@ package payment
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/ordermesh/ordermesh/internal/event"
@@ -124,5 +125,60 @@ func TestCallRequest(t *testing.T) {
 	}
 	if r := (call{OpVoid, "o1/late"}).request(p); r.Token != "" || r.IdempotencyKey != "o1/late" || r.Currency != "EUR" {
 		t.Fatalf("void request %+v: want the key, no token", r)
+	}
+}
+
+// TestDecideEveryStateByEveryEvent is the payment rules' whole table: for
+// every state a payment can be in (none yet, cancelled or not) and every
+// event payments consumes, the provider call decide asks for ("" for
+// none, "retry" for a transient error: the event comes back once what it
+// needs is recorded).
+func TestDecideEveryStateByEveryEvent(t *testing.T) {
+	events := []string{event.OrderPlaced, event.StockReserved, event.ShipmentCreated, event.OrderCancelled}
+	states := map[string]*payment{
+		"none":                  nil,
+		"pending":               pay(statePending, false),
+		"pending+cancelled":     pay(statePending, true),
+		"authorizing":           pay(stateAuthorizing, false),
+		"authorizing+cancelled": pay(stateAuthorizing, true),
+		"authorized":            pay(stateAuthorized, false),
+		"authorized+cancelled":  pay(stateAuthorized, true),
+		"captured":              pay(stateCaptured, false),
+		"failed":                pay(stateFailed, false),
+		"voided":                pay(stateVoided, true),
+		"refunded":              pay(stateRefunded, true),
+	}
+	table := map[string][4]string{ // state → the call of each of events
+		"none":                  {"", "retry", "", ""},
+		"pending":               {"", "authorize", "", "void o1/unconfirmed"},
+		"pending+cancelled":     {"", "void o1/late", "", ""},
+		"authorizing":           {"", "", "", "void o1/unconfirmed"},
+		"authorizing+cancelled": {"", "", "", ""},
+		"authorized":            {"", "", "capture", "void o1"},
+		"authorized+cancelled":  {"", "", "refund o1/late", ""},
+		"captured":              {"", "", "", "refund o1"},
+		"failed":                {"", "", "", ""},
+		"voided":                {"", "", "", ""},
+		"refunded":              {"", "", "", ""},
+	}
+	placed := event.Placed{OrderID: "o1", TotalCents: 500, Currency: "EUR", PaymentToken: "tok"}
+	for name, p := range states {
+		for i, typ := range events {
+			t.Run(name+"/"+typ, func(t *testing.T) {
+				_, c, err := decide(p, input{typ: typ, orderID: "o1", placed: placed})
+				got := ""
+				switch {
+				case err != nil && !bus.IsPermanent(err):
+					got = "retry"
+				case err != nil:
+					t.Fatalf("a permanent error: %v", err)
+				case c != nil:
+					got = strings.TrimSpace(c.op + " " + c.key)
+				}
+				if got != table[name][i] {
+					t.Fatalf("%s on a %s payment asks for %q, want %q", typ, name, got, table[name][i])
+				}
+			})
+		}
 	}
 }
