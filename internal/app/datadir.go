@@ -55,7 +55,7 @@ func existingDir(dir string, create bool) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, os.ErrNotExist) && create:
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil { // the owner's alone, like the files in it
 			return fmt.Errorf("create data dir: %w (pass --data DIR that ordermesh may write)", err)
 		}
 		return nil

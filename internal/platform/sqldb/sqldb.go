@@ -65,6 +65,12 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// (kill -9); only an OS crash or power loss can lose the last commits.
 	// Reads are memory-mapped (up to 256 MiB), saving a syscall per page
 	// read beyond the page cache.
+	// A new database file is the owner's alone (orders, addresses and key
+	// hashes are in it); SQLite gives its -wal and -shm files the same
+	// permissions.
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
+		f.Close()
+	}
 	common := "_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_stmt_cache_size=128"
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
 	registerSQLite.Do(func() {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,5 +209,28 @@ func TestOpenSQLiteInMissingDirSaysWhy(t *testing.T) {
 	_, err := sqldb.Open(context.Background(), "sqlite:"+t.TempDir()+"/missing/dir/x.db")
 	if err == nil || !strings.Contains(err.Error(), "directory") {
 		t.Fatalf("error = %v, want a hint about the directory", err)
+	}
+}
+
+// TestSQLiteFilesAreTheOwners: a new SQLite database, and the
+// write-ahead log beside it, can be read by their owner only.
+func TestSQLiteFilesAreTheOwners(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "private.db")
+	db, err := sqldb.Open(context.Background(), "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(context.Background(), "CREATE TABLE t (x INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s is %v, want 0600", filepath.Base(f), fi.Mode().Perm())
+		}
 	}
 }
