@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -86,7 +87,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "apikey":
 		return cmdAPIKey(ctx, rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "ordermesh", Version)
+		fmt.Fprintln(stdout, "ordermesh", fullVersion())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, mainUsage)
@@ -245,4 +246,33 @@ func (u *upstreamFlag) Set(v string) error {
 	}
 	(*u)[svc] = append((*u)[svc], strings.Split(urls, ",")...)
 	return nil
+}
+
+// fullVersion is Version, or for a build without one, the module version
+// and the VCS revision the Go toolchain embedded (go build in a checkout,
+// go install module@version).
+func fullVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if Version != "dev" || !ok {
+		return Version
+	}
+	v := info.Main.Version
+	if v == "" || v == "(devel)" {
+		v = Version
+	}
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev != "" {
+		v += fmt.Sprintf(" (revision %.12s%s)", rev, modified)
+	}
+	return v + " " + info.GoVersion
 }
