@@ -37,6 +37,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
 		fmt.Fprintf(stdout, "  HTTP:   %s   (health: %s/livez, %s/readyz)\n", n.URL(), n.URL(), n.URL())
+		fmt.Fprintf(stdout, "  Console: %s/console/   (sign in with the token below)\n", n.URL())
 		if u := n.MetricsURL(); u != "" {
 			fmt.Fprintf(stdout, "  Metrics: %s\n", u)
 		}
