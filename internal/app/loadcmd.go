@@ -42,8 +42,8 @@ on a shared machine it leaves the rest to the system it measures.
 func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("load", loadSynopsis, stderr)
 	target := fs.String("target", "http://localhost:8080", "ordermesh base URL")
-	token := fs.String("token", "", "bearer token (default: DATA/dev-admin.jwt when --data is given)")
-	data := fs.String("data", "", "data directory of `ordermesh run`, to read dev-admin.jwt from")
+	token := fs.String("token", "", "bearer token (default: the dev admin token in --data)")
+	data := fs.String("data", "./data", "data directory of `ordermesh run`, to read its dev-admin.jwt from")
 	rateFlag := rateValue(200)
 	fs.Var(&rateFlag, "rate", "orders per second: 300 or 300/s (also 18000/m)")
 	rate := (*float64)(&rateFlag)
@@ -75,6 +75,9 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *token == "" {
 		if *token, err = devToken(*data); err != nil {
 			return err
+		}
+		if *token == "" {
+			return usagef("no token: pass --token TOKEN (an admin JWT or API key), or --data DIR of an `ordermesh run` (%s has no %s)", *data, DevTokenFile)
 		}
 	}
 	r := load.New(load.Config{Target: strings.TrimRight(*target, "/"), Token: *token, Rate: *rate, Duration: *duration,
@@ -237,7 +240,7 @@ func devToken(data string) (string, error) {
 	if data == "" {
 		return "", nil
 	}
-	raw, err := os.ReadFile(filepath.Join(data, "dev-admin.jwt"))
+	raw, err := os.ReadFile(filepath.Join(data, DevTokenFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -51,5 +52,16 @@ func testLoadCommand(t *testing.T, follow string) {
 	}
 	if len(report.Violations) != 0 {
 		t.Errorf("violations: %v", report.Violations)
+	}
+}
+
+// TestLoadWithoutATokenSaysWhatToPass: load with no token and a data
+// directory without run's dev token stops at once and says what to pass,
+// instead of sending orders that all get 401.
+func TestLoadWithoutATokenSaysWhatToPass(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"load", "--data", t.TempDir(), "--target", "http://127.0.0.1:1", "--duration", "1s"}, &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "no token: pass --token") {
+		t.Fatalf("exit %d, stderr %q; want 2 saying to pass --token or --data", code, errOut.String())
 	}
 }
