@@ -95,6 +95,9 @@ func TestDLQReplay(t *testing.T) {
 	if _, out, _ := ordermesh(t, "dlq", "list", nats); !strings.Contains(out, "no dead letters") {
 		t.Fatalf("DLQ not empty after a successful replay:\n%s", out)
 	}
+	if _, out, _ := ordermesh(t, "dlq", "list", "--json", nats); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("dlq list --json of an empty DLQ = %q, want []", out)
+	}
 	mu.Lock()
 	// The same trace (the span may be the handling's own, a child, when a
 	// tracer records).

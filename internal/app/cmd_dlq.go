@@ -108,6 +108,9 @@ func dlqList(ctx context.Context, b *bus.Bus, stdout io.Writer, asJSON bool) err
 		return err
 	}
 	if asJSON {
+		if dls == nil {
+			dls = []bus.DeadLetter{} // [], not null: a list, empty
+		}
 		return json.NewEncoder(stdout).Encode(dls)
 	}
 	if len(dls) == 0 {
@@ -167,7 +170,9 @@ func dlqReplay(ctx context.Context, b *bus.Bus, stdout io.Writer, ids []uint64, 
 		}
 		fmt.Fprintf(stdout, "replayed %d\n", id)
 	}
-	fmt.Fprintf(stdout, "%d dead letter(s) replayed\n", len(ids))
+	if len(ids) != 1 {
+		fmt.Fprintf(stdout, "%d dead letter(s) replayed\n", len(ids)) // one says so once
+	}
 	return nil
 }
 
