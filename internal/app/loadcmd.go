@@ -72,13 +72,8 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *jsonOut == "-" {
 		human = stderr // stdout carries only the JSON; people read stderr
 	}
-	if *token == "" {
-		if *token, err = devToken(*data); err != nil {
-			return err
-		}
-		if *token == "" {
-			return usagef("no token: pass --token TOKEN (an admin JWT or API key), or --data DIR of an `ordermesh run` (%s has no %s)", *data, DevTokenFile)
-		}
+	if *token, err = loadToken(*token, *data); err != nil {
+		return err
 	}
 	r := load.New(load.Config{Target: strings.TrimRight(*target, "/"), Token: *token, Rate: *rate, Duration: *duration,
 		MaxInFlight: *maxInFlight, Mix: *mix, Drain: *drain, Follow: *follow, Progress: progressPrinter(stderr)})
@@ -232,6 +227,19 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, fmt.Errorf("--cpuprofile: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// loadToken is the token load sends: the one given, else the dev admin
+// token of the `ordermesh run` whose data directory is data.
+func loadToken(token, data string) (string, error) {
+	if token != "" {
+		return token, nil
+	}
+	tok, err := devToken(data)
+	if err == nil && tok == "" {
+		err = usagef("no token: pass --token TOKEN (an admin JWT or API key), or --data DIR of an `ordermesh run` (%s has no %s)", data, DevTokenFile)
+	}
+	return tok, err
 }
 
 // devToken reads the development admin token `ordermesh run` wrote in data
