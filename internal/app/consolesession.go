@@ -34,16 +34,19 @@ const (
 type consoleSessions struct {
 	key  []byte // HMAC key of the CSRF tokens: the internal secret, shared by the gateways, or this process's own
 	auth *gateway.Authenticator
+	// edge applies its failed-authentication limits to sign-ins, so the
+	// sign-in is no way around them.
+	edge *gateway.Edge
 	log  *slog.Logger
 }
 
-func newConsoleSessions(internalSecret string, auth *gateway.Authenticator, log *slog.Logger) *consoleSessions {
+func newConsoleSessions(internalSecret string, auth *gateway.Authenticator, edge *gateway.Edge, log *slog.Logger) *consoleSessions {
 	key := []byte(internalSecret)
 	if len(key) == 0 {
 		key = make([]byte, 32)
 		rand.Read(key)
 	}
-	return &consoleSessions{key: key, auth: auth, log: log}
+	return &consoleSessions{key: key, auth: auth, edge: edge, log: log}
 }
 
 // csrf is the CSRF token of the session whose cookie holds credential.
@@ -86,7 +89,13 @@ func (cs *consoleSessions) signIn(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, cs.log, apperr.Invalidf("token", "give the admin token or API key to sign in with"))
 		return
 	}
+	if cs.edge.GuardSignIn(w, r, nil) {
+		return
+	}
 	id, err := cs.admin(r, in.Token)
+	if cs.edge.GuardSignIn(w, r, err) {
+		return
+	}
 	if err != nil {
 		httpx.Error(w, r, cs.log, err)
 		return

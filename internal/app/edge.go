@@ -47,7 +47,7 @@ func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	sessions := newConsoleSessions(n.cfg.InternalSecret, auth, n.log.With("service", "gateway"))
+	sessions := newConsoleSessions(n.cfg.InternalSecret, auth, edge, n.log.With("service", "gateway"))
 	mux.Handle("/api/", sessions.credential(edge))
 	n.mountConsole(mux)
 	sessions.mount(mux)

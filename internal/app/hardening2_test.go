@@ -384,6 +384,17 @@ func TestConsoleSessionIsOutOfScriptsReach(t *testing.T) {
 	if csp := page.Header.Get("Content-Security-Policy"); csp == "" || strings.Contains(csp, "unsafe-inline") {
 		t.Fatalf("the console's Content-Security-Policy = %q", csp)
 	}
+	// Guessing tokens at the sign-in meets the failed-authentication limit.
+	limited := false
+	for range 30 {
+		if resp := post("/console/session", `{"token":"not-a-token"}`, nil); resp.StatusCode == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Error("30 wrong tokens at the console's sign-in met no limit")
+	}
 	raw, _ := consoleFiles.ReadFile("console/console.js")
 	if strings.Contains(string(raw), "sessionStorage") || strings.Contains(string(raw), "localStorage") {
 		t.Fatal("the console's script keeps something in web storage")

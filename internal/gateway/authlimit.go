@@ -97,3 +97,14 @@ func setRateLimitFields(h http.Header, class string, lim Limit, d Decision) {
 	}
 	h.Set("RateLimit", fmt.Sprintf(`"%s";r=%d;t=%d`, class, d.Remaining, ceilSeconds(reset)))
 }
+
+// GuardSignIn applies the failed-authentication limits to a credential
+// checked outside the edge (the console's sign-in): it answers 429 and
+// reports true when the client is blocked, or when err is a failed
+// authentication over a limit. Callers answer other errors themselves.
+func (e *Edge) GuardSignIn(w http.ResponseWriter, r *http.Request, err error) (answered bool) {
+	if err == nil {
+		return e.isBlocked(w, r)
+	}
+	return apperr.KindOf(err) == apperr.Unauthorized && !e.admitFailure(w, r)
+}
