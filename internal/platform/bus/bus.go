@@ -39,9 +39,12 @@ const (
 	// purges it.
 	DLQMaxAge = 30 * 24 * time.Hour
 	// DefaultDLQMaxBytes caps the DLQ's storage unless Config says
-	// otherwise. A full DLQ refuses new dead letters (their events are
-	// redelivered until there is room: nothing is dropped), and
-	// ordermesh_dlq_bytes against ordermesh_dlq_max_bytes warns before.
+	// otherwise. A full DLQ refuses new dead letters rather than drop old
+	// ones: their events stay in EVENTS and are redelivered a few times
+	// more, then the broker stops (its MaxDeliver) and the failure is
+	// logged with the event's stream sequence and counted
+	// (ordermesh_consumer_broker_max_deliveries_total). So
+	// ordermesh_dlq_bytes against ordermesh_dlq_max_bytes alerts at 80%.
 	DefaultDLQMaxBytes = 1 << 30
 	// DuplicateWindow is how long the broker remembers Nats-Msg-Id values.
 	DuplicateWindow = 2 * time.Minute

@@ -66,7 +66,7 @@ var (
 	dlqDesc      = prometheus.NewDesc("ordermesh_dlq_depth", "Dead letters in the DLQ stream.", nil, nil)
 	dlqBytesDesc = prometheus.NewDesc("ordermesh_dlq_bytes", "Bytes the DLQ stream holds.", nil, nil)
 	dlqLimitDesc = prometheus.NewDesc("ordermesh_dlq_max_bytes",
-		"The DLQ stream's byte limit: once reached, new dead letters are refused and their events redelivered until there is room.", nil, nil)
+		"The DLQ stream's byte limit: once reached, new dead letters are refused; their events stay in EVENTS but stop being redelivered after the broker's MaxDeliver.", nil, nil)
 )
 
 // brokerCollector reads the consumers' state from the broker at scrape
