@@ -26,15 +26,7 @@ func TestStreamsWaitForTheClusterAndKeepTheirReplicas(t *testing.T) {
 	}
 	start := clusterOf3(t)
 	first := start(0)
-	nc, err := nats.Connect(first.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	b, err := bus.New(nc, bus.Config{Replicas: 3, Logger: bustest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, b := r3Bus(t, first.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -156,15 +148,7 @@ func TestPublishingKeepsEachSubjectsOrderThroughALeaderKill(t *testing.T) {
 	}
 	start := clusterOf3(t)
 	nodes := []*bus.Embedded{start(0), start(1), start(2)}
-	nc, err := nats.Connect(nodes[0].ClientURL()+","+nodes[1].ClientURL()+","+nodes[2].ClientURL(), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	b, err := bus.New(nc, bus.Config{Replicas: 3, Logger: bustest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, b := r3Bus(t, nodes[0].ClientURL()+","+nodes[1].ClientURL()+","+nodes[2].ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := b.EnsureStreams(ctx); err != nil {
@@ -249,4 +233,20 @@ func streamLeader(t *testing.T, ctx context.Context, b *bus.Bus) string {
 		t.Fatalf("no leader: %v", err)
 	}
 	return info.Cluster.Leader
+}
+
+// r3Bus is a bus asking for three replicas over a connection to urls
+// (comma-separated), closed when the test ends.
+func r3Bus(t *testing.T, urls string) (*nats.Conn, *bus.Bus) {
+	t.Helper()
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	b, err := bus.New(nc, bus.Config{Replicas: 3, Logger: bustest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, b
 }
