@@ -454,8 +454,9 @@ func cli(t *testing.T, args ...string) (int, string, string) {
 
 // TestTwoPartitionedInstancesCompleteOrders: every saga service runs
 // twice (two nodes on one broker and the same databases), with partitioned
-// consumers: the partitions split between the instances, and every order
-// still completes or cancels with the invariants holding.
+// consumers: the broker's pins split the partitions between the
+// instances, and every order still completes or cancels with the
+// invariants holding.
 func TestTwoPartitionedInstancesCompleteOrders(t *testing.T) {
 	if testing.Short() {
 		t.Skip("two full nodes")
@@ -497,12 +498,21 @@ func TestTwoPartitionedInstancesCompleteOrders(t *testing.T) {
 		}
 		return len(n.cons) > 0
 	}
-	bustest.Eventually(t, 30*time.Second, "each node to hold half of every consumer's partitions", func() bool { return split(s.n) && split(second) })
-	s.addProduct("TWICE", 40)
+	s.addProduct("TWICE", 400)
 	var ids []string
-	for i := range 30 {
-		token := []string{psp.TokenOK, psp.TokenOK, psp.TokenDecline}[i%3]
-		ids = append(ids, s.place(orderBody(fmt.Sprintf("c%d", i%7), token, order.ItemRequest{SKU: "TWICE", Quantity: 1})).ID)
+	place := func(n int) {
+		for range n {
+			i := len(ids)
+			token := []string{psp.TokenOK, psp.TokenOK, psp.TokenDecline}[i%3]
+			ids = append(ids, s.place(orderBody(fmt.Sprintf("c%d", i%7), token, order.ItemRequest{SKU: "TWICE", Quantity: 1})).ID)
+		}
 	}
+	// The broker pins a partition to an instance when it delivers one of
+	// its events: orders flow while the first node gives half back.
+	bustest.Eventually(t, 60*time.Second, "each node to be pinned to half of every consumer's partitions", func() bool {
+		place(4)
+		return split(s.n) && split(second)
+	})
+	place(30)
 	s.checkInvariants(s.settle(ids, 60*time.Second))
 }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -69,11 +68,10 @@ type Config struct {
 	// DLQMaxBytes caps the DLQ's storage (0: DefaultDLQMaxBytes).
 	DLQMaxBytes int64
 	// Partitioned makes every consumer one durable consumer per partition
-	// (see Partitions), each consumed by one instance at a time under a
-	// lease: the mode for several instances of a service. Instance names
-	// this process among them (default: a random id).
+	// (see Partitions), each delivered to one instance at a time, the one
+	// the broker pins (see PinnedTTL): the mode for several instances of a
+	// service.
 	Partitioned bool
-	Instance    string
 	// ConsumerMemory keeps the durable consumers' state (what each has
 	// acknowledged) in the brokers' memory, replicated like the streams,
 	// instead of in files each broker rewrites up to 10 times a second per
@@ -151,9 +149,6 @@ func New(nc *nats.Conn, cfg Config) (*Bus, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(PublishAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	if cfg.Instance == "" {
-		cfg.Instance = nuid.Next()
 	}
 	b := &Bus{nc: nc, js: js, cfg: cfg, log: log}
 	if cfg.Metrics != nil {

@@ -84,7 +84,7 @@ func clusterOf3(t *testing.T) func(i int) *bus.Embedded {
 
 // TestPartitionedConsumerWaitsForTheClusterToElect: an instance that
 // starts a partitioned consumer while the cluster has no quorum (it came
-// up beside a restarted node) waits for the lease buckets instead of
+// up beside a restarted node) waits for its durable consumers instead of
 // failing its start.
 func TestPartitionedConsumerWaitsForTheClusterToElect(t *testing.T) {
 	if testing.Short() {
@@ -103,7 +103,7 @@ func TestPartitionedConsumerWaitsForTheClusterToElect(t *testing.T) {
 	var once sync.Once
 	logs := bustest.LogWriter(t)
 	watch := writerFunc(func(p []byte) (int, error) {
-		if bytes.Contains(p, []byte("partition leases not ready; retrying")) {
+		if bytes.Contains(p, []byte("consumer not ready; retrying")) {
 			once.Do(func() { close(retrying) })
 		}
 		return logs.Write(p)
@@ -120,10 +120,17 @@ func TestPartitionedConsumerWaitsForTheClusterToElect(t *testing.T) {
 	second.Shutdown()
 	third.Shutdown()
 	done := make(chan error, 1)
-	go func() { done <- bus.OpenLeases(ctx, b) }()
+	go func() {
+		c, err := b.ConsumeBatch(ctx, bus.ConsumerConfig{Name: "test-elect", Types: []string{"item.added"}},
+			func(context.Context, []bus.Event) []error { return nil })
+		if err == nil {
+			c.Stop()
+		}
+		done <- err
+	}()
 	select {
 	case err := <-done:
-		t.Fatalf("lease buckets opened without a quorum: %v", err)
+		t.Fatalf("a partitioned consumer started without a quorum: %v", err)
 	case <-retrying:
 	}
 	start(1)

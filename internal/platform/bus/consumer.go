@@ -81,17 +81,16 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 		go c.work(c.workers[i])
 	}
 	go c.keepAlive()
-	for _, src := range b.sources(cfg) {
+	if cfg.partitioned(b.cfg.Partitioned) {
+		c.balance = &balancer{c: c}
+	}
+	for i, src := range b.sources(cfg) {
 		cons, err := b.ensureConsumer(ctx, src.stream, c.durable(src))
 		if err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("create consumer %s on %s: %w", src.name, src.stream, err)
 		}
-		if !src.start {
-			continue
-		}
-		i := len(c.subs)
-		sub, err := c.consumeFrom(cons, src.stream, func() { c.resubscribe(i, src.stream, src.name) })
+		sub, err := c.consumeFrom(cons, i, src)
 		if err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("consume %s on %s: %w", src.name, src.stream, err)
@@ -107,67 +106,30 @@ func (b *Bus) consume(ctx context.Context, cfg ConsumerConfig, h BatchHandler, b
 	}
 	c.advisories = adv
 	b.metrics.add(c)
-	if cfg.partitioned(b.cfg.Partitioned) {
-		if err := c.startBalancing(ctx); err != nil {
+	if c.balance != nil {
+		if c.balance.presence, err = c.balance.answer(); err != nil {
 			c.Stop()
-			return nil, err
+			return nil, fmt.Errorf("answer %s's presence pings: %w", cfg.Name, err)
 		}
+		bctx, cancel := context.WithCancel(context.Background())
+		c.stopBalance, c.balanced = cancel, make(chan struct{})
+		go func() {
+			defer close(c.balanced)
+			c.balance.run(bctx)
+		}()
 	}
 	return c, nil
 }
 
-// source is a durable consumer a Consumer reads from.
-type source struct {
-	stream, name string
-	filters      []string
-	start        bool // consumed from the start; partitions when leased
-}
-
-// sources are cfg's durable consumers: its replays, and the events, in one
-// consumer or one per partition.
-func (b *Bus) sources(cfg ConsumerConfig) []source {
-	sources := []source{{StreamReplay, cfg.Name, []string{replayPrefix + cfg.Name + ".>"}, true}}
-	if !cfg.partitioned(b.cfg.Partitioned) {
-		return append(sources, source{StreamEvents, cfg.Name, TypeSubjects(cfg.Types, -1), true})
-	}
-	for p := range Partitions {
-		sources = append(sources, source{StreamEvents, partitionName(cfg.Name, p), TypeSubjects(cfg.Types, p), false})
-	}
-	return sources
-}
-
-// startBalancing starts taking and giving back partition leases with the
-// other instances.
-func (c *Consumer) startBalancing(ctx context.Context) error {
-	leases, members, err := c.bus.leases(ctx)
-	if err != nil {
-		return err
-	}
-	c.balance = &balancer{c: c, kv: leases, members: members, instance: c.bus.cfg.Instance, owned: map[int]*lease{}}
-	bctx, cancel := context.WithCancel(context.Background())
-	c.stopBalance, c.balanced = cancel, make(chan struct{})
-	go func() {
-		defer close(c.balanced)
-		c.balance.run(bctx)
-	}()
-	go c.balance.watch(bctx)
-	return nil
-}
-
-// Partitions are the partitions this instance consumes now (nil for a
-// consumer that is not partitioned).
+// Partitions are the partitions the broker had pinned to this instance at
+// its last balance round (nil for a consumer that is not partitioned).
 func (c *Consumer) Partitions() []int {
 	if c.balance == nil {
 		return nil
 	}
 	c.balance.mu.Lock()
 	defer c.balance.mu.Unlock()
-	out := make([]int, 0, len(c.balance.owned))
-	for p := range c.balance.owned {
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return out
+	return append([]int{}, c.balance.held...)
 }
 
 // SetTypes changes the event types the durable consumer receives, on the
@@ -241,7 +203,7 @@ const stopWait = 10 * time.Second
 // Stop stops fetching, lets the workers finish the events already received
 // (acknowledging them), and returns when they are done or after stopWait
 // (unfinished events are redelivered later). A partitioned consumer then
-// gives its leases back, so other instances take its partitions at once.
+// unpins its partitions, so other instances take them at once.
 func (c *Consumer) Stop() {
 	c.stop.Do(func() {
 		if c.advisories != nil {
@@ -251,10 +213,16 @@ func (c *Consumer) Stop() {
 		c.stopping = true
 		subs := slices.Clone(c.subs)
 		c.subsMu.Unlock()
-		if c.balance != nil {
+		if c.balance != nil && c.balance.presence != nil {
+			c.balance.presence.Unsubscribe()
+		}
+		if c.balance != nil && c.stopBalance != nil {
 			c.stopBalance()
 			<-c.balanced
-			subs = append(subs, c.balance.subs()...)
+			c.balance.wg.Wait()
+			c.subsMu.Lock()
+			subs = slices.Clone(c.subs) // as the give-backs left them
+			c.subsMu.Unlock()
 		}
 		for _, s := range subs {
 			s.Drain()
@@ -276,7 +244,7 @@ func (c *Consumer) Stop() {
 		case <-deadline:
 		}
 		if c.balance != nil {
-			c.balance.giveBack()
+			c.balance.unpinAll()
 		}
 		c.cancel()
 	})

@@ -30,12 +30,12 @@ var pipelineStreams = []string{StreamEvents, StreamDLQ, StreamReplay}
 // publishAllow is what id may publish.
 func (id Identity) publishAllow() []string {
 	allow := []string{
-		"$JS.API.>",         // its consumers, stream reads, the lease buckets (deny below)
-		"$JS.ACK.>",         // acknowledging what it is delivered
-		"$JS.FC.>",          // flow control of ordered consumers
-		dlqPrefix + ">",     // dead letters of its consumers
-		changedPrefix + ">", // change signals for long polls
-		"$KV.>",             // partition leases
+		"$JS.API.>",          // its consumers, stream reads (deny below)
+		"$JS.ACK.>",          // acknowledging what it is delivered
+		"$JS.FC.>",           // flow control of ordered consumers
+		dlqPrefix + ">",      // dead letters of its consumers
+		changedPrefix + ">",  // change signals for long polls
+		presencePrefix + ">", // counting the instances of a partitioned consumer
 	}
 	for _, t := range id.Publishes {
 		allow = append(allow, SubjectPrefix+t, SubjectPrefix+t+".*")
@@ -60,8 +60,7 @@ func (id Identity) publishDeny() []string {
 		if !id.Replays {
 			// Nor delete a consumer of them (another service's durable
 			// would replay its whole stream). The gateway reads them with
-			// ordered consumers, which delete themselves when done; the
-			// key-value buckets' watchers do too, elsewhere.
+			// ordered consumers, which delete themselves when done.
 			deny = append(deny, "$JS.API.CONSUMER.DELETE."+st+".>")
 		}
 	}

@@ -2,366 +2,269 @@ package bus
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/ordermesh/ordermesh/internal/platform/every"
 )
 
-// Lease timing: every instance renews its membership every LeaseRenew; a
-// membership not renewed for LeaseTTL (a crashed instance) lapses, and
-// the partitions its instance held may then be taken by the others.
+// A partitioned consumer is one durable consumer per partition, each with
+// a JetStream priority group under the pinned_client policy. Every
+// instance of the service asks every partition for messages; the broker
+// delivers a partition's messages to one of them only (the pinned client)
+// and pins another waiting instance once the pinned one has not asked for
+// PinnedTTL (it died, lost its connection, or is paused). Which instance
+// handles an order's events is decided by the broker: this package keeps
+// no lease, membership or clock of its own.
+//
+// That exclusivity keeps one order's events in order on one instance,
+// which saves row-lock waits; it is not what keeps data right. A paused
+// instance that wakes with messages in hand handles them beside the
+// newly pinned one; every handler serializes on the order's row in its
+// own database, and its inbox drops what was already handled.
 const (
-	LeaseTTL   = 6 * time.Second
-	LeaseRenew = time.Second
-	// The leases' bucket keeps its keys until they are deleted or taken
-	// over; the members' bucket forgets a key LeaseTTL after its last write.
-	leaseKV  = "ordermesh_partitions"
-	memberKV = "ordermesh_members"
+	// PinnedTTL is how long the broker keeps a partition pinned to an
+	// instance that has stopped asking for messages before it pins
+	// another: the failover time of a dead instance's partitions.
+	PinnedTTL = 6 * time.Second
+	// pullExpiry bounds each pull request, so that a live instance asks
+	// again (renewing its pin) well within PinnedTTL.
+	pullExpiry = 2 * time.Second
+	// balanceEvery is how often an instance compares the partitions it is
+	// pinned to with its share.
+	balanceEvery = 3 * time.Second
+	pinGroup     = "ordermesh"
+	pinHeader    = "Nats-Pin-Id"
+	// presencePrefix starts the core NATS subjects on which the instances
+	// of a partitioned consumer count themselves: presence.<consumer>.ping
+	// and presence.<consumer>.reply.<id>.
+	presencePrefix = "presence."
+	// presenceWait is how long a count waits for the instances' answers.
+	presenceWait = 250 * time.Millisecond
 )
 
 // partitionName is the durable consumer of one partition.
 func partitionName(consumer string, p int) string { return fmt.Sprintf("%s-p%02d", consumer, p) }
 
-// balancer keeps a partitioned consumer's share of the partitions, with
-// the help of a JetStream key-value bucket whose keys lapse LeaseTTL after
-// their last write:
-//
-//   - m.<consumer>.<instance> (ordermesh_members, whose keys lapse LeaseTTL
-//     after their last write): the instance is alive; it writes it every
-//     LeaseRenew. That one write per second is all an instance does while
-//     nothing changes.
-//   - l.<consumer>.<partition> (ordermesh_partitions, kept until deleted):
-//     the instance that holds the partition. It
-//     is taken with a compare-and-set (create, or update at the revision
-//     read) when free or when its holder's membership has lapsed, and
-//     deleted when given back.
-//
-// An instance whose membership write has not succeeded for LeaseTTL -
-// 2*LeaseRenew stops consuming every partition it holds (it fences itself)
-// before its membership can lapse and another instance take them; it
-// checks before each write too, for a process waking from a pause. It takes
-// partitions while it has fewer than its share and gives back the extra
-// ones, each only after its messages in hand are settled.
+// partitionView is what one balance round knows of a partition: the pin
+// the broker holds for it, and the pin this instance last received
+// messages under.
+type partitionView struct{ pinned, ours string }
+
+// plan is the balance decision, from plain values: the partitions this
+// instance is pinned to now, and those of them it should give back
+// because it holds more than its share among instances.
+func plan(views []partitionView, instances int) (held, giveBack []int) {
+	for p, v := range views {
+		if v.pinned != "" && v.pinned == v.ours {
+			held = append(held, p)
+		}
+	}
+	instances = max(1, instances)
+	share := (len(views) + instances - 1) / instances
+	if len(held) > share {
+		giveBack = held[share:]
+	}
+	return held, giveBack
+}
+
+// balancer gives back the partitions this instance holds beyond its share.
 type balancer struct {
 	c        *Consumer
-	kv       jetstream.KeyValue // leases: kept until deleted
-	members  jetstream.KeyValue // memberships: gone LeaseTTL after their last write
-	instance string
+	presence *nats.Subscription
+	pins     [Partitions]atomic.Pointer[string] // the pin on each partition's last message
 
-	mu    sync.Mutex
-	owned map[int]*lease
-	alive time.Time // the last successful membership write
-	// leftovers: leases naming this instance that it does not consume may
-	// be left in the bucket (it fenced itself, or a give-back's deletion
-	// failed). Left there, no live instance would ever consume them.
-	leftovers bool
+	mu     sync.Mutex
+	held   []int            // pinned to this instance at the last round
+	moving [Partitions]bool // being given back
+	wg     sync.WaitGroup   // give-backs under way
 }
 
-// lease is one partition this instance consumes.
-type lease struct {
-	rev       uint64
-	sub       jetstream.ConsumeContext
-	releasing bool // being given back
+// seen notes the pin a message of partition p was delivered under.
+func (bl *balancer) seen(p int, m jetstream.Msg) {
+	pin := m.Headers().Get(pinHeader)
+	if pin == "" {
+		return
+	}
+	if old := bl.pins[p].Load(); old == nil || *old != pin {
+		bl.pins[p].Store(&pin)
+	}
 }
 
-func (bl *balancer) memberPrefix() string { return "m." + bl.c.cfg.Name + "." }
-func (bl *balancer) memberKey() string    { return bl.memberPrefix() + bl.instance }
-func (bl *balancer) leaseKey(p int) string {
-	return "l." + bl.c.cfg.Name + "." + strconv.Itoa(p)
+func (bl *balancer) ours(p int) string {
+	if pin := bl.pins[p].Load(); pin != nil {
+		return *pin
+	}
+	return ""
 }
 
-// run balances until ctx ends.
+// run balances every balanceEvery until ctx ends.
 func (bl *balancer) run(ctx context.Context) {
-	tick := time.NewTicker(LeaseRenew)
-	defer tick.Stop()
-	for {
+	every.After(ctx, balanceEvery, func(ctx context.Context) {
 		if err := bl.round(ctx); err != nil && ctx.Err() == nil {
 			bl.c.log.Warn("partition balance", "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	})
 }
 
-// round renews the membership (or fences this instance when it cannot),
-// then takes or gives back partitions toward this instance's share.
-// Nothing in it waits long: a partition is given back in a goroutine of
-// its own.
+// round reads each partition's state on the broker and starts giving back
+// the partitions beyond this instance's share.
 func (bl *balancer) round(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, LeaseRenew)
+	ctx, cancel := context.WithTimeout(ctx, balanceEvery)
 	defer cancel()
-	if err := bl.renew(ctx); err != nil {
-		return err
+	views := make([]partitionView, Partitions)
+	for p := range views {
+		cons, err := bl.c.bus.js.Consumer(ctx, StreamEvents, partitionName(bl.c.cfg.Name, p))
+		if err != nil {
+			return fmt.Errorf("partition %d: %w", p, err)
+		}
+		views[p].ours = bl.ours(p)
+		for _, g := range cons.CachedInfo().PriorityGroups {
+			if g.Group == pinGroup {
+				views[p].pinned = g.PinnedClientID
+			}
+		}
 	}
-	members, err := bl.liveMembers(ctx)
+	instances, err := bl.instances(ctx)
 	if err != nil {
 		return err
 	}
-	share := (Partitions + len(members) - 1) / max(len(members), 1)
-	bl.mu.Lock()
-	have := 0
-	for _, l := range bl.owned {
-		if !l.releasing {
-			have++
-		}
-	}
-	bl.mu.Unlock()
-	switch {
-	case have < share:
-		// Start at a different partition on each instance, so that
-		// instances starting together do not all race for partition 0.
-		start := PartitionOf(bl.instance)
-		for i := 0; i < Partitions && have < share; i++ {
-			p := (start + i) % Partitions
-			if bl.owns(p) {
-				continue
-			}
-			if bl.take(ctx, p, members) {
-				have++
-			}
-		}
-	case have > share:
-		bl.mu.Lock()
-		kept := slices.Sorted(func(yield func(int) bool) {
-			for p, l := range bl.owned {
-				if !l.releasing && !yield(p) {
-					return
-				}
-			}
-		})
-		for _, p := range kept[share:] {
-			bl.owned[p].releasing = true
-			go bl.release(p)
-		}
-		bl.mu.Unlock()
-	}
-	return nil
-}
-
-// renew writes this instance's membership, fencing it first when the
-// last write is too old, and then drops the leases left over.
-func (bl *balancer) renew(ctx context.Context) error {
-	// Before writing: a process that was paused (SIGSTOP, a frozen VM)
-	// finds its last write too old when it wakes, and its membership may
-	// have lapsed and its partitions been taken meanwhile, though this
-	// write will succeed (TestAnInstanceThatWakesAfterItsMembershipLapsedStopsItsPartitions).
-	bl.fenceIfLapsing()
-	if _, err := bl.members.Put(ctx, bl.memberKey(), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
-		bl.fenceIfLapsing()
-		return fmt.Errorf("announce member: %w", err)
-	}
-	bl.mu.Lock()
-	bl.alive = time.Now()
-	leftovers := bl.leftovers
-	bl.mu.Unlock()
-	if leftovers && bl.dropLeftovers(ctx) {
-		bl.mu.Lock()
-		bl.leftovers = false
-		bl.mu.Unlock()
-	}
-	return nil
-}
-
-// fenceIfLapsing stops every partition once this instance's membership may
-// lapse before it can renew it: another instance may take them then.
-func (bl *balancer) fenceIfLapsing() {
+	held, giveBack := plan(views, instances)
 	bl.mu.Lock()
 	defer bl.mu.Unlock()
-	if len(bl.owned) == 0 || time.Since(bl.alive) < LeaseTTL-2*LeaseRenew {
+	bl.held = held
+	for _, p := range giveBack {
+		if !bl.moving[p] {
+			bl.moving[p] = true
+			bl.wg.Add(1)
+			go bl.giveBack(ctx, p)
+		}
+	}
+	return nil
+}
+
+// answer makes this instance answer its consumer's presence pings.
+func (bl *balancer) answer() (*nats.Subscription, error) {
+	replies := presencePrefix + bl.c.cfg.Name + ".reply."
+	return bl.c.bus.nc.Subscribe(presencePrefix+bl.c.cfg.Name+".ping", func(m *nats.Msg) {
+		if strings.HasPrefix(m.Reply, replies) {
+			_ = m.Respond(nil)
+		}
+	})
+}
+
+// instances counts the instances of this consumer (this one included)
+// that answer a presence ping within presenceWait. The count only shapes
+// the balance: a paused instance that does not answer holds no partition
+// the broker would not move anyway.
+func (bl *balancer) instances(ctx context.Context) (int, error) {
+	nc := bl.c.bus.nc
+	prefix := presencePrefix + bl.c.cfg.Name
+	answers := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(prefix+".reply."+nuid.Next(), answers)
+	if err != nil {
+		return 0, fmt.Errorf("count instances: %w", err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(prefix+".ping", sub.Subject, nil); err != nil {
+		return 0, fmt.Errorf("count instances: %w", err)
+	}
+	n := 0
+	wait := time.NewTimer(presenceWait)
+	defer wait.Stop()
+	for {
+		select {
+		case <-answers:
+			n++
+		case <-wait.C:
+			return n, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// isMoving says whether partition p is being given back (its subscription
+// ends on purpose).
+func (bl *balancer) isMoving(p int) bool {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	return bl.moving[p]
+}
+
+// giveBack stops asking for partition p's messages, waits until those in
+// hand are settled (so the next instance cannot handle a later event of
+// an order first), unpins it on the broker, which pins the instance that
+// has waited longest, and asks again as a standby.
+func (bl *balancer) giveBack(ctx context.Context, p int) {
+	defer bl.wg.Done()
+	defer func() {
+		bl.mu.Lock()
+		bl.moving[p] = false
+		bl.mu.Unlock()
+	}()
+	c := bl.c
+	i, sub := c.partitionSub(p)
+	sub.Drain()
+	select {
+	case <-sub.Closed():
+	case <-time.After(c.cfg.HandlerTimeout): // a drain cut off from the broker
+		sub.Stop()
+	}
+	c.held.waitNone(c.cfg.HandlerTimeout, func(subject string) bool {
+		q, ok := partitionOfMessage(subject)
+		return ok && q == p
+	})
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	bl.unpin(ctx, p)
+	c.resubscribe(i, c.sources()[i])
+	c.log.Debug("partition given back", "partition", p)
+}
+
+// unpin asks the broker to pin another instance to partition p, if this
+// instance is the one pinned to it: a pin that moved meanwhile is another
+// instance's, and unpinning it would take in-hand messages from it.
+func (bl *balancer) unpin(ctx context.Context, p int) {
+	ours := bl.ours(p)
+	bl.pins[p].Store(nil)
+	if ours == "" {
 		return
-	}
-	bl.c.log.Warn("cannot renew membership; stopping every partition before another instance may take them", "partitions", len(bl.owned))
-	for p, l := range bl.owned {
-		l.sub.Stop()
-		delete(bl.owned, p)
-	}
-	bl.leftovers = true
-}
-
-// dropLeftovers gives back the leases that still name this instance but
-// that it does not consume, so that their partitions do not stay orphaned
-// while it lives on (TestGivingBackALeaseThatFailsLeavesNoOrphan); false
-// when some could not be read or deleted, to try again next round.
-func (bl *balancer) dropLeftovers(ctx context.Context) bool {
-	done := true
-	for p := range Partitions {
-		if bl.owns(p) {
-			continue
-		}
-		e, err := bl.kv.Get(ctx, bl.leaseKey(p))
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			done = false
-		case string(e.Value()) == bl.instance:
-			if err := bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(e.Revision())); err != nil {
-				done = false
-			}
-		}
-	}
-	return done
-}
-
-func (bl *balancer) owns(p int) bool {
-	bl.mu.Lock()
-	defer bl.mu.Unlock()
-	_, ok := bl.owned[p]
-	return ok
-}
-
-// liveMembers returns the live instances of this consumer.
-func (bl *balancer) liveMembers(ctx context.Context) (map[string]bool, error) {
-	keys, err := bl.members.ListKeysFiltered(ctx, bl.memberPrefix()+"*")
-	if err != nil {
-		return nil, fmt.Errorf("list members: %w", err)
-	}
-	defer keys.Stop()
-	out := map[string]bool{}
-	for k := range keys.Keys() {
-		out[strings.TrimPrefix(k, bl.memberPrefix())] = true
-	}
-	return out, nil
-}
-
-// take leases partition p, when nobody holds it or its holder is no longer
-// a member, and starts consuming it.
-func (bl *balancer) take(ctx context.Context, p int, members map[string]bool) bool {
-	var rev uint64
-	e, err := bl.kv.Get(ctx, bl.leaseKey(p))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		rev, err = bl.kv.Create(ctx, bl.leaseKey(p), []byte(bl.instance))
-	case err != nil:
-		return false
-	case string(e.Value()) == bl.instance:
-		// Ours already: an earlier take (or give-back) whose answer was
-		// lost. Left alone, no live instance would ever consume it.
-		rev = e.Revision()
-	case members[string(e.Value())]:
-		return false // held by a live instance
-	default: // its holder's membership lapsed: take it over, unless someone was quicker
-		rev, err = bl.kv.Update(ctx, bl.leaseKey(p), []byte(bl.instance), e.Revision())
-	}
-	if err != nil {
-		// The write may have taken effect with its answer lost: the lease
-		// may name this instance now.
-		bl.markLeftovers()
-		return false
 	}
 	name := partitionName(bl.c.cfg.Name, p)
 	cons, err := bl.c.bus.js.Consumer(ctx, StreamEvents, name)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		// Deleted on the broker (TestConsumerOutlivesItsDurable).
-		if src, ok := bl.c.source(StreamEvents, name); ok {
-			cons, err = bl.c.bus.js.CreateOrUpdateConsumer(ctx, StreamEvents, bl.c.durable(src))
-		}
-	}
-	if err == nil {
-		l := &lease{rev: rev}
-		bl.mu.Lock() // held until l is in owned, before lost can look for it
-		if l.sub, err = bl.c.consumeFrom(cons, StreamEvents, func() { bl.lost(p, l) }); err == nil {
-			bl.owned[p] = l
-			bl.mu.Unlock()
-			bl.c.log.Debug("partition taken", "partition", p)
-			return true
-		}
-		bl.mu.Unlock()
-	}
-	bl.c.log.Warn("consume partition", "partition", p, "err", err)
-	if bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(rev)) != nil {
-		bl.markLeftovers()
-	}
-	return false
-}
-
-func (bl *balancer) markLeftovers() {
-	bl.mu.Lock()
-	bl.leftovers = true
-	bl.mu.Unlock()
-}
-
-// lost forgets partition p when its subscription l ended by itself (its
-// durable consumer was deleted on the broker): the lease stays this
-// instance's, and the next round takes the partition again, creating the
-// durable anew.
-func (bl *balancer) lost(p int, l *lease) {
-	bl.mu.Lock()
-	defer bl.mu.Unlock()
-	if bl.owned[p] != l || l.releasing {
-		return // fenced, given back or being given back: ended on purpose
-	}
-	bl.c.log.Warn("partition's subscription ended by the broker (durable consumer deleted?); taking it again", "partition", p)
-	delete(bl.owned, p)
-}
-
-// release stops consuming partition p, waits until every message of it in
-// hand is settled (so the next holder cannot handle a later event of an
-// order first), then gives the lease back.
-func (bl *balancer) release(p int) {
-	bl.mu.Lock()
-	l, ok := bl.owned[p]
-	bl.mu.Unlock()
-	if !ok {
+	if err != nil {
+		bl.c.log.Warn("unpin partition; the broker moves it after PinnedTTL", "partition", p, "err", err)
 		return
 	}
-	l.sub.Drain()
-	select {
-	case <-l.sub.Closed():
-	case <-time.After(bl.c.cfg.HandlerTimeout): // a drain cut off from the broker
-		l.sub.Stop()
-	}
-	for deadline := time.Now().Add(bl.c.cfg.HandlerTimeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if !bl.c.held.any(func(subject string) bool {
-			q, ok := partitionOfMessage(subject)
-			return ok && q == p
-		}) {
-			break
+	for _, g := range cons.CachedInfo().PriorityGroups {
+		if g.Group != pinGroup || g.PinnedClientID != ours {
+			continue
+		}
+		st, err := bl.c.bus.js.Stream(ctx, StreamEvents)
+		if err == nil {
+			err = st.UnpinConsumer(ctx, name, pinGroup)
+		}
+		if err != nil {
+			bl.c.log.Warn("unpin partition; the broker moves it after PinnedTTL", "partition", p, "err", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	bl.mu.Lock()
-	defer bl.mu.Unlock()
-	if bl.owned[p] != l {
-		return // fenced meanwhile, or given back at stop
-	}
-	delete(bl.owned, p)
-	if err := bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(l.rev)); err != nil {
-		bl.c.log.Warn("give back partition lease; retrying next round", "partition", p, "err", err)
-		bl.leftovers = true
-	}
-	bl.c.log.Debug("partition released", "partition", p)
 }
 
-// subs are the subscriptions of the partitions held now.
-func (bl *balancer) subs() []jetstream.ConsumeContext {
-	bl.mu.Lock()
-	defer bl.mu.Unlock()
-	var out []jetstream.ConsumeContext
-	for _, l := range bl.owned {
-		out = append(out, l.sub)
-	}
-	return out
-}
-
-// giveBack deletes every lease and the membership key.
-func (bl *balancer) giveBack() {
+// unpinAll unpins every partition this instance is pinned to, for a
+// stopping instance: the others take them at once instead of after
+// PinnedTTL.
+func (bl *balancer) unpinAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	bl.mu.Lock()
-	defer bl.mu.Unlock()
-	for p, l := range bl.owned {
-		_ = bl.kv.Delete(ctx, bl.leaseKey(p), jetstream.LastRevision(l.rev))
-		delete(bl.owned, p)
+	for p := range Partitions {
+		bl.unpin(ctx, p)
 	}
-	_ = bl.members.Delete(ctx, bl.memberKey())
 }

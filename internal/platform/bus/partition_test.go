@@ -3,17 +3,16 @@ package bus_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
-	"github.com/ordermesh/ordermesh/internal/platform/every"
 )
 
 // orderLog checks, across instances, that each subject's events are
@@ -51,19 +50,19 @@ func (l *orderLog) handler(instance string) bus.BatchHandler {
 }
 
 // TestPartitionedConsumersKeepEachOrderOnOneInstance: two instances of a
-// partitioned consumer share the partitions (each ends up with half), and
-// while events flow and the partitions move between them, no subject is
-// ever handled on both at once or out of order. When one stops, the other
-// takes every partition.
+// partitioned consumer share the partitions (the broker pins each to one;
+// the first gives back half), and while events flow and the partitions
+// move between them, no subject is ever handled on both at once or out of
+// order. When one stops, the other gets every partition.
 func TestPartitionedConsumersKeepEachOrderOnOneInstance(t *testing.T) {
 	s := bustest.Start(t)
 	ctx := context.Background()
-	instance := func(name string) (*bus.Bus, func()) {
+	instance := func() (*bus.Bus, func()) {
 		nc, err := nats.Connect(s.ClientURL())
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := bus.New(nc, bus.Config{Partitioned: true, Instance: name, Logger: bustest.Logger(t)})
+		b, err := bus.New(nc, bus.Config{Partitioned: true, Logger: bustest.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,73 +70,53 @@ func TestPartitionedConsumersKeepEachOrderOnOneInstance(t *testing.T) {
 	}
 	log := &orderLog{next: map[string]int{}, busy: map[string]string{}, handled: map[string]int{}}
 	cfg := bus.ConsumerConfig{Name: "test-partitioned", Types: []string{"item.added"}, Concurrency: 4}
-	busA, closeA := instance("a")
+	busA, closeA := instance()
 	defer closeA()
 	a, err := busA.ConsumeBatch(ctx, cfg, log.handler("a"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Stop()
-	bustest.Eventually(t, 10*time.Second, "a alone to take every partition", func() bool { return len(a.Partitions()) == bus.Partitions })
 
-	const subjects, perSubject = 40, 30
-	published := make(chan struct{})
-	go func() { // events flow while b joins and the partitions move
-		defer close(published)
-		for n := range perSubject {
-			for i := range subjects {
-				ev := bustest.NewEvent(t, "item.added", fmt.Sprintf("order-%d", i), n)
-				if err := s.Bus.Publish(ctx, ev); err != nil {
-					t.Error(err)
-					return
-				}
+	const subjects = 40 // over every partition, with near certainty
+	sent := 0
+	publish := func() { // one event of every subject
+		for i := range subjects {
+			if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("order-%d", i), sent)); err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
-	}()
-	busB, closeB := instance("b")
+		sent++
+	}
+	// Events flow while a holds the partitions alone, while b joins and
+	// while the partitions move.
+	bustest.Eventually(t, 20*time.Second, "a alone to be pinned to every partition", func() bool {
+		publish()
+		return len(a.Partitions()) == bus.Partitions
+	})
+	busB, closeB := instance()
 	defer closeB()
 	b, err := busB.ConsumeBatch(ctx, cfg, log.handler("b"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bustest.Eventually(t, 20*time.Second, "the partitions split evenly", func() bool {
+	bustest.Eventually(t, 30*time.Second, "the partitions split evenly", func() bool {
+		publish()
 		return len(a.Partitions()) == bus.Partitions/2 && len(b.Partitions()) == bus.Partitions/2
 	})
-	<-published
-	// Leases outlive the members' TTL: held partitions are not up for
-	// grabs just because nobody rewrote their keys.
-	time.Sleep(bus.LeaseTTL + 2*bus.LeaseRenew)
-	leases, err := s.Bus.JetStream().KeyValue(ctx, "ordermesh_partitions")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := leases.ListKeysFiltered(ctx, "l.test-partitioned.*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for range keys.Keys() {
-		n++
-	}
-	if n != bus.Partitions {
-		t.Fatalf("%d lease keys %s after the last change, want %d", n, bus.LeaseTTL+2*bus.LeaseRenew, bus.Partitions)
-	}
 	total := func() int {
 		log.mu.Lock()
 		defer log.mu.Unlock()
 		return log.handled["a"] + log.handled["b"]
 	}
-	bustest.Eventually(t, 20*time.Second, "every event handled", func() bool { return total() == subjects*perSubject })
+	bustest.Eventually(t, 20*time.Second, "every event handled", func() bool { return total() == subjects*sent })
 
-	a.Stop() // gives its leases back
-	bustest.Eventually(t, 20*time.Second, "b to take every partition", func() bool { return len(b.Partitions()) == bus.Partitions })
-	for i := range subjects {
-		if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("order-%d", i), perSubject)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bustest.Eventually(t, 20*time.Second, "b to handle the events after a left", func() bool { return total() == subjects*(perSubject+1) })
+	a.Stop() // unpins its partitions
+	bustest.Eventually(t, 20*time.Second, "b to be pinned to every partition", func() bool {
+		publish()
+		return len(b.Partitions()) == bus.Partitions
+	})
+	bustest.Eventually(t, 20*time.Second, "b to handle the events after a left", func() bool { return total() == subjects*sent })
 	b.Stop()
 	log.mu.Lock()
 	defer log.mu.Unlock()
@@ -149,6 +128,34 @@ func TestPartitionedConsumersKeepEachOrderOnOneInstance(t *testing.T) {
 	}
 }
 
+// TestEveryPartitionIsPinnedByTheBroker: a partition's durable consumer
+// carries the broker's exclusivity (a priority group under the
+// pinned_client policy), and an unpartitioned one does not.
+func TestEveryPartitionIsPinnedByTheBroker(t *testing.T) {
+	s := bustest.Start(t)
+	ctx := context.Background()
+	consumeOn(t, s, true, bus.ConsumerConfig{Name: "test-pinned", Types: []string{"item.added"}})
+	consumeOn(t, s, true, bus.ConsumerConfig{Name: "test-shared", Types: []string{"item.added"}, Unpartitioned: true})
+	for p := range bus.Partitions {
+		cons, err := s.Bus.JetStream().Consumer(ctx, bus.StreamEvents, fmt.Sprintf("test-pinned-p%02d", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := cons.CachedInfo().Config
+		if cfg.PriorityPolicy != jetstream.PriorityPolicyPinned || len(cfg.PriorityGroups) != 1 || cfg.PinnedTTL != bus.PinnedTTL {
+			t.Fatalf("partition %d: priority policy %v, groups %v, pinned TTL %s; want pinned_client, one group, %s",
+				p, cfg.PriorityPolicy, cfg.PriorityGroups, cfg.PinnedTTL, bus.PinnedTTL)
+		}
+	}
+	cons, err := s.Bus.JetStream().Consumer(ctx, bus.StreamEvents, "test-shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := cons.CachedInfo().Config; cfg.PriorityPolicy != jetstream.PriorityPolicyNone {
+		t.Fatalf("an unpartitioned consumer has priority policy %v", cfg.PriorityPolicy)
+	}
+}
+
 // TestUnpartitionedConsumerOnAPartitionedBus: a consumer that does not
 // need per-order order across instances is one durable consumer on the
 // broker, not one per partition, and receives the events of every
@@ -156,7 +163,7 @@ func TestPartitionedConsumersKeepEachOrderOnOneInstance(t *testing.T) {
 func TestUnpartitionedConsumerOnAPartitionedBus(t *testing.T) {
 	s := bustest.Start(t)
 	ctx := context.Background()
-	b, c, got := consumeOn(t, s, "a", true, bus.ConsumerConfig{Name: "test-any", Types: []string{"item.added"}, Unpartitioned: true})
+	b, c, got := consumeOn(t, s, true, bus.ConsumerConfig{Name: "test-any", Types: []string{"item.added"}, Unpartitioned: true})
 	const subjects = 40 // over every partition, with near certainty
 	for i := range subjects {
 		if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("o-%d", i), 0)); err != nil {
@@ -243,7 +250,7 @@ func TestConsumerOutlivesItsDurable(t *testing.T) {
 		t.Run(fmt.Sprintf("partitioned=%t", partitioned), func(t *testing.T) {
 			s := bustest.Start(t)
 			ctx := context.Background()
-			b, _, got := consumeOn(t, s, "a", partitioned, bus.ConsumerConfig{Name: "test-outlives", Types: []string{"item.added"}})
+			b, _, got := consumeOn(t, s, partitioned, bus.ConsumerConfig{Name: "test-outlives", Types: []string{"item.added"}})
 			publish := func(from, to int) {
 				for i := from; i < to; i++ {
 					if err := s.Bus.Publish(ctx, bustest.NewEvent(t, "item.added", fmt.Sprintf("o-%d", i), 0)); err != nil {
@@ -273,33 +280,6 @@ func TestConsumerOutlivesItsDurable(t *testing.T) {
 	}
 }
 
-// TestGivingBackALeaseThatFailsLeavesNoOrphan: when an instance gives a
-// partition back and the lease's deletion fails (here its revision moved
-// under it, as a lost answer or a timeout would leave it), the lease still
-// names that instance, which no longer consumes it, and no other instance
-// may take it from a live member. The instance retries the deletion on
-// later rounds, so every partition ends up consumed by someone.
-func TestGivingBackALeaseThatFailsLeavesNoOrphan(t *testing.T) {
-	s := bustest.Start(t)
-	ctx := context.Background()
-	cfg := bus.ConsumerConfig{Name: "test-orphan", Types: []string{"item.added"}}
-	busA, a, _ := consumeOn(t, s, "a", true, cfg)
-	bustest.Eventually(t, 10*time.Second, "a alone to take every partition", func() bool { return len(a.Partitions()) == bus.Partitions })
-	leases, err := busA.JetStream().KeyValue(ctx, "ordermesh_partitions")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for p := range bus.Partitions {
-		if _, err := leases.Put(ctx, fmt.Sprintf("l.%s.%d", cfg.Name, p), []byte("a")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, b, _ := consumeOn(t, s, "b", true, cfg)
-	bustest.Eventually(t, 20*time.Second, "a and b to hold two partitions each", func() bool {
-		return len(a.Partitions()) == bus.Partitions/2 && len(b.Partitions()) == bus.Partitions/2
-	})
-}
-
 // seen collects the subjects of the events a test consumer handled.
 type seen struct {
 	mu       sync.Mutex
@@ -327,16 +307,16 @@ func (s *seen) count() int {
 	return len(s.subjects)
 }
 
-// consumeOn starts a consumer of cfg as instance, on a connection of its
-// own to srv, until the test ends.
-func consumeOn(t *testing.T, srv *bustest.Server, instance string, partitioned bool, cfg bus.ConsumerConfig) (*bus.Bus, *bus.Consumer, *seen) {
+// consumeOn starts a consumer of cfg, on a connection of its own to srv,
+// until the test ends.
+func consumeOn(t *testing.T, srv *bustest.Server, partitioned bool, cfg bus.ConsumerConfig) (*bus.Bus, *bus.Consumer, *seen) {
 	t.Helper()
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	b, err := bus.New(nc, bus.Config{Partitioned: partitioned, Instance: instance, Logger: bustest.Logger(t)})
+	b, err := bus.New(nc, bus.Config{Partitioned: partitioned, Logger: bustest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,43 +327,4 @@ func consumeOn(t *testing.T, srv *bustest.Server, instance string, partitioned b
 	}
 	t.Cleanup(c.Stop)
 	return b, c, got
-}
-
-// TestAnInstanceStopsAPartitionTakenFromIt: the moment a partition's
-// lease names another live instance (taken over while this one's
-// membership had lapsed, whatever this one believed), this instance stops
-// consuming it, without waiting to find out in a round of its own.
-func TestAnInstanceStopsAPartitionTakenFromIt(t *testing.T) {
-	s := bustest.Start(t)
-	ctx := context.Background()
-	cfg := bus.ConsumerConfig{Name: "test-taken", Types: []string{"item.added"}}
-	busA, a, _ := consumeOn(t, s, "a", true, cfg)
-	bustest.Eventually(t, 10*time.Second, "a alone to take every partition", func() bool { return len(a.Partitions()) == bus.Partitions })
-	js := busA.JetStream()
-	leases, err := js.KeyValue(ctx, "ordermesh_partitions")
-	if err != nil {
-		t.Fatal(err)
-	}
-	members, err := js.KeyValue(ctx, "ordermesh_members")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// x is a live member (its key renewed here) that takes partition 0.
-	alive, stop := context.WithCancel(ctx)
-	defer stop()
-	go every.After(alive, time.Second, func(context.Context) { members.Put(ctx, "m."+cfg.Name+".x", []byte("x")) })
-	if _, err := members.Put(ctx, "m."+cfg.Name+".x", []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	key := "l." + cfg.Name + ".0"
-	e, err := leases.Get(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := leases.Update(ctx, key, []byte("x"), e.Revision()); err != nil {
-		t.Fatal(err)
-	}
-	bustest.Eventually(t, 5*time.Second, "a to stop consuming partition 0, whose lease names x", func() bool {
-		return !slices.Contains(a.Partitions(), 0)
-	})
 }

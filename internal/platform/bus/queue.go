@@ -94,8 +94,9 @@ func (q *queue) take(batch []jetstream.Msg, max int, linger time.Duration) []jet
 // one) keeps its deliveries, while the deliveries of an instance that
 // died come back to the others after one short AckWait.
 type held struct {
-	mu    sync.Mutex
-	since map[jetstream.Msg]time.Time
+	mu      sync.Mutex
+	since   map[jetstream.Msg]time.Time
+	removed chan struct{} // closed at the next removal, for waitNone
 }
 
 func (h *held) add(m jetstream.Msg) {
@@ -107,6 +108,10 @@ func (h *held) add(m jetstream.Msg) {
 func (h *held) remove(m jetstream.Msg) {
 	h.mu.Lock()
 	delete(h.since, m)
+	if h.removed != nil {
+		close(h.removed)
+		h.removed = nil
+	}
 	h.mu.Unlock()
 }
 
@@ -124,14 +129,32 @@ func (h *held) older(d time.Duration) []jetstream.Msg {
 	return out
 }
 
-// any reports whether a held message's subject satisfies match.
-func (h *held) any(match func(subject string) bool) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for m := range h.since {
-		if match(m.Subject()) {
-			return true
+// waitNone returns once no held message's subject satisfies match, or
+// after d.
+func (h *held) waitNone(d time.Duration, match func(subject string) bool) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		h.mu.Lock()
+		found := false
+		for m := range h.since {
+			if found = match(m.Subject()); found {
+				break
+			}
+		}
+		if !found {
+			h.mu.Unlock()
+			return
+		}
+		if h.removed == nil {
+			h.removed = make(chan struct{})
+		}
+		removed := h.removed
+		h.mu.Unlock()
+		select {
+		case <-removed:
+		case <-deadline.C:
+			return
 		}
 	}
-	return false
 }
