@@ -282,16 +282,27 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &stack{t: t, bus: b, base: strings.TrimSuffix(gw.ready, "/readyz")}
-	s.addProduct("CLUSTER-A", 300)
-	s.addProduct("CLUSTER-B", 40) // runs out: some orders are cancelled out_of_stock
-
-	// ORDERMESH_CLUSTER_ORDERS makes the run longer (bench/scaleout).
+	// ORDERMESH_CLUSTER_ORDERS makes the run longer, and
+	// ORDERMESH_CLUSTER_RATE (orders a second) paces it (bench/faults).
 	total, clients := 240, 8
 	if n, err := strconv.Atoi(os.Getenv("ORDERMESH_CLUSTER_ORDERS")); err == nil && n >= 40 {
 		total = n
 	}
+	s.addProduct("CLUSTER-A", total) // enough for every order
+	s.addProduct("CLUSTER-B", 40)    // runs out: some orders are cancelled out_of_stock
+	rate, _ := strconv.ParseFloat(os.Getenv("ORDERMESH_CLUSTER_RATE"), 64)
+	if rate > 0 {
+		clients = max(clients, int(rate/2))
+	}
+	start := func(prefix string, total, clients int) *mixedLoad {
+		if rate > 0 {
+			return startPacedLoad(s.base, prefix, [2]string{"CLUSTER-A", "CLUSTER-B"}, total, clients, rate)
+		}
+		return startMixedLoad(s.base, prefix, [2]string{"CLUSTER-A", "CLUSTER-B"}, total, clients, 20*time.Millisecond)
+	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: http.DefaultClient.Transport}
-	load := startMixedLoad(s.base, "cluster", [2]string{"CLUSTER-A", "CLUSTER-B"}, total, clients, 20*time.Millisecond)
+	began := time.Now()
+	load := start("cluster", total, clients)
 	snapshot := load.Accepted
 	waitAccepted := func(n int) {
 		bustest.Eventually(t, 120*time.Second, fmt.Sprintf("%d orders accepted", n), func() bool { return len(snapshot()) >= n })
@@ -352,13 +363,15 @@ func TestScaledOutClusterSurvivesFaults(t *testing.T) {
 
 	load.Wait()
 
+	t.Logf("first wave: %d orders accepted in %.1fs (%.1f/s)", total, time.Since(began).Seconds(), float64(total)/time.Since(began).Seconds())
+
 	// A paused instance is as safe as a dead one: with a second wave of
 	// orders flowing, one inventory instance stops (SIGSTOP) with its
-	// messages in hand for 10 s, past its partitions' leases, while the
-	// other takes them over; when it resumes, both may handle one order's
-	// events, and the database serializes them.
+	// messages in hand for 10 s, past PinnedTTL, and the broker pins the
+	// other to its partitions; when it resumes, both may handle one
+	// order's events, and the database serializes them.
 	paused := instances["inventory"][1]
-	wave := startMixedLoad(s.base, "paused", [2]string{"CLUSTER-A", "CLUSTER-B"}, total/4, clients/2, 20*time.Millisecond)
+	wave := start("paused", total/4, clients/2)
 	bustest.Eventually(t, 60*time.Second, "the second wave under way", func() bool { return len(wave.Accepted()) >= total/20 })
 	paused.signal(syscall.SIGSTOP)
 	t.Logf("paused %s (SIGSTOP) for 10s after %d orders of the second wave", paused.name, len(wave.Accepted()))

@@ -149,6 +149,20 @@ type mixedLoad struct {
 // startMixedLoad places total orders through the API at base from clients
 // goroutines, each pausing between its orders; keys are prefix-i.
 func startMixedLoad(base, prefix string, skus [2]string, total, clients int, pause time.Duration) *mixedLoad {
+	return startLoad(base, prefix, skus, total, clients, func() { time.Sleep(pause) })
+}
+
+// startPacedLoad is startMixedLoad at rate orders a second (as long as
+// clients keep up), until total are accepted.
+func startPacedLoad(base, prefix string, skus [2]string, total, clients int, rate float64) *mixedLoad {
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	l := startLoad(base, prefix, skus, total, clients, func() { <-tick.C })
+	go func() { l.Wait(); tick.Stop() }()
+	return l
+}
+
+// startLoad is startMixedLoad with wait between a client's orders.
+func startLoad(base, prefix string, skus [2]string, total, clients int, wait func()) *mixedLoad {
 	l := &mixedLoad{}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: http.DefaultClient.Transport} // with the admin token
 	var next atomic.Int64
@@ -167,7 +181,7 @@ func startMixedLoad(base, prefix string, skus [2]string, total, clients int, pau
 				l.mu.Lock()
 				l.accepted = append(l.accepted, id)
 				l.mu.Unlock()
-				time.Sleep(pause)
+				wait()
 			}
 		}()
 	}
