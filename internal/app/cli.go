@@ -32,9 +32,11 @@ Usage:
   ordermesh load [--rate N --duration D | --max]
                                      load generator: throughput, latency, invariants
   ordermesh token --sub ID --scopes SCOPES
-                                     mint a JWT with the dev key of 'run' (or --key FILE)
+                                     mint a JWT with the dev key of 'run' (or --key FILE,
+                                     or --jwt-secret-file FILE for HS256)
   ordermesh apikey create|list|revoke
                                      API keys (om_…), stored as SHA-256 hashes
+  ordermesh healthcheck [--url URL]  exit 0 if a process is ready (for container healthchecks)
   ordermesh version
 
 Run 'ordermesh COMMAND --help' for a command's flags. Every flag can also be
@@ -86,6 +88,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdToken(ctx, rest, stdout, stderr)
 	case "apikey":
 		return cmdAPIKey(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "ordermesh", fullVersion())
 		return nil
@@ -93,7 +97,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stdout, mainUsage)
 		return nil
 	default:
-		return usagef("unknown command %q (commands: run, serve, setup, migrate, dlq, load, token, apikey, version)", cmd)
+		return usagef("unknown command %q (commands: run, serve, setup, migrate, dlq, load, token, apikey, healthcheck, version)", cmd)
 	}
 }
 

@@ -62,13 +62,28 @@ func checkArgs(t *testing.T, where string, args []string, env map[string]string)
 	}
 	for k := range env {
 		name, ok := strings.CutPrefix(k, "ORDERMESH_")
-		if !ok || name == "POSTGRES" { // a value the manifests compose --db from
+		if !ok {
 			continue
 		}
 		if !known[strings.ToLower(strings.ReplaceAll(name, "_", "-"))] {
 			t.Errorf("%s: $%s names no flag of ordermesh serve or setup", where, k)
 		}
 	}
+}
+
+// moduleVersion is the version go.mod requires of module path.
+func moduleVersion(t *testing.T, path string) string {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == path {
+			return f[1]
+		}
+	}
+	t.Fatalf("go.mod does not require %s", path)
+	return ""
 }
 
 // TestDeploymentArtefacts: the Dockerfile builds the binary, and the
@@ -97,10 +112,21 @@ func TestDeploymentArtefacts(t *testing.T) {
 				Image       string            `yaml:"image"`
 				Command     []string          `yaml:"command"`
 				Environment map[string]string `yaml:"environment"`
+				Healthcheck struct {
+					Test []string `yaml:"test"`
+				} `yaml:"healthcheck"`
 			} `yaml:"services"`
 		}
 		if err := yaml.Unmarshal(raw, &compose); err != nil {
 			t.Fatal(err)
+		}
+		// The brokers run the nats-server version ordermesh is built and
+		// tested with.
+		want := "nats:" + strings.TrimPrefix(moduleVersion(t, "github.com/nats-io/nats-server/v2"), "v") + "-alpine"
+		for name, svc := range compose.Services {
+			if strings.HasPrefix(svc.Image, "nats:") && svc.Image != want {
+				t.Errorf("compose %s runs %s; go.mod has %s", name, svc.Image, want)
+			}
 		}
 		seen := map[string]int{}
 		for name, svc := range compose.Services {
@@ -108,6 +134,12 @@ func TestDeploymentArtefacts(t *testing.T) {
 				continue
 			}
 			checkArgs(t, "compose "+name, svc.Command, svc.Environment)
+			// Healthy only when ready: /readyz, not that the binary runs.
+			hc := svc.Healthcheck.Test
+			if len(svc.Command) > 0 && svc.Command[0] == "serve" && (len(hc) < 3 || hc[2] != "healthcheck" || !strings.HasSuffix(hc[len(hc)-1], "/readyz")) {
+				t.Errorf("compose %s: healthcheck %v; want ordermesh healthcheck --url …/readyz", name, hc)
+			}
+
 			if len(svc.Command) > 1 && svc.Command[0] == "serve" {
 				seen[svc.Command[1]]++
 			}

@@ -29,15 +29,6 @@ type TokenRequest struct {
 // Mint signs a JWT with key: EdDSA for Ed25519, ES256 for P-256, RS256 for
 // RSA.
 func Mint(key crypto.Signer, req TokenRequest) (string, error) {
-	if req.Subject == "" {
-		return "", errors.New("--sub: give the subject the token is for")
-	}
-	if err := CheckScopes(req.Scopes); err != nil {
-		return "", fmt.Errorf("--scopes: %w", err)
-	}
-	if req.TTL <= 0 {
-		return "", errors.New("--ttl must be positive, such as 1h")
-	}
 	var method jwt.SigningMethod
 	switch k := key.Public().(type) {
 	case ed25519.PublicKey:
@@ -51,6 +42,28 @@ func Mint(key crypto.Signer, req TokenRequest) (string, error) {
 		method = jwt.SigningMethodRS256
 	default:
 		return "", fmt.Errorf("cannot sign with a %T", k)
+	}
+	return mint(method, key, req)
+}
+
+// MintHS256 signs a JWT with a shared secret (HS256), for a gateway
+// started with --jwt-secret: at least 32 bytes, as the gateway requires.
+func MintHS256(secret []byte, req TokenRequest) (string, error) {
+	if len(secret) < 32 {
+		return "", fmt.Errorf("the secret is %d bytes; HS256 needs at least 32 random bytes", len(secret))
+	}
+	return mint(jwt.SigningMethodHS256, secret, req)
+}
+
+func mint(method jwt.SigningMethod, key any, req TokenRequest) (string, error) {
+	if req.Subject == "" {
+		return "", errors.New("--sub: give the subject the token is for")
+	}
+	if err := CheckScopes(req.Scopes); err != nil {
+		return "", fmt.Errorf("--scopes: %w", err)
+	}
+	if req.TTL <= 0 {
+		return "", errors.New("--ttl must be positive, such as 1h")
 	}
 	if req.Issuer == "" {
 		req.Issuer = DefaultIssuer

@@ -1,0 +1,77 @@
+package app
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ordermesh/ordermesh/internal/gateway"
+)
+
+// TestTokenMintsHS256ForAGatewayWithASecret: a gateway started with
+// --jwt-secret (as deploy/ runs it) accepts the token `ordermesh token
+// --jwt-secret-file` mints, with its subject and scopes; a secret too
+// short for the gateway is refused with the reason.
+func TestTokenMintsHS256ForAGatewayWithASecret(t *testing.T) {
+	secret := "change-me-jwt-0123456789abcdef0123456789"
+	file := filepath.Join(t.TempDir(), "jwt-secret")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := cli(t, "token", "--sub", "ada", "--scopes", "orders:read,orders:write", "--jwt-secret-file", file)
+	if code != 0 {
+		t.Fatalf("token: exit %d: %s", code, errOut)
+	}
+	auth, err := gateway.NewAuthenticator(context.Background(), gateway.AuthConfig{HS256Secret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/api/orders", nil)
+	r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(out))
+	id, err := auth.Authenticate(r)
+	if err != nil {
+		t.Fatalf("the gateway refuses the minted token: %v", err)
+	}
+	if id.Subject != "ada" || !id.Has("orders:write") {
+		t.Fatalf("identity %+v; want subject ada with orders:write", id)
+	}
+
+	short := filepath.Join(t.TempDir(), "short")
+	os.WriteFile(short, []byte("too-short"), 0o600)
+	if code, _, errOut := cli(t, "token", "--sub", "ada", "--scopes", "orders:read", "--jwt-secret-file", short); code == 0 || !strings.Contains(errOut, "at least 32") {
+		t.Fatalf("a 9-byte secret: exit %d, %q; want a refusal naming the 32 bytes", code, errOut)
+	}
+}
+
+// TestHealthcheckSaysWhetherAProcessIsReady: `ordermesh healthcheck`
+// exits 0 when /readyz answers 200, and 1 with the answer when it does not
+// or nothing listens.
+func TestHealthcheckSaysWhetherAProcessIsReady(t *testing.T) {
+	ready := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ready {
+			http.Error(w, "outbox: oldest unsent row 45s old", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer srv.Close()
+	if code, out, errOut := cli(t, "healthcheck", "--url", srv.URL+"/readyz"); code != 0 || !strings.Contains(out, "ready") {
+		t.Fatalf("ready process: exit %d, %q %q", code, out, errOut)
+	}
+	ready = false
+	if code, _, errOut := cli(t, "healthcheck", "--url", srv.URL+"/readyz"); code != 1 || !strings.Contains(errOut, "503") || !strings.Contains(errOut, "outbox") {
+		t.Fatalf("unready process: exit %d, %q; want 1 with the answer", code, errOut)
+	}
+	srv.Close()
+	if code, _, errOut := cli(t, "healthcheck", "--url", srv.URL+"/readyz"); code != 1 || !strings.Contains(errOut, "not ready") {
+		t.Fatalf("nothing listening: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := cli(t, "healthcheck", "--url", "127.0.0.1:8080"); code != 2 {
+		t.Fatalf("a URL without a scheme: exit %d; want 2 (usage)", code)
+	}
+}
