@@ -170,7 +170,7 @@ func (s *stack) settle(ids []string, timeout time.Duration) map[string]order.Ord
 	return out
 }
 
-// checkInvariants asserts DESIGN.md §5 over the whole system once it has
+// checkInvariants asserts the invariants of ARCHITECTURE.md over the whole system once it has
 // settled: stock balanced and nothing left reserved, at most one capture
 // per order and no net charge on a cancelled one, one notification per
 // event, no dead letters, and every emitted payload valid per its schema.

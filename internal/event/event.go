@@ -1,4 +1,4 @@
-// Package event is ordermesh's event catalog (DESIGN.md §3): the type of
+// Package event is ordermesh's event catalog (ARCHITECTURE.md, "Events"): the type of
 // every event, the Go struct of its data, and its JSON Schema in
 // schemas/<type>.json, which contract tests validate every emitted payload
 // against.

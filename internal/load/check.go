@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Check verifies DESIGN.md §5 after a run through the admin API: every SKU
+// Check verifies the invariants (ARCHITECTURE.md) after a run through the admin API: every SKU
 // balanced (received = available + reserved + committed), at most one
 // capture per order, and no net charge on an order the run saw cancelled.
 // It returns one line per violation.

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// CloudEvents 1.0 attributes in NATS binary mode (DESIGN.md §3).
+// CloudEvents 1.0 attributes in NATS binary mode (ARCHITECTURE.md, "Events").
 const (
 	HeaderID          = "ce-id"
 	HeaderType        = "ce-type"
