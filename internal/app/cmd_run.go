@@ -152,6 +152,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	consumerState := fs.String("consumer-state", "file", "where the brokers keep the consumers' state: file, or memory (less broker CPU; lost, and the stream re-read, only if every broker stops at once); every instance must agree")
 	var uf upstreamFlags
 	uf.register(fs)
+	if service := helpFor(args); service != "" {
+		fs.Usage = func() {
+			printUsage(stderr, fmt.Sprintf("Usage: ordermesh serve %s --nats URL [flags]\n\nThe flags of serve %s (every service's: ordermesh serve --help).", service, service), fs, flagsOfService(service))
+		}
+	}
 	pos, given, err := parseFlagsGiven(fs, args)
 	if err != nil {
 		return err
@@ -222,4 +227,22 @@ func runUntilSignal(ctx context.Context, cfg Config, timeout time.Duration, star
 	}
 	cfg.Logger.Info("stopped cleanly")
 	return nil
+}
+
+// helpFor is the service `serve SERVICE --help` asks about ("" when args
+// ask for no help or name no service).
+func helpFor(args []string) string {
+	service, help := "", false
+	for _, a := range args {
+		switch {
+		case a == "-h" || a == "-help" || a == "--help":
+			help = true
+		case slices.Contains(Services, a):
+			service = a
+		}
+	}
+	if !help {
+		return ""
+	}
+	return service
 }

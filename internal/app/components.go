@@ -1,6 +1,7 @@
 package app
 
 import (
+	"flag"
 	"maps"
 	"slices"
 	"strings"
@@ -85,6 +86,18 @@ func migrationsOf(service string) []sqldb.Migrations {
 // checkFlagsOf refuses a flag given to `serve service` on the command line
 // that belongs to other services only, naming who takes it.
 func checkFlagsOf(service string, given map[string]bool) error {
+	owners := flagOwners()
+	for _, f := range slices.Sorted(maps.Keys(given)) {
+		if o := owners[f]; o != nil && !slices.Contains(o, service) {
+			return usagef("--%s is for serve %s, not serve %s", f, strings.Join(o, " and serve "), service)
+		}
+	}
+	return nil
+}
+
+// flagOwners maps each flag a component declares to the components
+// (services) that declare it.
+func flagOwners() map[string][]string {
 	owners := map[string][]string{}
 	// A fresh configuration: reading a component's flags binds them (and
 	// their defaults) to its settings, which registry's must not share.
@@ -93,10 +106,23 @@ func checkFlagsOf(service string, given map[string]bool) error {
 			owners[f] = append(owners[f], c.Name)
 		}
 	}
-	for _, f := range slices.Sorted(maps.Keys(given)) {
-		if o := owners[f]; o != nil && !slices.Contains(o, service) {
-			return usagef("--%s is for serve %s, not serve %s", f, strings.Join(o, " and serve "), service)
+	return owners
+}
+
+// flagsOfService says whether a flag of `serve` applies to service: a
+// flag no component declares applies to every service, unless its
+// description starts with another service's name ("gateway: …").
+func flagsOfService(service string) func(*flag.Flag) bool {
+	owners := flagOwners()
+	return func(f *flag.Flag) bool {
+		if o := owners[f.Name]; o != nil {
+			return slices.Contains(o, service)
 		}
+		for _, other := range Services {
+			if other != service && strings.HasPrefix(f.Usage, other+":") {
+				return false
+			}
+		}
+		return true
 	}
-	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 )
 
 // usageError is a command-line mistake: exit code 2.
@@ -29,22 +28,11 @@ func envName(flagName string) string {
 }
 
 // newFlagSet returns a flag set whose usage text shows the command's
-// synopsis, its flags and their environment variables.
+// synopsis, its flags and their environment variables (see printUsage).
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "%s\n\nFlags (each also settable as ORDERMESH_<FLAG>):\n", synopsis)
-		tw := tabwriter.NewWriter(stderr, 0, 4, 2, ' ', 0)
-		fs.VisitAll(func(f *flag.Flag) {
-			def := ""
-			if f.DefValue != "" && f.DefValue != "false" {
-				def = fmt.Sprintf(" (default %s)", f.DefValue)
-			}
-			fmt.Fprintf(tw, "  --%s\t%s%s\t$%s\n", f.Name, f.Usage, def, envName(f.Name))
-		})
-		tw.Flush()
-	}
+	fs.Usage = func() { printUsage(stderr, synopsis, fs, nil) }
 	return fs
 }
 
@@ -60,12 +48,19 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 // line gave (not the environment).
 func parseFlagsGiven(fs *flag.FlagSet, args []string) ([]string, map[string]bool, error) {
 	var positional []string
+	// The flag package prints the whole usage after every mistake; only
+	// --help does here, and a mistake gets one line that says what to fix.
+	usage, out := fs.Usage, fs.Output()
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	defer func() { fs.Usage = usage; fs.SetOutput(out) }()
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				usage()
 				return nil, nil, errHelp
 			}
-			return nil, nil, &usageError{msg: err.Error()}
+			return nil, nil, flagError(fs, err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {

@@ -75,3 +75,52 @@ func TestHealthcheckSaysWhetherAProcessIsReady(t *testing.T) {
 		t.Fatalf("a URL without a scheme: exit %d; want 2 (usage)", code)
 	}
 }
+
+// TestHelpFitsAndNamesWhatApplies: help fits 100 columns, shows no empty
+// map defaults, and `serve SERVICE --help` lists that service's flags
+// only; a flag mistake gets one line that says what to fix, not the whole
+// usage.
+func TestHelpFitsAndNamesWhatApplies(t *testing.T) {
+	for _, args := range [][]string{{"run", "--help"}, {"serve", "--help"}, {"serve", "orders", "--help"}, {"load", "--help"}, {"dlq", "--help"}} {
+		code, out, errOut := cli(t, args...)
+		help := out + errOut
+		if code != 0 || !strings.Contains(help, "Flags") {
+			t.Fatalf("%v: exit %d:\n%s", args, code, help)
+		}
+		for _, line := range strings.Split(help, "\n") {
+			if len(line) > 100 {
+				t.Errorf("%v: a line of %d columns: %q", args, len(line), line)
+			}
+		}
+		if strings.Contains(help, "map[]") {
+			t.Errorf("%v shows an empty map default", args)
+		}
+	}
+	_, out, errOut := cli(t, "serve", "orders", "--help")
+	help := out + errOut
+	for _, want := range []string{"--order-deadline", "--nats", "--db"} {
+		if !strings.Contains(help, want+" ") && !strings.Contains(help, want+"\n") {
+			t.Errorf("serve orders --help lacks %s", want)
+		}
+	}
+	for _, not := range []string{"--jwt-key", "--upstream", "--psp-url", "--webhook-schedule"} {
+		if strings.Contains(help, not+" ") {
+			t.Errorf("serve orders --help lists %s, which serve orders refuses", not)
+		}
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--order-deadline", "30"}, "write it like 30s"},
+		{[]string{"serve", "orders", "--bogus"}, "unknown flag --bogus"},
+		{[]string{"run", "--max-deliver", "many"}, "not a whole number"},
+		{[]string{"serve", "--addr"}, "--addr needs a value"},
+	} {
+		code, _, errOut := cli(t, tc.args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) || strings.Contains(errOut, "Flags (") {
+			t.Errorf("%v: exit %d, %q; want 2 and %q, without the usage", tc.args, code, errOut, tc.want)
+		}
+	}
+}
