@@ -152,11 +152,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	consumerState := fs.String("consumer-state", "file", "where the brokers keep the consumers' state: file, or memory (less broker CPU; lost, and the stream re-read, only if every broker stops at once); every instance must agree")
 	var uf upstreamFlags
 	uf.register(fs)
-	if service := helpFor(args); service != "" {
-		fs.Usage = func() {
-			printUsage(stderr, fmt.Sprintf("Usage: ordermesh serve %s --nats URL [flags]\n\nThe flags of serve %s (every service's: ordermesh serve --help).", service, service), fs, flagsOfService(service))
-		}
-	}
+	serviceHelp(fs, args, stderr)
 	pos, given, err := parseFlagsGiven(fs, args)
 	if err != nil {
 		return err
@@ -227,6 +223,18 @@ func runUntilSignal(ctx context.Context, cfg Config, timeout time.Duration, star
 	}
 	cfg.Logger.Info("stopped cleanly")
 	return nil
+}
+
+// serviceHelp makes `serve SERVICE --help` list SERVICE's flags only.
+func serviceHelp(fs *flag.FlagSet, args []string, stderr io.Writer) {
+	service := helpFor(args)
+	if service == "" {
+		return
+	}
+	fs.Usage = func() {
+		synopsis := fmt.Sprintf("Usage: ordermesh serve %s --nats URL [flags]\n\nThe flags of serve %s (every service's: ordermesh serve --help).", service, service)
+		printUsage(stderr, synopsis, fs, flagsOfService(service))
+	}
 }
 
 // helpFor is the service `serve SERVICE --help` asks about ("" when args
