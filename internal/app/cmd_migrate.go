@@ -20,8 +20,14 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	targets := map[string]string{}
+	if *service != "" && !slices.Contains(Services, *service) {
+		return usagef("--service %q: no such service (one of %s)", *service, strings.Join(Services, ", "))
+	}
+	if *service != "" && *db == "" {
+		return usagef("--service %s needs --db DSN (its database); without either, migrate migrates every database under --data", *service)
+	}
 	if *db != "" {
-		if !slices.Contains(Services, *service) {
+		if *service == "" {
 			return usagef("--db needs --service NAME (one of %s)", strings.Join(Services, ", "))
 		}
 		targets[*service] = *db

@@ -34,6 +34,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := g.apply(&cfg); err != nil {
 		return err
 	}
+	if err := checkPorts(map[string]string{"addr": cfg.Addr, "metrics-addr": cfg.MetricsAddr, "nats-listen": cfg.NATSListen, "psp-listen": cfg.PSPListen, "pprof": cfg.PprofAddr}); err != nil {
+		return usagef("%v", err)
+	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s running\n", Version)
 		fmt.Fprintf(stdout, "  HTTP:   %s   (health: %s/livez, %s/readyz)\n", n.URL(), n.URL(), n.URL())

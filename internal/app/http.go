@@ -49,9 +49,9 @@ func (n *Node) servePprof(addr string) error {
 // serveMetrics serves /metrics on a listener of its own (a Prometheus
 // scrape port), apart from the API that clients reach.
 func (n *Node) serveMetrics(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenOn("metrics-addr", addr)
 	if err != nil {
-		return fmt.Errorf("--metrics-addr %s: %w", addr, err)
+		return err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", n.metrics)
@@ -94,9 +94,9 @@ func (n *Node) PSPURL() string {
 }
 
 func (n *Node) listen() error {
-	ln, err := net.Listen("tcp", n.cfg.Addr)
+	ln, err := listenOn("addr", n.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w (is another process using it? pick another with --addr)", n.cfg.Addr, err)
+		return err
 	}
 	n.listener = ln
 	return nil

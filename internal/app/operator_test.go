@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -122,5 +123,32 @@ func TestHelpFitsAndNamesWhatApplies(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, tc.want) || strings.Contains(errOut, "Flags (") {
 			t.Errorf("%v: exit %d, %q; want 2 and %q, without the usage", tc.args, code, errOut, tc.want)
 		}
+	}
+}
+
+// TestABusyPortLeavesNothingBehind: `run` on a port in use says which flag
+// picks another and creates no data directory; an invalid address gets
+// no "in use" hint; `migrate --service` names a wrong service as such.
+func TestABusyPortLeavesNothingBehind(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	data := filepath.Join(t.TempDir(), "fresh")
+	for _, flag := range []string{"addr", "metrics-addr", "nats-listen"} {
+		code, _, errOut := cli(t, "run", "--data", data, "--"+flag, busy.Addr().String())
+		if code != 2 || !strings.Contains(errOut, "in use") || !strings.Contains(errOut, "--"+flag) {
+			t.Errorf("run --%s on a busy port: exit %d, %q", flag, code, errOut)
+		}
+		if _, err := os.Stat(data); !os.IsNotExist(err) {
+			t.Fatalf("run --%s on a busy port left %s behind (%v)", flag, data, err)
+		}
+	}
+	if code, _, errOut := cli(t, "run", "--data", data, "--addr", "127.0.0.1:99999"); code != 2 || strings.Contains(errOut, "in use") || !strings.Contains(errOut, "invalid port") {
+		t.Errorf("run --addr 127.0.0.1:99999: exit %d, %q; want the invalid port, no busy-port hint", code, errOut)
+	}
+	if code, _, errOut := cli(t, "migrate", "--service", "bogus"); code != 2 || !strings.Contains(errOut, `--service "bogus": no such service`) {
+		t.Errorf("migrate --service bogus: exit %d, %q", code, errOut)
 	}
 }
