@@ -273,6 +273,10 @@ func (d *dispatcher) record(ctx context.Context, e Endpoint, x due, at time.Time
 		errText = res.err.Error()
 	}
 	ok := res.err == nil && res.status >= 200 && res.status < 300
+	if !ok {
+		d.s.log.Warn("webhook delivery failed", "endpoint", e.ID, "url", e.URL, "delivery", x.id, "event_type", x.eventType,
+			"attempt", n, "status", res.status, "err", errText)
+	}
 	return d.s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO webhook_attempts (delivery_id, n, at_us, status_code, latency_ms, error, response)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, n) DO NOTHING`,

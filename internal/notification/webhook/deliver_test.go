@@ -168,3 +168,37 @@ func TestRetryAndRecoverGoPastAnOpenBreaker(t *testing.T) {
 		})
 	}
 }
+
+// TestRecoverSendsOutWhatIsStillWaiting: a delivery still pending behind
+// its schedule (or an open breaker) is part of an endpoint's backlog too:
+// recover makes it due now and counts it, beside the failed ones.
+func TestRecoverSendsOutWhatIsStillWaiting(t *testing.T) {
+	ctx := context.Background()
+	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s, d, ep := failingDelivery(t, Config{Schedule: []time.Duration{0, time.Hour, time.Hour}, Now: func() time.Time { return clock }})
+	x, _, _ := theDelivery(t, s.db)
+	if err := d.attempt(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	if _, status, next := theDelivery(t, s.db); status != "pending" || !next.After(clock.Add(30*time.Minute)) {
+		t.Fatalf("after a failed attempt: %s, next at %s; want pending about an hour later", status, next)
+	}
+	ep.healthy.Store(true)
+	got, err := s.Recover(ctx, x.endpointID, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != (Recovered{Failed: 0, Waiting: 1, Recovered: 1}) {
+		t.Fatalf("recover = %+v; want the waiting delivery counted", got)
+	}
+	x, status, next := theDelivery(t, s.db)
+	if status != "pending" || next.After(clock) {
+		t.Fatalf("after recover: %s, next at %s; want due now (%s)", status, next, clock)
+	}
+	if err := d.attempt(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	if _, status, _ := theDelivery(t, s.db); status != "delivered" {
+		t.Fatalf("the recovered delivery: %s, want delivered", status)
+	}
+}

@@ -59,7 +59,7 @@ func (s *Service) validateURL(raw string) error {
 		return apperr.Invalidf("url", "%s names a network interface (an IPv6 zone); webhooks go to public addresses only", host)
 	}
 	if ip, err := netip.ParseAddr(host); err == nil && !s.cfg.AllowPrivate && !Vetted(ip) {
-		return apperr.Invalidf("url", "%s is a private, loopback, link-local or reserved address", ip)
+		return apperr.Invalidf("url", "%s is a private, loopback, link-local or reserved address; for local testing, start the notifications service with --webhook-allow-private", ip)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -27,5 +28,19 @@ func TestVetted(t *testing.T) {
 		if !Vetted(netip.MustParseAddr(s)) {
 			t.Errorf("%s refused, want vetted", s)
 		}
+	}
+}
+
+// TestAPrivateEndpointSaysHowToAllowIt: a loopback endpoint is refused
+// with the flag that allows it for local testing.
+func TestAPrivateEndpointSaysHowToAllowIt(t *testing.T) {
+	s := &Service{}
+	err := s.validateURL("http://127.0.0.1:9000/hooks")
+	if err == nil || !strings.Contains(err.Error(), "--webhook-allow-private") {
+		t.Fatalf("a loopback endpoint: %v; want a refusal naming --webhook-allow-private", err)
+	}
+	s.cfg.AllowPrivate = true
+	if err := s.validateURL("http://127.0.0.1:9000/hooks"); err != nil {
+		t.Fatalf("with AllowPrivate: %v", err)
 	}
 }

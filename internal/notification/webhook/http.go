@@ -10,6 +10,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
 
 // Routes mounts the webhook management API on mux.
@@ -202,21 +203,50 @@ func (s *Service) handleRetry(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, r, http.StatusAccepted, map[string]string{"status": "pending"}, err)
 }
 
-// Recover re-sends every failed delivery of an endpoint created since
-// since, past the endpoint's open circuit breaker if it has one, and
-// returns how many. Errors: NotFound.
-func (s *Service) Recover(ctx context.Context, endpointID string, since time.Time) (int64, error) {
+// Recovered is what Recover sent out again.
+type Recovered struct {
+	// Failed deliveries (their attempts spent) made pending again.
+	Failed int64 `json:"failed"`
+	// Pending deliveries waiting for a later attempt (or never attempted,
+	// held behind the endpoint's open circuit breaker) made due now.
+	Waiting int64 `json:"waiting"`
+	// Recovered is the sum: every delivery that goes out now.
+	Recovered int64 `json:"recovered"`
+}
+
+// Recover sends out now, past the endpoint's open circuit breaker if it
+// has one, every undelivered delivery of an endpoint created since since:
+// the failed ones and the ones still waiting for an attempt. Errors:
+// NotFound.
+func (s *Service) Recover(ctx context.Context, endpointID string, since time.Time) (Recovered, error) {
+	var r Recovered
 	if _, err := s.Endpoint(ctx, endpointID); err != nil {
-		return 0, err
+		return r, err
 	}
-	res, err := s.db.Exec(ctx, `UPDATE webhook_deliveries SET status = 'pending', next_attempt_us = ?
-		WHERE endpoint_id = ? AND status = 'failed' AND created_us >= ?`, s.cfg.Now().UnixMicro(), endpointID, since.UnixMicro())
+	now := s.cfg.Now().UnixMicro()
+	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
+		res, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET status = 'pending', next_attempt_us = ?
+			WHERE endpoint_id = ? AND status = 'failed' AND created_us >= ?`, now, endpointID, since.UnixMicro())
+		if err == nil {
+			r.Failed, err = res.RowsAffected()
+		}
+		if err != nil {
+			return err
+		}
+		res, err = tx.Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_us = ?
+			WHERE endpoint_id = ? AND status = 'pending' AND next_attempt_us > ? AND created_us >= ?`, now, endpointID, now, since.UnixMicro())
+		if err == nil {
+			r.Waiting, err = res.RowsAffected()
+		}
+		return err
+	})
 	if err != nil {
-		return 0, err
+		return Recovered{}, err
 	}
+	r.Recovered = r.Failed + r.Waiting
 	s.d.closeBreaker(endpointID)
 	s.Wake()
-	return res.RowsAffected()
+	return r, nil
 }
 
 func (s *Service) handleRecover(w http.ResponseWriter, r *http.Request) {
@@ -226,5 +256,5 @@ func (s *Service) handleRecover(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := s.Recover(r.Context(), r.PathValue("id"), since)
-	s.answer(w, r, http.StatusAccepted, map[string]int64{"recovered": n}, err)
+	s.answer(w, r, http.StatusAccepted, n, err)
 }
