@@ -32,7 +32,7 @@ for rate in $rates; do
       -test.run '^TestScaledOutClusterSurvivesFaults$' -test.v -test.timeout 40m -test.count 1 >"$log" 2>&1 || { result=FAIL; failed=1; }
     wave=$(grep -o 'first wave: .*' "$log" | sed 's/first wave: //; s/ orders accepted in / in /' || true)
     outcomes=$(grep -o 'outcomes of .*' "$log" | sed 's/outcomes of //; s/map\[//; s/\]//' || true)
-    recoveries=$(grep -o 'all settled [0-9.]*s after it' "$log" | grep -o '[0-9.]*s' | tr '\n' ' ' || true)
+    recoveries=$(grep -o 'all settled [0-9.]*s after it' "$log" | grep -o '[0-9.][0-9.]*s' | tr '\n' ' ' || true)
     printf '%-5s %-4s %-6s %-22s %-70s %s\n' "$rate" "$run" "$result" "$wave" "$outcomes" "$recoveries"
   done
 done
