@@ -82,6 +82,12 @@ func (u *Upstream) Handler() http.Handler {
 		},
 		Transport:  u,
 		BufferPool: copyBuffers,
+		// The gateway answers with the request's X-Request-ID already (the
+		// one it sent upstream); the upstream's copy would make it two.
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Del("X-Request-ID")
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() == nil || errors.Is(err, context.DeadlineExceeded) {
 				u.logger().Warn("upstream failed", "upstream", u.Name, "method", r.Method, "path", r.URL.Path, "err", err)

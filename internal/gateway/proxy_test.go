@@ -182,3 +182,36 @@ func TestHashRoutingSticksToSubject(t *testing.T) {
 		}
 	}
 }
+
+// TestOneRequestIDInTheAnswer: the upstream echoes the X-Request-ID the
+// gateway sent it, and the gateway's answer carries it once.
+func TestOneRequestIDInTheAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-ID", r.Header.Get("X-Request-ID"))
+		io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	in, err := NewInstance(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := NewUpstream("orders", "round_robin", []*Instance{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := up.Handler()
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Set("X-Request-ID", "req-1") // as the edge's Observe does
+		w.Header().Set("X-Request-ID", "req-1")
+		h.ServeHTTP(w, r)
+	}))
+	defer gw.Close()
+	resp, err := http.Get(gw.URL + "/api/orders/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("X-Request-ID"); len(got) != 1 || got[0] != "req-1" {
+		t.Fatalf("X-Request-ID in the answer: %q; want it once", got)
+	}
+}
