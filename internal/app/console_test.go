@@ -171,6 +171,32 @@ func TestConsole(t *testing.T) {
 	b.text("#orders", "")
 	s.addProduct("CONSOLE", 10)
 
+	t.Run("the server finds and pages what the tab has not loaded", func(t *testing.T) {
+		s.addProduct("PAGED", 400)
+		first := s.place(orderBody("zed", psp.TokenOK, order.ItemRequest{SKU: "PAGED", Quantity: 1}))
+		for i := range 204 {
+			s.place(orderBody(fmt.Sprintf("many%d", i%5), psp.TokenOK, order.ItemRequest{SKU: "PAGED", Quantity: 1}))
+		}
+		row := fmt.Sprintf(`#orders tr[data-order=%q]`, first.ID)
+		open := func() {
+			b.do("health", chromedp.Navigate(s.base+"/console/#/health"))
+			b.text("#view h2", "Health")
+			b.do("orders", chromedp.Navigate(s.base+"/console/#/orders"), chromedp.WaitReady(chromedp.CSS(`#view[data-live="true"]`)))
+			b.text("#orders tbody", "many")
+		}
+		open()
+		if b.peek(row) != "" {
+			t.Fatalf("the oldest of 205 orders is on the first page")
+		}
+		b.do("filter on its customer", chromedp.SendKeys(chromedp.ID("f-customer"), "zed"))
+		b.text(row, "zed")
+		open()
+		for range 2 { // 100 a page: the 201st order and older are on the third
+			b.do("load older", chromedp.Click(chromedp.CSS("#older:enabled")))
+		}
+		b.text(row, "zed")
+	})
+
 	t.Run("a live order to completed", func(t *testing.T) {
 		// The live list starts from now: wait until the page says its new
 		// stream is open. The list is already showing, so leave it first:

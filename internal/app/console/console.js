@@ -30,6 +30,20 @@ function h(tag, attrs, ...children) {
 
 function say(msg) { $('#status').textContent = msg || ''; }
 
+// apiPage is a GET of a list that pages with RFC 8288 Link headers: its
+// items and the URL of the next (older) page, or '' on the last.
+async function apiPage(path) {
+  const res = await fetch(path, { credentials: 'same-origin' });
+  const data = await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = new Error(`GET ${path}: ${res.status} ${data && data.detail ? data.detail : res.statusText}`);
+    err.status = res.status;
+    throw err;
+  }
+  const m = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('Link') || '');
+  return { items: data || [], next: m ? m[1] : '' };
+}
+
 async function api(method, path, body) {
   const opts = { method, headers: {}, credentials: 'same-origin' };
   if (method !== 'GET' && method !== 'HEAD') opts.headers['X-CSRF-Token'] = state.csrf;
@@ -92,6 +106,8 @@ async function stream(path, onEvent, signal, onOpen) {
 }
 
 const fmtTime = (t) => { const d = new Date(t); return isNaN(d) ? '' : d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0'); };
+const fmtDateTime = (t) => { const d = new Date(t); return isNaN(d) ? '' : d.toISOString().slice(0, 10) + ' ' + fmtTime(t); };
+const shortID = (id) => (id || '').length > 13 ? id.slice(0, 8) + '…' + id.slice(-4) : id;
 const fmtMoney = (cents, cur) => cents === undefined ? '' : (cents / 100).toFixed(2) + ' ' + (cur || '');
 const chip = (text, cls) => h('span', { class: 'chip ' + (cls || '') }, text);
 const statusChip = (s) => chip(s, 's-' + s);
@@ -112,21 +128,29 @@ const views = {
   orders: viewOrders, order: viewOrder, dlq: viewDLQ, deadletter: viewDeadLetter, webhooks: viewWebhooks, health: viewHealth,
 };
 
+// ORDERS_KEPT bounds what the orders view holds in the tab.
+const ORDERS_KEPT = 2000;
+
 async function viewOrders(view, signal) {
   const orders = new Map();
   const filters = { status: '', customer: '', reason: '' };
+  let next = '';
   const body = h('tbody');
   const count = h('span', { class: 'muted' });
+  const older = h('button', { type: 'button', id: 'older', hidden: true, onclick: () => { older.disabled = true; loadPage(next).finally(() => { older.disabled = false; }); } }, 'Load older');
   const search = h('input', { id: 'search', placeholder: 'order id', 'aria-label': 'Order id' });
+  let typing;
   const form = h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); if (search.value.trim()) location.hash = '#/orders/' + encodeURIComponent(search.value.trim()); } },
-    h('div', {}, h('label', { for: 'f-status' }, 'State'), h('select', { id: 'f-status', onchange: (e) => { filters.status = e.target.value; render(); } }, h('option', { value: '' }, 'any'), STATUSES.map((s) => h('option', { value: s }, s)))),
-    h('div', {}, h('label', { for: 'f-customer' }, 'Customer'), h('input', { id: 'f-customer', oninput: (e) => { filters.customer = e.target.value.trim(); render(); } })),
+    h('div', {}, h('label', { for: 'f-status' }, 'State'), h('select', { id: 'f-status', onchange: (e) => { filters.status = e.target.value; reload(); } }, h('option', { value: '' }, 'any'), STATUSES.map((s) => h('option', { value: s }, s)))),
+    h('div', {}, h('label', { for: 'f-customer' }, 'Customer'), h('input', { id: 'f-customer', placeholder: 'exact id', oninput: (e) => { filters.customer = e.target.value.trim(); clearTimeout(typing); typing = setTimeout(reload, 300); } })),
     h('div', {}, h('label', { for: 'f-reason' }, 'Cancel reason'), h('select', { id: 'f-reason', onchange: (e) => { filters.reason = e.target.value; render(); } }, h('option', { value: '' }, 'any'), REASONS.map((r) => h('option', { value: r }, r)))),
     h('div', {}, h('label', { for: 'search' }, 'Find an order'), h('span', {}, search, ' ', h('button', { type: 'submit' }, 'Open'))));
   view.replaceChildren(h('h2', {}, 'Orders ', h('span', { class: 'muted' }, '(live)'), ' ', count), form,
     h('div', { class: 'scroll' }, h('table', { id: 'orders', 'aria-label': 'Orders' },
-      h('thead', {}, h('tr', {}, ['Order', 'Customer', 'State', 'Last step', 'Placed'].map((c, i) => h('th', { scope: 'col', class: i >= 3 ? 'hide-narrow' : '' }, c)))), body)));
+      h('thead', {}, h('tr', {}, ['Order', 'Customer', 'State', 'Amount', 'Last step', 'Placed'].map((c, i) => h('th', { scope: 'col', class: i >= 4 ? 'hide-narrow' : '' }, c)))), body)), older);
 
+  const matches = (o) => (!filters.status || o.status === filters.status) && (!filters.customer || o.customer_id === filters.customer) &&
+    (!filters.reason || o.cancel_reason === filters.reason);
   let pending = false;
   const fresh = new Set();
   function render() {
@@ -137,32 +161,62 @@ async function viewOrders(view, signal) {
       const rows = [];
       const list = [...orders.values()].sort((a, b) => (b.created_at || '').localeCompare(a.created_at || ''));
       for (const o of list) {
-        if (filters.status && o.status !== filters.status) continue;
-        if (filters.customer && !(o.customer_id || '').includes(filters.customer)) continue;
-        if (filters.reason && o.cancel_reason !== filters.reason) continue;
-        if (rows.length >= 300) break;
+        if (!matches(o)) continue;
         const tr = clickableRow([
-          h('td', { class: 'mono' }, o.id), h('td', {}, o.customer_id || ''),
+          h('td', { class: 'mono', title: o.id }, shortID(o.id)), h('td', {}, o.customer_id || ''),
           h('td', {}, statusChip(o.status), o.cancel_reason ? ' ' : '', o.cancel_reason ? chip(o.cancel_reason, 'comp') : ''),
-          h('td', { class: 'hide-narrow' }, o.last || ''), h('td', { class: 'hide-narrow' }, fmtTime(o.created_at))], () => { location.hash = '#/orders/' + o.id; }, 'Order ' + o.id);
+          h('td', { class: 'num' }, fmtMoney(o.total_cents, o.currency)),
+          h('td', { class: 'hide-narrow' }, o.last || ''), h('td', { class: 'hide-narrow' }, fmtDateTime(o.created_at))], () => { location.hash = '#/orders/' + o.id; }, 'Order ' + o.id);
         tr.dataset.order = o.id;
         tr.dataset.status = o.status;
         if (fresh.has(o.id)) tr.classList.add('fresh');
         rows.push(tr);
       }
       fresh.clear();
-      body.replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No orders match.'))]));
-      count.textContent = `${orders.size} known`;
+      body.replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No orders match.'))]));
+      count.textContent = `${rows.length} shown`;
+      older.hidden = !next;
     });
   }
-  // From now on, from the event stream; the list before that once.
+  // keep drops the oldest orders past ORDERS_KEPT.
+  function keep() {
+    if (orders.size <= ORDERS_KEPT) return;
+    const list = [...orders.values()].sort((a, b) => (a.created_at || '').localeCompare(b.created_at || ''));
+    for (const o of list.slice(0, orders.size - ORDERS_KEPT)) orders.delete(o.id);
+  }
+  function add(o) {
+    if (orders.has(o.id)) return;
+    orders.set(o.id, { id: o.id, customer_id: o.customer_id, status: o.status, cancel_reason: o.cancel_reason, created_at: o.created_at,
+      total_cents: o.total_cents, currency: o.currency, last: (o.timeline || []).slice(-1).map((s) => s.type)[0] });
+  }
+  // The list comes from the server, filtered there (status, customer) and
+  // paged with its Link header; the stream adds what happens from now on.
+  let generation = 0;
+  async function loadPage(url) {
+    const mine = generation;
+    const page = await apiPage(url);
+    if (mine !== generation || signal.aborted) return;
+    for (const o of page.items) add(o);
+    next = page.next;
+    keep();
+    render();
+  }
+  function reload() {
+    generation++;
+    orders.clear();
+    next = '';
+    const q = new URLSearchParams({ limit: '100' });
+    if (filters.status) q.set('status', filters.status);
+    if (filters.customer) q.set('customer_id', filters.customer);
+    return loadPage('/api/orders?' + q).catch((e) => { body.replaceChildren(h('tr', {}, h('td', { colspan: 6, class: 'error' }, e.message))); });
+  }
   const live = stream('/api/admin/stream?from=now', (ev) => {
     let ce;
     try { ce = JSON.parse(ev.data); } catch { return; }
     const id = ce.subject, d = ce.data || {};
     if (!id || ce.type === 'product.updated' || ce.type === 'endpoint.disabled') return;
     let o = orders.get(id);
-    if (!o) { if (ce.type !== 'order.placed') return; o = { id, status: 'pending', created_at: ce.time }; orders.set(id, o); }
+    if (!o) { if (ce.type !== 'order.placed') return; o = { id, status: 'pending', created_at: ce.time, total_cents: d.total_cents, currency: d.currency }; orders.set(id, o); keep(); }
     if (d.customer_id) o.customer_id = d.customer_id;
     o.last = ce.type;
     const to = { 'order.placed': 'pending', 'order.confirmed': 'confirmed', 'shipment.created': 'shipped', 'order.completed': 'completed', 'order.cancelled': 'cancelled' }[ce.type];
@@ -171,11 +225,7 @@ async function viewOrders(view, signal) {
     fresh.add(id);
     render();
   }, signal, () => { view.dataset.live = 'true'; });
-  const list = await api('GET', '/api/orders?limit=200');
-  for (const o of list || []) {
-    if (!orders.has(o.id)) orders.set(o.id, { id: o.id, customer_id: o.customer_id, status: o.status, cancel_reason: o.cancel_reason, created_at: o.created_at, last: (o.timeline || []).slice(-1).map((s) => s.type)[0] });
-  }
-  render();
+  await reload();
   await live;
 }
 
