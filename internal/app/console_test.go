@@ -165,6 +165,10 @@ func TestConsole(t *testing.T) {
 	t.Run("a customer gets no data", func(t *testing.T) {
 		b.signIn(s.base, customerToken(t, "ada", "orders:read orders:write"))
 		b.text("#signin-error", "admin token")
+		shown, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`getComputedStyle(document.getElementById('nav')).display !== 'none'`))
+		if err != nil || shown {
+			t.Errorf("the navigation and Sign out show while signed out (%v)", err)
+		}
 	})
 
 	b.signIn(s.base, admin)
