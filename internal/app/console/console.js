@@ -107,6 +107,9 @@ async function stream(path, onEvent, signal, onOpen) {
 
 const fmtTime = (t) => { const d = new Date(t); return isNaN(d) ? '' : d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0'); };
 const fmtDateTime = (t) => { const d = new Date(t); return isNaN(d) ? '' : d.toISOString().slice(0, 10) + ' ' + fmtTime(t); };
+// clip shortens text to at most n characters at a word boundary, with an
+// ellipsis when it cut something (the whole text is the cell's title).
+const clip = (text, n) => { if (text.length <= n) return text; const cut = text.slice(0, n); const sp = cut.lastIndexOf(' '); return (sp > n / 2 ? cut.slice(0, sp) : cut) + '…'; };
 const shortID = (id) => (id || '').length > 13 ? id.slice(0, 8) + '…' + id.slice(-4) : id;
 const fmtMoney = (cents, cur) => cents === undefined ? '' : (cents / 100).toFixed(2) + ' ' + (cur || '');
 const chip = (text, cls) => h('span', { class: 'chip ' + (cls || '') }, text);
@@ -308,7 +311,7 @@ async function viewDLQ(view) {
     h('p', {}, h('button', { type: 'button', id: 'replay-all', disabled: !dls.length, onclick: async () => { await act(() => api('POST', '/api/admin/dlq/replay'), 'Replayed every dead letter.'); route(); } }, 'Replay all'), ' ',
       h('button', { type: 'button', class: 'danger', disabled: !dls.length, onclick: purge }, 'Purge…')), confirmBox,
     table(['Id', 'Consumer', 'Type', 'Error', { label: 'At', cls: 'hide-narrow' }], dls.map((d) => clickableRow([
-      h('td', { class: 'mono' }, d.id), h('td', {}, d.consumer), h('td', {}, d.type), h('td', {}, (d.error || '').slice(0, 140)), h('td', { class: 'hide-narrow' }, fmtTime(d.dead_lettered_at))],
+      h('td', { class: 'mono' }, d.id), h('td', {}, d.consumer), h('td', {}, d.type), h('td', { title: d.error || '' }, clip(d.error || '', 200)), h('td', { class: 'hide-narrow' }, fmtTime(d.dead_lettered_at))],
     () => { location.hash = '#/dlq/' + d.id; }, 'Dead letter ' + d.id)), { label: 'Dead letters', empty: 'No dead letters.' }));
 }
 
