@@ -418,7 +418,7 @@ func checkCommitOrder(t *testing.T, b *bus.Bus, orders map[string]order.Order) {
 	t.Helper()
 	type seen struct{ placed, first, terminal, last int }
 	at := map[string]*seen{}
-	for i, ev := range streamEvents(t, b) {
+	for i, ev := range bustest.ReadStream(t, b, bus.StreamEvents) {
 		if _, ok := orders[ev.Subject]; !ok || !strings.HasPrefix(ev.Type, "order.") {
 			continue
 		}

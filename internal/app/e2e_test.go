@@ -271,37 +271,11 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	for _, ev := range streamEvents(s.t, s.bus) {
+	for _, ev := range bustest.ReadStream(s.t, s.bus, bus.StreamEvents) {
 		if err := schemas.Validate(ev.Type, ev.Data); err != nil {
 			s.t.Errorf("contract: %s %s from %s: %v", ev.Type, ev.ID, ev.Source, err)
 		}
 	}
-}
-
-func streamEvents(t *testing.T, b *bus.Bus) []bus.Event {
-	t.Helper()
-	ctx := context.Background()
-	st, err := b.JetStream().Stream(ctx, bus.StreamEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []bus.Event
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		raw, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		ev, err := bus.Decode(raw.Header, raw.Data)
-		if err != nil {
-			t.Fatalf("EVENTS seq %d: %v", seq, err)
-		}
-		out = append(out, ev)
-	}
-	return out
 }
 
 // eachBackend runs f with SQLite-backed services and, when

@@ -90,7 +90,7 @@ func TestPaymentTokenStaysInPayments(t *testing.T) {
 	if got := s.settle([]string{o.ID}, 30*time.Second)[o.ID]; got.Status != order.Completed {
 		t.Fatalf("order %s, want completed: payments could not use the sealed token", got.Status)
 	}
-	for _, ev := range streamEvents(t, s.bus) {
+	for _, ev := range bustest.ReadStream(t, s.bus, bus.StreamEvents) {
 		if strings.Contains(string(ev.Data), token) || strings.Contains(string(ev.Data), "payment_token") {
 			t.Errorf("%s carries the payment token: %s", ev.Type, ev.Data)
 		}
@@ -136,7 +136,7 @@ func TestReplayedEventsNotifyOnce(t *testing.T) {
 	s.settle([]string{o.ID}, 30*time.Second)
 	ctx := context.Background()
 	var last uint64
-	for _, ev := range streamEvents(t, s.bus) {
+	for _, ev := range bustest.ReadStream(t, s.bus, bus.StreamEvents) {
 		if ev.Subject != o.ID || !slices.Contains(types, ev.Type) {
 			continue
 		}

@@ -201,7 +201,7 @@ func testForgedEvents(t *testing.T, s *stack) {
 	// inventory and payments have handled that, nothing stays reserved and
 	// nothing stays authorized.
 	bustest.Eventually(t, 30*time.Second, "order.cancelled (rejected) for the forged order", func() bool {
-		for _, ev := range streamEvents(t, s.bus) {
+		for _, ev := range bustest.ReadStream(t, s.bus, bus.StreamEvents) {
 			if ev.Type == event.OrderCancelled && ev.Subject == forged && strings.Contains(string(ev.Data), event.ReasonRejected) {
 				return true
 			}
@@ -234,7 +234,7 @@ func testForgedEvents(t *testing.T, s *stack) {
 		s.do("GET", "/api/admin/inventory/ledger", nil, nil, &ledger)
 		return len(ledger) == 1 && ledger[0].Reserved == 0 && ledger[0].Available == 10
 	})
-	for _, ev := range streamEvents(t, s.bus) {
+	for _, ev := range bustest.ReadStream(t, s.bus, bus.StreamEvents) {
 		if (ev.Subject == "forged-null" || ev.Subject == "forged-negative") && ev.Type != event.OrderPlaced {
 			t.Errorf("a schema-breaking event caused %s", ev.Type)
 		}

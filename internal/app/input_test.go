@@ -15,6 +15,8 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
@@ -159,7 +161,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	if len(all) != 0 {
 		t.Fatalf("bad input stored %d orders", len(all))
 	}
-	for _, ev := range streamEvents(t, s.bus) {
+	for _, ev := range bustest.ReadStream(t, s.bus, bus.StreamEvents) {
 		if ev.Type == event.OrderPlaced {
 			t.Fatalf("bad input published %s", ev.Type)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
@@ -206,7 +207,7 @@ func TestFirehose(t *testing.T) {
 		}
 		return out
 	}
-	total := len(streamEvents(t, s.bus))
+	total := len(bustest.ReadStream(t, s.bus, bus.StreamEvents))
 	all := read(open("", ""), total)
 	for i, e := range all {
 		if e.id != strconv.Itoa(i+1) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/order"
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
 	"github.com/ordermesh/ordermesh/internal/psp"
@@ -126,7 +127,7 @@ func TestProviderWebhookVerification(t *testing.T) {
 		t.Errorf("repeated outcome = %d, want 204", code)
 	}
 	authorized := 0
-	for _, ev := range streamEvents(t, s.bus) {
+	for _, ev := range bustest.ReadStream(t, s.bus, bus.StreamEvents) {
 		if ev.Type == event.PaymentAuthorized && ev.Subject == o.ID {
 			authorized++
 		}

@@ -127,7 +127,7 @@ func (s *stack) productEvent(sku string) string {
 	s.do("POST", "/api/products", nil, inventory.NewProduct{SKU: sku, Name: sku, PriceCents: 100, Currency: "EUR", Stock: 1}, nil)
 	var id string
 	bustest.Eventually(s.t, 10*time.Second, "product.updated for "+sku, func() bool {
-		for _, ev := range streamEvents(s.t, s.bus) {
+		for _, ev := range bustest.ReadStream(s.t, s.bus, bus.StreamEvents) {
 			if ev.Type == event.ProductUpdated && ev.Subject == sku {
 				id = ev.ID
 				return true
@@ -244,7 +244,7 @@ func TestWebhookEndpoints(t *testing.T) {
 			return got.Disabled
 		})
 		bustest.Eventually(t, 10*time.Second, "endpoint.disabled emitted", func() bool {
-			for _, ev := range streamEvents(t, s.bus) {
+			for _, ev := range bustest.ReadStream(t, s.bus, bus.StreamEvents) {
 				if ev.Type == event.EndpointDisabled && ev.Subject == g.ID {
 					return true
 				}
@@ -323,7 +323,7 @@ func TestWebhooksSurviveKill(t *testing.T) {
 	want := map[string]bool{}
 	bustest.Eventually(t, 30*time.Second, fmt.Sprintf("%d product.updated events", products), func() bool {
 		want = map[string]bool{}
-		for _, ev := range streamEvents(t, b) {
+		for _, ev := range bustest.ReadStream(t, b, bus.StreamEvents) {
 			if ev.Type == event.ProductUpdated {
 				want[ev.ID] = true
 			}

@@ -70,9 +70,17 @@ func (s *Server) Stop() {
 // (or failing the test if one cannot be decoded).
 func (s *Server) StreamEvents(tb testing.TB, stream string) []bus.Event {
 	tb.Helper()
+	return ReadStream(tb, s.Bus, stream)
+}
+
+// ReadStream returns every message in stream on b's broker (a cluster's
+// too), in stored order, as decoded events, failing the test if one cannot
+// be decoded.
+func ReadStream(tb testing.TB, b *bus.Bus, stream string) []bus.Event {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := s.Bus.JetStream().Stream(ctx, stream)
+	st, err := b.JetStream().Stream(ctx, stream)
 	if err != nil {
 		tb.Fatal(err)
 	}
