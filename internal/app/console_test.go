@@ -111,7 +111,29 @@ func (b *browser) text(sel, want string) string {
 			return got
 		}
 		if time.Now().After(deadline) {
-			b.t.Fatalf("%s does not show %q: %q (%v)", sel, want, got, err)
+			where, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`location.hash`))
+			b.t.Fatalf("%s does not show %q on %s: %q (%v)", sel, want, where, got, err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the page for the condition
+	}
+}
+
+// press clicks the button sel once it is shown and enabled, with the
+// element's own click(): a mouse click at its coordinates lands on whatever
+// is there when a live update has just moved the page.
+func (b *browser) press(sel string) {
+	b.t.Helper()
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e || e.hidden || e.disabled) return false; e.click(); return true; })()`, sel)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		done, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		cancel()
+		if err == nil && done {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s is not shown and enabled (%v)", sel, err)
 		}
 		time.Sleep(100 * time.Millisecond) // polling the page for the condition
 	}
@@ -196,7 +218,7 @@ func TestConsole(t *testing.T) {
 		b.text(row, "zed")
 		open()
 		for range 2 { // 100 a page: the 201st order and older are on the third
-			b.do("load older", chromedp.Click(chromedp.CSS("#older:enabled")))
+			b.press("#older")
 		}
 		b.text(row, "zed")
 	})

@@ -156,30 +156,32 @@ async function viewOrders(view, signal) {
     (!filters.reason || o.cancel_reason === filters.reason);
   let pending = false;
   const fresh = new Set();
+  // render draws the list in the next frame, once however many events
+  // arrive before it; draw draws it now.
   function render() {
     if (pending) return;
     pending = true;
-    requestAnimationFrame(() => {
-      pending = false;
-      const rows = [];
-      const list = [...orders.values()].sort((a, b) => (b.created_at || '').localeCompare(a.created_at || ''));
-      for (const o of list) {
-        if (!matches(o)) continue;
-        const tr = clickableRow([
-          h('td', { class: 'mono', title: o.id }, shortID(o.id)), h('td', {}, o.customer_id || ''),
-          h('td', {}, statusChip(o.status), o.cancel_reason ? ' ' : '', o.cancel_reason ? chip(o.cancel_reason, 'comp') : ''),
-          h('td', { class: 'num' }, fmtMoney(o.total_cents, o.currency)),
-          h('td', { class: 'hide-narrow' }, o.last || ''), h('td', { class: 'hide-narrow' }, fmtDateTime(o.created_at))], () => { location.hash = '#/orders/' + o.id; }, 'Order ' + o.id);
-        tr.dataset.order = o.id;
-        tr.dataset.status = o.status;
-        if (fresh.has(o.id)) tr.classList.add('fresh');
-        rows.push(tr);
-      }
-      fresh.clear();
-      body.replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No orders match.'))]));
-      count.textContent = `${rows.length} shown`;
-      older.hidden = !next;
-    });
+    requestAnimationFrame(() => { pending = false; draw(); });
+  }
+  function draw() {
+    const rows = [];
+    const list = [...orders.values()].sort((a, b) => (b.created_at || '').localeCompare(a.created_at || ''));
+    for (const o of list) {
+      if (!matches(o)) continue;
+      const tr = clickableRow([
+        h('td', { class: 'mono', title: o.id }, shortID(o.id)), h('td', {}, o.customer_id || ''),
+        h('td', {}, statusChip(o.status), o.cancel_reason ? ' ' : '', o.cancel_reason ? chip(o.cancel_reason, 'comp') : ''),
+        h('td', { class: 'num' }, fmtMoney(o.total_cents, o.currency)),
+        h('td', { class: 'hide-narrow' }, o.last || ''), h('td', { class: 'hide-narrow' }, fmtDateTime(o.created_at))], () => { location.hash = '#/orders/' + o.id; }, 'Order ' + o.id);
+      tr.dataset.order = o.id;
+      tr.dataset.status = o.status;
+      if (fresh.has(o.id)) tr.classList.add('fresh');
+      rows.push(tr);
+    }
+    fresh.clear();
+    body.replaceChildren(...(rows.length ? rows : [h('tr', {}, h('td', { colspan: 6, class: 'muted' }, 'No orders match.'))]));
+    count.textContent = `${rows.length} shown`;
+    older.hidden = !next;
   }
   // keep drops the oldest orders past ORDERS_KEPT.
   function keep() {
@@ -194,6 +196,9 @@ async function viewOrders(view, signal) {
   }
   // The list comes from the server, filtered there (status, customer) and
   // paged with its Link header; the stream adds what happens from now on.
+  // A page is drawn at once, before Load older is enabled again: drawn in
+  // a later frame, its rows would move the button away from under a
+  // second click, which would open an order instead.
   let generation = 0;
   async function loadPage(url) {
     const mine = generation;
@@ -202,7 +207,7 @@ async function viewOrders(view, signal) {
     for (const o of page.items) add(o);
     next = page.next;
     keep();
-    render();
+    draw();
   }
   function reload() {
     generation++;
