@@ -22,13 +22,18 @@ Commands:
   replay --all         replay every dead letter
   purge --yes          delete every dead letter
 
-Against a running system: --nats URL. ordermesh run --nats-listen 127.0.0.1:4222
-exposes the embedded broker to user ordermesh, whose password is in
-DATA/nats-password: --nats nats://ordermesh:PASSWORD@127.0.0.1:4222.`
+By default dlq works through the admin API of a running system (--url,
+default http://127.0.0.1:8080) with the admin token of its data directory
+(--data, default ./data) or --token. With --nats URL it works on the broker
+itself: ordermesh run --nats-listen 127.0.0.1:4222 exposes the embedded
+broker to user ordermesh, whose password is in DATA/nats-password.`
 
 func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dlq", dlqSynopsis, stderr)
-	natsURL := fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
+	base := fs.String("url", "http://127.0.0.1:8080", "base URL of a running ordermesh (its gateway), whose admin API dlq uses")
+	token := fs.String("token", "", "admin bearer token (default: the dev admin token in --data)")
+	data := fs.String("data", "./data", "data directory of `ordermesh run`, to read its dev-admin.jwt from")
+	natsURL := fs.String("nats", "", "work on the broker at this NATS URL instead of through --url")
 	var nf natsFlags
 	nf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -47,28 +52,36 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	natsOpts, err := nf.options()
-	if err != nil {
-		return err
-	}
-	nc, err := bus.Dial(ctx, *natsURL, "ordermesh-dlq", natsOpts...)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	b, err := bus.New(nc, bus.Config{})
-	if err != nil {
-		return err
+	var dl deadLetters
+	if *natsURL == "" {
+		tok, err := adminToken(*token, *data)
+		if err != nil {
+			return err
+		}
+		dl = newAdminDLQ(*base, tok)
+	} else {
+		natsOpts, err := nf.options()
+		if err != nil {
+			return err
+		}
+		nc, err := bus.Dial(ctx, *natsURL, "ordermesh-dlq", natsOpts...)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		if dl, err = bus.New(nc, bus.Config{}); err != nil {
+			return err
+		}
 	}
 	switch sub {
 	case "list":
-		return dlqList(ctx, b, stdout, *asJSON)
+		return dlqList(ctx, dl, stdout, *asJSON)
 	case "show":
-		return dlqShow(ctx, b, stdout, ids[0], *asJSON)
+		return dlqShow(ctx, dl, stdout, ids[0], *asJSON)
 	case "replay":
-		return dlqReplay(ctx, b, stdout, ids, *all)
+		return dlqReplay(ctx, dl, stdout, ids, *all)
 	}
-	n, err := b.PurgeDeadLetters(ctx)
+	n, err := dl.PurgeDeadLetters(ctx)
 	if err != nil {
 		return err
 	}
@@ -102,7 +115,7 @@ func dlqIDs(sub string, args []string, all, yes bool) ([]uint64, error) {
 }
 
 // dlqList prints every dead letter, a line each, or as JSON.
-func dlqList(ctx context.Context, b *bus.Bus, stdout io.Writer, asJSON bool) error {
+func dlqList(ctx context.Context, b deadLetters, stdout io.Writer, asJSON bool) error {
 	dls, err := b.DeadLetters(ctx)
 	if err != nil {
 		return err
@@ -127,7 +140,7 @@ func dlqList(ctx context.Context, b *bus.Bus, stdout io.Writer, asJSON bool) err
 }
 
 // dlqShow prints one dead letter with its headers and data.
-func dlqShow(ctx context.Context, b *bus.Bus, stdout io.Writer, id uint64, asJSON bool) error {
+func dlqShow(ctx context.Context, b deadLetters, stdout io.Writer, id uint64, asJSON bool) error {
 	d, err := b.DeadLetter(ctx, id)
 	if err != nil {
 		return err
@@ -154,7 +167,7 @@ func dlqShow(ctx context.Context, b *bus.Bus, stdout io.Writer, id uint64, asJSO
 
 // dlqReplay sends dead letters (ids, or every one with all) back to their
 // consumers.
-func dlqReplay(ctx context.Context, b *bus.Bus, stdout io.Writer, ids []uint64, all bool) error {
+func dlqReplay(ctx context.Context, b deadLetters, stdout io.Writer, ids []uint64, all bool) error {
 	if all {
 		dls, err := b.DeadLetters(ctx)
 		if err != nil {

@@ -72,7 +72,7 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *jsonOut == "-" {
 		human = stderr // stdout carries only the JSON; people read stderr
 	}
-	if *token, err = loadToken(*token, *data); err != nil {
+	if *token, err = adminToken(*token, *data); err != nil {
 		return err
 	}
 	r := load.New(load.Config{Target: strings.TrimRight(*target, "/"), Token: *token, Rate: *rate, Duration: *duration,
@@ -229,9 +229,9 @@ func startCPUProfile(path string) (stop func(), err error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-// loadToken is the token load sends: the one given, else the dev admin
+// adminToken is the token load and dlq send: the one given, else the dev admin
 // token of the `ordermesh run` whose data directory is data.
-func loadToken(token, data string) (string, error) {
+func adminToken(token, data string) (string, error) {
 	if token != "" {
 		return token, nil
 	}
