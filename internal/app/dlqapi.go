@@ -108,4 +108,3 @@ func (a *adminDLQ) call(ctx context.Context, method, path string, out any) error
 	}
 	return nil
 }
-
