@@ -182,12 +182,18 @@ func TestUsageErrors(t *testing.T) {
 		"DLQBadID":       {[]string{"dlq", "show", "abc"}, `"abc"`},
 		"DLQReplayNoIDs": {[]string{"dlq", "replay"}, "--all"},
 		"MigrateDBNoSvc": {[]string{"migrate", "--db", "sqlite:x.db"}, "--service"},
+		// serve checks its flags before it connects to anything: the broker
+		// here is unreachable, and would be an exit 1 after retries.
+		"ServeBadDB":       {[]string{"serve", "shipping", "--nats", "nats://127.0.0.1:1", "--db", "bogus"}, `--db: unsupported database "bogus"`},
+		"ServeBadPGDB":     {[]string{"serve", "shipping", "--nats", "nats://127.0.0.1:1", "--db", "postgres://u:hunter2@h:port/db"}, "invalid port"},
+		"ServeNoSecret":    {[]string{"serve", "shipping", "--nats", "nats://127.0.0.1:1", "--db", "sqlite:x.db"}, "needs --internal-secret"},
+		"ServeShortSecret": {[]string{"serve", "shipping", "--nats", "nats://127.0.0.1:1", "--db", "sqlite:x.db", "--internal-secret", "short"}, "at least 32"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			code, _, stderr := ordermesh(t, tt.args...)
-			if code != 2 || !strings.Contains(stderr, tt.want) {
-				t.Fatalf("exit %d, stderr %q; want exit 2 mentioning %q", code, stderr, tt.want)
+			if code != 2 || !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "hunter2") {
+				t.Fatalf("exit %d, stderr %q; want exit 2 mentioning %q (and no password)", code, stderr, tt.want)
 			}
 		})
 	}
@@ -216,19 +222,20 @@ func TestServeStartupFailuresAreClear(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("ORDERMESH_PAYMENT_TOKEN_PUBLIC_KEY", key.Public().String())
+	secret := "--internal-secret=" + strings.Repeat("s", 32)
 	tests := map[string]struct {
 		args []string
 		want string
 	}{
-		"NATSUnreachable": {[]string{"serve", "orders", "--nats", "nats://127.0.0.1:1", "--db", "sqlite:" + t.TempDir() + "/o.db", "--addr", "127.0.0.1:0"}, "is the broker running"},
-		"DBDirMissing":    {[]string{"serve", "orders", "--nats", s.ClientURL(), "--db", "sqlite:" + t.TempDir() + "/no/such/dir/o.db", "--addr", "127.0.0.1:0"}, "directory"},
+		"NATSUnreachable": {[]string{"serve", "orders", "--nats", "nats://ordermesh:hunter2@127.0.0.1:1", "--db", "sqlite:" + t.TempDir() + "/o.db", "--addr", "127.0.0.1:0", secret}, "is the broker running"},
+		"DBDirMissing":    {[]string{"serve", "orders", "--nats", s.ClientURL(), "--db", "sqlite:" + t.TempDir() + "/no/such/dir/o.db", "--addr", "127.0.0.1:0", secret}, "directory"},
 		"AddrInvalid":     {[]string{"serve", "gateway", "--nats", s.ClientURL(), "--upstream", "orders=http://127.0.0.1:1", "--addr", "nonsense"}, "--addr"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			code, _, stderr := ordermesh(t, tt.args...)
-			if code != 1 || !strings.Contains(stderr, tt.want) {
-				t.Fatalf("exit %d, stderr %q; want exit 1 mentioning %q", code, stderr, tt.want)
+			if code != 1 || !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "hunter2") {
+				t.Fatalf("exit %d, stderr %q; want exit 1 mentioning %q (and no password)", code, stderr, tt.want)
 			}
 		})
 	}

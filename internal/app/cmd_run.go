@@ -5,12 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
@@ -96,6 +97,10 @@ func checkServeNeeds(service, natsURL, db string, c *commonFlags) error {
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
 	case !optionalDB(service) && db == "":
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
+	case db != "":
+		if err := sqldb.CheckDSN(db); err != nil {
+			return usagef("--db: %v", err)
+		}
 	}
 	for _, comp := range c.cfg.components(nil) {
 		if comp.Name == service && comp.ServeNeeds != nil {
@@ -195,19 +200,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := g.apply(&cfg); err != nil {
 		return err
 	}
+	if service != "gateway" && cfg.InternalSecret == "" {
+		return usagef("serve %s needs --internal-secret (the gateway's, 32+ bytes), so it can refuse requests that bypass the gateway", service)
+	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
-		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s; traces: %s)\n", Version, service, n.URL(), redactURL(*natsURL), tracingLine())
+		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s; traces: %s)\n", Version, service, n.URL(), bus.RedactURLs(*natsURL), tracingLine())
 	})
 }
 
 // redactURL hides the password of a URL with credentials, for printing.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	return u.Redacted()
-}
 
 // runUntilSignal starts a node, reports it, waits for ctx (SIGINT/SIGTERM)
 // and shuts it down gracefully within timeout.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/gateway"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
 // gatewayFlags configure the edge (run, serve gateway) and, for the
@@ -63,6 +64,9 @@ func (g *gatewayFlags) apply(cfg *Config) error {
 	}
 	if g.cacheTTL < 0 {
 		return usagef("--cache-ttl must not be negative")
+	}
+	if g.internalSecret != "" && len(g.internalSecret) < identity.MinSecret {
+		return usagef("--internal-secret is %d bytes; use at least %d random bytes (for example `openssl rand -hex 32`)", len(g.internalSecret), identity.MinSecret)
 	}
 	cfg.Auth = gateway.AuthConfig{KeyFiles: g.jwtKeys, JWKSURL: g.jwksURL, HS256Secret: []byte(g.jwtSecret), Issuer: g.issuer, Audience: g.audience}
 	cfg.InternalSecret, cfg.RedisURL, cfg.RateLimitOnError = g.internalSecret, g.redis, g.onError

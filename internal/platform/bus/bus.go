@@ -126,7 +126,7 @@ func Dial(ctx context.Context, url, name string, opts ...nats.Option) (*nats.Con
 		}
 		lastErr = err
 		if errors.Is(err, nats.ErrAuthorization) || strings.Contains(err.Error(), "Authorization Violation") {
-			return nil, fmt.Errorf("connect to NATS at %s: %w (the broker refused the credentials: check --nats-user/--nats-password, --nats-creds, or the user:password in the URL)", redactURLs(url), err)
+			return nil, fmt.Errorf("connect to NATS at %s: %w (the broker refused the credentials: check --nats-user/--nats-password, --nats-creds, or the user:password in the URL)", RedactURLs(url), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -134,12 +134,12 @@ func Dial(ctx context.Context, url, name string, opts ...nats.Option) (*nats.Con
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
-	return nil, fmt.Errorf("connect to NATS at %s: %w (is the broker running and --nats right?)", redactURLs(url), lastErr)
+	return nil, fmt.Errorf("connect to NATS at %s: %w (is the broker running and --nats right?)", RedactURLs(url), lastErr)
 }
 
-// redactURLs is a comma-separated list of server URLs with each one's
+// RedactURLs is a comma-separated list of server URLs with each one's
 // password replaced by xxxxx, fit for an error message or a log.
-func redactURLs(urls string) string {
+func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"github.com/mattn/go-sqlite3"
 )
@@ -45,16 +46,37 @@ type DB struct {
 // .db) or "postgres://…" / "postgresql://…". It pings the database before
 // returning, so a wrong address fails here with a message saying what to fix.
 func Open(ctx context.Context, dsn string) (*DB, error) {
+	postgres, path, err := parseDSN(dsn)
+	switch {
+	case err != nil:
+		return nil, err
+	case postgres:
+		return openPostgres(ctx, dsn)
+	}
+	return openSQLite(ctx, path)
+}
+
+// CheckDSN says what is wrong with dsn's form, without opening anything:
+// a command checks its flags before it connects to anything.
+func CheckDSN(dsn string) error {
+	_, _, err := parseDSN(dsn)
+	return err
+}
+
+// parseDSN tells a PostgreSQL dsn from a SQLite one, whose path it returns.
+func parseDSN(dsn string) (postgres bool, path string, err error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return openPostgres(ctx, dsn)
-	case strings.HasPrefix(dsn, "sqlite:"):
-		return openSQLite(ctx, strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//"))
+		if _, err := pgx.ParseConfig(dsn); err != nil {
+			return false, "", err // names the dsn, its password masked
+		}
+		return true, "", nil
+	case strings.HasPrefix(dsn, "sqlite:") && strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//") != "":
+		return false, strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//"), nil
 	case strings.HasSuffix(dsn, ".db") && !strings.Contains(dsn, "://"):
-		return openSQLite(ctx, dsn)
-	default:
-		return nil, fmt.Errorf("unsupported database %q: use sqlite:PATH or postgres://USER:PASS@HOST/DB", dsn)
+		return false, dsn, nil
 	}
+	return false, "", fmt.Errorf("unsupported database %q: use sqlite:PATH or postgres://USER:PASS@HOST/DB", redact(dsn))
 }
 
 func openSQLite(ctx context.Context, path string) (*DB, error) {
