@@ -91,16 +91,16 @@ func tracingLine() string {
 }
 
 // checkServeNeeds says what `serve service` is missing.
-func checkServeNeeds(service, natsURL, db string, c *commonFlags) error {
+func checkServeNeeds(service, natsURL, db, secret string, c *commonFlags) error {
 	switch {
 	case natsURL == "":
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
 	case !optionalDB(service) && db == "":
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
-	case db != "":
-		if err := sqldb.CheckDSN(db); err != nil {
-			return usagef("--db: %v", err)
-		}
+	case db != "" && sqldb.CheckDSN(db) != nil:
+		return usagef("--db: %v", sqldb.CheckDSN(db))
+	case service != "gateway" && secret == "":
+		return usagef("serve %s needs --internal-secret (the gateway's, 32+ bytes), so it can refuse requests that bypass the gateway", service)
 	}
 	for _, comp := range c.cfg.components(nil) {
 		if comp.Name == service && comp.ServeNeeds != nil {
@@ -175,7 +175,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkFlagsOf(service, given); err != nil {
 		return err
 	}
-	if err := checkServeNeeds(service, *natsURL, *db, &c); err != nil {
+	if err := checkServeNeeds(service, *natsURL, *db, g.internalSecret, &c); err != nil {
 		return err
 	}
 	if err := sf.validate(); err != nil {
@@ -199,9 +199,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.Partitioned, cfg.ConsumerMemory = *partitioned, *consumerState == "memory"
 	if err := g.apply(&cfg); err != nil {
 		return err
-	}
-	if service != "gateway" && cfg.InternalSecret == "" {
-		return usagef("serve %s needs --internal-secret (the gateway's, 32+ bytes), so it can refuse requests that bypass the gateway", service)
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s; traces: %s)\n", Version, service, n.URL(), bus.RedactURLs(*natsURL), tracingLine())

@@ -139,6 +139,15 @@ func (b *browser) press(sel string) {
 	}
 }
 
+// choose picks value in the select sel, as a person would (a change event).
+func (b *browser) choose(sel, value string) {
+	b.t.Helper()
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.value = %q; e.dispatchEvent(new Event('change')); return true; })()`, sel, value)
+	if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](js)); err != nil {
+		b.t.Fatalf("choose %s in %s: %v", value, sel, err)
+	}
+}
+
 // peek is the text of sel now, or "".
 func (b *browser) peek(sel string) string {
 	ctx, cancel := context.WithTimeout(b.ctx, time.Second)
@@ -237,6 +246,11 @@ func TestConsole(t *testing.T) {
 		b.screenshot("orders")
 		b.do("open the order", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#orders tr[data-order=%q]`, o.ID))))
 		b.text("#order-status", "completed")
+		b.text("#order-address", "SW1Y 4JH London, GB")
+		b.text("#order-shipment", "ordermesh-post")
+		if b.peek("#order-cancel") != "" {
+			t.Error("a completed order offers to cancel")
+		}
 		saga := b.text("#view", "order.completed")
 		for _, step := range []string{event.OrderPlaced, event.StockReserved, event.PaymentAuthorized, event.OrderConfirmed,
 			event.ShipmentCreated, event.StockCommitted, event.PaymentCaptured, event.OrderCompleted} {
@@ -288,6 +302,11 @@ func TestConsole(t *testing.T) {
 		b.do("open", chromedp.Click(chromedp.CSS(`#view tbody tr.clickable`)))
 		b.text("#dl-error", "cannot price POISON in XTS")
 		b.text("#dl-payload", `"sku": "POISON"`)
+		b.do("health", chromedp.Navigate(s.base+"/console/#/health"))
+		b.text(".card.alert #h-dlq a", "1") // marked, and a link to the dead letters
+		b.do("back", chromedp.Navigate(s.base+"/console/#/dlq"))
+		b.do("open again", chromedp.Click(chromedp.CSS(`#view tbody tr.clickable`)))
+		b.text("#dl-error", "cannot price POISON in XTS")
 		broken.Store(false)
 		b.do("replay", chromedp.Click(chromedp.ID("replay")))
 		b.text("#view h2", "(0)")
@@ -322,7 +341,14 @@ func TestConsole(t *testing.T) {
 				time.Sleep(200 * time.Millisecond)
 			}
 		}
-		reloadUntil("a failed attempt", func(row string) bool { return strings.Contains(row, "→ 500") })
+		row := reloadUntil("a failed attempt", func(row string) bool { return strings.Contains(row, "→ 500") })
+		if !strings.Contains(row, r.srv.URL) || !strings.Contains(row, "failed") {
+			t.Errorf("the delivery's row does not name its endpoint's URL and why it is not delivered: %q", row)
+		}
+		b.choose("#wh-f-status", "delivered")
+		b.text("#deliveries tbody", "No deliveries match.")
+		b.choose("#wh-f-status", "")
+		b.text(sel, "→ 500")
 		b.screenshot("webhooks")
 		fail.Store(false)
 		b.do("retry", chromedp.Click(chromedp.CSS(sel+" button")))
@@ -357,6 +383,34 @@ func TestConsole(t *testing.T) {
 // TestConsoleAPIIsAdminOnlyAndChecksItsInput: the console's admin API
 // answers customers and anonymous callers with no data, refuses malformed
 // input with a problem naming the field, and purges only when told to.
+// TestConsoleCancelsAnOrder: an order still waiting on its payment
+// provider is cancelled from its page, in two clicks (the first says what
+// cancelling does), and the page shows it cancelled for the customer's
+// request.
+func TestConsoleCancelsAnOrder(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a browser")
+	}
+	chromium(t)
+	// The provider answers after the payments service's own timeout: the
+	// order waits, authorizing again and again, until its 30 s deadline.
+	s := startStack(t, Config{PSP: psp.Config{Faults: psp.Faults{Latency: 10 * time.Second}}})
+	b := newBrowser(t, 1280, 800)
+	b.signIn(s.base, customerToken(t, "ops", "admin"))
+	s.addProduct("CANCEL", 1)
+	o := s.place(orderBody("ivy", psp.TokenOK, order.ItemRequest{SKU: "CANCEL", Quantity: 1}))
+	b.do("open", chromedp.Navigate(s.base+"/console/#/orders/"+o.ID))
+	b.text("#order-status", "pending")
+	b.press("#order-cancel")
+	b.text("#order-cancel", "Confirm")
+	if got := s.get(o.ID).Status; got != order.Pending {
+		t.Fatalf("one click cancelled the order: %s", got)
+	}
+	b.press("#order-cancel")
+	b.text("#order-status", "customer_request")
+	b.text("#order-status", "cancelled")
+}
+
 func TestConsoleAPIIsAdminOnlyAndChecksItsInput(t *testing.T) {
 	s := startStack(t, Config{})
 	admin := customerToken(t, "ops", "admin")

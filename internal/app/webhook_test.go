@@ -429,6 +429,20 @@ func TestWebhookRetryAfterRetryAndRecover(t *testing.T) {
 	if resp := s.do("POST", "/api/webhooks/endpoints/"+e.ID+"/recover?since=yesterday", nil, nil, nil); resp.StatusCode != 400 {
 		t.Errorf("recover with a bad since = %d, want 400", resp.StatusCode)
 	}
+
+	// An order's page asks for the deliveries of its events by id.
+	var one []webhook.Delivery
+	s.do("GET", "/api/webhooks/deliveries?event_id="+ds[0].EventID+",no-such-event", nil, nil, &one)
+	if len(one) != 1 || one[0].ID != ds[0].ID {
+		t.Errorf("deliveries?event_id= = %+v, want the one delivery of %s", one, ds[0].EventID)
+	}
+	if resp := s.do("GET", "/api/webhooks/deliveries?event_id="+strings.Repeat("x,", 100)+"x", nil, nil, nil); resp.StatusCode != 400 {
+		t.Errorf("deliveries with 101 event ids = %d, want 400", resp.StatusCode)
+	}
+	var listed []webhook.Endpoint
+	if s.do("GET", "/api/webhooks/endpoints", nil, nil, &listed); len(listed) != 1 || listed[0].Breaker != "closed" {
+		t.Errorf("endpoints = %+v, want one with its breaker closed", listed)
+	}
 }
 
 // TestWebhookConsumerFollowsTheEndpoints: with no endpoint the webhooks

@@ -106,10 +106,13 @@ async function stream(path, onEvent, signal, onOpen) {
 }
 
 const fmtTime = (t) => { const d = new Date(t); return isNaN(d) ? '' : d.toLocaleTimeString([], { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0'); };
-const fmtDateTime = (t) => { const d = new Date(t); return isNaN(d) ? '' : d.toISOString().slice(0, 10) + ' ' + fmtTime(t); };
+const pad = (n) => String(n).padStart(2, '0');
+// fmtDateTime is the console's one date form: local date and time to the millisecond.
+const fmtDateTime = (t) => { const d = new Date(t); return isNaN(d) ? '' : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` + fmtTime(t); };
 // clip shortens text to at most n characters at a word boundary, with an
 // ellipsis when it cut something (the whole text is the cell's title).
 const clip = (text, n) => { if (text.length <= n) return text; const cut = text.slice(0, n); const sp = cut.lastIndexOf(' '); return (sp > n / 2 ? cut.slice(0, sp) : cut) + '…'; };
+const fmtAddress = (a) => a ? [a.name, a.line1, [a.postal_code, a.city].filter(Boolean).join(' '), a.country].filter(Boolean).join(', ') : '';
 const shortID = (id) => (id || '').length > 13 ? id.slice(0, 8) + '…' + id.slice(-4) : id;
 const fmtMoney = (cents, cur) => cents === undefined ? '' : (cents / 100).toFixed(2) + ' ' + (cur || '');
 const chip = (text, cls) => h('span', { class: 'chip ' + (cls || '') }, text);
@@ -248,34 +251,57 @@ async function viewOrder(view, signal, id) {
   const head = h('dl', { class: 'kv' });
   view.replaceChildren(h('p', {}, h('a', { href: '#/orders' }, '← Orders')), h('h2', {}, 'Order ', h('span', { class: 'mono' }, id)), head,
     h('h3', {}, 'Saga'), sagaBox, h('h3', {}, 'Payment provider'), ledgerBox, h('h3', {}, 'Notifications'), noteBox, h('h3', {}, 'Webhook deliveries'), hookBox);
+  let cancelArmed = false;
   async function refresh() {
     o = await api('GET', '/api/orders/' + encodeURIComponent(id));
     head.replaceChildren(
       h('dt', {}, 'State'), h('dd', { id: 'order-status' }, statusChip(o.status), o.cancel_reason ? ' ' : '', o.cancel_reason ? chip(o.cancel_reason, 'comp') : ''),
       h('dt', {}, 'Customer'), h('dd', {}, o.customer_id), h('dt', {}, 'Total'), h('dd', {}, fmtMoney(o.total_cents, o.currency)),
       h('dt', {}, 'Items'), h('dd', {}, (o.items || []).map((i) => `${i.quantity} × ${i.sku}`).join(', ')),
-      h('dt', {}, 'Placed'), h('dd', {}, new Date(o.created_at).toLocaleString()));
+      h('dt', {}, 'Placed'), h('dd', {}, fmtDateTime(o.created_at)),
+      h('dt', {}, 'Ship to'), h('dd', { id: 'order-address' }, fmtAddress(o.shipping_address)));
     const saga = await api('GET', `/api/admin/orders/${encodeURIComponent(id)}/saga?since=${encodeURIComponent(o.created_at)}`);
     const evs = saga.events || [];
+    const shipped = evs.find((e) => e.type === 'shipment.created');
+    if (shipped && shipped.data) {
+      head.append(h('dt', {}, 'Shipment'), h('dd', { id: 'order-shipment' }, `${shipped.data.carrier} ${shipped.data.tracking}`, h('span', { class: 'muted' }, ` (${shipped.data.shipment_id}, ${fmtDateTime(shipped.time)})`)));
+    }
+    if (o.status === 'pending' || o.status === 'confirmed') {
+      // Two clicks: the first says what cancelling does, the second does it.
+      // (A refresh between the two keeps the first.)
+      const confirmText = 'Confirm: cancel, release its stock, void or refund its payment';
+      const cancel = h('button', { type: 'button', id: 'order-cancel', class: 'danger', onclick: async () => {
+        if (!cancelArmed) {
+          cancelArmed = true;
+          cancel.textContent = confirmText;
+          return;
+        }
+        cancel.disabled = true;
+        await act(() => api('POST', `/api/orders/${encodeURIComponent(id)}/cancel`), 'Cancel requested.');
+        refresh().catch((e) => say(e.message));
+      } }, cancelArmed ? confirmText : 'Cancel order');
+      head.append(h('dt', {}, ''), h('dd', {}, cancel));
+    }
     sagaBox.replaceChildren(table(['Time', { label: '+ms', cls: 'num' }, 'Event', 'Service', { label: 'Trace', cls: 'hide-narrow' }], evs.map((e) => {
       const comp = COMPENSATIONS.has(e.type);
       const tr = h('tr', { 'data-type': e.type },
-        h('td', {}, fmtTime(e.time)), h('td', { class: 'num' }, e.since_previous_ms ? '+' + e.since_previous_ms.toFixed(1) : ''),
+        h('td', {}, fmtDateTime(e.time)), h('td', { class: 'num' }, e.since_previous_ms ? '+' + e.since_previous_ms.toFixed(1) : ''),
         h('td', {}, chip(e.type, comp ? 'comp' : ''), comp ? h('span', { class: 'muted' }, ' compensation') : ''),
         h('td', {}, e.source), h('td', { class: 'hide-narrow mono' }, e.trace_id && saga.trace_url ? h('a', { href: saga.trace_url.replace('{trace_id}', e.trace_id), target: '_blank', rel: 'noopener' }, e.trace_id.slice(0, 8) + '…') : (e.trace_id ? e.trace_id.slice(0, 8) + '…' : '')));
       if (comp) tr.classList.add('compensation');
       return tr;
     }), { label: 'Saga events', empty: 'No events found in the broker for this order.' }), saga.truncated ? h('p', { class: 'muted' }, 'Only the first part of the broker was read; later events may be missing.') : '');
-    const [ledger, notes, deliveries] = await Promise.all([
+    const eventIDs = evs.map((e) => e.id).slice(0, 100);
+    const [ledger, notes, deliveries, endpoints] = await Promise.all([
       api('GET', '/api/admin/psp/ledger?order_id=' + encodeURIComponent(id)).catch(() => null),
       api('GET', '/api/admin/notifications?order_id=' + encodeURIComponent(id)).catch(() => null),
-      api('GET', '/api/webhooks/deliveries').catch(() => null)]);
+      eventIDs.length ? api('GET', '/api/webhooks/deliveries?limit=500&event_id=' + encodeURIComponent(eventIDs.join(','))).catch(() => null) : [],
+      api('GET', '/api/webhooks/endpoints').catch(() => [])]);
     ledgerBox.replaceChildren(ledger === null ? h('p', { class: 'muted' }, 'Not available.') : table(['Operation', { label: 'Amount', cls: 'num' }, 'Outcome', 'At'],
-      ledger.map((l) => h('tr', {}, h('td', {}, l.op), h('td', { class: 'num' }, fmtMoney(l.amount_cents, l.currency)), h('td', {}, l.outcome, l.reason ? ` (${l.reason})` : ''), h('td', {}, fmtTime(l.at)))), { label: 'Provider ledger' }));
+      ledger.map((l) => h('tr', {}, h('td', {}, l.op), h('td', { class: 'num' }, fmtMoney(l.amount_cents, l.currency)), h('td', {}, l.outcome, l.reason ? ` (${l.reason})` : ''), h('td', {}, fmtDateTime(l.at)))), { label: 'Provider ledger' }));
     noteBox.replaceChildren(notes === null ? h('p', { class: 'muted' }, 'Not available.') : table(['Type', 'Subject', 'At'],
-      notes.map((n) => h('tr', {}, h('td', {}, n.type), h('td', {}, n.subject), h('td', {}, fmtTime(n.at)))), { label: 'Notifications' }));
-    const ids = new Set(evs.map((e) => e.id));
-    hookBox.replaceChildren(deliveries === null ? h('p', { class: 'muted' }, 'Not available.') : deliveryTable(deliveries.filter((d) => ids.has(d.event_id)), refresh));
+      notes.map((n) => h('tr', {}, h('td', {}, n.type), h('td', {}, n.subject), h('td', {}, fmtDateTime(n.at)))), { label: 'Notifications' }));
+    hookBox.replaceChildren(deliveries === null ? h('p', { class: 'muted' }, 'Not available.') : deliveryTable(deliveries, new Map(endpoints.map((ep) => [ep.id, ep])), refresh));
     return o;
   }
   await refresh();
@@ -285,19 +311,40 @@ async function viewOrder(view, signal, id) {
   }
 }
 
-function deliveryTable(ds, after) {
-  return table(['Event', 'Endpoint', 'Status', 'Attempts', ''], ds.map((d) => {
-    const last = (d.attempts || []).slice(-1)[0];
-    return h('tr', { 'data-delivery': d.id, 'data-event': d.event_id, 'data-status': d.status },
-      h('td', {}, d.event_type, h('br'), h('span', { class: 'mono muted' }, d.event_id)), h('td', { class: 'mono' }, d.endpoint_id),
-      h('td', {}, chip(d.status, d.status === 'delivered' ? 's-completed' : d.status === 'failed' ? 's-cancelled' : 's-pending')),
-      h('td', {}, (d.attempts || []).map((a) => h('div', {}, `${fmtTime(a.at)} → ${a.status_code || a.error || 'no answer'} (${a.latency_ms} ms)`)), last ? '' : h('span', { class: 'muted' }, 'none yet')),
-      h('td', {}, d.status !== 'delivered' ? h('button', { type: 'button', class: 'secondary', onclick: async () => { await act(() => api('POST', `/api/webhooks/deliveries/${encodeURIComponent(d.id)}/retry`), 'Retry scheduled.'); after(); } }, 'Retry') : ''));
-  }), { label: 'Webhook deliveries', empty: 'No deliveries.' });
+// RECOVER_DAYS is how far back Recover reaches for undelivered deliveries.
+const RECOVER_DAYS = 7;
+const DELIVERY_HEADERS = ['Event', 'Endpoint', 'Status', 'Attempts', ''];
+
+// deliveryWhy says why a delivery is not delivered, and when it is tried
+// next: behind a disabled endpoint or an open breaker, or waiting its turn.
+function deliveryWhy(d, ep) {
+  const n = (d.attempts || []).length;
+  if (d.status === 'failed') return `gave up after ${n} attempt${n === 1 ? '' : 's'}`;
+  if (d.status !== 'pending') return '';
+  const at = 'next attempt ' + fmtDateTime(d.next_attempt_at);
+  if (ep && ep.disabled) return 'held: the endpoint is disabled';
+  if (ep && ep.breaker === 'open') return `held: the endpoint's breaker is open (${n} failed); ${at}`;
+  return n ? `retrying after ${n} failed; ${at}` : `not attempted yet; ${at}`;
 }
 
+function deliveryRow(d, eps, after) {
+  const ep = eps.get(d.endpoint_id);
+  const why = deliveryWhy(d, ep);
+  return h('tr', { 'data-delivery': d.id, 'data-event': d.event_id, 'data-status': d.status },
+    h('td', {}, d.event_type, h('br'), h('span', { class: 'mono muted' }, d.event_id)),
+    h('td', { title: d.endpoint_id }, ep ? ep.url : h('span', { class: 'mono' }, d.endpoint_id)),
+    h('td', {}, chip(d.status, d.status === 'delivered' ? 's-completed' : d.status === 'failed' ? 's-cancelled' : 's-pending'), why ? h('div', { class: 'muted why' }, why) : ''),
+    h('td', {}, (d.attempts || []).map((a) => h('div', {}, `${fmtDateTime(a.at)} → ${a.status_code || a.error || 'no answer'} (${a.latency_ms} ms)`))),
+    h('td', {}, d.status !== 'delivered' ? h('button', { type: 'button', class: 'secondary', onclick: async () => { await act(() => api('POST', `/api/webhooks/deliveries/${encodeURIComponent(d.id)}/retry`), 'Retry scheduled.'); after(); } }, 'Retry') : ''));
+}
+
+function deliveryTable(ds, eps, after) {
+  return table(DELIVERY_HEADERS, ds.map((d) => deliveryRow(d, eps, after)), { label: 'Webhook deliveries', empty: 'No deliveries.' });
+}
+
+// act runs f and says done (or done(f's result)), or f's error.
 async function act(f, done) {
-  try { await f(); say(done); setTimeout(() => say(''), 3000); } catch (e) { say(e.message); }
+  try { const r = await f(); say(typeof done === 'function' ? done(r) : done); setTimeout(() => say(''), 3000); } catch (e) { say(e.message); }
 }
 
 async function viewDLQ(view) {
@@ -316,7 +363,7 @@ async function viewDLQ(view) {
     h('p', {}, h('button', { type: 'button', id: 'replay-all', disabled: !dls.length, onclick: async () => { await act(() => api('POST', '/api/admin/dlq/replay'), 'Replayed every dead letter.'); route(); } }, 'Replay all'), ' ',
       h('button', { type: 'button', class: 'danger', disabled: !dls.length, onclick: purge }, 'Purge…')), confirmBox,
     table(['Id', 'Consumer', 'Type', 'Error', { label: 'At', cls: 'hide-narrow' }], dls.map((d) => clickableRow([
-      h('td', { class: 'mono' }, d.id), h('td', {}, d.consumer), h('td', {}, d.type), h('td', { title: d.error || '' }, clip(d.error || '', 200)), h('td', { class: 'hide-narrow' }, fmtTime(d.dead_lettered_at))],
+      h('td', { class: 'mono' }, d.id), h('td', {}, d.consumer), h('td', {}, d.type), h('td', { title: d.error || '' }, clip(d.error || '', 200)), h('td', { class: 'hide-narrow' }, fmtDateTime(d.dead_lettered_at))],
     () => { location.hash = '#/dlq/' + d.id; }, 'Dead letter ' + d.id)), { label: 'Dead letters', empty: 'No dead letters.' }));
 }
 
@@ -332,28 +379,69 @@ async function viewDeadLetter(view, signal, id) {
     h('h3', {}, 'Payload'), h('pre', { id: 'dl-payload' }, typeof data === 'string' ? data : JSON.stringify(data, null, 2)));
 }
 
-async function viewWebhooks(view) {
-  const [endpoints, deliveries] = await Promise.all([api('GET', '/api/webhooks/endpoints'), api('GET', '/api/webhooks/deliveries')]);
-  const secret = h('p', { role: 'alert' });
+async function viewWebhooks(view, signal) {
+  const endpoints = await api('GET', '/api/webhooks/endpoints');
+  const eps = new Map(endpoints.map((ep) => [ep.id, ep]));
+  const again = () => viewWebhooks(view, signal);
+  const secret = h('p', { role: 'alert', id: 'wh-secret' });
   const url = h('input', { id: 'wh-url', type: 'url', required: true, placeholder: 'https://shop.example/hooks' });
   const types = h('input', { id: 'wh-types', placeholder: 'order.completed, order.cancelled' });
+  const desc = h('input', { id: 'wh-desc', placeholder: 'what it is for', maxlength: 200 });
   const create = h('form', { class: 'filters', onsubmit: async (e) => {
     e.preventDefault();
     try {
-      const ep = await api('POST', '/api/webhooks/endpoints', { url: url.value, event_types: types.value.split(',').map((s) => s.trim()).filter(Boolean) });
-      await viewWebhooks(view);
+      const ep = await api('POST', '/api/webhooks/endpoints', { url: url.value, description: desc.value, event_types: types.value.split(',').map((s) => s.trim()).filter(Boolean) });
+      await again();
       $('#wh-secret').textContent = `Created ${ep.id}. Its signing secret, shown once: ${ep.secret}`;
     } catch (err) { secret.textContent = err.message; secret.className = 'error'; }
-  } }, h('div', {}, h('label', { for: 'wh-url' }, 'Endpoint URL'), url), h('div', {}, h('label', { for: 'wh-types' }, 'Event types (comma-separated)'), types), h('button', { type: 'submit' }, 'Create endpoint'));
-  secret.id = 'wh-secret';
+  } }, h('div', {}, h('label', { for: 'wh-url' }, 'Endpoint URL'), url), h('div', {}, h('label', { for: 'wh-types' }, 'Event types (comma-separated)'), types),
+  h('div', {}, h('label', { for: 'wh-desc' }, 'Description'), desc), h('button', { type: 'submit' }, 'Create endpoint'));
+  const endpointRow = (ep) => h('tr', { 'data-endpoint': ep.id },
+    h('td', {}, ep.url, h('br'), h('span', { class: 'mono muted' }, ep.id), ep.description ? h('div', { class: 'muted' }, ep.description) : ''),
+    h('td', {}, (ep.event_types || []).join(', ') || 'every type'),
+    h('td', { class: 'wh-state' }, ep.disabled ? chip('disabled', 's-cancelled') : chip('enabled', 's-completed'),
+      ep.breaker && ep.breaker !== 'closed' ? [' ', chip('breaker ' + ep.breaker, 's-cancelled')] : '',
+      ep.disabled_reason ? h('div', { class: 'muted' }, ep.disabled_reason) : ''),
+    h('td', {}, h('button', { type: 'button', class: 'secondary', onclick: async () => { await act(() => api('PATCH', `/api/webhooks/endpoints/${ep.id}`, { disabled: !ep.disabled }), ep.disabled ? 'Enabled.' : 'Disabled.'); again(); } }, ep.disabled ? 'Enable' : 'Disable'), ' ',
+      h('button', { type: 'button', class: 'secondary', onclick: async () => { try { const r = await api('POST', `/api/webhooks/endpoints/${ep.id}/rotate-secret`); $('#wh-secret').textContent = `New secret for ${ep.id}, shown once: ${r.secret}`; } catch (e) { say(e.message); } } }, 'Rotate secret'), ' ',
+      h('button', { type: 'button', class: 'secondary', onclick: async () => {
+        const since = new Date(Date.now() - RECOVER_DAYS * 864e5).toISOString().replace(/\.\d+Z$/, 'Z');
+        await act(() => api('POST', `/api/webhooks/endpoints/${ep.id}/recover?since=${encodeURIComponent(since)}`),
+          (r) => `Sending ${r.recovered} again (${r.failed} failed, ${r.waiting} waiting, last ${RECOVER_DAYS} days).`);
+        again();
+      } }, 'Recover')));
+
+  // Deliveries: filtered and paged by the server, 50 at a time.
+  const filters = { status: '', endpoint: '' };
+  const body = h('tbody');
+  let next = '';
+  const older = h('button', { type: 'button', id: 'wh-older', hidden: true, onclick: () => { older.disabled = true; page(next).finally(() => { older.disabled = false; }); } }, 'Load older');
+  async function page(path) {
+    const p = await apiPage(path);
+    if (signal.aborted) return;
+    body.append(...p.items.map((d) => deliveryRow(d, eps, again)));
+    if (!body.children.length) body.append(h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No deliveries match.')));
+    next = p.next;
+    older.hidden = !next;
+  }
+  function reload() {
+    body.replaceChildren();
+    const q = new URLSearchParams({ limit: '50' });
+    if (filters.status) q.set('status', filters.status);
+    if (filters.endpoint) q.set('endpoint_id', filters.endpoint);
+    return page('/api/webhooks/deliveries?' + q).catch((e) => body.replaceChildren(h('tr', {}, h('td', { colspan: 5, class: 'error' }, e.message))));
+  }
+  const deliveryFilters = h('div', { class: 'filters' },
+    h('div', {}, h('label', { for: 'wh-f-status' }, 'Status'), h('select', { id: 'wh-f-status', onchange: (e) => { filters.status = e.target.value; reload(); } },
+      ['', 'pending', 'delivered', 'failed'].map((v) => h('option', { value: v }, v || 'any')))),
+    h('div', {}, h('label', { for: 'wh-f-endpoint' }, 'Endpoint'), h('select', { id: 'wh-f-endpoint', onchange: (e) => { filters.endpoint = e.target.value; reload(); } },
+      h('option', { value: '' }, 'any'), endpoints.map((ep) => h('option', { value: ep.id }, ep.url)))));
   view.replaceChildren(h('h2', {}, 'Webhooks'), create, secret,
-    h('h3', {}, 'Endpoints'), table(['Endpoint', 'Types', 'State', ''], endpoints.map((ep) => h('tr', { 'data-endpoint': ep.id },
-      h('td', {}, h('span', { class: 'mono' }, ep.id), h('br'), ep.url), h('td', {}, (ep.event_types || []).join(', ')),
-      h('td', {}, ep.disabled ? chip('disabled', 's-cancelled') : chip('enabled', 's-completed'), ep.disabled_reason ? h('div', { class: 'muted' }, ep.disabled_reason) : ''),
-      h('td', {}, h('button', { type: 'button', class: 'secondary', onclick: async () => { await act(() => api('PATCH', `/api/webhooks/endpoints/${ep.id}`, { disabled: !ep.disabled }), ep.disabled ? 'Enabled.' : 'Disabled.'); viewWebhooks(view); } }, ep.disabled ? 'Enable' : 'Disable'), ' ',
-        h('button', { type: 'button', class: 'secondary', onclick: async () => { try { const r = await api('POST', `/api/webhooks/endpoints/${ep.id}/rotate-secret`); $('#wh-secret').textContent = `New secret for ${ep.id}, shown once: ${r.secret}`; } catch (e) { say(e.message); } } }, 'Rotate secret'), ' ',
-        h('button', { type: 'button', class: 'secondary', onclick: async () => { await act(() => api('POST', `/api/webhooks/endpoints/${ep.id}/recover`), 'Failed deliveries scheduled again.'); viewWebhooks(view); } }, 'Recover')))), { label: 'Endpoints', empty: 'No endpoints.' }),
-    h('h3', {}, 'Deliveries'), deliveryTable(deliveries, () => viewWebhooks(view)));
+    h('h3', {}, 'Endpoints'), table(['Endpoint', 'Types', 'State', ''], endpoints.map(endpointRow), { label: 'Endpoints', empty: 'No endpoints.' }),
+    h('h3', {}, 'Deliveries'), deliveryFilters,
+    h('div', { class: 'scroll' }, h('table', { id: 'deliveries', 'aria-label': 'Webhook deliveries' },
+      h('thead', {}, h('tr', {}, DELIVERY_HEADERS.map((c) => h('th', { scope: 'col' }, c)))), body)), older);
+  await reload();
 }
 
 async function viewHealth(view, signal) {
@@ -384,21 +472,28 @@ async function viewHealth(view, signal) {
       const ca = (a.order_duration || {}).completed || { count: 0, sum_seconds: 0 }, cb = (b.order_duration || {}).completed || { count: 0, sum_seconds: 0 };
       lats.push(cb.count > ca.count ? (cb.sum_seconds - ca.sum_seconds) / (cb.count - ca.count) * 1000 : 0);
     }
-    const card = (k, v, id) => h('div', { class: 'card' }, h('div', { class: 'k' }, k), h('div', { class: 'v', id }, v));
+    // A card that needs attention is marked, and links to where to act.
+    const card = (k, v, id, alert, href) => h('div', { class: 'card' + (alert ? ' alert' : '') }, h('div', { class: 'k' }, k),
+      h('div', { class: 'v', id }, href && alert ? h('a', { href }, String(v)) : v));
     const pending = s.consumer_pending || {}, ackp = s.consumer_ack_pending || {};
+    const breakers = Object.entries(s.breakers || {});
+    const hooksOpen = s.webhook_breakers_open ?? 0;
+    if (hooksOpen > 0) breakers.push([`webhook endpoints (${hooksOpen})`, 2]);
     box.replaceChildren(
       h('div', { class: 'cards' },
         card('Orders finished /s', rates.length ? rates[rates.length - 1].toFixed(1) : '…', 'h-rate'),
         card('Mean completion (ms)', lats.length ? lats[lats.length - 1].toFixed(1) : '…', 'h-latency'),
-        card('Dead letters', s.dead_letters ?? 0, 'h-dlq'),
-        card('Webhook endpoints with an open breaker', s.webhook_breakers_open ?? 0)),
+        card('Dead letters', s.dead_letters ?? 0, 'h-dlq', s.dead_letters > 0, '#/dlq'),
+        card('Webhook endpoints with an open breaker', hooksOpen, 'h-webhooks', hooksOpen > 0, '#/webhooks'),
+        card('Open breakers', breakers.filter(([, v]) => v !== 0).length, 'h-breakers', breakers.some(([, v]) => v !== 0))),
       h('div', { class: 'cards' }, h('div', { class: 'card' }, h('div', { class: 'k' }, 'Orders finished /s, last 5 min'), spark(rates)),
         h('div', { class: 'card' }, h('div', { class: 'k' }, 'Mean completion ms, last 5 min'), spark(lats))),
       h('h3', {}, 'Consumers'), table(['Consumer', { label: 'Pending (lag)', cls: 'num' }, { label: 'Ack pending', cls: 'num' }],
         Object.keys(pending).sort().map((c) => h('tr', {}, h('td', {}, c), h('td', { class: 'num' }, pending[c]), h('td', { class: 'num' }, ackp[c] ?? 0))), { label: 'Consumers' }),
       h('h3', {}, 'Outboxes'), table(['Service', { label: 'Backlog', cls: 'num' }, { label: 'Oldest unsent (s)', cls: 'num' }],
         Object.keys(s.outbox_backlog || {}).sort().map((k) => h('tr', {}, h('td', {}, k), h('td', { class: 'num' }, s.outbox_backlog[k]), h('td', { class: 'num' }, (s.outbox_oldest_unsent_seconds[k] || 0).toFixed(1)))), { label: 'Outboxes' }),
-      h('h3', {}, 'Breakers'), table(['Breaker', 'State'], Object.entries(s.breakers || {}).map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, breakerName(v)))), { label: 'Breakers', empty: 'No breakers in this process.' }));
+      h('h3', {}, 'Breakers'), table(['Breaker', 'State'], breakers.map(([k, v]) => h('tr', { class: v !== 0 ? 'alert' : '', 'data-breaker': k },
+        h('td', {}, k.startsWith('webhook') ? h('a', { href: '#/webhooks' }, k) : k), h('td', {}, v === 0 ? breakerName(v) : chip(breakerName(v), 's-cancelled')))), { label: 'Breakers', empty: 'No breakers in this process.' }));
   }
   while (!signal.aborted) {
     await tick();

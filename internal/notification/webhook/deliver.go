@@ -146,6 +146,18 @@ func (d *dispatcher) breaker(endpointID string) *gobreaker.CircuitBreaker[int] {
 	return b
 }
 
+// breakerState is endpointID's breaker as this process sees it: closed,
+// open (no attempts until its timeout) or half-open (one trial attempt).
+func (d *dispatcher) breakerState(endpointID string) string {
+	d.mu.Lock()
+	b, ok := d.breakers[endpointID]
+	d.mu.Unlock()
+	if !ok {
+		return gobreaker.StateClosed.String()
+	}
+	return b.State().String()
+}
+
 // closeBreaker forgets endpointID's breaker, so the next attempt goes
 // ahead even if it was open: a person asking to retry or recover has said
 // the endpoint is fixed, and should not wait out the open state. If it is

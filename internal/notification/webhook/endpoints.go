@@ -22,14 +22,17 @@ import (
 // Endpoint is a merchant's webhook endpoint. Secret is only shown when it
 // is created or rotated.
 type Endpoint struct {
-	ID             string    `json:"id"`
-	URL            string    `json:"url"`
-	EventTypes     []string  `json:"event_types"`
-	Description    string    `json:"description"`
-	Disabled       bool      `json:"disabled"`
-	DisabledReason string    `json:"disabled_reason,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	Secret         string    `json:"secret,omitempty"`
+	ID             string   `json:"id"`
+	URL            string   `json:"url"`
+	EventTypes     []string `json:"event_types"`
+	Description    string   `json:"description"`
+	Disabled       bool     `json:"disabled"`
+	DisabledReason string   `json:"disabled_reason,omitempty"`
+	// Breaker is the endpoint's circuit breaker in the process that
+	// answers: closed, open (deliveries wait) or half-open.
+	Breaker   string    `json:"breaker,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Secret    string    `json:"secret,omitempty"`
 
 	secret, previous string
 	previousUntil    time.Time

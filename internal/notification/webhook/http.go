@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
@@ -56,11 +57,15 @@ func (s *Service) handleCreate(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 	es, err := s.Endpoints(r.Context())
+	for i := range es {
+		es[i].Breaker = s.d.breakerState(es[i].ID)
+	}
 	s.answer(w, r, http.StatusOK, es, err)
 }
 
 func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) {
 	e, err := s.Endpoint(r.Context(), r.PathValue("id"))
+	e.Breaker = s.d.breakerState(e.ID)
 	s.answer(w, r, http.StatusOK, e, err)
 }
 
@@ -108,19 +113,34 @@ type Attempt struct {
 	Response   string    `json:"response"`
 }
 
+// DeliveryFilter narrows the deliveries listed: each field set must match.
+type DeliveryFilter struct {
+	Status, EndpointID string
+	EventIDs           []string // any of them
+}
+
+// maxEventFilter bounds the event ids one list request may name.
+const maxEventFilter = 100
+
 // Deliveries lists deliveries, newest first, filtered by status and
 // endpoint when given, each with its attempts. One statement reads both,
 // so a delivery's status and its attempts are from the same moment.
-func (s *Service) Deliveries(ctx context.Context, status, endpointID string, page httpx.Page) ([]Delivery, error) {
+func (s *Service) Deliveries(ctx context.Context, f DeliveryFilter, page httpx.Page) ([]Delivery, error) {
 	q := "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_us, created_us FROM webhook_deliveries WHERE 1 = 1"
 	var args []any
-	if status != "" {
+	if f.Status != "" {
 		q += " AND status = ?"
-		args = append(args, status)
+		args = append(args, f.Status)
 	}
-	if endpointID != "" {
+	if f.EndpointID != "" {
 		q += " AND endpoint_id = ?"
-		args = append(args, endpointID)
+		args = append(args, f.EndpointID)
+	}
+	if len(f.EventIDs) > 0 {
+		q += " AND event_id IN (" + sqldb.Placeholders(len(f.EventIDs)) + ")"
+		for _, id := range f.EventIDs {
+			args = append(args, id)
+		}
 	}
 	q, args = page.Where(q, args)
 	q = `SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.next_attempt_us, d.created_us,
@@ -163,12 +183,19 @@ func (s *Service) handleDeliveries(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, s.log, apperr.Invalidf("status", "must be pending, delivered or failed"))
 		return
 	}
+	var events []string
+	if v := r.URL.Query().Get("event_id"); v != "" {
+		if events = strings.Split(v, ","); len(events) > maxEventFilter {
+			httpx.Error(w, r, s.log, apperr.Invalidf("event_id", "at most %d event ids, comma-separated", maxEventFilter))
+			return
+		}
+	}
 	page, err := httpx.ParsePage(r, 100, 500)
 	if err != nil {
 		httpx.Error(w, r, s.log, err)
 		return
 	}
-	ds, err := s.Deliveries(r.Context(), status, r.URL.Query().Get("endpoint_id"), page)
+	ds, err := s.Deliveries(r.Context(), DeliveryFilter{Status: status, EndpointID: r.URL.Query().Get("endpoint_id"), EventIDs: events}, page)
 	ds = httpx.Finish(w, r, page, ds, func(d Delivery) (int64, string) { return d.CreatedAt.UnixMicro(), d.ID })
 	s.answer(w, r, http.StatusOK, ds, err)
 }
