@@ -15,6 +15,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
+	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
 
 // ProviderClient calls the provider over HTTP with a per-attempt timeout,
@@ -33,7 +34,7 @@ type ProviderClient struct {
 // ClientConfig configures a ProviderClient.
 type ClientConfig struct {
 	BaseURL  string        // e.g. http://127.0.0.1:8080
-	Timeout  time.Duration // per attempt; zero means 2s
+	Timeout  time.Duration // per attempt; zero means pspapi.ClientTimeout
 	Attempts int           // zero means 3
 	APIKey   string        // sent as `Authorization: Bearer KEY`
 }
@@ -41,7 +42,7 @@ type ClientConfig struct {
 // NewProviderClient returns a client for the provider at cfg.BaseURL.
 func NewProviderClient(cfg ClientConfig) *ProviderClient {
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 2 * time.Second
+		cfg.Timeout = pspapi.ClientTimeout
 	}
 	if cfg.Attempts <= 0 {
 		cfg.Attempts = 3

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/ordermesh/ordermesh/internal/platform/component"
+	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
 
 // Component is the payment-provider simulator: an outside system's API
@@ -58,6 +59,10 @@ func start(env *component.Env, cfg Config) error {
 	}
 	if cfg.NotifyURL == "" {
 		cfg.NotifyURL = env.URL
+	}
+	if cfg.Latency >= pspapi.ClientTimeout {
+		env.Log.Warn("--psp-latency is at least the payments client's timeout: every call to the provider will time out, and orders wait for their deadline",
+			"latency", cfg.Latency, "client_timeout", pspapi.ClientTimeout)
 	}
 	sim := New(env.DB, cfg, env.Log)
 	sim.Routes(env.Mux)

@@ -22,6 +22,10 @@ const (
 	OutcomeRejected = "rejected" // capture, void or refund not possible in this state
 )
 
+// ClientTimeout is how long a client waits for one answer by default: a
+// provider slower than that answers no one.
+const ClientTimeout = 2 * time.Second
+
 // Request is the body of every operation.
 type Request struct {
 	OrderID     string `json:"order_id"`
