@@ -129,10 +129,16 @@ func newKey() string {
 // place places an order and returns it; the answer must be 202.
 func (s *stack) place(req order.PlaceRequest) order.Order {
 	s.t.Helper()
+	return s.placeWithKey(newKey(), req, http.StatusAccepted)
+}
+
+// placeWithKey places an order under key; the answer must be want.
+func (s *stack) placeWithKey(key string, req order.PlaceRequest, want int) order.Order {
+	s.t.Helper()
 	var o order.Order
-	resp := s.do("POST", "/api/orders", map[string]string{"Idempotency-Key": newKey()}, req, &o)
-	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Location") != "/api/orders/"+o.ID {
-		s.t.Fatalf("place: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	resp := s.do("POST", "/api/orders", map[string]string{"Idempotency-Key": key}, req, &o)
+	if resp.StatusCode != want || want == http.StatusAccepted && resp.Header.Get("Location") != "/api/orders/"+o.ID {
+		s.t.Fatalf("place: %d Location %q, want %d", resp.StatusCode, resp.Header.Get("Location"), want)
 	}
 	return o
 }

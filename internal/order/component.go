@@ -23,6 +23,8 @@ func Component(cfg *Config) component.Component {
 // Flags declares the orders service's flags.
 func (cfg *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&cfg.Deadline, "order-deadline", 30*time.Second, "orders not confirmed by then are cancelled with reason timeout")
+	fs.DurationVar(&cfg.MaxWait, "order-max-wait", 0,
+		"refuse new orders (503, Retry-After) while more than 100 accepted orders have waited this long, so that past its capacity the pipeline sheds load instead of letting orders time out (0: a sixth of --order-deadline, 5s of 30s)")
 	fs.StringVar(&cfg.TokenPublicKeyText, "payment-token-public-key", "",
 		"orders: the payments service's public key, which each order's payment token is sealed to before it leaves orders (ordermesh setup --identities makes it; run makes its own)")
 	fs.StringVar(&cfg.TokenPublicKeyFile, "payment-token-public-key-file", "", "orders: a file holding --payment-token-public-key (setup --identities writes DIR/payment-token.pub)")
@@ -40,6 +42,9 @@ func (cfg *Config) serveNeeds() error {
 func (cfg *Config) Check() error {
 	if cfg.Deadline < time.Second {
 		return fmt.Errorf("--order-deadline must be at least 1s, got %s", cfg.Deadline)
+	}
+	if cfg.MaxWait < 0 || cfg.MaxWait >= cfg.Deadline {
+		return fmt.Errorf("--order-max-wait must be shorter than --order-deadline (%s), got %s", cfg.Deadline, cfg.MaxWait)
 	}
 	return nil
 }
@@ -66,7 +71,7 @@ func start(env *component.Env, cfg Config) error {
 	}
 	svc := New(cfg)
 	svc.Routes(env.Mux)
-	env.Metrics.MustRegister(Finished, Lifetime)
+	env.Metrics.MustRegister(Finished, Lifetime, Shed)
 	// Long polls and event streams on any instance are woken by the
 	// broker, whichever instance changed the order.
 	stopWatch, err := env.Bus.OnChanged("order", svc.Notify)

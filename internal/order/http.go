@@ -68,6 +68,9 @@ func (s *Service) handlePlace(w http.ResponseWriter, r *http.Request) {
 	}
 	placed, err := s.Place(r.Context(), caller.Subject, key, raw, req)
 	if err != nil {
+		if apperr.KindOf(err) == apperr.Unavailable {
+			w.Header().Set("Retry-After", "1")
+		}
 		httpx.Error(w, r, s.log, err)
 		return
 	}

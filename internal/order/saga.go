@@ -156,11 +156,15 @@ func (s *Service) checkPlaced(ctx context.Context, tx *sqldb.Tx, ev bus.Event, p
 }
 
 // RunDeadlines cancels, with reason timeout, every order still pending
-// past its deadline, checking every interval until ctx ends.
+// past its deadline, and measures the backlog new orders are admitted by,
+// every interval until ctx ends.
 func (s *Service) RunDeadlines(ctx context.Context, interval time.Duration) {
 	every.Run(ctx, interval, func(ctx context.Context) {
 		if err := s.expire(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("order deadlines", "err", err)
+		}
+		if err := s.admitted.measure(ctx, s.db, s.now(), s.deadline, s.maxWait); err != nil && ctx.Err() == nil {
+			s.log.Warn("order backlog", "err", err)
 		}
 	})
 }

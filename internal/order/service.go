@@ -32,6 +32,9 @@ type Config struct {
 	// Deadline is how long an order may stay pending before it is
 	// cancelled with reason timeout. Zero means 30s.
 	Deadline time.Duration
+	// MaxWait is how long accepted orders may wait before new ones are
+	// refused (see admission.go). Zero means Deadline/6.
+	MaxWait time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Changed, if set, is told the id of every order whose committed state
@@ -59,6 +62,8 @@ type Service struct {
 	outbox   *outbox.Outbox
 	log      *slog.Logger
 	deadline time.Duration
+	maxWait  time.Duration
+	admitted admission
 	now      func() time.Time
 	changes  *changes
 	changed  func(id string)
@@ -72,6 +77,9 @@ func New(cfg Config) *Service {
 	if cfg.Deadline <= 0 {
 		cfg.Deadline = 30 * time.Second
 	}
+	if cfg.MaxWait <= 0 || cfg.MaxWait >= cfg.Deadline {
+		cfg.MaxWait = cfg.Deadline / 6
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -84,7 +92,7 @@ func New(cfg Config) *Service {
 	if cfg.CatalogWait <= 0 {
 		cfg.CatalogWait = 3 * time.Second
 	}
-	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, now: cfg.Now,
+	return &Service{db: cfg.DB, outbox: cfg.Outbox, log: cfg.Logger, deadline: cfg.Deadline, maxWait: cfg.MaxWait, now: cfg.Now,
 		changes: newChanges(), changed: cfg.Changed, caughtUp: cfg.CatalogCaughtUp, catWait: cfg.CatalogWait,
 		tokenKey: cfg.TokenPublicKey}
 }
@@ -158,6 +166,9 @@ func (s *Service) place(ctx context.Context, caller, key, hash string, req Place
 		if err != nil || answer != nil {
 			replay = replayOf(answer)
 			return err
+		}
+		if err := s.admitted.admit(s.maxWait); err != nil {
+			return err // the key's claim goes with the transaction
 		}
 		o, err := s.newOrder(ctx, tx, req)
 		if err != nil {
