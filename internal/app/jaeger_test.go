@@ -99,28 +99,15 @@ func TestOneTracePerOrderInJaeger(t *testing.T) {
 		}
 	}
 
+	// Spans are exported in batches, a child's sometimes before its
+	// parent's: wait until every order's trace is whole (each parent
+	// there), or 30 s, then say what is wrong with the ones that are not.
 	traces := map[string]jaegerTrace{}
-	bustest.Eventually(t, 30*time.Second, "Jaeger to hold every order's trace", func() bool {
-		resp, err := http.Get("http://" + query + "/api/traces?service=ordermesh&limit=2000&lookback=1h")
-		if err != nil {
-			return false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) { // polling Jaeger's query API
+		if readTraces(query, traces) && everyTraceWhole(traces, orders) {
+			break
 		}
-		defer resp.Body.Close()
-		var body struct{ Data []jaegerTrace }
-		if json.NewDecoder(resp.Body).Decode(&body) != nil {
-			return false
-		}
-		clear(traces)
-		for _, tr := range body.Data {
-			traces[tr.TraceID] = tr
-		}
-		for id := range orders {
-			if len(tracesOf(traces, id)) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	}
 	for id, path := range orders {
 		ids := tracesOf(traces, id)
 		if len(ids) != 1 {
@@ -141,6 +128,49 @@ func TestOneTracePerOrderInJaeger(t *testing.T) {
 		}
 		t.Logf("%s order: one trace of %d spans", path, len(tr.Spans))
 	}
+}
+
+// readTraces replaces traces with what Jaeger holds for ordermesh.
+func readTraces(query string, traces map[string]jaegerTrace) bool {
+	resp, err := http.Get("http://" + query + "/api/traces?service=ordermesh&limit=2000&lookback=1h")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var body struct{ Data []jaegerTrace }
+	if json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return false
+	}
+	clear(traces)
+	for _, tr := range body.Data {
+		traces[tr.TraceID] = tr
+	}
+	return true
+}
+
+// everyTraceWhole reports whether each order is in a trace whose spans'
+// parents are all in it too.
+func everyTraceWhole(traces map[string]jaegerTrace, orders map[string]string) bool {
+	for id := range orders {
+		ids := tracesOf(traces, id)
+		if len(ids) == 0 {
+			return false
+		}
+		for _, tid := range ids {
+			spans := map[string]bool{}
+			for _, sp := range traces[tid].Spans {
+				spans[sp.SpanID] = true
+			}
+			for _, sp := range traces[tid].Spans {
+				for _, ref := range sp.References {
+					if ref.RefType == "CHILD_OF" && !spans[ref.SpanID] {
+						return false
+					}
+				}
+			}
+		}
+	}
+	return true
 }
 
 // tracesOf are the ids of the traces with an event of order id: its saga
