@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -19,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/notification/webhook"
 	"github.com/ordermesh/ordermesh/internal/order"
@@ -281,61 +279,6 @@ func (n *Node) startRelays(runCtx context.Context) {
 		defer n.loops.Done()
 		n.pruneInboxes(runCtx)
 	}()
-}
-
-func (n *Node) connect(ctx context.Context) error {
-	var err error
-	if n.cfg.DataDir != "" {
-		if err := existingDir(n.cfg.DataDir, true); err != nil {
-			return err
-		}
-		release, err := lockDataDir(n.cfg.DataDir, "run")
-		if err != nil {
-			return err
-		}
-		n.unlock = release
-		password, err := embeddedPassword(n.cfg.DataDir)
-		if err != nil {
-			return err
-		}
-		identities, err := brokerIdentities(n.cfg.DataDir)
-		if err != nil {
-			return err
-		}
-		n.embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: filepath.Join(n.cfg.DataDir, "nats"), Listen: n.cfg.NATSListen,
-			User: NATSUser, Password: password, Identities: identities})
-		if err != nil {
-			return err
-		}
-		// err is this block's own (declared with the password): check it here.
-		if n.nc, err = n.embedded.Connect("ordermesh"); err != nil {
-			return err
-		}
-	} else {
-		n.nc, err = bus.Dial(ctx, n.cfg.NATSURL, "ordermesh-"+fmt.Sprint(n.cfg.Services), n.cfg.NATSOptions...)
-	}
-	if err != nil {
-		return err
-	}
-	schemas, err := event.LoadSchemas()
-	if err != nil {
-		return fmt.Errorf("event schemas: %w", err)
-	}
-	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Placement: n.cfg.Placement, MaxBytes: n.cfg.StreamMaxBytes,
-		Partitioned: n.cfg.Partitioned, ConsumerMemory: n.cfg.ConsumerMemory, Metrics: n.reg, Logger: n.log, Validate: schemas.Validate,
-		Sources: eventSources()}); err != nil {
-		return err
-	}
-	if err := n.connectServices(); err != nil {
-		return err
-	}
-	timeout := n.cfg.StreamsTimeout
-	if timeout <= 0 {
-		timeout = 2 * time.Minute
-	}
-	sctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	return n.Bus.EnsureStreams(sctx)
 }
 
 // Close shuts down in order: stop HTTP intake, drain the consumers, stop

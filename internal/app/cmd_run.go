@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -93,7 +94,7 @@ func tracingLine() string {
 // checkServeNeeds says what `serve service` is missing.
 func checkServeNeeds(service, natsURL, db, secret string, c *commonFlags) error {
 	switch {
-	case natsURL == "":
+	case natsURL == "" && service != "gateway":
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
 	case !optionalDB(service) && db == "":
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
@@ -150,7 +151,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.register(":8080", "", fs)
 	var g gatewayFlags
 	g.register(fs)
-	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222 (required)")
+	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222 (required, except by a gateway of static --upstream: without it, the console's broker views answer 503)")
 	var nf natsFlags
 	nf.register(fs)
 	db := fs.String("db", "", "the service's database: sqlite:PATH or postgres://USER:PASS@HOST/DB")
@@ -201,7 +202,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
-		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s; traces: %s)\n", Version, service, n.URL(), bus.RedactURLs(*natsURL), tracingLine())
+		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s; traces: %s)\n", Version, service, n.URL(), cmp.Or(bus.RedactURLs(*natsURL), "none"), tracingLine())
 	})
 }
 

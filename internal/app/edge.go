@@ -56,6 +56,28 @@ func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
 
 // edge builds the gateway: upstreams for the services in other processes,
 // authentication, rate limits, the micro-cache.
+// catalogCache is the gateway's micro-cache of catalog reads (nil with
+// --cache-ttl 0). Any instance of inventory changing a product empties
+// every gateway's cache: the event reaches core subscribers too. With no
+// broker, an entry lives out its TTL.
+func (n *Node) catalogCache() (*gateway.Cache, error) {
+	if n.cfg.CacheTTL < 0 {
+		return nil, nil
+	}
+	cache := gateway.NewCache(n.cfg.CacheTTL, 0)
+	if n.nc == nil {
+		return cache, nil
+	}
+	for _, subject := range bus.TypeSubjects([]string{event.ProductUpdated}, -1) {
+		sub, err := n.nc.Subscribe(subject, func(*nats.Msg) { cache.Purge() })
+		if err != nil {
+			return nil, fmt.Errorf("subscribe to product updates: %w", err)
+		}
+		n.onClose = append(n.onClose, func() { sub.Unsubscribe() })
+	}
+	return cache, nil
+}
+
 func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, *gateway.Authenticator, error) {
 	upstreams, err := n.proxies(ctx)
 	if err != nil {
@@ -88,17 +110,8 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, *ga
 	} else {
 		cfg.Limiter = gateway.NewLocalLimiter()
 	}
-	if n.cfg.CacheTTL >= 0 {
-		cfg.Cache = gateway.NewCache(n.cfg.CacheTTL, 0)
-		// Any instance of inventory changing a product empties every
-		// gateway's cache: the event reaches core subscribers too.
-		for _, subject := range bus.TypeSubjects([]string{event.ProductUpdated}, -1) {
-			sub, err := n.nc.Subscribe(subject, func(*nats.Msg) { cfg.Cache.Purge() })
-			if err != nil {
-				return nil, nil, fmt.Errorf("subscribe to product updates: %w", err)
-			}
-			n.onClose = append(n.onClose, func() { sub.Unsubscribe() })
-		}
+	if cfg.Cache, err = n.catalogCache(); err != nil {
+		return nil, nil, err
 	}
 	noUpstream := func(service string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -5,6 +5,7 @@ package app
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -414,4 +415,41 @@ func (s *stack) gatewayTo(upstreams map[string][]string) *stack {
 	}
 	s.t.Cleanup(func() { gw.Close(context.Background()) })
 	return &stack{t: s.t, base: gw.URL()}
+}
+
+// TestGatewayWithoutABroker: a gateway of static upstreams starts with no
+// --nats, proxies, is ready, and its console views that read the broker
+// answer 503 saying what to add; the command line accepts it too.
+func TestGatewayWithoutABroker(t *testing.T) {
+	inventory := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `[{"sku":"UP"}]`)
+	}))
+	defer inventory.Close()
+	gw, err := Start(context.Background(), withTestAuth(t, Config{
+		Services: []string{"gateway"}, Addr: "127.0.0.1:0", InternalSecret: strings.Repeat("k", 32),
+		Logger: bustest.Logger(t), Upstreams: map[string][]string{"inventory": {inventory.URL}},
+	}))
+	if err != nil {
+		t.Fatalf("a gateway of static upstreams with no broker: %v", err)
+	}
+	defer gw.Close(context.Background())
+	g := &stack{t: t, base: gw.URL()}
+	bustest.Eventually(t, 10*time.Second, "the gateway ready", func() bool {
+		return g.do("GET", "/readyz", nil, nil, nil).StatusCode == http.StatusOK
+	})
+	var products []map[string]any
+	if resp := g.do("GET", "/api/products", nil, nil, &products); resp.StatusCode != http.StatusOK || len(products) != 1 {
+		t.Fatalf("GET /api/products through it = %d %v", resp.StatusCode, products)
+	}
+	var p struct{ Detail string }
+	if resp := g.do("GET", "/api/admin/dlq", nil, nil, &p); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(p.Detail, "--nats") {
+		t.Fatalf("GET /api/admin/dlq on it = %d %q, want 503 naming --nats", resp.StatusCode, p.Detail)
+	}
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"serve", "gateway", "--upstream", "inventory=" + inventory.URL,
+		"--internal-secret", strings.Repeat("k", 32), "--addr", "nonsense"}, &out, &errOut)
+	if code == 0 || strings.Contains(errOut.String(), "needs --nats") || !strings.Contains(errOut.String(), "--addr nonsense") {
+		t.Fatalf("serve gateway with no --nats = %d %q, want only its --addr refused", code, errOut.String())
+	}
 }

@@ -243,7 +243,10 @@ const MaxOutboxLag = 30 * time.Second
 func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 	checks := map[string]string{"nats": "ok"}
 	status := http.StatusOK
-	if !n.nc.IsConnected() {
+	switch {
+	case n.nc == nil:
+		checks["nats"] = "none (a gateway of static upstreams)"
+	case !n.nc.IsConnected():
 		checks["nats"] = "disconnected: " + n.nc.Status().String()
 		status = http.StatusServiceUnavailable
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/component"
@@ -68,15 +69,26 @@ func (n *Node) gatewayAPI() []httpx.Route {
 	firehose := admin
 	firehose.Stream = true
 	return []httpx.Route{
-		firehose.With("GET /api/admin/stream", n.firehose),
+		firehose.With("GET /api/admin/stream", n.onBroker(n.firehose)),
 		httpx.Route{Class: "catalog", Cache: true}.With("GET /api/openapi.json", n.serveOpenAPI),
-		admin.With("GET /api/admin/dlq", n.listDeadLetters),
-		admin.With("GET /api/admin/dlq/{id}", n.showDeadLetter),
-		admin.With("POST /api/admin/dlq/{id}/replay", n.replayDeadLetter),
-		admin.With("POST /api/admin/dlq/replay", n.replayDeadLetters),
-		admin.With("DELETE /api/admin/dlq", n.purgeDeadLetters),
-		admin.With("GET /api/admin/orders/{id}/saga", n.saga),
+		admin.With("GET /api/admin/dlq", n.onBroker(n.listDeadLetters)),
+		admin.With("GET /api/admin/dlq/{id}", n.onBroker(n.showDeadLetter)),
+		admin.With("POST /api/admin/dlq/{id}/replay", n.onBroker(n.replayDeadLetter)),
+		admin.With("POST /api/admin/dlq/replay", n.onBroker(n.replayDeadLetters)),
+		admin.With("DELETE /api/admin/dlq", n.onBroker(n.purgeDeadLetters)),
+		admin.With("GET /api/admin/orders/{id}/saga", n.onBroker(n.saga)),
 		admin.With("GET /api/admin/health", n.health),
+	}
+}
+
+// onBroker is h, which reads the broker, or on a gateway started without
+// one an answer that says so.
+func (n *Node) onBroker(h http.HandlerFunc) http.HandlerFunc {
+	if n == nil || n.Bus != nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "this gateway runs without a broker: start it with --nats to see dead letters, an order's events and the live stream"))
 	}
 }
 
