@@ -35,9 +35,7 @@ type admission struct {
 // measure counts, up to shedBacklog+1, the pending orders that have waited
 // longer than maxWait (their deadline is nearer than deadline - maxWait).
 func (a *admission) measure(ctx context.Context, q sqldb.Querier, now time.Time, deadline, maxWait time.Duration) error {
-	var n int
-	err := q.QueryRow(ctx, "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE status = 'pending' AND deadline_us < ? LIMIT ?) waiting",
-		now.Add(deadline-maxWait).UnixMicro(), shedBacklog+1).Scan(&n)
+	n, err := countPendingDueBefore(ctx, q, now.Add(deadline-maxWait), shedBacklog+1)
 	if err != nil {
 		return err
 	}

@@ -242,6 +242,15 @@ func upsertProduct(ctx context.Context, tx *sqldb.Tx, p event.Product) error {
 	return err
 }
 
+// countPendingDueBefore counts, up to limit, the pending orders whose
+// deadline is before t.
+func countPendingDueBefore(ctx context.Context, q sqldb.Querier, t time.Time, limit int) (int, error) {
+	var n int
+	err := q.QueryRow(ctx, "SELECT COUNT(*) FROM (SELECT 1 FROM orders WHERE status = 'pending' AND deadline_us < ? LIMIT ?) due",
+		t.UnixMicro(), limit).Scan(&n)
+	return n, err
+}
+
 // overdueOrders returns up to limit pending orders whose deadline is
 // before now, the most overdue first.
 func overdueOrders(ctx context.Context, q sqldb.Querier, now time.Time, limit int) ([]string, error) {
