@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"reflect"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
@@ -130,7 +131,7 @@ func StartEvent(ctx context.Context, name string, kind trace.SpanKind, tracepare
 // method and path when route is nil). Health probes and metrics scrapes
 // get none.
 func Handler(h http.Handler, route func(*http.Request) string) http.Handler {
-	return otelhttp.NewHandler(h, "http", otelhttp.WithTracerProvider(globalProvider{}),
+	traced := otelhttp.NewHandler(h, "http", otelhttp.WithTracerProvider(globalProvider{}),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 			if route != nil {
 				if p := route(r); p != "" {
@@ -146,6 +147,25 @@ func Handler(h http.Handler, route func(*http.Request) string) http.Handler {
 			}
 			return true
 		}))
+	// With no tracer provider, otelhttp would make spans no one records.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if Tracing() {
+			traced.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// untraced is the global tracer provider before anything installs one.
+var untraced = otel.GetTracerProvider()
+
+// Tracing reports whether a tracer provider is installed (by Setup, or by
+// a test): otherwise spans go nowhere, and handlers and transports skip
+// making them. It is checked per use, so one installed later is used.
+func Tracing() bool {
+	tp := otel.GetTracerProvider()
+	return !reflect.TypeOf(tp).Comparable() || tp != untraced
 }
 
 // Transport wraps rt with a client span per request and sends the
@@ -153,8 +173,18 @@ func Handler(h http.Handler, route func(*http.Request) string) http.Handler {
 func Transport(rt http.RoundTripper) http.RoundTripper {
 	// Without a provider, otelhttp takes the one of the caller's span, and
 	// a span continued from an event's traceparent has a no-op one.
-	return otelhttp.NewTransport(rt, otelhttp.WithTracerProvider(globalProvider{}))
+	traced := otelhttp.NewTransport(rt, otelhttp.WithTracerProvider(globalProvider{}))
+	return roundTripper(func(r *http.Request) (*http.Response, error) {
+		if Tracing() {
+			return traced.RoundTrip(r)
+		}
+		return rt.RoundTrip(r)
+	})
 }
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // globalProvider is the global tracer provider at each use, so that one
 // installed after a client or handler was built (by Setup or a test) is used.
