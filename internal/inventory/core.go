@@ -3,8 +3,8 @@ package inventory
 import (
 	"fmt"
 
+	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
-	"github.com/ordermesh/ordermesh/internal/platform/bus"
 )
 
 // The stock rules, as pure functions: no database or broker. decide says
@@ -64,7 +64,7 @@ func decide(state, typ string) (action, error) {
 		}
 		return commitReserved, nil
 	}
-	return keep, bus.Permanent(fmt.Errorf("inventory does not handle %s", typ))
+	return keep, apperr.Permanent(fmt.Errorf("inventory does not handle %s", typ))
 }
 
 // shortfall returns the first SKU, in skus' order, whose available stock

@@ -3,8 +3,8 @@ package payment
 import (
 	"fmt"
 
+	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
-	"github.com/ordermesh/ordermesh/internal/platform/bus"
 )
 
 // The payment rules for saga events, as pure functions: no database,
@@ -93,7 +93,7 @@ func decide(p *payment, in input) (*payment, *call, error) {
 	case event.OrderCancelled:
 		return compensate(p, in.orderID)
 	}
-	return p, nil, bus.Permanent(fmt.Errorf("payments does not handle %s", in.typ))
+	return p, nil, apperr.Permanent(fmt.Errorf("payments does not handle %s", in.typ))
 }
 
 // compensate decides how to undo what was charged for a cancelled order: a
@@ -143,7 +143,7 @@ func settle(p payment, c call, res ProviderResult) (payment, *emission, error) {
 		return p, &emission{event.PaymentFailed, event.PaymentFailure{OrderID: p.orderID, Reason: res.Reason}}, nil
 	case OpCapture:
 		if res.Outcome != OutcomeDone {
-			return p, nil, bus.Permanent(fmt.Errorf("capture of %s rejected by the provider: %s", p.orderID, res.Reason))
+			return p, nil, apperr.Permanent(fmt.Errorf("capture of %s rejected by the provider: %s", p.orderID, res.Reason))
 		}
 		p.state, p.ref = stateCaptured, ref
 		return p, &emission{event.PaymentCaptured, event.Payment{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency, ProviderRef: p.ref}}, nil

@@ -2,7 +2,8 @@ package bus
 
 import (
 	"context"
-	"errors"
+
+	"github.com/ordermesh/ordermesh/internal/apperr"
 )
 
 // Handler processes one event. Returning nil acknowledges it. An error
@@ -62,25 +63,14 @@ func Skipping(h BatchHandler, skip func(ctx context.Context, evs []Event) ([]boo
 	}
 }
 
-// PermanentError marks a failure that retrying cannot fix (bad data, a
-// rejected contract). See Permanent.
-type PermanentError struct{ Err error }
-
-func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
-
-func (e *PermanentError) Unwrap() error { return e.Err }
+// PermanentError marks a failure that retrying cannot fix: the consumer
+// dead-letters the event. It lives in apperr, so the domain's rules can
+// say so without importing the broker.
+type PermanentError = apperr.PermanentError
 
 // Permanent wraps err so the consumer dead-letters the event instead of
-// retrying it. Permanent(nil) is nil.
-func Permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &PermanentError{Err: err}
-}
+// retrying it (apperr.Permanent). Permanent(nil) is nil.
+func Permanent(err error) error { return apperr.Permanent(err) }
 
 // IsPermanent reports whether err (or an error it wraps) is permanent.
-func IsPermanent(err error) bool {
-	var p *PermanentError
-	return errors.As(err, &p)
-}
+func IsPermanent(err error) bool { return apperr.IsPermanent(err) }
