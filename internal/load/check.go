@@ -87,7 +87,8 @@ func (r *Runner) getJSON(ctx context.Context, path string, out any) error {
 // Max looks for the highest rate the target sustains for step with no
 // errors, every order settled and completion p99 within slo: it doubles the
 // rate from start while runs pass, then bisects until the bounds are within
-// 10%. It returns the best passing run (zero if none) and every run made.
+// 10%. A trial stops sending at its first error (an overloaded target
+// refuses orders with 503), so a failing trial is short. It returns the best passing run (zero if none) and every run made.
 func (r *Runner) Max(ctx context.Context, start float64, step, slo time.Duration, report func(Result, bool)) (Result, []Result) {
 	var best Result
 	var runs []Result
@@ -98,7 +99,7 @@ func (r *Runner) Max(ctx context.Context, start float64, step, slo time.Duration
 			break
 		}
 		cfg := r.cfg
-		cfg.Rate, cfg.Duration = rate, step
+		cfg.Rate, cfg.Duration, cfg.StopOnError = rate, step, true
 		// The trial follows orders as the runner does: with its watcher, if any.
 		res := (&Runner{cfg: cfg, client: r.client, stream: r.stream, ends: r.ends}).Run(ctx)
 		ok := res.ErrorCount() == 0 && res.Unsettled == 0 && res.Completion.P99 <= float64(slo.Milliseconds())

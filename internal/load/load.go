@@ -41,6 +41,10 @@ type Config struct {
 	Follow string
 	// Progress, if set, is called about twice a second while running.
 	Progress func(Progress)
+	// StopOnError ends sending at the first error (a refused order, a
+	// timeout at the door): a trial that has failed need not run out its
+	// time, and its backlog stays small.
+	StopOnError bool
 }
 
 // Progress is a snapshot of a running run.
@@ -264,7 +268,7 @@ send:
 			case <-time.After(d):
 			}
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || r.cfg.StopOnError && st.errorsN.Load() > 0 {
 			break
 		}
 		st.sent.Add(1)
