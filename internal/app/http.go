@@ -259,8 +259,7 @@ func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	for name, st := range n.stores {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		var one int
-		if err := st.db.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		if err := st.answers(ctx); err != nil {
 			checks[name+"_db"] = err.Error()
 			status = http.StatusServiceUnavailable
 		} else {

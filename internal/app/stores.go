@@ -92,3 +92,9 @@ func (n *Node) consumeBatch(ctx context.Context, b *bus.Bus, cfg bus.ConsumerCon
 	n.consMu.Unlock()
 	return c, nil
 }
+
+// answers reports whether the store's database answers a query.
+func (st *store) answers(ctx context.Context) error {
+	var one int
+	return st.db.QueryRow(ctx, "SELECT 1").Scan(&one)
+}

@@ -52,48 +52,20 @@ func CreateAPIKey(ctx context.Context, db *sqldb.DB, subject string, scopes []st
 	rand.Read(idb)
 	key = APIKeyPrefix + base64.RawURLEncoding.EncodeToString(secret)
 	info = APIKey{ID: "ak_" + hex.EncodeToString(idb), Subject: subject, Scopes: scopes, CreatedAt: time.Now().UTC()}
-	_, err = db.Exec(ctx, `INSERT INTO api_keys (id, hash, subject, scopes, created_at) VALUES (?, ?, ?, ?, ?)`,
-		info.ID, hashKey(key), subject, strings.Join(scopes, " "), info.CreatedAt.Format(time.RFC3339Nano))
-	if err != nil {
+	if err := insertAPIKey(ctx, db, info, hashKey(key)); err != nil {
 		return "", APIKey{}, fmt.Errorf("store API key: %w", err)
 	}
 	return key, info, nil
 }
 
-// ListAPIKeys returns every key's description, newest first.
-func ListAPIKeys(ctx context.Context, db *sqldb.DB) ([]APIKey, error) {
-	rows, err := db.Query(ctx, `SELECT id, subject, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at DESC`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var keys []APIKey
-	for rows.Next() {
-		var k APIKey
-		var scopes, created string
-		var revoked sql.NullString
-		if err := rows.Scan(&k.ID, &k.Subject, &scopes, &created, &revoked); err != nil {
-			return nil, err
-		}
-		k.Scopes = strings.Fields(scopes)
-		k.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
-		if revoked.Valid {
-			t, _ := time.Parse(time.RFC3339Nano, revoked.String)
-			k.RevokedAt = &t
-		}
-		keys = append(keys, k)
-	}
-	return keys, rows.Err()
-}
-
 // RevokeAPIKey revokes key id; gateways stop accepting it within
 // apiKeyCacheTTL.
 func RevokeAPIKey(ctx context.Context, db *sqldb.DB, id string) error {
-	res, err := db.Exec(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`, time.Now().UTC().Format(time.RFC3339Nano), id)
+	n, err := revokeAPIKey(ctx, db, id, time.Now().UTC())
 	if err != nil {
 		return err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n == 0 {
 		return fmt.Errorf("no active API key %q (see `ordermesh apikey list`)", id)
 	}
 	return nil
@@ -136,9 +108,7 @@ func (k *APIKeys) Lookup(ctx context.Context, key string) (identity.Identity, er
 	c, hit := k.cache[h]
 	k.mu.Unlock()
 	if !hit || time.Now().After(c.expires) {
-		var sub, scopes string
-		var id string
-		err := k.db.QueryRow(ctx, `SELECT id, subject, scopes FROM api_keys WHERE hash = ? AND revoked_at IS NULL`, h).Scan(&id, &sub, &scopes)
+		id, sub, scopes, err := activeAPIKey(ctx, k.db, h)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			c = cachedKey{}

@@ -166,9 +166,7 @@ func (s *Server) apply(ctx context.Context, op, key string, req pspapi.Request) 
 		if err := s.decide(ctx, tx, &res, req.Token); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, `INSERT INTO psp_operations (op, idem_key, order_id, amount_cents, currency, outcome, reason, at_us)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-			res.Op, key, res.OrderID, res.AmountCents, res.Currency, res.Outcome, res.Reason, res.At.UnixMicro()).Scan(&res.ID); err != nil {
+		if res.ID, err = insertOperation(ctx, tx, key, res); err != nil {
 			return err
 		}
 		if !s.cfg.Async || op != pspapi.OpAuthorize {
@@ -179,8 +177,7 @@ func (s *Server) apply(ctx context.Context, op, key string, req pspapi.Request) 
 		payload, _ := json.Marshal(map[string]any{
 			"type": "authorization.completed", "timestamp": res.At.Format(time.RFC3339Nano), "data": res,
 		})
-		if _, err := tx.Exec(ctx, "INSERT INTO psp_notifications (payload, next_attempt_us) VALUES (?, ?)",
-			string(payload), res.At.UnixMicro()); err != nil {
+		if err := insertNotification(ctx, tx, payload, res.At); err != nil {
 			return err
 		}
 		tx.OnCommit(func() {
@@ -216,36 +213,19 @@ func (s *Server) RunNotifier(ctx context.Context) {
 }
 
 func (s *Server) notifyDue(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, "SELECT id, payload, attempts FROM psp_notifications WHERE delivered = 0 AND next_attempt_us <= ? ORDER BY id LIMIT 100",
-		time.Now().UnixMicro())
+	due, err := dueNotifications(ctx, s.db, time.Now(), 100)
 	if err != nil {
 		return err
 	}
-	type note struct {
-		id       int64
-		payload  string
-		attempts int
-	}
-	var due []note
-	for rows.Next() {
-		var n note
-		if err := rows.Scan(&n.id, &n.payload, &n.attempts); err != nil {
-			rows.Close()
-			return err
-		}
-		due = append(due, n)
-	}
-	rows.Close()
 	for _, n := range due {
 		if s.send(ctx, fmt.Sprintf("psp_evt_%d", n.id), []byte(n.payload)) {
-			if _, err := s.db.Exec(ctx, "UPDATE psp_notifications SET delivered = 1, attempts = attempts + 1 WHERE id = ?", n.id); err != nil {
+			if err := markNotified(ctx, s.db, n.id); err != nil {
 				return err
 			}
 			continue
 		}
 		backoff := min(time.Duration(1<<min(n.attempts, 8))*200*time.Millisecond, 30*time.Second)
-		if _, err := s.db.Exec(ctx, "UPDATE psp_notifications SET attempts = attempts + 1, next_attempt_us = ? WHERE id = ?",
-			time.Now().Add(backoff).UnixMicro(), n.id); err != nil {
+		if err := retryNotification(ctx, s.db, n.id, time.Now().Add(backoff)); err != nil {
 			return err
 		}
 	}
@@ -273,32 +253,6 @@ func (s *Server) send(ctx context.Context, id string, body []byte) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode >= 200 && resp.StatusCode < 300
-}
-
-// Ledger lists operations, of one order when orderID is not empty.
-func (s *Server) Ledger(ctx context.Context, orderID string) ([]pspapi.Operation, error) {
-	q := "SELECT id, op, order_id, amount_cents, currency, outcome, reason, at_us FROM psp_operations"
-	var args []any
-	if orderID != "" {
-		q += " WHERE order_id = ?"
-		args = append(args, orderID)
-	}
-	rows, err := s.db.Query(ctx, q+" ORDER BY id", args...)
-	if err != nil {
-		return nil, fmt.Errorf("psp ledger: %w", err)
-	}
-	defer rows.Close()
-	out := []pspapi.Operation{}
-	for rows.Next() {
-		var o pspapi.Operation
-		var at int64
-		if err := rows.Scan(&o.ID, &o.Op, &o.OrderID, &o.AmountCents, &o.Currency, &o.Outcome, &o.Reason, &at); err != nil {
-			return nil, err
-		}
-		o.At = time.UnixMicro(at).UTC()
-		out = append(out, o)
-	}
-	return out, rows.Err()
 }
 
 func (s *Server) handleLedger(w http.ResponseWriter, r *http.Request) {

@@ -2,21 +2,10 @@ package psp
 
 import (
 	"context"
-	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/pspapi"
 )
-
-func (s *Server) find(ctx context.Context, tx *sqldb.Tx, op, key string) (pspapi.Operation, error) {
-	var o pspapi.Operation
-	var at int64
-	err := tx.QueryRow(ctx, `SELECT id, op, order_id, amount_cents, currency, outcome, reason, at_us
-		FROM psp_operations WHERE op = ? AND idem_key = ?`, op, key).
-		Scan(&o.ID, &o.Op, &o.OrderID, &o.AmountCents, &o.Currency, &o.Outcome, &o.Reason, &at)
-	o.At = time.UnixMicro(at).UTC()
-	return o, err
-}
 
 // decide sets the outcome of a new operation from the order's history.
 func (s *Server) decide(ctx context.Context, tx *sqldb.Tx, o *pspapi.Operation, token string) error {
@@ -54,26 +43,6 @@ type opOutcome struct{ op, outcome string }
 type tally struct {
 	n      int
 	amount int64
-}
-
-// loadHistory reads the order's history in one query.
-func loadHistory(ctx context.Context, tx *sqldb.Tx, orderID string) (history, error) {
-	h := history{}
-	rows, err := tx.Query(ctx, `SELECT op, outcome, COUNT(*), COALESCE(SUM(amount_cents), 0)
-		FROM psp_operations WHERE order_id = ? GROUP BY op, outcome`, orderID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k opOutcome
-		var t tally
-		if err := rows.Scan(&k.op, &k.outcome, &t.n, &t.amount); err != nil {
-			return nil, err
-		}
-		h[k] = t
-	}
-	return h, rows.Err()
 }
 
 // judge decides a capture, void or refund of amount against the order's
