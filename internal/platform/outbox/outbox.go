@@ -7,12 +7,8 @@
 package outbox
 
 import (
-	"cmp"
 	"context"
-	"database/sql"
 	"embed"
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -64,81 +60,6 @@ const maxHandedOver = 10_000
 // New returns the outbox of db.
 func New(db *sqldb.DB) *Outbox {
 	return &Outbox{db: db, wake: make(chan struct{}, 1)}
-}
-
-// Add stores events in tx. They are published only if tx commits; the
-// commit wakes the relay at once.
-func (o *Outbox) Add(ctx context.Context, tx *sqldb.Tx, events ...bus.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	const cols = 9
-	var q strings.Builder
-	q.WriteString("INSERT INTO outbox (event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data) VALUES ")
-	args := make([]any, 0, cols*len(events))
-	for i, ev := range events {
-		if i > 0 {
-			q.WriteByte(',')
-		}
-		q.WriteString("(" + sqldb.Placeholders(cols) + ")")
-		args = append(args, ev.ID, ev.Type, ev.Source, ev.Subject, ev.Time.UnixMicro(),
-			ev.TraceParent, ev.CorrelationID, ev.CausationID, []byte(ev.Data))
-	}
-	if tx.Dialect() == sqldb.Postgres {
-		if _, err := tx.Exec(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("outbox add %d events: %w", len(events), err)
-		}
-		tx.OnCommit(o.Wake)
-		return nil
-	}
-	q.WriteString(" RETURNING id")
-	rows, err := o.insertReturning(ctx, tx, q.String(), args, events)
-	if err != nil {
-		return fmt.Errorf("outbox add %d events: %w", len(events), err)
-	}
-	tx.OnCommitInOrder(func() { o.handOver(rows) })
-	return nil
-}
-
-// insertReturning runs the insert and pairs each event with its row id.
-func (o *Outbox) insertReturning(ctx context.Context, tx *sqldb.Tx, q string, args []any, events []bus.Event) ([]handedRow, error) {
-	if len(events) == 1 { // the common case: a plain Exec, no rows to read
-		res, err := tx.Exec(ctx, strings.TrimSuffix(q, " RETURNING id"), args...)
-		if err != nil {
-			return nil, err
-		}
-		id, err := res.LastInsertId()
-		if err != nil {
-			return nil, err
-		}
-		return []handedRow{{id: id, ev: asStored(events[0])}}, nil
-	}
-	res, err := tx.Query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Close()
-	rows := make([]handedRow, 0, len(events))
-	for res.Next() {
-		var id int64
-		if err := res.Scan(&id); err != nil {
-			return nil, err
-		}
-		rows = append(rows, handedRow{id: id})
-	}
-	if err := res.Err(); err != nil {
-		return nil, err
-	}
-	if len(rows) != len(events) {
-		return nil, fmt.Errorf("inserted %d rows for %d events", len(rows), len(events))
-	}
-	// RETURNING gives no order guarantee; ids of one statement ascend
-	// in the order of its VALUES.
-	slices.SortFunc(rows, func(a, b handedRow) int { return cmp.Compare(a.id, b.id) })
-	for i := range rows {
-		rows[i].ev = asStored(events[i])
-	}
-	return rows, nil
 }
 
 // asStored is ev as the relay would read it back from its row.
@@ -210,41 +131,6 @@ func (o *Outbox) Wake() {
 	}
 }
 
-// Pending counts rows not yet marked sent. On SQLite the relay saves its
-// mark a few times a second, so a row stays pending for up to that long
-// after the broker has it.
-func (o *Outbox) Pending(ctx context.Context) (int, error) {
-	q := "SELECT COUNT(*) FROM outbox WHERE sent_at_us IS NULL"
-	if o.db.Dialect() != sqldb.Postgres {
-		q = "SELECT COUNT(*) FROM outbox WHERE id > (SELECT upto FROM outbox_cursor)"
-	}
-	var n int
-	if err := o.db.QueryRow(ctx, q).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count pending outbox rows: %w", err)
-	}
-	return n, nil
-}
-
-// OldestUnsent returns how long the oldest row not yet marked sent has
-// waited (zero when none): the relay's lag, which grows without bound
-// when it cannot publish. On SQLite it includes up to SaveEvery of the
-// lazily saved mark.
-func (o *Outbox) OldestUnsent(ctx context.Context, now time.Time) (time.Duration, error) {
-	q := "SELECT time_us FROM outbox WHERE sent_at_us IS NULL ORDER BY id LIMIT 1"
-	if o.db.Dialect() != sqldb.Postgres {
-		q = "SELECT time_us FROM outbox WHERE id > (SELECT upto FROM outbox_cursor) ORDER BY id LIMIT 1"
-	}
-	var us int64
-	err := o.db.QueryRow(ctx, q).Scan(&us)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("oldest unsent outbox row: %w", err)
-	}
-	return max(0, now.Sub(time.UnixMicro(us))), nil
-}
-
 // Emit adds one event of type typ about subject, from source, with data
 // encoded as JSON, to tx. When cause is not nil the new event continues its
 // correlation and trace and names it as its cause.
@@ -268,35 +154,4 @@ func (o *Outbox) Emit(ctx context.Context, tx *sqldb.Tx, source, typ, subject st
 	}
 	span.End()
 	return o.Add(ctx, tx, ev)
-}
-
-// WaitPublished waits until every row committed before the call is stored
-// in the broker, so a caller can answer "done" only once other services
-// can see the events (read-your-writes across services). It polls the
-// relay's progress every 10ms until ctx ends. Errors: ctx's.
-func (o *Outbox) WaitPublished(ctx context.Context) error {
-	var last sql.NullInt64
-	if err := o.db.QueryRow(ctx, "SELECT MAX(id) FROM outbox").Scan(&last); err != nil || !last.Valid {
-		return err
-	}
-	done := "SELECT upto >= ? FROM outbox_cursor"
-	if o.db.Dialect() == sqldb.Postgres {
-		done = "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE sent_at_us IS NULL AND id <= ?)"
-	}
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var ok bool
-		if err := o.db.QueryRow(ctx, done, last.Int64).Scan(&ok); err != nil {
-			return fmt.Errorf("outbox progress: %w", err)
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
 }

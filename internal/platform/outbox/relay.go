@@ -113,7 +113,8 @@ func NewRelay(o *Outbox, cfg RelayConfig) *Relay {
 // with backoff; Run only returns an error if the flush fails.
 func (r *Relay) Run(ctx context.Context) error {
 	if r.o.db.Dialect() != sqldb.Postgres {
-		if err := r.o.db.QueryRow(ctx, "SELECT upto FROM outbox_cursor").Scan(&r.saved); err != nil {
+		var err error
+		if r.saved, err = loadMark(ctx, r.o.db); err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped before it started: nothing sent, nothing to flush
 			}
@@ -191,19 +192,6 @@ func (r *Relay) relayOnce(ctx context.Context) (n int, more bool, err error) {
 	return r.sendNext(ctx)
 }
 
-const (
-	outboxColumns = `SELECT id, event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data FROM outbox `
-	// selectUnsent reads PostgreSQL's unsent rows (stamped one by one).
-	selectUnsent = outboxColumns + `WHERE sent_at_us IS NULL AND id > ? ORDER BY id LIMIT ?`
-	// selectAfter reads SQLite's rows after an id (sent is a mark).
-	selectAfter = outboxColumns + `WHERE id > ? ORDER BY id LIMIT ?`
-)
-
-// relayLockKey, with the hash of the current schema, names the PostgreSQL
-// advisory lock that serializes the relay rounds of one outbox (services
-// that share a database keep their outboxes in schemas of their own).
-const relayLockKey int32 = 0x6f75_7462 // "outb"
-
 // claimPublishMark is one PostgreSQL round: claim a batch, publish it, wait
 // for the acks, mark the acknowledged rows, commit.
 func (r *Relay) claimPublishMark(ctx context.Context) (n int, err error) {
@@ -212,14 +200,10 @@ func (r *Relay) claimPublishMark(ctx context.Context) (n int, err error) {
 		// One round at a time across every relay on this database: rounds
 		// of two relays would publish in parallel, and a later event of an
 		// order could reach the broker before an earlier one.
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))", relayLockKey); err != nil {
+		if err := lockRelays(ctx, tx); err != nil {
 			return fmt.Errorf("take the relay lock: %w", err)
 		}
-		rows, err := tx.Query(ctx, selectUnsent+" FOR UPDATE SKIP LOCKED", 0, r.cfg.BatchSize)
-		if err != nil {
-			return err
-		}
-		ids, events, err := scanRows(rows)
+		ids, events, err := claimUnsent(ctx, tx, r.cfg.BatchSize)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
@@ -255,11 +239,8 @@ func (r *Relay) sendNext(ctx context.Context) (n int, more bool, err error) {
 	} else {
 		// Every row handed over before this read was committed before it.
 		drops := r.o.drops()
-		rows, err := r.o.db.Query(ctx, selectAfter, r.cursor, r.cfg.BatchSize)
-		if err != nil {
-			return 0, false, err
-		}
-		if ids, events, err = scanRows(rows); err != nil {
+		var err error
+		if ids, events, err = rowsAfter(ctx, r.o.db, r.cursor, r.cfg.BatchSize); err != nil {
 			return 0, false, err
 		}
 		if more = len(ids) == r.cfg.BatchSize; !more {
