@@ -83,23 +83,10 @@ func (d *dispatcher) run(ctx context.Context) {
 // until the next one is due.
 func (d *dispatcher) launchDue(ctx context.Context) (time.Duration, error) {
 	now := d.s.cfg.Now()
-	rows, err := d.s.db.Query(ctx, `SELECT id, endpoint_id, event_id, event_type, payload, attempts, traceparent FROM webhook_deliveries
-		WHERE status = 'pending' AND next_attempt_us <= ? ORDER BY next_attempt_us LIMIT 500`, now.UnixMicro())
+	batch, err := dueDeliveries(ctx, d.s.db, now, 500)
 	if err != nil {
 		return time.Second, err
 	}
-	var batch []due
-	for rows.Next() {
-		var x due
-		var payload string
-		if err := rows.Scan(&x.id, &x.endpointID, &x.eventID, &x.eventType, &payload, &x.attempts, &x.traceparent); err != nil {
-			rows.Close()
-			return time.Second, err
-		}
-		x.payload = []byte(payload)
-		batch = append(batch, x)
-	}
-	rows.Close()
 	for _, x := range batch {
 		d.mu.Lock()
 		if d.inflight[x.id] || d.busy[x.endpointID] >= d.s.cfg.PerEndpoint {
@@ -124,8 +111,7 @@ func (d *dispatcher) launchDue(ctx context.Context) (time.Duration, error) {
 			}
 		}()
 	}
-	var nextUS int64
-	err = d.s.db.QueryRow(ctx, "SELECT COALESCE(MIN(next_attempt_us), 0) FROM webhook_deliveries WHERE status = 'pending'").Scan(&nextUS)
+	nextUS, err := nextDueUS(ctx, d.s.db)
 	if err != nil || nextUS == 0 {
 		return time.Second, err
 	}
@@ -187,20 +173,13 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 	// that attempt left the in-flight set. Attempt only if the delivery is
 	// still as read; else that attempt would be made twice.
 	now := d.s.cfg.Now()
-	var still int
-	err := d.s.db.QueryRow(ctx, `SELECT COUNT(*) FROM webhook_deliveries
-		WHERE id = ? AND status = 'pending' AND attempts = ? AND next_attempt_us <= ?`, x.id, x.attempts, now.UnixMicro()).Scan(&still)
-	if err != nil || still == 0 {
+	still, err := stillDue(ctx, d.s.db, x, now)
+	if err != nil || !still {
 		return err
 	}
 	e, err := d.s.Endpoint(ctx, x.endpointID)
-	if err != nil {
-		_, err = d.s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed' WHERE id = ?", x.id)
-		return err
-	}
-	if e.Disabled {
-		_, err = d.s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed' WHERE id = ?", x.id)
-		return err
+	if err != nil || e.Disabled {
+		return failDelivery(ctx, d.s.db, x.id, x.attempts)
 	}
 	var out attemptResult
 	ctx, span := telemetry.StartEvent(ctx, "webhook attempt", trace.SpanKindClient, x.traceparent,
@@ -223,9 +202,7 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 	if errors.Is(berr, gobreaker.ErrOpenState) || errors.Is(berr, gobreaker.ErrTooManyRequests) {
 		// Not attempted: the endpoint's breaker is open. Try again later
 		// without spending an attempt.
-		_, err := d.s.db.Exec(ctx, "UPDATE webhook_deliveries SET next_attempt_us = ? WHERE id = ?",
-			now.Add(30*time.Second).UnixMicro(), x.id)
-		return err
+		return postpone(ctx, d.s.db, x.id, now.Add(30*time.Second))
 	}
 	return d.record(ctx, e, x, now, out)
 }
@@ -290,20 +267,17 @@ func (d *dispatcher) record(ctx context.Context, e Endpoint, x due, at time.Time
 			"attempt", n, "status", res.status, "err", errText)
 	}
 	return d.s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO webhook_attempts (delivery_id, n, at_us, status_code, latency_ms, error, response)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, n) DO NOTHING`,
-			x.id, n, at.UnixMicro(), res.status, res.latency.Milliseconds(), errText, res.response); err != nil {
+		if err := insertAttempt(ctx, tx, x.id, n, at, res, errText); err != nil {
 			return err
 		}
 		if ok {
-			if _, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'delivered', attempts = ? WHERE id = ?", n, x.id); err != nil {
+			if err := deliveredAt(ctx, tx, x.id, n); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "UPDATE webhook_endpoints SET failing_since_us = 0 WHERE id = ? AND failing_since_us <> 0", e.ID)
-			return err
+			return setFailingSince(ctx, tx, e.ID, time.Time{})
 		}
 		if res.status == http.StatusGone {
-			if _, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed', attempts = ? WHERE id = ?", n, x.id); err != nil {
+			if err := failDelivery(ctx, tx, x.id, n); err != nil {
 				return err
 			}
 			return d.disable(ctx, tx, e, "the endpoint answered 410 Gone")
@@ -311,27 +285,24 @@ func (d *dispatcher) record(ctx context.Context, e Endpoint, x due, at time.Time
 		failingSince := e.failingSince
 		if failingSince.IsZero() {
 			failingSince = at
-			if _, err := tx.Exec(ctx, "UPDATE webhook_endpoints SET failing_since_us = ? WHERE id = ?", at.UnixMicro(), e.ID); err != nil {
+			if err := setFailingSince(ctx, tx, e.ID, at); err != nil {
 				return err
 			}
 		}
 		if at.Sub(failingSince) >= d.s.cfg.DisableAfter {
-			if _, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed', attempts = ? WHERE id = ?", n, x.id); err != nil {
+			if err := failDelivery(ctx, tx, x.id, n); err != nil {
 				return err
 			}
 			return d.disable(ctx, tx, e, fmt.Sprintf("failing continuously since %s", failingSince.UTC().Format(time.RFC3339)))
 		}
 		if n >= len(d.s.cfg.Schedule) {
-			_, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed', attempts = ? WHERE id = ?", n, x.id)
-			return err
+			return failDelivery(ctx, tx, x.id, n)
 		}
 		delay := jitter(d.s.cfg.Schedule[n])
 		if res.retryAfter > 0 {
 			delay = res.retryAfter
 		}
-		_, err := tx.Exec(ctx, "UPDATE webhook_deliveries SET attempts = ?, next_attempt_us = ? WHERE id = ?",
-			n, at.Add(delay).UnixMicro(), x.id)
-		return err
+		return retryAt(ctx, tx, x.id, n, at.Add(delay))
 	})
 }
 
@@ -341,7 +312,7 @@ func jitter(d time.Duration) time.Duration {
 }
 
 func (d *dispatcher) disable(ctx context.Context, tx *sqldb.Tx, e Endpoint, reason string) error {
-	if _, err := tx.Exec(ctx, "UPDATE webhook_endpoints SET disabled = 1, disabled_reason = ? WHERE id = ?", reason, e.ID); err != nil {
+	if err := disableEndpoint(ctx, tx, e.ID, reason); err != nil {
 		return err
 	}
 	tx.OnCommit(func() { go d.s.narrow(context.Background()) })

@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -117,63 +116,19 @@ func (s *Service) CreateEndpoint(ctx context.Context, in EndpointInput) (Endpoin
 	id, _ := uuid.NewV7()
 	e := Endpoint{ID: "ep_" + id.String(), URL: *in.URL, EventTypes: *in.EventTypes, Description: desc,
 		CreatedAt: s.cfg.Now().UTC(), Secret: secret}
-	types, _ := json.Marshal(e.EventTypes)
-	_, err = s.db.Exec(ctx, `INSERT INTO webhook_endpoints (id, url, event_types, description, secret, created_us)
-		VALUES (?, ?, ?, ?, ?, ?)`, e.ID, e.URL, string(types), e.Description, secret, e.CreatedAt.UnixMicro())
-	if err != nil {
+	if err := insertEndpoint(ctx, s.db, e); err != nil {
 		return Endpoint{}, fmt.Errorf("create endpoint: %w", err)
 	}
 	return e, nil
 }
 
-const endpointColumns = "id, url, event_types, description, secret, previous_secret, previous_until_us, disabled, disabled_reason, failing_since_us, created_us"
-
-func scanEndpoint(row interface{ Scan(...any) error }) (Endpoint, error) {
-	var (
-		e                           Endpoint
-		types                       string
-		prevUntil, failing, created int64
-		disabled                    int
-	)
-	if err := row.Scan(&e.ID, &e.URL, &types, &e.Description, &e.secret, &e.previous, &prevUntil, &disabled,
-		&e.DisabledReason, &failing, &created); err != nil {
-		return Endpoint{}, err
-	}
-	json.Unmarshal([]byte(types), &e.EventTypes)
-	e.Disabled = disabled == 1
-	e.previousUntil = time.UnixMicro(prevUntil)
-	if failing > 0 {
-		e.failingSince = time.UnixMicro(failing)
-	}
-	e.CreatedAt = time.UnixMicro(created).UTC()
-	return e, nil
-}
-
 // Endpoint returns one endpoint without its secret. Errors: NotFound.
 func (s *Service) Endpoint(ctx context.Context, id string) (Endpoint, error) {
-	e, err := scanEndpoint(s.db.QueryRow(ctx, "SELECT "+endpointColumns+" FROM webhook_endpoints WHERE id = ?", id))
+	e, err := loadEndpoint(ctx, s.db, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Endpoint{}, apperr.New(apperr.NotFound, "id", "no webhook endpoint %s", id)
 	}
 	return e, err
-}
-
-// Endpoints lists every endpoint.
-func (s *Service) Endpoints(ctx context.Context) ([]Endpoint, error) {
-	rows, err := s.db.Query(ctx, "SELECT "+endpointColumns+" FROM webhook_endpoints ORDER BY created_us")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Endpoint{}
-	for rows.Next() {
-		e, err := scanEndpoint(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
 }
 
 // UpdateEndpoint changes the given fields. Errors: Invalid, NotFound.
@@ -213,10 +168,7 @@ func (s *Service) UpdateEndpoint(ctx context.Context, id string, in EndpointInpu
 			return Endpoint{}, err
 		}
 	}
-	types, _ := json.Marshal(e.EventTypes)
-	_, err = s.db.Exec(ctx, `UPDATE webhook_endpoints SET url = ?, event_types = ?, description = ?, disabled = ?,
-		disabled_reason = ?, failing_since_us = ? WHERE id = ?`, e.URL, string(types), e.Description, sqldb.BoolInt(e.Disabled),
-		e.DisabledReason, micros(e.failingSince), id)
+	err = updateEndpoint(ctx, s.db, e)
 	if err == nil {
 		s.narrow(ctx)
 	}
@@ -228,15 +180,14 @@ func (s *Service) UpdateEndpoint(ctx context.Context, id string, in EndpointInpu
 func (s *Service) DeleteEndpoint(ctx context.Context, id string) error {
 	defer s.narrow(ctx)
 	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		res, err := tx.Exec(ctx, "DELETE FROM webhook_endpoints WHERE id = ?", id)
+		n, err := deleteEndpoint(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if n == 0 {
 			return apperr.New(apperr.NotFound, "id", "no webhook endpoint %s", id)
 		}
-		_, err = tx.Exec(ctx, "UPDATE webhook_deliveries SET status = 'failed' WHERE endpoint_id = ? AND status = 'pending'", id)
-		return err
+		return failPending(ctx, tx, id)
 	})
 }
 
@@ -252,8 +203,7 @@ func (s *Service) RotateSecret(ctx context.Context, id string) (Endpoint, error)
 		return Endpoint{}, err
 	}
 	until := s.cfg.Now().Add(s.cfg.SecretGrace)
-	_, err = s.db.Exec(ctx, "UPDATE webhook_endpoints SET secret = ?, previous_secret = ?, previous_until_us = ? WHERE id = ?",
-		secret, e.secret, until.UnixMicro(), id)
+	err = rotateSecret(ctx, s.db, id, secret, e.secret, until)
 	e.Secret = secret
 	return e, err
 }
@@ -264,11 +214,4 @@ func (e Endpoint) signingSecrets(now time.Time) []string {
 		return []string{e.secret, e.previous}
 	}
 	return []string{e.secret}
-}
-
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
 }

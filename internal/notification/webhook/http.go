@@ -122,61 +122,6 @@ type DeliveryFilter struct {
 // maxEventFilter bounds the event ids one list request may name.
 const maxEventFilter = 100
 
-// Deliveries lists deliveries, newest first, filtered by status and
-// endpoint when given, each with its attempts. One statement reads both,
-// so a delivery's status and its attempts are from the same moment.
-func (s *Service) Deliveries(ctx context.Context, f DeliveryFilter, page httpx.Page) ([]Delivery, error) {
-	q := "SELECT id, endpoint_id, event_id, event_type, status, next_attempt_us, created_us FROM webhook_deliveries WHERE 1 = 1"
-	var args []any
-	if f.Status != "" {
-		q += " AND status = ?"
-		args = append(args, f.Status)
-	}
-	if f.EndpointID != "" {
-		q += " AND endpoint_id = ?"
-		args = append(args, f.EndpointID)
-	}
-	if len(f.EventIDs) > 0 {
-		q += " AND event_id IN (" + sqldb.Placeholders(len(f.EventIDs)) + ")"
-		for _, id := range f.EventIDs {
-			args = append(args, id)
-		}
-	}
-	q, args = page.Where(q, args)
-	q = `SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.next_attempt_us, d.created_us,
-		a.at_us, a.status_code, a.latency_ms, a.error, a.response
-		FROM (` + q + ` ORDER BY created_us DESC, id DESC LIMIT ?) d
-		LEFT JOIN webhook_attempts a ON a.delivery_id = d.id
-		ORDER BY d.created_us DESC, d.id DESC, a.n`
-	rows, err := s.db.Query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Delivery{}
-	for rows.Next() {
-		var d Delivery
-		var next, created int64
-		var at, code, latency sql.NullInt64
-		var errText, response sql.NullString
-		if err := rows.Scan(&d.ID, &d.EndpointID, &d.EventID, &d.EventType, &d.Status, &next, &created,
-			&at, &code, &latency, &errText, &response); err != nil {
-			return nil, err
-		}
-		if len(out) == 0 || out[len(out)-1].ID != d.ID {
-			d.NextAttempt, d.CreatedAt = time.UnixMicro(next).UTC(), time.UnixMicro(created).UTC()
-			d.Attempts = []Attempt{}
-			out = append(out, d)
-		}
-		if at.Valid {
-			last := &out[len(out)-1]
-			last.Attempts = append(last.Attempts, Attempt{At: time.UnixMicro(at.Int64).UTC(), StatusCode: int(code.Int64),
-				LatencyMS: latency.Int64, Error: errText.String, Response: response.String})
-		}
-	}
-	return out, rows.Err()
-}
-
 func (s *Service) handleDeliveries(w http.ResponseWriter, r *http.Request) {
 	status := r.URL.Query().Get("status")
 	if status != "" && status != "pending" && status != "delivered" && status != "failed" {
@@ -204,20 +149,18 @@ func (s *Service) handleDeliveries(w http.ResponseWriter, r *http.Request) {
 // open circuit breaker if it has one. Errors: NotFound, Conflict (already
 // delivered).
 func (s *Service) Retry(ctx context.Context, id string) error {
-	var endpointID string
-	err := s.db.QueryRow(ctx, "SELECT endpoint_id FROM webhook_deliveries WHERE id = ?", id).Scan(&endpointID)
+	endpointID, err := deliveryEndpoint(ctx, s.db, id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return apperr.New(apperr.NotFound, "id", "no delivery %s", id)
 	}
 	if err != nil {
 		return err
 	}
-	res, err := s.db.Exec(ctx, "UPDATE webhook_deliveries SET status = 'pending', next_attempt_us = ? WHERE id = ? AND status <> 'delivered'",
-		s.cfg.Now().UnixMicro(), id)
+	n, err := retryNow(ctx, s.db, id, s.cfg.Now())
 	if err != nil {
 		return err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n == 0 {
 		return apperr.New(apperr.Conflict, "id", "delivery %s was already delivered", id)
 	}
 	s.d.closeBreaker(endpointID)
@@ -250,21 +193,9 @@ func (s *Service) Recover(ctx context.Context, endpointID string, since time.Tim
 	if _, err := s.Endpoint(ctx, endpointID); err != nil {
 		return r, err
 	}
-	now := s.cfg.Now().UnixMicro()
 	err := s.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		res, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET status = 'pending', next_attempt_us = ?
-			WHERE endpoint_id = ? AND status = 'failed' AND created_us >= ?`, now, endpointID, since.UnixMicro())
-		if err == nil {
-			r.Failed, err = res.RowsAffected()
-		}
-		if err != nil {
-			return err
-		}
-		res, err = tx.Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_us = ?
-			WHERE endpoint_id = ? AND status = 'pending' AND next_attempt_us > ? AND created_us >= ?`, now, endpointID, now, since.UnixMicro())
-		if err == nil {
-			r.Waiting, err = res.RowsAffected()
-		}
+		var err error
+		r.Failed, r.Waiting, err = recoverSince(ctx, tx, endpointID, since, s.cfg.Now())
 		return err
 	})
 	if err != nil {

@@ -3,7 +3,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -206,32 +205,6 @@ func (s *Service) subscribedTypes(ctx context.Context) (map[string]bool, error) 
 	return types, nil
 }
 
-type subscription struct {
-	id    string
-	types []string
-}
-
-// enabledEndpoints lists the enabled endpoints and their event types,
-// through query (the read pool's or a transaction's).
-func enabledEndpoints(ctx context.Context, query func(context.Context, string, ...any) (*sql.Rows, error)) ([]subscription, error) {
-	rows, err := query(ctx, "SELECT id, event_types FROM webhook_endpoints WHERE disabled = 0")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var eps []subscription
-	for rows.Next() {
-		var ep subscription
-		var types string
-		if err := rows.Scan(&ep.id, &types); err != nil {
-			return nil, err
-		}
-		_ = json.Unmarshal([]byte(types), &ep.types) // written by CreateEndpoint; unreadable matches nothing
-		eps = append(eps, ep)
-	}
-	return eps, rows.Err()
-}
-
 func (s *Service) enqueue(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
 	eps, err := enabledEndpoints(ctx, tx.Query)
 	if err != nil {
@@ -262,9 +235,7 @@ func (s *Service) enqueue(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error
 	now := s.cfg.Now()
 	for _, ep := range targets {
 		id, _ := uuid.NewV7()
-		if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, status, next_attempt_us, created_us, traceparent, meaning)
-			VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-			"dl_"+id.String(), ep, ev.ID, ev.Type, string(body), now.Add(s.cfg.Schedule[0]).UnixMicro(), now.UnixMicro(), ev.TraceParent, meaning); err != nil {
+		if err := insertDelivery(ctx, tx, "dl_"+id.String(), ep, ev, body, meaning, now, now.Add(s.cfg.Schedule[0])); err != nil {
 			return err
 		}
 	}
