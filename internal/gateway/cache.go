@@ -58,13 +58,18 @@ var cachedHeaders = []string{"Content-Type", "ETag", "Cache-Control", "Last-Modi
 // Serve answers r from the cache, filling it through next on a miss.
 func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	key := r.URL.RequestURI()
-	c.mu.RLock()
-	e, ok := c.entries[key]
-	c.mu.RUnlock()
+	e, ok := c.fresh(key)
 	state := "HIT"
-	if !ok || time.Now().After(e.expires) {
+	if !ok {
 		state = "MISS"
-		v, _, shared := c.group.Do(key, func() (any, error) { return c.fill(r, key, next), nil })
+		v, _, shared := c.group.Do(key, func() (any, error) {
+			// A request that missed just before another's fill stored
+			// the entry finds it here, rather than asking upstream again.
+			if e, ok := c.fresh(key); ok {
+				return e, nil
+			}
+			return c.fill(r, key, next), nil
+		})
 		e = v.(*cached)
 		if shared {
 			state = "HIT-SHARED"
@@ -84,6 +89,17 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if r.Method != http.MethodHead {
 		w.Write(e.body)
 	}
+}
+
+// fresh is key's entry if it has not expired.
+func (c *Cache) fresh(key string) (*cached, bool) {
+	c.mu.RLock()
+	e, ok := c.entries[key]
+	c.mu.RUnlock()
+	if !ok || time.Now().After(e.expires) {
+		return nil, false
+	}
+	return e, true
 }
 
 // fill makes the one upstream request for key, detached from the caller
