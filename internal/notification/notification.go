@@ -4,7 +4,6 @@ package notification
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -44,10 +43,27 @@ func New(db *sqldb.DB, log *slog.Logger) *Service { return &Service{db: db, log:
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	// Off the order's critical path: one worker that lingers, so that the
 	// events of many orders share a transaction.
-	// Every type the customer hears of, each told by compose.
-	var routes inbox.Routes
-	for _, typ := range []string{event.OrderPlaced, event.OrderConfirmed, event.ShipmentCreated, event.OrderCompleted, event.OrderCancelled} {
-		routes = append(routes, inbox.On(typ, s.notify))
+	// Every type the customer hears of, each with its data typed and its
+	// message written by a pure function of it.
+	routes := inbox.Routes{
+		inbox.On(event.OrderPlaced, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Placed) error {
+			if err := recordCustomer(ctx, tx, ev.Subject, d.CustomerID); err != nil {
+				return err
+			}
+			return s.notify(ctx, tx, ev, d.CustomerID, placedMessage(ev.Subject))
+		}),
+		inbox.On(event.OrderConfirmed, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Confirmed) error {
+			return s.notify(ctx, tx, ev, d.CustomerID, confirmedMessage(ev.Subject))
+		}),
+		inbox.On(event.ShipmentCreated, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Shipment) error {
+			return s.notify(ctx, tx, ev, "", shippedMessage(ev.Subject, d))
+		}),
+		inbox.On(event.OrderCompleted, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.OrderRef) error {
+			return s.notify(ctx, tx, ev, d.CustomerID, completedMessage(ev.Subject))
+		}),
+		inbox.On(event.OrderCancelled, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Cancelled) error {
+			return s.notify(ctx, tx, ev, d.CustomerID, cancelledMessage(ev.Subject, d))
+		}),
 	}
 	// A message stands on its own (one waiting for its order's customer is
 	// retried), so one order's events need not stay on one instance.
@@ -55,51 +71,42 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	return cfg, inbox.BatchHandler(s.db, ConsumerName, routes.Handler(ConsumerName))
 }
 
-// about is what a customer's message needs of an event's data.
-type about struct {
-	CustomerID string `json:"customer_id"`
-	Reason     string `json:"reason"`
-	Tracking   string `json:"tracking"`
-}
-
-// notify writes the customer's message about ev, once.
-func (s *Service) notify(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d about) error {
-	orderID := ev.Subject
-	if ev.Type == event.OrderPlaced {
-		if err := recordCustomer(ctx, tx, orderID, d.CustomerID); err != nil {
-			return err
-		}
-	}
-	if d.CustomerID == "" {
+// notify writes the customer's message about ev, once; customerID is the
+// event's, or "" to look it up from the order's order.placed.
+func (s *Service) notify(ctx context.Context, tx *sqldb.Tx, ev bus.Event, customerID string, m message) error {
+	if customerID == "" {
 		var err error
-		if d.CustomerID, err = customerOf(ctx, tx, orderID); err != nil {
+		if customerID, err = customerOf(ctx, tx, ev.Subject); err != nil {
 			return err
 		}
 	}
-	subject, body, err := compose(ev.Type, orderID, d.Reason, d.Tracking)
-	if err != nil {
-		return err
-	}
-	return insertMessage(ctx, tx, Message{EventID: ev.ID, OrderID: orderID, CustomerID: d.CustomerID, Type: ev.Type,
-		Subject: subject, Body: body, At: tx.Now()})
+	return insertMessage(ctx, tx, Message{EventID: ev.ID, OrderID: ev.Subject, CustomerID: customerID, Type: ev.Type,
+		Subject: m.subject, Body: m.body, At: tx.Now()})
 }
 
-// compose writes the customer's message about an event of type typ: the
-// notification rules, a pure function.
-func compose(typ, orderID, reason, tracking string) (subject, body string, err error) {
-	switch typ {
-	case event.OrderPlaced:
-		return "We received your order", "Order " + orderID + " is being processed.", nil
-	case event.OrderConfirmed:
-		return "Your order is confirmed", "Order " + orderID + " is paid and will ship soon.", nil
-	case event.ShipmentCreated:
-		return "Your order has shipped", "Order " + orderID + " is on its way, tracking " + tracking + ".", nil
-	case event.OrderCompleted:
-		return "Your order is complete", "Thank you for order " + orderID + ".", nil
-	case event.OrderCancelled:
-		return "Your order was cancelled", "Order " + orderID + " was cancelled (" + reason + "). You have not been charged.", nil
-	}
-	return "", "", bus.Permanent(fmt.Errorf("notifications does not handle %s", typ))
+// The notification rules: what the customer is told of each step, pure
+// functions of the event's data.
+
+type message struct{ subject, body string }
+
+func placedMessage(orderID string) message {
+	return message{"We received your order", "Order " + orderID + " is being processed."}
+}
+
+func confirmedMessage(orderID string) message {
+	return message{"Your order is confirmed", "Order " + orderID + " is paid and will ship soon."}
+}
+
+func shippedMessage(orderID string, d event.Shipment) message {
+	return message{"Your order has shipped", "Order " + orderID + " is on its way, tracking " + d.Tracking + "."}
+}
+
+func completedMessage(orderID string) message {
+	return message{"Your order is complete", "Thank you for order " + orderID + "."}
+}
+
+func cancelledMessage(orderID string, d event.Cancelled) message {
+	return message{"Your order was cancelled", "Order " + orderID + " was cancelled (" + d.Reason + "). You have not been charged."}
 }
 
 // Routes mounts the admin view of sent messages.

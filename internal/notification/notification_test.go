@@ -5,26 +5,35 @@ import (
 	"testing"
 
 	"github.com/ordermesh/ordermesh/internal/event"
-	"github.com/ordermesh/ordermesh/internal/platform/bus"
 )
 
-func TestCompose(t *testing.T) {
+// TestMessages: what the customer is told of each step, from the event's
+// typed data.
+func TestMessages(t *testing.T) {
 	tests := []struct {
-		typ, subject, bodyHas string
+		name             string
+		got              message
+		subject, bodyHas string
 	}{
-		{event.OrderPlaced, "We received your order", "Order o1 is being processed."},
-		{event.OrderConfirmed, "Your order is confirmed", "Order o1 is paid"},
-		{event.ShipmentCreated, "Your order has shipped", "tracking OM123."},
-		{event.OrderCompleted, "Your order is complete", "order o1"},
-		{event.OrderCancelled, "Your order was cancelled", "cancelled (out_of_stock). You have not been charged."},
+		{event.OrderPlaced, placedMessage("o1"), "We received your order", "Order o1 is being processed."},
+		{event.OrderConfirmed, confirmedMessage("o1"), "Your order is confirmed", "Order o1 is paid"},
+		{event.ShipmentCreated, shippedMessage("o1", event.Shipment{Tracking: "OM123"}), "Your order has shipped", "tracking OM123."},
+		{event.OrderCompleted, completedMessage("o1"), "Your order is complete", "order o1"},
+		{event.OrderCancelled, cancelledMessage("o1", event.Cancelled{Reason: "out_of_stock"}), "Your order was cancelled", "cancelled (out_of_stock). You have not been charged."},
 	}
 	for _, tt := range tests {
-		subject, body, err := compose(tt.typ, "o1", "out_of_stock", "OM123")
-		if err != nil || subject != tt.subject || !strings.Contains(body, tt.bodyHas) {
-			t.Fatalf("compose(%s) = %q, %q, %v; want %q and a body with %q", tt.typ, subject, body, err, tt.subject, tt.bodyHas)
+		if tt.got.subject != tt.subject || !strings.Contains(tt.got.body, tt.bodyHas) {
+			t.Errorf("%s: %q, %q; want %q and a body with %q", tt.name, tt.got.subject, tt.got.body, tt.subject, tt.bodyHas)
 		}
 	}
-	if _, _, err := compose(event.StockReserved, "o1", "", ""); !bus.IsPermanent(err) {
-		t.Fatalf("compose(stock.reserved) error = %v, want a permanent one", err)
+}
+
+// TestConsumerHandlesWhatItIsToldOf: the consumer subscribes to exactly
+// the steps a customer hears of.
+func TestConsumerHandlesWhatItIsToldOf(t *testing.T) {
+	cfg, _ := (&Service{}).Consumer()
+	want := []string{event.OrderPlaced, event.OrderConfirmed, event.ShipmentCreated, event.OrderCompleted, event.OrderCancelled}
+	if strings.Join(cfg.Types, ",") != strings.Join(want, ",") {
+		t.Errorf("types = %v, want %v", cfg.Types, want)
 	}
 }
