@@ -2,9 +2,6 @@ package inventory
 
 import (
 	"fmt"
-
-	"github.com/ordermesh/ordermesh/internal/apperr"
-	"github.com/ordermesh/ordermesh/internal/event"
 )
 
 // The stock rules, as pure functions: no database or broker. decide says
@@ -24,9 +21,9 @@ const (
 	commitReserved                 // reserved units to committed (shipped)
 )
 
-// decide says what an event of type typ does to an order whose
-// reservation is in state ("" for an order not seen yet). The whole table
-// (TestDecide checks every cell):
+// The rules say what each saga event does to an order whose reservation
+// is in state ("" for an order not seen yet). The whole table (TestRules
+// checks every cell):
 //
 //	state        order.placed   order.cancelled    shipment.created
 //	""           reserve        markCancelled      keep
@@ -41,30 +38,34 @@ const (
 // the cancel whatever it may hold. The service takes the order's row
 // before it reads the state, so the state is the committed one even with
 // two instances on one order.
-func decide(state, typ string) (action, error) {
-	switch typ {
-	case event.OrderPlaced:
-		if state != "" {
-			return keep, nil // seen before, or cancelled before it was placed
-		}
-		return reserve, nil
-	case event.OrderCancelled:
-		switch state {
-		case stateReserved:
-			return releaseReserved, nil
-		case stateCommitted:
-			return releaseCommitted, nil
-		case "":
-			return markCancelled, nil
-		}
-		return keep, nil // rejected, released or cancelled: nothing held
-	case event.ShipmentCreated:
-		if state != stateReserved {
-			return keep, nil
-		}
-		return commitReserved, nil
+
+// onPlaced is what order.placed does.
+func onPlaced(state string) action {
+	if state != "" {
+		return keep // seen before, or cancelled before it was placed
 	}
-	return keep, apperr.Permanent(fmt.Errorf("inventory does not handle %s", typ))
+	return reserve
+}
+
+// onCancelled is what order.cancelled does.
+func onCancelled(state string) action {
+	switch state {
+	case stateReserved:
+		return releaseReserved
+	case stateCommitted:
+		return releaseCommitted
+	case "":
+		return markCancelled
+	}
+	return keep // rejected, released or cancelled: nothing held
+}
+
+// onShipped is what shipment.created does.
+func onShipped(state string) action {
+	if state != stateReserved {
+		return keep
+	}
+	return commitReserved
 }
 
 // shortfall returns the first SKU, in skus' order, whose available stock

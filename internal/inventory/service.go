@@ -103,13 +103,13 @@ func (s *Service) Product(ctx context.Context, sku string) (Product, error) {
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	routes := inbox.Routes{
 		inbox.On(event.OrderPlaced, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Placed) error {
-			return s.handle(ctx, tx, ev, d.OrderID, d.Items)
+			return s.handle(ctx, tx, ev, d.OrderID, d.Items, onPlaced)
 		}),
 		inbox.On(event.OrderCancelled, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Cancelled) error {
-			return s.handle(ctx, tx, ev, d.OrderID, nil)
+			return s.handle(ctx, tx, ev, d.OrderID, nil, onCancelled)
 		}),
 		inbox.On(event.ShipmentCreated, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Shipment) error {
-			return s.handle(ctx, tx, ev, d.OrderID, nil)
+			return s.handle(ctx, tx, ev, d.OrderID, nil, onShipped)
 		}),
 	}
 	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: routes.Types()}
@@ -122,20 +122,20 @@ var afterRead = func(orderID string) {}
 
 // handle applies one saga event about orderID (with its lines, for an
 // order.placed) inside the transaction that records it: it reads the
-// order's reservation, asks decide, and writes the outcome.
-func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string, lines []event.Line) error {
+// order's reservation, asks the event's rule, and writes the outcome.
+func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string, lines []event.Line, rule func(state string) action) error {
 	state, err := lockOrder(ctx, tx, orderID)
 	if err != nil {
 		return err
 	}
 	afterRead(orderID)
-	act, err := decide(state, ev.Type)
-	switch {
-	case err != nil || act == keep:
-		return err
-	case act == reserve:
+	act := rule(state)
+	switch act {
+	case keep:
+		return nil
+	case reserve:
 		return s.reserve(ctx, tx, ev, orderID, lines)
-	case act == markCancelled:
+	case markCancelled:
 		return setOrderState(ctx, tx, orderID, stateCancelled)
 	}
 	if err := moveReserved(ctx, tx, orderID, moves[act]); err != nil {
