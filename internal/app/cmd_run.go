@@ -93,13 +93,17 @@ func tracingLine() string {
 
 // checkServeNeeds says what `serve service` is missing.
 func checkServeNeeds(service, natsURL, db, secret string, c *commonFlags) error {
+	var dsnErr error
+	if db != "" {
+		dsnErr = sqldb.CheckDSN(db)
+	}
 	switch {
 	case natsURL == "" && service != "gateway":
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
 	case !optionalDB(service) && db == "":
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
-	case db != "" && sqldb.CheckDSN(db) != nil:
-		return usagef("--db: %v", sqldb.CheckDSN(db))
+	case dsnErr != nil:
+		return usagef("--db: %v", dsnErr)
 	case service != "gateway" && secret == "":
 		return usagef("serve %s needs --internal-secret (the gateway's, 32+ bytes), so it can refuse requests that bypass the gateway", service)
 	}

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
@@ -178,8 +179,11 @@ func (d *dispatcher) attempt(ctx context.Context, x due) error {
 		return err
 	}
 	e, err := d.s.Endpoint(ctx, x.endpointID)
-	if err != nil || e.Disabled {
-		return failDelivery(ctx, d.s.db, x.id, x.attempts)
+	switch {
+	case apperr.KindOf(err) == apperr.NotFound, err == nil && e.Disabled:
+		return failDelivery(ctx, d.s.db, x.id, x.attempts) // no one to deliver to
+	case err != nil:
+		return err // the database did not answer: the delivery stays due
 	}
 	var out attemptResult
 	ctx, span := telemetry.StartEvent(ctx, "webhook attempt", trace.SpanKindClient, x.traceparent,
