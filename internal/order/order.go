@@ -13,47 +13,26 @@ package order
 import (
 	"fmt"
 	"regexp"
-	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/order/domain"
+)
+
+// The order rules' names, used across the service.
+type (
+	Order = domain.Order
+	Step  = domain.Step
 )
 
 // Statuses.
 const (
-	Pending   = "pending"
-	Confirmed = "confirmed"
-	Shipped   = "shipped"
-	Completed = "completed"
-	Cancelled = "cancelled"
+	Pending   = domain.Pending
+	Confirmed = domain.Confirmed
+	Shipped   = domain.Shipped
+	Completed = domain.Completed
+	Cancelled = domain.Cancelled
 )
-
-// Order is an order as the API shows it.
-type Order struct {
-	ID              string        `json:"id"`
-	CustomerID      string        `json:"customer_id"`
-	Status          string        `json:"status"`
-	Items           []event.Line  `json:"items"`
-	TotalCents      int64         `json:"total_cents"`
-	Currency        string        `json:"currency"`
-	CancelReason    string        `json:"cancel_reason"`
-	Version         int           `json:"version"`
-	ShippingAddress event.Address `json:"shipping_address"`
-	CreatedAt       time.Time     `json:"created_at"`
-	Timeline        []Step        `json:"timeline,omitempty"`
-
-	shipped  bool
-	captured bool
-	// traceparent is the trace the order was placed in: work it causes
-	// later (a cancel, its deadline) continues it.
-	traceparent string
-}
-
-// Step is one entry of an order's timeline.
-type Step struct {
-	Type string    `json:"type"`
-	At   time.Time `json:"at"`
-}
 
 // PlaceRequest is the body of POST /api/orders.
 type PlaceRequest struct {
@@ -118,11 +97,3 @@ func (r PlaceRequest) Validate() error {
 	}
 	return nil
 }
-
-// Cancellable reports whether a customer may still cancel: not yet shipped.
-func (o Order) Cancellable() bool {
-	return o.Status == Pending || o.Status == Confirmed || o.Status == Cancelled
-}
-
-// Terminal reports whether the order has reached a final status.
-func (o Order) Terminal() bool { return o.Status == Completed || o.Status == Cancelled }

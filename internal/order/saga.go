@@ -7,6 +7,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/order/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/every"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
@@ -19,15 +20,15 @@ import (
 // timeline step) and emits its events, caused by cause (nil for a
 // command). A move lost to a concurrent change fails the transaction, to
 // be retried against the new state.
-func (s *Service) apply(ctx context.Context, tx *sqldb.Tx, o Order, out Outcome, cause *bus.Event) error {
+func (s *Service) apply(ctx context.Context, tx *sqldb.Tx, o Order, out domain.Outcome, cause *bus.Event) error {
 	if len(out.Moves) == 0 {
 		return nil
 	}
-	if cause == nil && o.traceparent != "" {
+	if cause == nil && o.TraceParent != "" {
 		// A command (a customer's cancel, the deadline): its events go on
 		// in the order's trace, linked to the request that asked.
 		var span trace.Span
-		ctx, span = telemetry.Continue(ctx, o.traceparent, "order "+out.Moves[len(out.Moves)-1].Step, telemetry.AttrOrderID.String(o.ID))
+		ctx, span = telemetry.Continue(ctx, o.TraceParent, "order "+out.Moves[len(out.Moves)-1].Step, telemetry.AttrOrderID.String(o.ID))
 		defer span.End()
 	}
 	now := s.now()
@@ -80,10 +81,14 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 		}),
 		inbox.On(event.OrderPlaced, s.checkPlaced),
 	}
-	// The saga's events: the order rules (On) decide by type.
-	for _, typ := range []string{event.StockRejected, event.PaymentAuthorized, event.PaymentFailed, event.ShipmentCreated, event.PaymentCaptured} {
-		routes = append(routes, inbox.OnEvent(typ, s.advance))
-	}
+	// The saga's events, each with its rule.
+	routes = append(routes,
+		inbox.OnEvent(event.StockRejected, s.advance(domain.OnStockRejected)),
+		inbox.OnEvent(event.PaymentAuthorized, s.advance(domain.OnPaymentAuthorized)),
+		inbox.OnEvent(event.PaymentFailed, s.advance(domain.OnPaymentFailed)),
+		inbox.OnEvent(event.ShipmentCreated, s.advance(domain.OnShipmentCreated)),
+		inbox.OnEvent(event.PaymentCaptured, s.advance(domain.OnPaymentCaptured)),
+	)
 	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: routes.Types()}
 	// Every order.placed of an order stored here is this service's own:
 	// those are acknowledged after one read, without a transaction. Only
@@ -114,25 +119,24 @@ func (s *Service) ownPlacements(ctx context.Context, evs []bus.Event) ([]bool, e
 	return out, nil
 }
 
-// advance applies a saga event to its order, inside the transaction that
-// records it.
-func (s *Service) advance(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
-	o, err := loadState(ctx, tx, ev.Subject, true)
-	if apperr.KindOf(err) == apperr.NotFound {
-		// Every genuine order exists here before anything happens to it
-		// elsewhere, so this follows an order.placed this service never
-		// accepted, which checkPlaced already cancelled: nothing to do.
-		s.log.Warn("event for an order this service never accepted; ignored", bus.LogAttrs(ev)...)
-		return nil
+// advance applies a saga event to its order by rule, inside the
+// transaction that records the event.
+func (s *Service) advance(rule domain.Rule) inbox.TxHandler {
+	return func(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+		o, err := loadState(ctx, tx, ev.Subject, true)
+		if apperr.KindOf(err) == apperr.NotFound {
+			// Every genuine order exists here before anything happens to
+			// it elsewhere, so this follows an order.placed this service
+			// never accepted, which checkPlaced already cancelled: nothing
+			// to do.
+			s.log.Warn("event for an order this service never accepted; ignored", bus.LogAttrs(ev)...)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return s.apply(ctx, tx, o, rule(o), &ev)
 	}
-	if err != nil {
-		return err
-	}
-	decided, err := On(o, ev.Type)
-	if err != nil {
-		return bus.Permanent(err)
-	}
-	return s.apply(ctx, tx, o, decided, &ev)
 }
 
 // checkPlaced compensates an order.placed this service never accepted: a
@@ -180,7 +184,7 @@ func (s *Service) expire(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			return s.apply(ctx, tx, o, Expire(o), nil)
+			return s.apply(ctx, tx, o, domain.Expire(o), nil)
 		})
 		if err != nil {
 			return fmt.Errorf("expire order %s: %w", id, err)

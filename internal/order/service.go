@@ -12,6 +12,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/order/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/idempotency"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sealed"
@@ -219,7 +220,7 @@ func (s *Service) newOrder(ctx context.Context, tx *sqldb.Tx, req PlaceRequest) 
 		return Order{}, err
 	}
 	o := Order{ID: id.String(), CustomerID: req.CustomerID, Status: Pending, Version: 1,
-		ShippingAddress: req.ShippingAddress, CreatedAt: s.now().UTC(), traceparent: telemetry.TraceParent(ctx),
+		ShippingAddress: req.ShippingAddress, CreatedAt: s.now().UTC(), TraceParent: telemetry.TraceParent(ctx),
 		Timeline: []Step{}}
 	for i, it := range req.Items {
 		field := fmt.Sprintf("items[%d].sku", i)
@@ -296,9 +297,9 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 		if err != nil {
 			return err
 		}
-		decided, err := CancelByCustomer(o)
+		decided, err := domain.CancelByCustomer(o)
 		if err != nil {
-			return err
+			return apperr.New(apperr.Conflict, "", "%s", err)
 		}
 		if err := s.apply(ctx, tx, o, decided, nil); err != nil {
 			return err

@@ -34,7 +34,7 @@ func scanOrder(row scanner) (Order, error) {
 		created           int64
 	)
 	if err := row.Scan(&o.ID, &o.CustomerID, &o.Status, &items, &o.TotalCents, &o.Currency, &addr,
-		&o.CancelReason, &o.Version, &shipped, &captured, &created, &o.traceparent); err != nil {
+		&o.CancelReason, &o.Version, &shipped, &captured, &created, &o.TraceParent); err != nil {
 		return Order{}, err
 	}
 	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
@@ -43,7 +43,7 @@ func scanOrder(row scanner) (Order, error) {
 	if err := json.Unmarshal([]byte(addr), &o.ShippingAddress); err != nil {
 		return Order{}, fmt.Errorf("order %s address: %w", o.ID, err)
 	}
-	o.shipped, o.captured = shipped == 1, captured == 1
+	o.HasShipped, o.Captured = shipped == 1, captured == 1
 	o.CreatedAt = time.UnixMicro(created).UTC()
 	return o, nil
 }
@@ -97,7 +97,7 @@ func insertOrder(ctx context.Context, tx *sqldb.Tx, o Order, deadline time.Time)
 	_, err := tx.Exec(ctx, `INSERT INTO orders (id, customer_id, status, items, total_cents, currency, payment_token,
 		shipping_address, version, deadline_us, created_us, traceparent) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)`,
 		o.ID, o.CustomerID, o.Status, string(items), o.TotalCents, o.Currency, string(addr),
-		o.Version, deadline.UnixMicro(), o.CreatedAt.UnixMicro(), o.traceparent)
+		o.Version, deadline.UnixMicro(), o.CreatedAt.UnixMicro(), o.TraceParent)
 	if err != nil {
 		return fmt.Errorf("insert order %s: %w", o.ID, err)
 	}
@@ -149,7 +149,7 @@ func changesAfter(ctx context.Context, q sqldb.Querier, id string, after int) ([
 // move one order), and appends step to the timeline.
 func saveTransition(ctx context.Context, tx *sqldb.Tx, o *Order, step string, at time.Time) (bool, error) {
 	res, err := tx.Exec(ctx, `UPDATE orders SET status = ?, cancel_reason = ?, shipped = ?, captured = ?, version = version + 1
-		WHERE id = ? AND version = ?`, o.Status, o.CancelReason, sqldb.BoolInt(o.shipped), sqldb.BoolInt(o.captured), o.ID, o.Version)
+		WHERE id = ? AND version = ?`, o.Status, o.CancelReason, sqldb.BoolInt(o.HasShipped), sqldb.BoolInt(o.Captured), o.ID, o.Version)
 	if err != nil {
 		return false, fmt.Errorf("update order %s: %w", o.ID, err)
 	}
