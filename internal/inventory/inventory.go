@@ -72,12 +72,3 @@ func ValidateRestock(quantity int) error {
 	}
 	return nil
 }
-
-// Reservation states of an order, in the stock_orders table.
-const (
-	stateReserved  = "reserved"
-	stateRejected  = "rejected"
-	stateReleased  = "released"
-	stateCommitted = "committed"
-	stateCancelled = "cancelled" // cancelled before any reservation
-)

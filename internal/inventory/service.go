@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/inventory/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
@@ -103,13 +104,13 @@ func (s *Service) Product(ctx context.Context, sku string) (Product, error) {
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	routes := inbox.Routes{
 		inbox.On(event.OrderPlaced, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Placed) error {
-			return s.handle(ctx, tx, ev, d.OrderID, d.Items, onPlaced)
+			return s.handle(ctx, tx, ev, d.OrderID, d.Items, domain.OnPlaced)
 		}),
 		inbox.On(event.OrderCancelled, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Cancelled) error {
-			return s.handle(ctx, tx, ev, d.OrderID, nil, onCancelled)
+			return s.handle(ctx, tx, ev, d.OrderID, nil, domain.OnCancelled)
 		}),
 		inbox.On(event.ShipmentCreated, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Shipment) error {
-			return s.handle(ctx, tx, ev, d.OrderID, nil, onShipped)
+			return s.handle(ctx, tx, ev, d.OrderID, nil, domain.OnShipped)
 		}),
 	}
 	cfg := bus.ConsumerConfig{Name: ConsumerName, Types: routes.Types()}
@@ -123,7 +124,7 @@ var afterRead = func(orderID string) {}
 // handle applies one saga event about orderID (with its lines, for an
 // order.placed) inside the transaction that records it: it reads the
 // order's reservation, asks the event's rule, and writes the outcome.
-func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string, lines []event.Line, rule func(state string) action) error {
+func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderID string, lines []event.Line, rule func(state string) domain.Action) error {
 	state, err := lockOrder(ctx, tx, orderID)
 	if err != nil {
 		return err
@@ -131,19 +132,19 @@ func (s *Service) handle(ctx context.Context, tx *sqldb.Tx, ev bus.Event, orderI
 	afterRead(orderID)
 	act := rule(state)
 	switch act {
-	case keep:
+	case domain.Keep:
 		return nil
-	case reserve:
+	case domain.Reserve:
 		return s.reserve(ctx, tx, ev, orderID, lines)
-	case markCancelled:
-		return setOrderState(ctx, tx, orderID, stateCancelled)
+	case domain.MarkCancelled:
+		return setOrderState(ctx, tx, orderID, domain.StateCancelled)
 	}
 	if err := moveReserved(ctx, tx, orderID, moves[act]); err != nil {
 		return fmt.Errorf("move the stock of %s: %w", orderID, err)
 	}
-	state, typ := stateReleased, event.StockReleased
-	if act == commitReserved {
-		state, typ = stateCommitted, event.StockCommitted
+	state, typ := domain.StateReleased, event.StockReleased
+	if act == domain.CommitReserved {
+		state, typ = domain.StateCommitted, event.StockCommitted
 	}
 	if err := setOrderState(ctx, tx, orderID, state); err != nil {
 		return err
@@ -158,12 +159,12 @@ func (s *Service) reserve(ctx context.Context, tx *sqldb.Tx, ev bus.Event, order
 		return fmt.Errorf("reserve stock for %s: %w", orderID, err)
 	}
 	if sku != "" {
-		if err := setOrderState(ctx, tx, orderID, stateRejected); err != nil {
+		if err := setOrderState(ctx, tx, orderID, domain.StateRejected); err != nil {
 			return err
 		}
 		return s.outbox.Emit(ctx, tx, source, event.StockRejected, orderID, event.Rejected{OrderID: orderID, SKU: sku, Reason: reason}, &ev)
 	}
-	if err := setOrderState(ctx, tx, orderID, stateReserved); err != nil {
+	if err := setOrderState(ctx, tx, orderID, domain.StateReserved); err != nil {
 		return err
 	}
 	return s.outbox.Emit(ctx, tx, source, event.StockReserved, orderID, event.Reserved{OrderID: orderID, Items: lines}, &ev)

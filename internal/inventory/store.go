@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/inventory/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
@@ -118,24 +118,10 @@ func setOrderState(ctx context.Context, tx *sqldb.Tx, orderID, state string) err
 	return err
 }
 
-// need sums the lines of an order per SKU, sorted (a stable lock order).
-func need(lines []event.Line) ([]string, map[string]int) {
-	qty := map[string]int{}
-	for _, l := range lines {
-		qty[l.SKU] += l.Quantity
-	}
-	skus := make([]string, 0, len(qty))
-	for sku := range qty {
-		skus = append(skus, sku)
-	}
-	sort.Strings(skus)
-	return skus, qty
-}
-
 // tryReserve reserves every line or none. It returns the SKU that could
 // not be reserved ("" on success) and why.
 func tryReserve(ctx context.Context, tx *sqldb.Tx, orderID string, lines []event.Line) (string, string, error) {
-	skus, qty := need(lines)
+	skus, qty := domain.Need(lines)
 	available := make(map[string]int, len(skus))
 	for _, sku := range skus {
 		var n int
@@ -148,7 +134,7 @@ func tryReserve(ctx context.Context, tx *sqldb.Tx, orderID string, lines []event
 		}
 		available[sku] = n
 	}
-	if sku, reason := shortfall(skus, qty, available); sku != "" {
+	if sku, reason := domain.Shortfall(skus, qty, available); sku != "" {
 		return sku, reason, nil
 	}
 	for _, sku := range skus {
@@ -196,10 +182,10 @@ func moveReserved(ctx context.Context, tx *sqldb.Tx, orderID, setClause string) 
 }
 
 // moves are the SET clauses of moveReserved, by action.
-var moves = map[action]string{
-	releaseReserved:  "available = available + ?, reserved = reserved - ?",
-	commitReserved:   "committed = committed + ?, reserved = reserved - ?",
-	releaseCommitted: "available = available + ?, committed = committed - ?",
+var moves = map[domain.Action]string{
+	domain.ReleaseReserved:  "available = available + ?, reserved = reserved - ?",
+	domain.CommitReserved:   "committed = committed + ?, reserved = reserved - ?",
+	domain.ReleaseCommitted: "available = available + ?, committed = committed - ?",
 }
 
 // lockStock locks, on PostgreSQL, every product row a batch of events may

@@ -1,4 +1,4 @@
-package inventory
+package domain
 
 import (
 	"fmt"
@@ -13,15 +13,15 @@ import (
 func TestRules(t *testing.T) {
 	rules := []struct {
 		event string
-		rule  func(string) action
-	}{{event.OrderPlaced, onPlaced}, {event.OrderCancelled, onCancelled}, {event.ShipmentCreated, onShipped}}
-	table := map[string][3]action{ // state → the action of each of rules
-		"":             {reserve, markCancelled, keep},
-		stateReserved:  {keep, releaseReserved, commitReserved},
-		stateRejected:  {keep, keep, keep},
-		stateCancelled: {keep, keep, keep},
-		stateReleased:  {keep, keep, keep},
-		stateCommitted: {keep, releaseCommitted, keep},
+		rule  func(string) Action
+	}{{event.OrderPlaced, OnPlaced}, {event.OrderCancelled, OnCancelled}, {event.ShipmentCreated, OnShipped}}
+	table := map[string][3]Action{ // state → the Action of each of rules
+		"":             {Reserve, MarkCancelled, Keep},
+		StateReserved:  {Keep, ReleaseReserved, CommitReserved},
+		StateRejected:  {Keep, Keep, Keep},
+		StateCancelled: {Keep, Keep, Keep},
+		StateReleased:  {Keep, Keep, Keep},
+		StateCommitted: {Keep, ReleaseCommitted, Keep},
 	}
 	for state, want := range table {
 		for i, r := range rules {
@@ -33,8 +33,8 @@ func TestRules(t *testing.T) {
 				// A duplicate (the same event again, after its own effect)
 				// changes nothing more.
 				if after := stateAfter(state, got); after != state {
-					if again := r.rule(after); again != keep {
-						t.Fatalf("a duplicate %s in %q = %v; want keep", r.event, after, again)
+					if again := r.rule(after); again != Keep {
+						t.Fatalf("a duplicate %s in %q = %v; want Keep", r.event, after, again)
 					}
 				}
 			})
@@ -42,15 +42,15 @@ func TestRules(t *testing.T) {
 	}
 }
 
-// stateAfter is the state an action leaves an order in, as the service
-// writes it (reserve: reserved, or rejected when stock is short).
-func stateAfter(state string, a action) string {
-	return map[action]string{keep: state, reserve: stateReserved, markCancelled: stateCancelled,
-		releaseReserved: stateReleased, releaseCommitted: stateReleased, commitReserved: stateCommitted}[a]
+// stateAfter is the state an Action leaves an order in, as the service
+// writes it (Reserve: reserved, or rejected when stock is short).
+func stateAfter(state string, a Action) string {
+	return map[Action]string{Keep: state, Reserve: StateReserved, MarkCancelled: StateCancelled,
+		ReleaseReserved: StateReleased, ReleaseCommitted: StateReleased, CommitReserved: StateCommitted}[a]
 }
 
 func TestShortfall(t *testing.T) {
-	skus, need := need([]event.Line{{SKU: "B", Quantity: 2}, {SKU: "A", Quantity: 1}, {SKU: "B", Quantity: 1}})
+	skus, need := Need([]event.Line{{SKU: "B", Quantity: 2}, {SKU: "A", Quantity: 1}, {SKU: "B", Quantity: 1}})
 	tests := []struct {
 		name      string
 		available map[string]int
@@ -64,9 +64,9 @@ func TestShortfall(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sku, reason := shortfall(skus, need, tt.available)
+			sku, reason := Shortfall(skus, need, tt.available)
 			if sku != tt.sku || reason != tt.reason {
-				t.Fatalf("shortfall(%v) = %q, %q; want %q, %q", tt.available, sku, reason, tt.sku, tt.reason)
+				t.Fatalf("Shortfall(%v) = %q, %q; want %q, %q", tt.available, sku, reason, tt.sku, tt.reason)
 			}
 		})
 	}
