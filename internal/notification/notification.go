@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/notification/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/identity"
@@ -50,19 +51,19 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 			if err := recordCustomer(ctx, tx, ev.Subject, d.CustomerID); err != nil {
 				return err
 			}
-			return s.notify(ctx, tx, ev, d.CustomerID, placedMessage(ev.Subject))
+			return s.notify(ctx, tx, ev, d.CustomerID, domain.Placed(ev.Subject))
 		}),
 		inbox.On(event.OrderConfirmed, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Confirmed) error {
-			return s.notify(ctx, tx, ev, d.CustomerID, confirmedMessage(ev.Subject))
+			return s.notify(ctx, tx, ev, d.CustomerID, domain.Confirmed(ev.Subject))
 		}),
 		inbox.On(event.ShipmentCreated, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Shipment) error {
-			return s.notify(ctx, tx, ev, "", shippedMessage(ev.Subject, d))
+			return s.notify(ctx, tx, ev, "", domain.Shipped(ev.Subject, d))
 		}),
 		inbox.On(event.OrderCompleted, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.OrderRef) error {
-			return s.notify(ctx, tx, ev, d.CustomerID, completedMessage(ev.Subject))
+			return s.notify(ctx, tx, ev, d.CustomerID, domain.Completed(ev.Subject))
 		}),
 		inbox.On(event.OrderCancelled, func(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.Cancelled) error {
-			return s.notify(ctx, tx, ev, d.CustomerID, cancelledMessage(ev.Subject, d))
+			return s.notify(ctx, tx, ev, d.CustomerID, domain.Cancelled(ev.Subject, d))
 		}),
 	}
 	// A message stands on its own (one waiting for its order's customer is
@@ -73,7 +74,7 @@ func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 
 // notify writes the customer's message about ev, once; customerID is the
 // event's, or "" to look it up from the order's order.placed.
-func (s *Service) notify(ctx context.Context, tx *sqldb.Tx, ev bus.Event, customerID string, m message) error {
+func (s *Service) notify(ctx context.Context, tx *sqldb.Tx, ev bus.Event, customerID string, m domain.Message) error {
 	if customerID == "" {
 		var err error
 		if customerID, err = customerOf(ctx, tx, ev.Subject); err != nil {
@@ -81,32 +82,7 @@ func (s *Service) notify(ctx context.Context, tx *sqldb.Tx, ev bus.Event, custom
 		}
 	}
 	return insertMessage(ctx, tx, Message{EventID: ev.ID, OrderID: ev.Subject, CustomerID: customerID, Type: ev.Type,
-		Subject: m.subject, Body: m.body, At: tx.Now()})
-}
-
-// The notification rules: what the customer is told of each step, pure
-// functions of the event's data.
-
-type message struct{ subject, body string }
-
-func placedMessage(orderID string) message {
-	return message{"We received your order", "Order " + orderID + " is being processed."}
-}
-
-func confirmedMessage(orderID string) message {
-	return message{"Your order is confirmed", "Order " + orderID + " is paid and will ship soon."}
-}
-
-func shippedMessage(orderID string, d event.Shipment) message {
-	return message{"Your order has shipped", "Order " + orderID + " is on its way, tracking " + d.Tracking + "."}
-}
-
-func completedMessage(orderID string) message {
-	return message{"Your order is complete", "Thank you for order " + orderID + "."}
-}
-
-func cancelledMessage(orderID string, d event.Cancelled) message {
-	return message{"Your order was cancelled", "Order " + orderID + " was cancelled (" + d.Reason + "). You have not been charged."}
+		Subject: m.Subject, Body: m.Body, At: tx.Now()})
 }
 
 // Routes mounts the admin view of sent messages.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/payment/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
@@ -78,14 +79,14 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op P
 	if err != nil {
 		return err
 	}
-	if ok && p.trace != "" {
+	if ok && p.Trace != "" {
 		// The provider's answer goes on in the order's trace, linked to
 		// the webhook's request.
 		var span trace.Span
-		ctx, span = telemetry.Continue(ctx, p.trace, "provider webhook", telemetry.AttrOrderID.String(p.orderID))
+		ctx, span = telemetry.Continue(ctx, p.Trace, "provider webhook", telemetry.AttrOrderID.String(p.OrderID))
 		defer span.End()
 	}
-	if ok && p.cancelled && op.Outcome == OutcomeApproved && p.state == stateAuthorizing {
+	if ok && p.Cancelled && op.Outcome == OutcomeApproved && p.State == domain.StateAuthorizing {
 		return s.voidLateAuthorization(ctx, webhookID, p)
 	}
 	return s.recordAuthorization(ctx, webhookID, op)
@@ -93,24 +94,24 @@ func (s *Service) applyAuthorization(ctx context.Context, webhookID string, op P
 
 // voidLateAuthorization voids an authorization approved after its order was
 // cancelled, before recording it.
-func (s *Service) voidLateAuthorization(ctx context.Context, webhookID string, p *payment) error {
+func (s *Service) voidLateAuthorization(ctx context.Context, webhookID string, p *domain.Payment) error {
 	// Approved after the order was cancelled: void before recording.
-	res, err := s.provider.Do(ctx, OpVoid, ProviderRequest{OrderID: p.orderID, AmountCents: p.amount, Currency: p.currency})
+	res, err := s.provider.Do(ctx, OpVoid, ProviderRequest{OrderID: p.OrderID, AmountCents: p.Amount, Currency: p.Currency})
 	if err != nil {
-		return apperr.New(apperr.Unavailable, "", "void the late authorization of %s: %v", p.orderID, err)
+		return apperr.New(apperr.Unavailable, "", "void the late authorization of %s: %v", p.OrderID, err)
 	}
 	return s.db.InTx(ctx, func(tx *sqldb.Tx) error {
 		if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
 			return err
 		}
-		if _, err := settleAuthorizing(ctx, tx, p.orderID, stateVoided, ""); err != nil {
+		if _, err := settleAuthorizing(ctx, tx, p.OrderID, domain.StateVoided, ""); err != nil {
 			return err
 		}
 		if res.Outcome != OutcomeDone {
 			return nil
 		}
-		return s.outbox.Emit(ctx, tx, source, event.PaymentVoided, p.orderID,
-			event.Payment{OrderID: p.orderID, AmountCents: res.AmountCents, Currency: p.currency, ProviderRef: fmt.Sprintf("psp_%d", res.ID)}, nil)
+		return s.outbox.Emit(ctx, tx, source, event.PaymentVoided, p.OrderID,
+			event.Payment{OrderID: p.OrderID, AmountCents: res.AmountCents, Currency: p.Currency, ProviderRef: fmt.Sprintf("psp_%d", res.ID)}, nil)
 	})
 }
 
@@ -123,7 +124,7 @@ func (s *Service) recordAuthorization(ctx context.Context, webhookID string, op 
 			return err
 		}
 		switch {
-		case current == statePending:
+		case current == domain.StatePending:
 			// The webhook overtook the provider's "pending" answer, which
 			// payments has not recorded yet: have the provider retry.
 			return apperr.New(apperr.Unavailable, "", "authorization of %s is still being recorded; retry", op.OrderID)
@@ -136,11 +137,11 @@ func (s *Service) recordAuthorization(ctx context.Context, webhookID string, op 
 		if seen, err := inbox.Seen(ctx, tx, inboundConsumer, webhookID); err != nil || seen {
 			return err
 		}
-		state, typ := stateFailed, event.PaymentFailed
+		state, typ := domain.StateFailed, event.PaymentFailed
 		var data any = event.PaymentFailure{OrderID: op.OrderID, Reason: op.Reason}
 		ref := fmt.Sprintf("psp_%d", op.ID)
 		if op.Outcome == OutcomeApproved {
-			state, typ = stateAuthorized, event.PaymentAuthorized
+			state, typ = domain.StateAuthorized, event.PaymentAuthorized
 			data = event.Payment{OrderID: op.OrderID, AmountCents: op.AmountCents, Currency: op.Currency, ProviderRef: ref}
 		}
 		// Only an authorization still waiting moves: a repeat or a late

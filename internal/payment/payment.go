@@ -8,12 +8,14 @@ package payment
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/apperr"
+	"github.com/ordermesh/ordermesh/internal/payment/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
@@ -26,17 +28,6 @@ const source = "ordermesh/payments"
 
 // ConsumerName is the payments saga consumer.
 const ConsumerName = "payments-saga"
-
-// Payment states.
-const (
-	statePending     = "pending"
-	stateAuthorizing = "authorizing" // the provider answered pending; its webhook decides
-	stateAuthorized  = "authorized"
-	stateFailed      = "failed"
-	stateCaptured    = "captured"
-	stateVoided      = "voided"
-	stateRefunded    = "refunded"
-)
 
 // Config configures the payments service.
 type Config struct {
@@ -83,28 +74,11 @@ func New(cfg Config) *Service {
 func (s *Service) Consumer() (bus.ConsumerConfig, bus.BatchHandler) {
 	return bus.ConsumerConfig{
 		Name:           ConsumerName,
-		Types:          []string{event.OrderPlaced, event.StockReserved, event.OrderCancelled, event.ShipmentCreated},
+		Types:          routes.types(),
 		Concurrency:    8,
 		MaxBatch:       128,
 		HandlerTimeout: 20 * time.Second, // room for the provider client's retries
 	}, s.handleBatch
-}
-
-type payment struct {
-	orderID, currency, token, state, ref string
-	amount                               int64
-	cancelled                            bool
-	// trace is the order's trace, from the first of its events payments
-	// handled: a provider's webhook about it continues it.
-	trace string
-	// version is the row's version when loaded; every write moves it.
-	version int64
-}
-
-// emission is an event to emit once the batch commits.
-type emission struct {
-	typ  string
-	data any
 }
 
 func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
@@ -125,7 +99,7 @@ func (s *Service) handleBatch(ctx context.Context, evs []bus.Event) []error {
 	// provider's webhook, or another instance handling another event of
 	// the same order) is never overwritten with stale state. The loser's
 	// batch fails and is retried against the winner's state.
-	loaded := make(map[string]payment, len(states))
+	loaded := make(map[string]domain.Payment, len(states))
 	for id, p := range states {
 		loaded[id] = *p
 	}
@@ -164,12 +138,12 @@ func byOrder(evs []bus.Event, seen map[string]bool) ([]string, map[string][]int)
 // handleOrders handles each order's events in sequence (with provider
 // calls), different orders in parallel, updating states. It returns each
 // event's error and emission.
-func (s *Service) handleOrders(ctx context.Context, evs []bus.Event, orderIDs []string, groups map[string][]int, states map[string]*payment) ([]error, []*emission) {
+func (s *Service) handleOrders(ctx context.Context, evs []bus.Event, orderIDs []string, groups map[string][]int, states map[string]*domain.Payment) ([]error, []*domain.Emission) {
 	errs := make([]error, len(evs))
-	emits := make([]*emission, len(evs))
+	emits := make([]*domain.Emission, len(evs))
 	// Each order's goroutine works on its own slot; the map is updated
 	// after they are all done.
-	finals := make([]*payment, len(orderIDs))
+	finals := make([]*domain.Payment, len(orderIDs))
 	var wg sync.WaitGroup
 	for k, id := range orderIDs {
 		p := states[id]
@@ -202,8 +176,8 @@ func (s *Service) handleOrders(ctx context.Context, evs []bus.Event, orderIDs []
 
 // commitBatch records, in tx, the events handled without error: their
 // emissions, their inbox records, and the payments they changed.
-func (s *Service) commitBatch(ctx context.Context, tx *sqldb.Tx, evs []bus.Event, seen map[string]bool, errs []error, emits []*emission,
-	orderIDs []string, states map[string]*payment, loaded map[string]payment) error {
+func (s *Service) commitBatch(ctx context.Context, tx *sqldb.Tx, evs []bus.Event, seen map[string]bool, errs []error, emits []*domain.Emission,
+	orderIDs []string, states map[string]*domain.Payment, loaded map[string]domain.Payment) error {
 	var done []bus.Event
 	touched := map[string]bool{}
 	for i, ev := range evs {
@@ -213,7 +187,7 @@ func (s *Service) commitBatch(ctx context.Context, tx *sqldb.Tx, evs []bus.Event
 		done = append(done, ev)
 		touched[ev.Subject] = true
 		if e := emits[i]; e != nil {
-			if err := s.outbox.Emit(ctx, tx, source, e.typ, ev.Subject, e.data, &evs[i]); err != nil {
+			if err := s.outbox.Emit(ctx, tx, source, e.Type, ev.Subject, e.Data, &evs[i]); err != nil {
 				return err
 			}
 		}
@@ -238,43 +212,40 @@ func (s *Service) commitBatch(ctx context.Context, tx *sqldb.Tx, evs []bus.Event
 }
 
 // handleOne applies one event to the order's payment *pp (nil if none
-// yet): the rules decide, the provider is called if they ask for money to
-// move, and its answer is settled. It returns the event to emit, if any.
-// A provider failure is a transient error.
-func (s *Service) handleOne(ctx context.Context, ev bus.Event, pp **payment) (*emission, error) {
-	in := input{typ: ev.Type, orderID: ev.Subject}
-	if ev.Type == event.OrderPlaced {
-		if err := ev.DecodeData(&in.placed); err != nil {
-			return nil, err
-		}
-	}
-	p, c, err := decide(*pp, in)
+// yet): the event's rule decides, the provider is called if it asks for
+// money to move, and its answer is settled. It returns the event to emit,
+// if any. A provider failure is a transient error.
+func (s *Service) handleOne(ctx context.Context, ev bus.Event, pp **domain.Payment) (*domain.Emission, error) {
+	p, c, err := routes.decide(*pp, ev)
 	if err != nil {
 		return nil, err
 	}
-	if p != nil && p.trace == "" {
-		p.trace = ev.TraceParent
+	if p != nil && p.Trace == "" {
+		p.Trace = ev.TraceParent
 	}
 	*pp = p
 	if c == nil {
 		return nil, nil
 	}
-	req := c.request(*p)
+	req := request(*p, *c)
 	var res ProviderResult
-	if c.op == OpAuthorize {
+	if c.Op == OpAuthorize {
 		var ok bool
-		if req.Token, ok = s.openToken(p.orderID, req.Token); !ok {
+		if req.Token, ok = s.openToken(p.OrderID, req.Token); !ok {
 			// Sealed for another order or another key, or damaged: no
 			// card to charge, which the saga handles like a decline.
 			res = ProviderResult{Outcome: OutcomeDeclined, Reason: "payment_token_unreadable"}
 		}
 	}
 	if res.Outcome == "" {
-		if res, err = s.provider.Do(ctx, c.op, req); err != nil {
+		if res, err = s.provider.Do(ctx, c.Op, req); err != nil {
 			return nil, err
 		}
 	}
-	after, e, err := settle(*p, *c, res)
+	after, e, err := domain.Settle(*p, *c, domain.Answer{ID: res.ID, Outcome: res.Outcome, Reason: res.Reason, AmountCents: res.AmountCents})
+	if errors.Is(err, domain.ErrCaptureRejected) {
+		return nil, apperr.Permanent(err) // the same capture would be rejected again
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
+	"github.com/ordermesh/ordermesh/internal/payment/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
@@ -78,28 +79,28 @@ func TestInstancesRacingOnOneOrderLeaveNothingHeld(t *testing.T) {
 			// approved and A's save loses to B's.
 			name: "authorize after the cancel's void", before: []string{event.OrderPlaced},
 			held: event.StockReserved, other: event.OrderCancelled, gateOp: OpAuthorize,
-			wantState: stateVoided, wantEvent: event.PaymentVoided,
+			wantState: domain.StateVoided, wantEvent: event.PaymentVoided,
 		},
 		{
 			// A's authorization is approved; B's void undoes it; A's save
 			// of "authorized" loses to B's "voided".
 			name: "authorize before the cancel's void", before: []string{event.OrderPlaced},
 			held: event.StockReserved, other: event.OrderCancelled, gateOp: OpAuthorize, gateAfter: true,
-			wantState: stateVoided, wantEvent: event.PaymentVoided,
+			wantState: domain.StateVoided, wantEvent: event.PaymentVoided,
 		},
 		{
 			// A captures; B's void is refused (already captured); A's save
 			// of "captured" loses to B's "cancelled".
 			name: "capture before the cancel's void", before: []string{event.OrderPlaced, event.StockReserved},
 			held: event.ShipmentCreated, other: event.OrderCancelled, gateOp: OpCapture, gateAfter: true,
-			wantState: stateRefunded, wantEvent: event.PaymentRefunded,
+			wantState: domain.StateRefunded, wantEvent: event.PaymentRefunded,
 		},
 		{
 			// A's void finds nothing to void; then B's authorization is
 			// approved and recorded first; A's save of the cancel loses.
 			name: "cancel's void before an authorize recorded first", before: []string{event.OrderPlaced},
 			held: event.OrderCancelled, other: event.StockReserved, gateOp: OpVoid, gateAfter: true,
-			wantState: stateVoided, wantEvent: event.PaymentVoided,
+			wantState: domain.StateVoided, wantEvent: event.PaymentVoided,
 		},
 	}
 	for i, c := range cases {
@@ -156,7 +157,7 @@ func TestInstancesRacingOnOneOrderLeaveNothingHeld(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if p := states[orderID]; p == nil || p.state != c.wantState || !p.cancelled {
+				if p := states[orderID]; p == nil || p.State != c.wantState || !p.Cancelled {
 					t.Errorf("payment = %+v, want %s and cancelled", p, c.wantState)
 				}
 				var n int

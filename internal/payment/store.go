@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ordermesh/ordermesh/internal/payment/domain"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 )
 
@@ -16,7 +17,7 @@ var migrations embed.FS
 // Migrations is the payments schema.
 func Migrations() sqldb.Migrations { return sqldb.Embedded("payments", migrations) }
 
-func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payment, error) {
+func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*domain.Payment, error) {
 	args := make([]any, len(ids))
 	for i, id := range ids {
 		args[i] = id
@@ -26,16 +27,16 @@ func (s *Service) loadMany(ctx context.Context, ids []string) (map[string]*payme
 		return nil, fmt.Errorf("load payments: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[string]*payment, len(ids))
+	out := make(map[string]*domain.Payment, len(ids))
 	for rows.Next() {
-		var p payment
+		var p domain.Payment
 		var cancelled int
-		if err := rows.Scan(&p.orderID, &p.amount, &p.currency, &p.token, &p.state, &cancelled, &p.ref, &p.version, &p.trace); err != nil {
+		if err := rows.Scan(&p.OrderID, &p.Amount, &p.Currency, &p.Token, &p.State, &cancelled, &p.Ref, &p.Version, &p.Trace); err != nil {
 			return nil, err
 		}
-		p.cancelled = cancelled == 1
-		p.state = ruleState(p.state)
-		out[p.orderID] = &p
+		p.Cancelled = cancelled == 1
+		p.State = ruleState(p.State)
+		out[p.OrderID] = &p
 	}
 	return out, rows.Err()
 }
@@ -45,9 +46,9 @@ var errWriteConflict = errors.New("changed by another writer since it was read; 
 
 // save writes p: an update if it existed when loaded, which must still be
 // at the version loaded, else an insert, which must be the first.
-func save(ctx context.Context, tx *sqldb.Tx, p *payment, existed bool) error {
+func save(ctx context.Context, tx *sqldb.Tx, p *domain.Payment, existed bool) error {
 	c := 0
-	if p.cancelled {
+	if p.Cancelled {
 		c = 1
 	}
 	var res sql.Result
@@ -55,22 +56,22 @@ func save(ctx context.Context, tx *sqldb.Tx, p *payment, existed bool) error {
 	if existed {
 		res, err = tx.Exec(ctx, `UPDATE payments SET amount_cents = ?, currency = ?, token = ?, state = ?, cancelled = ?,
 			provider_ref = ?, traceparent = ?, version = version + 1 WHERE order_id = ? AND version = ?`,
-			p.amount, p.currency, p.token, storedState(p), c, p.ref, p.trace, p.orderID, p.version)
+			p.Amount, p.Currency, p.Token, storedState(p), c, p.Ref, p.Trace, p.OrderID, p.Version)
 	} else {
 		res, err = tx.Exec(ctx, `INSERT INTO payments (order_id, amount_cents, currency, token, state, cancelled, provider_ref, traceparent)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-			p.orderID, p.amount, p.currency, p.token, storedState(p), c, p.ref, p.trace)
+			p.OrderID, p.Amount, p.Currency, p.Token, storedState(p), c, p.Ref, p.Trace)
 	}
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return fmt.Errorf("payment of %s %w", p.orderID, errWriteConflict)
+		return fmt.Errorf("payment of %s %w", p.OrderID, errWriteConflict)
 	}
 	return nil
 }
 
-func (s *Service) loadOne(ctx context.Context, orderID string) (*payment, bool, error) {
+func (s *Service) loadOne(ctx context.Context, orderID string) (*domain.Payment, bool, error) {
 	ps, err := s.loadMany(ctx, []string{orderID})
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, false, err
@@ -96,17 +97,17 @@ func stateOf(ctx context.Context, tx *sqldb.Tx, orderID string) (string, error) 
 const stateCancelled = "cancelled"
 
 // storedState is p's state as the table keeps it.
-func storedState(p *payment) string {
-	if p.cancelled && p.state == statePending {
+func storedState(p *domain.Payment) string {
+	if p.Cancelled && p.State == domain.StatePending {
 		return stateCancelled
 	}
-	return p.state
+	return p.State
 }
 
 // ruleState is a stored state as the rules see it.
 func ruleState(stored string) string {
 	if stored == stateCancelled {
-		return statePending
+		return domain.StatePending
 	}
 	return stored
 }
@@ -116,10 +117,10 @@ func ruleState(stored string) string {
 // it was still authorizing. A cancelled payment moves only to voided.
 func settleAuthorizing(ctx context.Context, tx *sqldb.Tx, orderID, state, ref string) (bool, error) {
 	q := "UPDATE payments SET state = ?, provider_ref = COALESCE(NULLIF(?, ''), provider_ref), version = version + 1 WHERE order_id = ? AND state = ?"
-	if state != stateVoided {
+	if state != domain.StateVoided {
 		q += " AND cancelled = 0"
 	}
-	res, err := tx.Exec(ctx, q, state, ref, orderID, stateAuthorizing)
+	res, err := tx.Exec(ctx, q, state, ref, orderID, domain.StateAuthorizing)
 	if err != nil {
 		return false, err
 	}

@@ -4,7 +4,6 @@ package shipping
 
 import (
 	"context"
-	"strings"
 
 	"github.com/google/uuid"
 
@@ -13,13 +12,13 @@ import (
 	"github.com/ordermesh/ordermesh/internal/platform/inbox"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
+	"github.com/ordermesh/ordermesh/internal/shipping/domain"
 )
 
 const (
 	source = "ordermesh/shipping"
 	// ConsumerName is the shipping saga consumer.
 	ConsumerName = "shipping-saga"
-	carrier      = "ordermesh-post"
 )
 
 // Service applies the shipping rules.
@@ -48,7 +47,7 @@ func (s *Service) ship(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.
 	if err != nil {
 		return err
 	}
-	sh := newShipment(d.OrderID, id)
+	sh := domain.Shipment(d.OrderID, id.String())
 	created, err := insertShipment(ctx, tx, sh)
 	if err != nil || !created {
 		return err // !created: already shipped, or cancelled first
@@ -59,12 +58,4 @@ func (s *Service) ship(ctx context.Context, tx *sqldb.Tx, ev bus.Event, d event.
 // cancel marks a cancelled order, so a late order.confirmed ships nothing.
 func (s *Service) cancel(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
 	return markCancelled(ctx, tx, ev.Subject)
-}
-
-// newShipment is the shipment of an order under id: the shipping rule, a
-// pure function. Its tracking number is the id's random half, so two
-// shipments never share one.
-func newShipment(orderID string, id uuid.UUID) event.Shipment {
-	return event.Shipment{OrderID: orderID, ShipmentID: id.String(), Carrier: carrier,
-		Tracking: "OM" + strings.ToUpper(strings.ReplaceAll(id.String(), "-", "")[16:])}
 }

@@ -40,7 +40,7 @@ type Order struct {
 	// HasShipped and Captured record the two halves of completion, in
 	// either order; the API does not show them.
 	HasShipped bool `json:"-"`
-	Captured    bool `json:"-"`
+	Captured   bool `json:"-"`
 	// TraceParent is the trace the order was placed in: work it causes
 	// later (a cancel, its deadline) continues it.
 	TraceParent string `json:"-"`
