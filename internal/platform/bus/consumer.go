@@ -262,7 +262,7 @@ func (c *Consumer) dispatch(msg jetstream.Msg) {
 	for i := 0; i < len(key); i++ {
 		h = (h ^ uint32(key[i])) * 16777619
 	}
-	c.held.add(msg)
+	c.held.add(msg, time.Now())
 	c.workers[h%uint32(len(c.workers))].push(msg)
 }
 
@@ -271,7 +271,7 @@ func (c *Consumer) dispatch(msg jetstream.Msg) {
 func (c *Consumer) keepAlive() {
 	interval := c.cfg.AckWait / 3
 	every.After(c.ctx, interval, func(context.Context) {
-		for _, m := range c.held.older(interval) {
+		for _, m := range c.held.older(time.Now().Add(-interval)) {
 			if err := m.InProgress(); err != nil {
 				c.log.Debug("in progress", "subject", m.Subject(), "err", err)
 			}

@@ -126,7 +126,38 @@ func (c *Consumer) count(typ, outcome string) {
 	m.events.WithLabelValues(c.cfg.Name, typ, outcome).Inc()
 }
 
-// settle acks, retries or dead-letters one message by its handler outcome.
+// verdict is what a handled delivery's outcome means for its message.
+type verdict struct {
+	act   settlement
+	delay time.Duration // a retry's
+	cause error         // a dead letter's
+}
+
+type settlement int
+
+const (
+	ack        settlement = iota // handled: done with it
+	retry                        // a transient failure: deliver it again after delay
+	deadLetter                   // it cannot succeed: to the DLQ with cause
+)
+
+// outcome decides, from the handler's error, the deliveries so far, the
+// limit and the backoff, what becomes of a message. Pure: TestOutcome
+// checks every case.
+func outcome(err error, delivered, maxDeliver int, backoff func(delivery int) time.Duration) verdict {
+	switch {
+	case err == nil:
+		return verdict{act: ack}
+	case IsPermanent(err):
+		return verdict{act: deadLetter, cause: err}
+	case delivered >= maxDeliver:
+		return verdict{act: deadLetter, cause: fmt.Errorf("failed %d deliveries, last error: %w", delivered, err)}
+	}
+	return verdict{act: retry, delay: backoff(delivered)}
+}
+
+// settle acks, retries or dead-letters one message by its handler
+// outcome.
 func (c *Consumer) settle(d delivery, err error) {
 	defer c.held.remove(d.msg)
 	if err != nil {
@@ -134,21 +165,19 @@ func (c *Consumer) settle(d delivery, err error) {
 		d.span.SetStatus(codes.Error, err.Error())
 	}
 	defer d.span.End()
-	switch {
-	case err == nil:
+	v := outcome(err, int(d.md.NumDelivered), c.cfg.MaxDeliver, c.cfg.Backoff)
+	switch v.act {
+	case ack:
 		c.count(d.ev.Type, "ok")
 		if err := d.msg.Ack(); err != nil {
 			c.log.Warn("ack", append(LogAttrs(d.ev), "err", err)...)
 		}
-	case IsPermanent(err):
-		c.deadLetter(d.msg, d.md, err)
-	case int(d.md.NumDelivered) >= c.cfg.MaxDeliver:
-		c.deadLetter(d.msg, d.md, fmt.Errorf("failed %d deliveries, last error: %w", d.md.NumDelivered, err))
-	default:
+	case deadLetter:
+		c.deadLetter(d.msg, d.md, v.cause)
+	case retry:
 		c.count(d.ev.Type, "retry")
-		delay := c.cfg.Backoff(int(d.md.NumDelivered))
-		c.log.Debug("transient failure; will retry", append(LogAttrs(d.ev), "delivery", d.md.NumDelivered, "retry_in", delay, "err", err)...)
-		if err := d.msg.NakWithDelay(delay); err != nil {
+		c.log.Debug("transient failure; will retry", append(LogAttrs(d.ev), "delivery", d.md.NumDelivered, "retry_in", v.delay, "err", err)...)
+		if err := d.msg.NakWithDelay(v.delay); err != nil {
 			c.log.Warn("nak", append(LogAttrs(d.ev), "err", err)...)
 		}
 	}

@@ -1,9 +1,13 @@
 package bus
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestPlan: the balance decision, from what the broker says of each
@@ -39,3 +43,61 @@ func TestPlan(t *testing.T) {
 		})
 	}
 }
+
+// TestOutcome: what a handler's result means for the message, by the
+// deliveries so far (limit 5, backoff of a second per delivery).
+func TestOutcome(t *testing.T) {
+	backoff := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	transient := errors.New("database busy")
+	for _, tc := range []struct {
+		name      string
+		err       error
+		delivered int
+		want      settlement
+		delay     time.Duration
+	}{
+		{"handled", nil, 1, ack, 0},
+		{"handled on its last delivery", nil, 5, ack, 0},
+		{"transient, first delivery", transient, 1, retry, time.Second},
+		{"transient, fourth delivery", transient, 4, retry, 4 * time.Second},
+		{"transient, last delivery", transient, 5, deadLetter, 0},
+		{"transient, past the limit", transient, 9, deadLetter, 0},
+		{"permanent, first delivery", Permanent(transient), 1, deadLetter, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := outcome(tc.err, tc.delivered, 5, backoff)
+			if v.act != tc.want || v.delay != tc.delay || (v.act == deadLetter) != (v.cause != nil) {
+				t.Fatalf("outcome = %+v; want %v after %s", v, tc.want, tc.delay)
+			}
+			if v.act == deadLetter && !errors.Is(v.cause, transient) {
+				t.Fatalf("the dead letter's cause %v does not carry the handler's error", v.cause)
+			}
+		})
+	}
+}
+
+// TestHeldOlder: the messages reported in progress are those received
+// before the cutoff, by the times given, with no clock involved.
+func TestHeldOlder(t *testing.T) {
+	h := held{since: map[jetstream.Msg]time.Time{}}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	old, fresh := &fakeMsg{subject: "old"}, &fakeMsg{subject: "fresh"}
+	h.add(old, t0)
+	h.add(fresh, t0.Add(10*time.Second))
+	got := h.older(t0.Add(5 * time.Second))
+	if len(got) != 1 || got[0] != jetstream.Msg(old) {
+		t.Fatalf("older = %v; want only the message received first", got)
+	}
+	h.remove(old)
+	if got := h.older(t0.Add(time.Minute)); len(got) != 1 || got[0] != jetstream.Msg(fresh) {
+		t.Fatalf("older after removing it = %v; want only the other", got)
+	}
+}
+
+// fakeMsg is a message as held sees it: a map key with a subject.
+type fakeMsg struct {
+	jetstream.Msg
+	subject string
+}
+
+func (m *fakeMsg) Subject() string { return m.subject }

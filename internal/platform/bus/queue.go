@@ -99,9 +99,10 @@ type held struct {
 	removed chan struct{} // closed at the next removal, for waitNone
 }
 
-func (h *held) add(m jetstream.Msg) {
+// add holds m, received at.
+func (h *held) add(m jetstream.Msg, at time.Time) {
 	h.mu.Lock()
-	h.since[m] = time.Now()
+	h.since[m] = at
 	h.mu.Unlock()
 }
 
@@ -115,9 +116,8 @@ func (h *held) remove(m jetstream.Msg) {
 	h.mu.Unlock()
 }
 
-// older returns the messages held for longer than d.
-func (h *held) older(d time.Duration) []jetstream.Msg {
-	cutoff := time.Now().Add(-d)
+// older returns the messages received before cutoff.
+func (h *held) older(cutoff time.Time) []jetstream.Msg {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []jetstream.Msg
