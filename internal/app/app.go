@@ -78,6 +78,9 @@ type Config struct {
 	Payments payment.Config
 	PSP      psp.Config
 	Webhooks webhook.Config
+	// Gateway is the edge's flags, as given: config applies them to the
+	// fields above (Auth, RateLimits, CacheTTL, …).
+	Gateway gatewayFlags
 	// Upstreams maps a service to its instances' base URLs (gateway).
 	Upstreams map[string][]string
 	// Balance maps a service to its balancing policy (gateway): round_robin
@@ -262,8 +265,8 @@ func (n *Node) setupTracing(ctx context.Context) error {
 // end with runCtx.
 func (n *Node) startRelays(runCtx context.Context) {
 	for name, st := range n.stores {
-		if name == "gateway" {
-			continue // emits no events
+		if !emits(name) {
+			continue
 		}
 		relay := outbox.NewRelay(st.outbox, outbox.RelayConfig{Publisher: n.busFor(name), Retention: n.cfg.OutboxRetention, Logger: n.log})
 		n.loops.Add(1)

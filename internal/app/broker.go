@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/event"
@@ -76,5 +75,5 @@ func (n *Node) connect(ctx context.Context) error {
 // brokerless reports whether this node runs without a broker: a gateway
 // served alone with no --nats (its upstreams are static).
 func (n *Node) brokerless() bool {
-	return n.cfg.DataDir == "" && n.cfg.NATSURL == "" && slices.Equal(n.cfg.Services, []string{"gateway"})
+	return n.cfg.DataDir == "" && n.cfg.NATSURL == "" && len(n.cfg.Services) == 1 && isEdge(n.cfg.Services[0])
 }

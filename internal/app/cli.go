@@ -14,6 +14,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
 const mainUsage = `ordermesh — event-driven order processing on NATS JetStream
@@ -110,6 +111,7 @@ type commonFlags struct {
 	maxDeliver                int
 	shutdown                  time.Duration
 	retention                 time.Duration
+	internalSecret            string
 	// cfg holds the components' own settings, which their flags set.
 	cfg Config
 }
@@ -128,6 +130,7 @@ func (c *commonFlags) register(defaultAddr, defaultMetrics string, fs *flag.Flag
 	fs.IntVar(&c.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of an event before it is dead-lettered")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&c.retention, "outbox-retention", time.Hour, "how long published outbox rows are kept")
+	fs.StringVar(&c.internalSecret, "internal-secret", "", "secret (32+ bytes) the gateway signs callers' identities with; services behind a separate gateway require it")
 	for _, comp := range c.cfg.components(nil) {
 		if comp.Settings != nil {
 			comp.Settings.Flags(fs)
@@ -151,6 +154,9 @@ func (c *commonFlags) validate() error {
 	}
 	if c.shutdown <= 0 {
 		return usagef("--shutdown-timeout must be positive")
+	}
+	if c.internalSecret != "" && len(c.internalSecret) < identity.MinSecret {
+		return usagef("--internal-secret is %d bytes; use at least %d random bytes (for example `openssl rand -hex 32`)", len(c.internalSecret), identity.MinSecret)
 	}
 	for _, comp := range c.cfg.components(nil) {
 		if comp.Settings == nil {
@@ -191,6 +197,8 @@ func (c *commonFlags) config(stderr io.Writer) (Config, error) {
 	cfg := c.cfg
 	cfg.Addr, cfg.MaxDeliver, cfg.OutboxRetention, cfg.Logger = c.addr, c.maxDeliver, c.retention, log
 	cfg.PprofAddr, cfg.MetricsAddr, cfg.BodyTimeout, cfg.CORSOrigins = c.pprof, c.metrics, c.bodyTimeout, c.origins()
+	cfg.InternalSecret = c.internalSecret
+	cfg.Gateway.apply(&cfg)
 	return cfg, nil
 }
 
@@ -242,7 +250,7 @@ func (u *upstreamFlag) Set(v string) error {
 	if !ok || svc == "" || urls == "" {
 		return fmt.Errorf("want SERVICE=URL[,URL…], got %q", v)
 	}
-	if !slices.Contains(Services, svc) || svc == "gateway" {
+	if !slices.Contains(upstreamServices(), svc) {
 		return fmt.Errorf("unknown service %q", svc)
 	}
 	if *u == nil {

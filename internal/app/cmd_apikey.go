@@ -102,8 +102,8 @@ func loadUpstreamFile(path string, upstreams upstreamFlag, balance, hashKeys ser
 	for _, svc := range slices.Sorted(maps.Keys(f.Upstreams)) {
 		u := f.Upstreams[svc]
 		where := fmt.Sprintf("--upstream-config %s: upstreams.%s", path, svc)
-		if !slices.Contains(Services, svc) || svc == "gateway" {
-			return nil, usagef("%s: unknown service (one of %s)", where, strings.Join(slices.DeleteFunc(slices.Clone(Services), func(s string) bool { return s == "gateway" }), ", "))
+		if !slices.Contains(upstreamServices(), svc) {
+			return nil, usagef("%s: unknown service (one of %s)", where, strings.Join(upstreamServices(), ", "))
 		}
 		if _, dup := upstreams[svc]; dup {
 			return nil, usagef("%s: also given by --upstream; name each service in one place", where)
@@ -135,13 +135,13 @@ func loadUpstreamFile(path string, upstreams upstreamFlag, balance, hashKeys ser
 // one of `ordermesh run` in data.
 func openGatewayDB(ctx context.Context, dsn, data string) (*sqldb.DB, error) {
 	if dsn == "" {
-		dsn, _ = Config{DataDir: data}.DSN("gateway")
+		dsn, _ = Config{DataDir: data}.DSN(edgeService())
 	}
 	db, err := sqldb.Open(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("gateway database: %w", err)
 	}
-	if err := db.Migrate(ctx, migrationsOf("gateway")...); err != nil {
+	if err := db.Migrate(ctx, migrationsOf(edgeService())...); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("gateway database: %w", err)
 	}

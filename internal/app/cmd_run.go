@@ -20,8 +20,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats) and one SQLite database per service (DATA/<service>.db).\n\n"+tracingHelp, stderr)
 	var c commonFlags
 	c.register("127.0.0.1:8080", "127.0.0.1:9090", fs)
-	var g gatewayFlags
-	g.register(fs)
 	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
 	natsListen := fs.String("nats-listen", "", "also expose the embedded NATS on this TCP address, e.g. 127.0.0.1:4222 (for ordermesh dlq)")
 	pspListen := fs.String("psp-listen", "127.0.0.1:0", "address of the payment-provider simulator's own API (never the API port; port 0: any free one)")
@@ -33,9 +31,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	cfg.Services, cfg.DataDir, cfg.NATSListen, cfg.PSPListen = Services, *data, *natsListen, *pspListen
-	if err := g.apply(&cfg); err != nil {
-		return err
-	}
 	if err := checkPorts(map[string]string{"addr": cfg.Addr, "metrics-addr": cfg.MetricsAddr, "nats-listen": cfg.NATSListen, "psp-listen": cfg.PSPListen, "pprof": cfg.PprofAddr}); err != nil {
 		return usagef("%v", err)
 	}
@@ -98,13 +93,13 @@ func checkServeNeeds(service, natsURL, db, secret string, c *commonFlags) error 
 		dsnErr = sqldb.CheckDSN(db)
 	}
 	switch {
-	case natsURL == "" && service != "gateway":
+	case natsURL == "" && !isEdge(service):
 		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
 	case !optionalDB(service) && db == "":
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
 	case dsnErr != nil:
 		return usagef("--db: %v", dsnErr)
-	case service != "gateway" && secret == "":
+	case !isEdge(service) && secret == "":
 		return usagef("serve %s needs --internal-secret (the gateway's, 32+ bytes), so it can refuse requests that bypass the gateway", service)
 	}
 	for _, comp := range c.cfg.components(nil) {
@@ -125,6 +120,15 @@ type upstreamFlags struct {
 	balance, hashKey serviceFlag
 }
 
+// upstreamFlagNames are the flags register declares.
+var upstreamFlagNames = func() []string {
+	fs := flag.NewFlagSet("upstreams", flag.ContinueOnError)
+	new(upstreamFlags).register(fs)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}()
+
 func (u *upstreamFlags) register(fs *flag.FlagSet) {
 	fs.Var(&u.upstreams, "upstream", "gateway: SERVICE=URL[;w=WEIGHT][,URL…] (repeatable), e.g. orders=http://127.0.0.1:9101,http://127.0.0.1:9102")
 	u.file = fs.String("upstream-config", "", `gateway: JSON file of upstreams, e.g. {"upstreams": {"orders": {"instances": ["http://127.0.0.1:9101;w=2"], "lb": "p2c", "hash_key": "subject"}}}`)
@@ -142,7 +146,7 @@ func (u *upstreamFlags) config(service string, cfg *Config) error {
 			return err
 		}
 	}
-	if service == "gateway" && len(u.upstreams) == 0 {
+	if isEdge(service) && len(u.upstreams) == 0 {
 		return usagef("serve gateway needs at least one --upstream SERVICE=URL or --upstream-config FILE")
 	}
 	cfg.Upstreams, cfg.Balance, cfg.HashKeys = u.upstreams, u.balance.m, u.hashKey.m
@@ -153,8 +157,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("serve", serveSynopsis, stderr)
 	var c commonFlags
 	c.register(":8080", "", fs)
-	var g gatewayFlags
-	g.register(fs)
 	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222 (required, except by a gateway of static --upstream: without it, the console's broker views answer 503)")
 	var nf natsFlags
 	nf.register(fs)
@@ -180,7 +182,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkFlagsOf(service, given); err != nil {
 		return err
 	}
-	if err := checkServeNeeds(service, *natsURL, *db, g.internalSecret, &c); err != nil {
+	if err := checkServeNeeds(service, *natsURL, *db, c.internalSecret, &c); err != nil {
 		return err
 	}
 	if err := sf.validate(); err != nil {
@@ -202,9 +204,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	sf.config(&cfg)
 	cfg.Partitioned, cfg.ConsumerMemory = *partitioned, *consumerState == "memory"
-	if err := g.apply(&cfg); err != nil {
-		return err
-	}
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
 		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s; traces: %s)\n", Version, service, n.URL(), cmp.Or(bus.RedactURLs(*natsURL), "none"), tracingLine())
 	})

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/inventory"
 	"github.com/ordermesh/ordermesh/internal/notification"
@@ -31,7 +32,7 @@ func (c *Config) components(n *Node) []component.Component {
 		shipping.Component,
 		notification.Component(&c.Webhooks),
 		psp.Component(&c.PSP),
-		n.gatewayComponent(),
+		c.gatewayComponent(n),
 	}
 }
 
@@ -66,6 +67,46 @@ func componentNamed(name string) (component.Component, bool) {
 		}
 	}
 	return component.Component{}, false
+}
+
+// isEdge reports whether service is the edge (the gateway).
+func isEdge(service string) bool {
+	c, _ := componentNamed(service)
+	return c.Edge
+}
+
+// edgeService is the edge's name.
+func edgeService() string {
+	for _, c := range registry {
+		if c.Edge {
+			return c.Name
+		}
+	}
+	return ""
+}
+
+// replays reports whether service's broker identity may replay.
+func replays(service string) bool {
+	c, _ := componentNamed(service)
+	return c.Replays
+}
+
+// upstreamServices are the services an edge hands requests to: every one
+// but the edge.
+func upstreamServices() []string {
+	return slices.DeleteFunc(slices.Clone(Services), isEdge)
+}
+
+// emits reports whether service publishes events, so has an outbox to relay.
+func emits(service string) bool { return len(event.Published(service)) > 0 }
+
+// runsOutside reports whether n runs a system outside ordermesh (the
+// provider simulator).
+func (n *Node) runsOutside() bool {
+	return slices.ContainsFunc(n.cfg.Services, func(s string) bool {
+		c, _ := componentNamed(s)
+		return c.Outside
+	})
 }
 
 // optionalDB reports whether service may run without a database.

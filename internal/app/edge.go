@@ -32,7 +32,7 @@ func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
 	if n.pspAPI != nil && n.pspListener == nil {
 		mux.Handle("/psp/", n.pspAPI)
 	}
-	if !slices.Contains(n.cfg.Services, "gateway") {
+	if !slices.ContainsFunc(n.cfg.Services, isEdge) {
 		if n.cfg.InternalSecret == "" {
 			return errors.New("services behind a separate gateway need --internal-secret (the gateway's), so they can refuse requests that bypass it")
 		}
@@ -47,7 +47,7 @@ func (n *Node) mountAPI(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
-	sessions := newConsoleSessions(n.cfg.InternalSecret, auth, edge, n.log.With("service", "gateway"))
+	sessions := newConsoleSessions(n.cfg.InternalSecret, auth, edge, n.log.With("service", edgeService()))
 	mux.Handle("/api/", sessions.credential(edge))
 	n.mountConsole(mux)
 	sessions.mount(mux)
@@ -89,7 +89,7 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, *ga
 	}
 	cfg := gateway.EdgeConfig{
 		Routes: routes, Auth: auth, Limits: n.cfg.RateLimits, AllowOnLimiterError: n.cfg.RateLimitOnError != "deny",
-		Concurrency: n.cfg.ConcurrencyLimits, Timeouts: n.cfg.RouteTimeouts, Logger: n.log.With("service", "gateway"),
+		Concurrency: n.cfg.ConcurrencyLimits, Timeouts: n.cfg.RouteTimeouts, Logger: n.log.With("service", edgeService()),
 	}
 	if len(upstreams) > 0 {
 		if n.cfg.InternalSecret == "" {
@@ -119,7 +119,7 @@ func (n *Node) edge(ctx context.Context, mux *http.ServeMux) (*gateway.Edge, *ga
 		})
 	}
 	cfg.Backend = func(route gateway.Route) http.Handler {
-		if route.Service == "gateway" || slices.Contains(n.cfg.Services, route.Service) {
+		if isEdge(route.Service) || slices.Contains(n.cfg.Services, route.Service) {
 			return n.api
 		}
 		if h, ok := upstreams[route.Service]; ok {
@@ -148,7 +148,7 @@ func (n *Node) proxies(ctx context.Context) (map[string]http.Handler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--lb %s: %w", svc, err)
 		}
-		up.Log = n.log.With("service", "gateway")
+		up.Log = n.log.With("service", edgeService())
 		if up.Key, err = gateway.HashKey(n.cfg.HashKeys[svc]); err != nil {
 			return nil, fmt.Errorf("--hash-key %s: %w", svc, err)
 		}
@@ -172,8 +172,10 @@ const DevTokenFile = "dev-admin.jwt"
 func (n *Node) authenticator(ctx context.Context) (*gateway.Authenticator, error) {
 	cfg := n.cfg.Auth
 	cfg.Logger = n.log
-	if st, ok := n.stores["gateway"]; ok {
-		cfg.APIKeys = gateway.NewAPIKeys(st.db)
+	for name, st := range n.stores {
+		if isEdge(name) { // API keys are the edge's
+			cfg.APIKeys = gateway.NewAPIKeys(st.db)
+		}
 	}
 	if n.cfg.DataDir != "" && len(cfg.KeyFiles) == 0 && cfg.JWKSURL == "" && len(cfg.HS256Secret) == 0 {
 		path, err := gateway.EnsureDevKey(n.cfg.DataDir)

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"slices"
@@ -9,17 +10,15 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/gateway"
-	"github.com/ordermesh/ordermesh/internal/platform/identity"
 )
 
-// gatewayFlags configure the edge (run, serve gateway) and, for the
-// internal secret, every served service.
+// gatewayFlags are the edge's own flags (run, serve gateway), declared
+// with its component.
 type gatewayFlags struct {
 	jwtKeys          listFlag
 	jwksURL          string
 	jwtSecret        string
 	issuer, audience string
-	internalSecret   string
 	redis            string
 	onError          string
 	limits           classFlag[gateway.Limit]
@@ -28,7 +27,8 @@ type gatewayFlags struct {
 	cacheTTL         time.Duration
 }
 
-func (g *gatewayFlags) register(fs *flag.FlagSet) {
+// Flags declares them on fs.
+func (g *gatewayFlags) Flags(fs *flag.FlagSet) {
 	g.limits = classFlag[gateway.Limit]{parse: gateway.ParseLimit}
 	g.concurrency = classFlag[int]{parse: func(s string) (int, error) {
 		n, err := strconv.Atoi(s)
@@ -49,7 +49,6 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.jwtSecret, "jwt-secret", "", "gateway: shared secret enabling HS256 tokens (32+ bytes); HS256 is refused without it")
 	fs.StringVar(&g.issuer, "jwt-issuer", gateway.DefaultIssuer, "gateway: required iss claim")
 	fs.StringVar(&g.audience, "jwt-audience", gateway.DefaultAudience, "gateway: required aud claim")
-	fs.StringVar(&g.internalSecret, "internal-secret", "", "secret (32+ bytes) the gateway signs callers' identities with; services behind a separate gateway require it")
 	fs.StringVar(&g.redis, "redis", "", "gateway: redis://HOST:PORT/DB shared by all gateway instances for rate limits (default: in-process)")
 	fs.StringVar(&g.onError, "rate-limit-on-error", "allow", "gateway: when Redis cannot answer, allow or deny requests")
 	fs.Var(&g.limits, "rate-limit", "gateway: CLASS=N/UNIT[,burst=B] per caller (repeatable), e.g. orders:write=100/m,burst=20; classes: "+strings.Join(gateway.Classes, ", "))
@@ -58,24 +57,26 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.cacheTTL, "cache-ttl", time.Second, "gateway: micro-cache TTL for catalog reads (0 turns it off)")
 }
 
-func (g *gatewayFlags) apply(cfg *Config) error {
+// Check says what is wrong with them, naming the flag.
+func (g *gatewayFlags) Check() error {
 	if g.onError != "allow" && g.onError != "deny" {
-		return usagef("--rate-limit-on-error must be allow or deny, got %q", g.onError)
+		return fmt.Errorf("--rate-limit-on-error must be allow or deny, got %q", g.onError)
 	}
 	if g.cacheTTL < 0 {
-		return usagef("--cache-ttl must not be negative")
+		return errors.New("--cache-ttl must not be negative")
 	}
-	if g.internalSecret != "" && len(g.internalSecret) < identity.MinSecret {
-		return usagef("--internal-secret is %d bytes; use at least %d random bytes (for example `openssl rand -hex 32`)", len(g.internalSecret), identity.MinSecret)
-	}
+	return nil
+}
+
+// apply sets cfg's edge settings from the flags.
+func (g *gatewayFlags) apply(cfg *Config) {
 	cfg.Auth = gateway.AuthConfig{KeyFiles: g.jwtKeys, JWKSURL: g.jwksURL, HS256Secret: []byte(g.jwtSecret), Issuer: g.issuer, Audience: g.audience}
-	cfg.InternalSecret, cfg.RedisURL, cfg.RateLimitOnError = g.internalSecret, g.redis, g.onError
+	cfg.RedisURL, cfg.RateLimitOnError = g.redis, g.onError
 	cfg.RateLimits, cfg.ConcurrencyLimits, cfg.RouteTimeouts = g.limits.m, g.concurrency.m, g.timeouts.m
 	cfg.CacheTTL = g.cacheTTL
 	if g.cacheTTL == 0 {
 		cfg.CacheTTL = -1
 	}
-	return nil
 }
 
 // listFlag collects a repeatable flag.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -125,7 +124,7 @@ func (n *Node) shareProvider() error {
 		return err
 	}
 	embedded := n.cfg.DataDir != ""
-	if !embedded || !slices.Contains(n.cfg.Services, "psp") {
+	if !embedded || !n.runsOutside() {
 		return nil
 	}
 	if err := share(&sim.APIKey, &pay.Client.APIKey, "whsec_"); err != nil {
@@ -190,7 +189,7 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), telemetry.ExportErrors)
 	metrics := httpx.NewMetrics(reg)
 	for name, st := range n.stores {
-		if name == "gateway" {
+		if !emits(name) {
 			continue
 		}
 		reg.MustRegister(
@@ -265,7 +264,7 @@ func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
 		} else {
 			checks[name+"_db"] = "ok"
 		}
-		if name != "gateway" {
+		if emits(name) {
 			// A relay that cannot publish leaves rows waiting: the
 			// services' events stop flowing, so this instance is not ready.
 			switch age, err := st.outbox.OldestUnsent(ctx, time.Now()); {

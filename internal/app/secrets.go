@@ -76,12 +76,13 @@ func (n *Node) sealPaymentTokens() error {
 	return nil
 }
 
-// brokerServices are the services with a broker identity of their own.
-var brokerServices = []string{"orders", "inventory", "payments", "shipping", "notifications", "psp", "gateway"}
+// brokerServices are the services with a broker identity of their own:
+// every one.
+var brokerServices = Services
 
 // brokerIdentity is service's broker identity with password.
 func brokerIdentity(service, password string) bus.Identity {
-	return bus.Identity{Service: service, Password: password, Publishes: event.Published(service), Replays: service == "gateway"}
+	return bus.Identity{Service: service, Password: password, Publishes: event.Published(service), Replays: replays(service)}
 }
 
 // NATSIdentityFile is the file, in a data directory or the directory

@@ -47,11 +47,11 @@ func (n *Node) startServices(ctx, runCtx context.Context, mux *http.ServeMux) er
 
 // gatewayComponent is the gateway's own component: the edge itself is
 // mounted by mountAPI; Start serves its own routes (the firehose, the
-// admin API and the OpenAPI document). Its flags are the node's.
-func (n *Node) gatewayComponent() component.Component {
-	return component.Component{Name: "gateway", Migrations: gateway.Migrations, OptionalDB: true, API: n.gatewayAPI,
-		Shared: []string{"cache-ttl", "concurrency-limit", "hash-key", "jwks-url", "jwt-audience", "jwt-issuer", "jwt-key", "jwt-secret",
-			"lb", "rate-limit", "rate-limit-on-error", "redis", "route-timeout", "upstream", "upstream-config"},
+// admin API and the OpenAPI document). Its flags are c's Gateway; those
+// naming its upstreams are serve's alone (run has none).
+func (c *Config) gatewayComponent(n *Node) component.Component {
+	return component.Component{Name: "gateway", Migrations: gateway.Migrations, OptionalDB: true, API: n.gatewayAPI, Edge: true, Replays: true,
+		Settings: &c.Gateway, Shared: upstreamFlagNames,
 		Start: func(env *component.Env) error {
 			httpx.Mount(env.Mux, n.gatewayAPI())
 			env.Metrics.MustRegister(gateway.RateLimited)

@@ -13,7 +13,7 @@ import (
 // (served apart from ordermesh's) and its admin ledger. cfg's faults,
 // async mode and credentials are its flags.
 func Component(cfg *Config) component.Component {
-	return component.Component{Name: "psp", Migrations: Migrations, API: (*Server)(nil).API, Settings: cfg,
+	return component.Component{Name: "psp", Migrations: Migrations, API: (*Server)(nil).API, Settings: cfg, Outside: true,
 		ServeNeeds: cfg.serveNeeds, Start: func(env *component.Env) error { return start(env, *cfg) }}
 }
 

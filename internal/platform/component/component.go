@@ -36,6 +36,19 @@ type Component struct {
 	// shares with another component): `serve` refuses a flag on the command
 	// line that no component it runs reads.
 	Shared []string
+	// Edge: it is the edge, which takes the public requests and hands
+	// them to the services (in one process, or to their instances as
+	// upstreams). It is no upstream itself, verifies no internal identity
+	// (it signs one), and may run without a broker when its upstreams are
+	// static.
+	Edge bool
+	// Replays: its broker identity may read any stream and replay dead
+	// letters (the admin API's).
+	Replays bool
+	// Outside: a system outside ordermesh (the payment provider's
+	// simulator). In one process it answers on a loopback listener of its
+	// own and shares its credentials with the service that calls it.
+	Outside bool
 	// ServeNeeds says what `serve NAME` lacks that `run` provides (the
 	// provider's URL and credentials): nil when nothing.
 	ServeNeeds func() error
