@@ -111,8 +111,10 @@ func TestDomainsImportNothing(t *testing.T) {
 	}
 }
 
-// TestSizeLimits: no file over 400 lines and no function over 60 outside
-// tests, so each reads in one sitting.
+// TestSizeLimits: no file over 400 lines outside tests, so each reads in
+// one sitting. A function is as long as its one idea: 80 lines is not a
+// target to split at but the point where it is usually two ideas, and a
+// reader should be told which.
 func TestSizeLimits(t *testing.T) {
 	for _, root := range []string{"..", "../../cmd"} {
 		err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
@@ -133,8 +135,8 @@ func TestSizeLimits(t *testing.T) {
 			}
 			for _, decl := range f.Decls {
 				if fn, ok := decl.(*ast.FuncDecl); ok && fn.Body != nil {
-					if n := fset.Position(fn.End()).Line - fset.Position(fn.Pos()).Line + 1; n > 60 {
-						t.Errorf("%s: %s has %d lines; split it (at most 60 outside tests)", path, fn.Name.Name, n)
+					if n := fset.Position(fn.End()).Line - fset.Position(fn.Pos()).Line + 1; n > 80 {
+						t.Errorf("%s: %s has %d lines: is it one idea? (at most 80 outside tests)", path, fn.Name.Name, n)
 					}
 				}
 			}
