@@ -3,6 +3,7 @@ package psp
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -18,7 +19,7 @@ import (
 // without the key is refused.
 func TestTheProviderAPIAsAMerchantSeesIt(t *testing.T) {
 	sqldbtest.Each(t, []sqldb.Migrations{Migrations()}, func(t *testing.T, _ string, db *sqldb.DB) {
-		srv := httptest.NewServer(New(db, Config{APIKey: "key_1"}, nil).ProviderAPI())
+		srv := httptest.NewServer(New(db, Config{APIKey: "key_1"}, slog.New(slog.DiscardHandler)).ProviderAPI())
 		defer srv.Close()
 		call := func(op, idemKey, apiKey string, req pspapi.Request) (int, pspapi.Operation) {
 			t.Helper()
