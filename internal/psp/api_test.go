@@ -3,7 +3,6 @@ package psp
 import (
 	"bytes"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -19,7 +18,7 @@ import (
 // without the key is refused.
 func TestTheProviderAPIAsAMerchantSeesIt(t *testing.T) {
 	sqldbtest.Each(t, []sqldb.Migrations{Migrations()}, func(t *testing.T, _ string, db *sqldb.DB) {
-		srv := httptest.NewServer(New(db, Config{APIKey: "key_1"}, slog.New(slog.DiscardHandler)).ProviderAPI())
+		srv := httptest.NewServer(New(db, Config{APIKey: "key_1"}, nil).ProviderAPI())
 		defer srv.Close()
 		call := func(op, idemKey, apiKey string, req pspapi.Request) (int, pspapi.Operation) {
 			t.Helper()

@@ -77,8 +77,12 @@ type Server struct {
 	client *http.Client
 }
 
-// New returns a simulator keeping its ledger in db.
+// New returns a simulator keeping its ledger in db; a nil log means
+// slog.Default, as for the services.
 func New(db *sqldb.DB, cfg Config, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
 	if cfg.Hang <= 0 {
 		cfg.Hang = 5 * time.Second
 	}
