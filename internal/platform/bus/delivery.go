@@ -33,13 +33,7 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 			c.held.remove(msg)
 			continue
 		}
-		ev, err := Decode(msg.Headers(), msg.Data())
-		if err == nil && c.bus.cfg.Validate != nil {
-			err = c.bus.cfg.Validate(ev.Type, ev.Data)
-		}
-		if want, ok := c.bus.cfg.Sources[ev.Type]; ok && err == nil && ev.Source != want {
-			err = fmt.Errorf("%w: %s may only come from %s, not %q", ErrForeignSource, ev.Type, want, ev.Source)
-		}
+		ev, err := c.bus.cfg.Admit(msg.Headers(), msg.Data())
 		if err != nil {
 			c.deadLetter(msg, md, err)
 			continue

@@ -33,7 +33,10 @@ type DeadLetter struct {
 // longer) in the DLQ stream.
 var ErrDeadLetterNotFound = errors.New("dead letter not found")
 
-func deadLetterFrom(seq uint64, h nats.Header, data []byte, stored time.Time) DeadLetter {
+// DeadLetterFrom reads a dead letter from its stored headers and body:
+// seq is its id, stored when the broker stored it (the dead-letter time
+// header wins when present). Every engine stores dead letters alike.
+func DeadLetterFrom(seq uint64, h nats.Header, data []byte, stored time.Time) DeadLetter {
 	dl := DeadLetter{
 		ID:       seq,
 		Consumer: h.Get(HeaderDLQConsumer),
@@ -93,7 +96,7 @@ func (b *Bus) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", StreamDLQ, err)
 			}
-			out = append(out, deadLetterFrom(md.Sequence.Stream, msg.Headers(), msg.Data(), md.Timestamp))
+			out = append(out, DeadLetterFrom(md.Sequence.Stream, msg.Headers(), msg.Data(), md.Timestamp))
 			last = md.NumPending == 0
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
@@ -118,7 +121,7 @@ func (b *Bus) DeadLetter(ctx context.Context, id uint64) (DeadLetter, error) {
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("get dead letter %d: %w", id, err)
 	}
-	return deadLetterFrom(raw.Sequence, raw.Header, raw.Data, raw.Time), nil
+	return DeadLetterFrom(raw.Sequence, raw.Header, raw.Data, raw.Time), nil
 }
 
 // Replay sends dead letter id back to the consumer named in it (through
@@ -199,9 +202,19 @@ func (c *Consumer) deadLetter(msg jetstream.Msg, md *jetstream.MsgMetadata, caus
 // data) on subject, stored at seq in stream, that failed with cause after
 // deliveries.
 func (c *Consumer) deadLetterMsg(hdr nats.Header, data []byte, subject, stream string, seq, deliveries uint64, cause error) *nats.Msg {
+	h := DeadLetterHeaders(hdr, c.cfg.Name, subject, stream, seq, deliveries, cause)
+	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%d", c.cfg.Name, stream, seq))
+	return &nats.Msg{Subject: dlqPrefix + c.cfg.Name + "." + subjectToken(hdr.Get(HeaderType)), Header: h, Data: data}
+}
+
+// DeadLetterHeaders are the headers of the dead letter of consumer for a
+// message (headers hdr) received on subject, stored at seq in stream (a
+// queue, on RabbitMQ), that failed with cause after deliveries: the
+// original ones but the broker's own, and why and where it failed.
+func DeadLetterHeaders(hdr nats.Header, consumer, subject, stream string, seq, deliveries uint64, cause error) nats.Header {
 	h := nats.Header{}
 	for k, v := range hdr {
-		if strings.HasPrefix(k, "Nats-") {
+		if strings.HasPrefix(k, "Nats-") || strings.HasPrefix(k, "x-") {
 			continue
 		}
 		h[k] = v
@@ -211,10 +224,9 @@ func (c *Consumer) deadLetterMsg(hdr nats.Header, data []byte, subject, stream s
 	h.Set(HeaderDLQStream, stream)
 	h.Set(HeaderDLQStreamSeq, strconv.FormatUint(seq, 10))
 	h.Set(HeaderDLQDeliveries, strconv.FormatUint(deliveries, 10))
-	h.Set(HeaderDLQConsumer, c.cfg.Name)
+	h.Set(HeaderDLQConsumer, consumer)
 	h.Set(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
-	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%d", c.cfg.Name, stream, seq))
-	return &nats.Msg{Subject: dlqPrefix + c.cfg.Name + "." + subjectToken(hdr.Get(HeaderType)), Header: h, Data: data}
+	return h
 }
 
 // headerValue makes s safe as a NATS header value: one line, at most 4 KiB.

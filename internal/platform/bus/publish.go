@@ -42,7 +42,7 @@ var ErrEarlierUnsent = errors.New("not sent: an earlier event about the same sub
 // subjects go out at once. A caller that re-sends from its first failure
 // (the outbox relay) therefore never has the broker store a later event of
 // an order before an earlier one, whatever a failover loses.
-func (b *Bus) PublishAsync(events []Event) *PendingBatch {
+func (b *Bus) PublishAsync(events []Event) Pending {
 	p := &PendingBatch{bus: b, events: events, futures: make([]jetstream.PubAckFuture, len(events)),
 		links: make([]*link, len(events)), after: make([]*link, len(events)), done: make(chan struct{})}
 	b.order.mu.Lock()

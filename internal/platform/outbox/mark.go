@@ -104,7 +104,7 @@ func (r *Relay) takeFailure() error {
 
 // acknowledged waits for a batch's acks and returns the ids of the rows the
 // broker stored, and the first failure if some were not.
-func acknowledged(ctx context.Context, ids []int64, p *bus.PendingBatch) (sent []int64, failed error) {
+func acknowledged(ctx context.Context, ids []int64, p bus.Pending) (sent []int64, failed error) {
 	errs := p.Wait(ctx)
 	if _, failed = publishFailure(ids, errs); failed == nil {
 		return ids, nil

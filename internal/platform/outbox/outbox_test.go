@@ -212,7 +212,7 @@ type countingPublisher struct {
 	counts map[string]int
 }
 
-func (c *countingPublisher) PublishAsync(evs []bus.Event) *bus.PendingBatch {
+func (c *countingPublisher) PublishAsync(evs []bus.Event) bus.Pending {
 	c.mu.Lock()
 	for _, ev := range evs {
 		c.counts[ev.ID]++
@@ -385,7 +385,7 @@ type flakyPublisher struct {
 	calls        int
 }
 
-func (f *flakyPublisher) PublishAsync(evs []bus.Event) *bus.PendingBatch {
+func (f *flakyPublisher) PublishAsync(evs []bus.Event) bus.Pending {
 	f.mu.Lock()
 	f.calls++
 	broken := f.fail(f.calls)

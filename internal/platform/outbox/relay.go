@@ -16,7 +16,7 @@ import (
 // broker's acknowledgements; Wait on the result collects them. *bus.Bus is
 // the real one.
 type Publisher interface {
-	PublishAsync(events []bus.Event) *bus.PendingBatch
+	PublishAsync(events []bus.Event) bus.Pending
 }
 
 var _ Publisher = (*bus.Bus)(nil)
@@ -81,7 +81,7 @@ type Relay struct {
 type sentBatch struct {
 	ids     []int64
 	gen     int64
-	pending *bus.PendingBatch
+	pending bus.Pending
 }
 
 // NewRelay returns a relay for o.
