@@ -24,6 +24,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/payment"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
+	"github.com/ordermesh/ordermesh/internal/platform/rabbitmq"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
@@ -46,6 +47,9 @@ type Config struct {
 
 	// NATSURL is the external broker (serve mode).
 	NATSURL string
+	// BrokerURL, when set, is the RabbitMQ broker (amqp://...) that
+	// replaces NATS: run starts no embedded NATS, serve needs no --nats.
+	BrokerURL string
 	// NATSOptions authenticate to it (credentials, TLS).
 	NATSOptions []nats.Option
 	// DB is the service's database (serve mode): sqlite:PATH or postgres://…
@@ -133,13 +137,16 @@ type Node struct {
 	log      *slog.Logger
 	embedded *bus.Embedded
 	nc       *nats.Conn
-	Bus      *bus.Bus
+	Bus      *bus.Bus // nil on RabbitMQ
+	// broker is the node's broker, whichever the engine: Bus, or rabbit.
+	broker bus.Broker
+	rabbit *rabbitmq.Broker
 	// buses are the services' own buses in an embedded node, each over a
 	// connection with that service's broker identity (busFor).
 	buses    map[string]*bus.Bus
 	stores   map[string]*store
 	consMu   sync.Mutex
-	cons     []*bus.Consumer
+	cons     []bus.Subscription
 	onClose  []func() // run first on Close
 	http     *http.Server
 	listener net.Listener
@@ -329,6 +336,9 @@ func (n *Node) Close(ctx context.Context) error {
 			for deadline := time.Now().Add(5 * time.Second); !n.nc.IsClosed() && time.Now().Before(deadline); {
 				time.Sleep(10 * time.Millisecond)
 			}
+		}
+		if n.rabbit != nil {
+			n.rabbit.Close()
 		}
 		if n.embedded != nil {
 			n.embedded.Shutdown()

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/ordermesh/ordermesh/internal/event"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/rabbitmq"
 )
 
 // connect connects the node to its broker: the embedded one of a data
@@ -15,6 +17,9 @@ import (
 // of static upstreams; then it makes sure the streams exist.
 func (n *Node) connect(ctx context.Context) error {
 	var err error
+	if n.cfg.BrokerURL != "" {
+		return n.connectRabbit(ctx)
+	}
 	if n.brokerless() {
 		n.log.Info("no --nats: a gateway of static upstreams only; the console's broker views (dead letters, an order's events, the live stream) answer 503, and the catalog cache lives out its TTL")
 		return nil
@@ -60,6 +65,7 @@ func (n *Node) connect(ctx context.Context) error {
 		Sources: eventSources()}); err != nil {
 		return err
 	}
+	n.broker = n.Bus
 	if err := n.connectServices(); err != nil {
 		return err
 	}
@@ -75,5 +81,35 @@ func (n *Node) connect(ctx context.Context) error {
 // brokerless reports whether this node runs without a broker: a gateway
 // served alone with no --nats (its upstreams are static).
 func (n *Node) brokerless() bool {
-	return n.cfg.DataDir == "" && n.cfg.NATSURL == "" && len(n.cfg.Services) == 1 && isEdge(n.cfg.Services[0])
+	return n.cfg.DataDir == "" && n.cfg.NATSURL == "" && n.cfg.BrokerURL == "" && len(n.cfg.Services) == 1 && isEdge(n.cfg.Services[0])
+}
+
+// connectRabbit connects the node to the RabbitMQ broker of --broker and
+// declares the topology; run's data directory is still locked (its
+// databases are there), but no NATS server is embedded.
+func (n *Node) connectRabbit(ctx context.Context) error {
+	if n.cfg.DataDir != "" {
+		if err := existingDir(n.cfg.DataDir, true); err != nil {
+			return err
+		}
+		release, err := lockDataDir(n.cfg.DataDir, "run")
+		if err != nil {
+			return err
+		}
+		n.unlock = release
+	}
+	schemas, err := event.LoadSchemas()
+	if err != nil {
+		return fmt.Errorf("event schemas: %w", err)
+	}
+	timeout := cmp.Or(n.cfg.StreamsTimeout, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	n.rabbit, err = rabbitmq.Dial(ctx, n.cfg.BrokerURL, "ordermesh-"+fmt.Sprint(n.cfg.Services),
+		bus.Config{Logger: n.log, Validate: schemas.Validate, Sources: eventSources()})
+	if err != nil {
+		return err
+	}
+	n.broker = n.rabbit
+	return nil
 }

@@ -112,6 +112,7 @@ type commonFlags struct {
 	shutdown                  time.Duration
 	retention                 time.Duration
 	internalSecret            string
+	broker                    string
 	// cfg holds the components' own settings, which their flags set.
 	cfg Config
 }
@@ -130,6 +131,7 @@ func (c *commonFlags) register(defaultAddr, defaultMetrics string, fs *flag.Flag
 	fs.IntVar(&c.maxDeliver, "max-deliver", bus.DefaultMaxDeliver, "deliveries of an event before it is dead-lettered")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&c.retention, "outbox-retention", time.Hour, "how long published outbox rows are kept")
+	fs.StringVar(&c.broker, "broker", "", "a RabbitMQ broker to run on instead of NATS JetStream, amqp://USER:PASS@HOST:5672/VHOST (run then embeds no NATS; serve needs no --nats)")
 	fs.StringVar(&c.internalSecret, "internal-secret", "", "secret (32+ bytes) the gateway signs callers' identities with; services behind a separate gateway require it")
 	for _, comp := range c.cfg.components(nil) {
 		if comp.Settings != nil {
@@ -154,6 +156,9 @@ func (c *commonFlags) validate() error {
 	}
 	if c.shutdown <= 0 {
 		return usagef("--shutdown-timeout must be positive")
+	}
+	if c.broker != "" && !strings.HasPrefix(c.broker, "amqp://") && !strings.HasPrefix(c.broker, "amqps://") {
+		return usagef("--broker takes a RabbitMQ URL, amqp://USER:PASS@HOST:5672/VHOST (NATS is the default: run embeds it, serve takes --nats)")
 	}
 	if c.internalSecret != "" && len(c.internalSecret) < identity.MinSecret {
 		return usagef("--internal-secret is %d bytes; use at least %d random bytes (for example `openssl rand -hex 32`)", len(c.internalSecret), identity.MinSecret)
@@ -197,7 +202,7 @@ func (c *commonFlags) config(stderr io.Writer) (Config, error) {
 	cfg := c.cfg
 	cfg.Addr, cfg.MaxDeliver, cfg.OutboxRetention, cfg.Logger = c.addr, c.maxDeliver, c.retention, log
 	cfg.PprofAddr, cfg.MetricsAddr, cfg.BodyTimeout, cfg.CORSOrigins = c.pprof, c.metrics, c.bodyTimeout, c.origins()
-	cfg.InternalSecret = c.internalSecret
+	cfg.InternalSecret, cfg.BrokerURL = c.internalSecret, c.broker
 	cfg.Gateway.apply(&cfg)
 	return cfg, nil
 }

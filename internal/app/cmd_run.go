@@ -1,7 +1,6 @@
 package app
 
 import (
-	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -12,12 +11,13 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/rabbitmq"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb"
 	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats) and one SQLite database per service (DATA/<service>.db).\n\n"+tracingHelp, stderr)
+	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats), or on the RabbitMQ of --broker, and one SQLite database per service (DATA/<service>.db).\n\n"+tracingHelp, stderr)
 	var c commonFlags
 	c.register("127.0.0.1:8080", "127.0.0.1:9090", fs)
 	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
@@ -41,7 +41,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if u := n.MetricsURL(); u != "" {
 			fmt.Fprintf(stdout, "  Metrics: %s\n", u)
 		}
-		if u := n.embedded.ClientURL(); u != "" {
+		if n.rabbit != nil {
+			fmt.Fprintf(stdout, "  Broker: RabbitMQ at %s\n", rabbitmq.Redact(cfg.BrokerURL))
+		} else if u := n.embedded.ClientURL(); u != "" {
 			fmt.Fprintf(stdout, "  NATS:   %s   (user %s, password in %s)\n", u, NATSUser, filepath.Join(*data, NATSPasswordFile))
 			fmt.Fprintf(stdout, "          try: ordermesh dlq list --nats nats://%s:$(cat %s)@%s\n", NATSUser, filepath.Join(*data, NATSPasswordFile), strings.TrimPrefix(u, "nats://"))
 		} else {
@@ -93,8 +95,10 @@ func checkServeNeeds(service, natsURL, db, secret string, c *commonFlags) error 
 		dsnErr = sqldb.CheckDSN(db)
 	}
 	switch {
-	case natsURL == "" && !isEdge(service):
-		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222")
+	case natsURL != "" && c.broker != "":
+		return usagef("serve takes --nats or --broker, not both: one broker carries the events")
+	case natsURL == "" && c.broker == "" && !isEdge(service):
+		return usagef("serve needs --nats URL (or $ORDERMESH_NATS), e.g. --nats nats://127.0.0.1:4222, or --broker amqp://USER:PASS@HOST:5672/VHOST for RabbitMQ")
 	case !optionalDB(service) && db == "":
 		return usagef("service %s needs --db sqlite:PATH or --db postgres://USER:PASS@HOST/DB", service)
 	case dsnErr != nil:
@@ -205,7 +209,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sf.config(&cfg)
 	cfg.Partitioned, cfg.ConsumerMemory = *partitioned, *consumerState == "memory"
 	return runUntilSignal(ctx, cfg, c.shutdown, func(n *Node) {
-		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (NATS %s; traces: %s)\n", Version, service, n.URL(), cmp.Or(bus.RedactURLs(*natsURL), "none"), tracingLine())
+		fmt.Fprintf(stdout, "ordermesh %s serving %s on %s (%s; traces: %s)\n", Version, service, n.URL(), brokerLine(*natsURL, c.broker), tracingLine())
 	})
 }
 
@@ -258,4 +262,15 @@ func helpFor(args []string) string {
 		return ""
 	}
 	return service
+}
+
+// brokerLine names the broker a served service runs on, for its banner.
+func brokerLine(natsURL, brokerURL string) string {
+	switch {
+	case brokerURL != "":
+		return "RabbitMQ " + rabbitmq.Redact(brokerURL)
+	case natsURL != "":
+		return "NATS " + bus.RedactURLs(natsURL)
+	}
+	return "no broker"
 }

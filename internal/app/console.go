@@ -55,7 +55,7 @@ func (n *Node) mountConsole(mux *http.ServeMux) {
 
 // listDeadLetters lists every dead letter.
 func (n *Node) listDeadLetters(w http.ResponseWriter, r *http.Request) {
-	dls, err := n.Bus.DeadLetters(r.Context())
+	dls, err := n.broker.DeadLetters(r.Context())
 	if err != nil {
 		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "dead letters: %v", err))
 		return
@@ -72,7 +72,7 @@ func (n *Node) showDeadLetter(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	dl, err := n.Bus.DeadLetter(r.Context(), id)
+	dl, err := n.broker.DeadLetter(r.Context(), id)
 	if err != nil {
 		n.deadLetterError(w, r, err)
 		return
@@ -86,7 +86,7 @@ func (n *Node) replayDeadLetter(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := n.Bus.Replay(r.Context(), id); err != nil {
+	if err := n.broker.Replay(r.Context(), id); err != nil {
 		n.deadLetterError(w, r, err)
 		return
 	}
@@ -95,14 +95,14 @@ func (n *Node) replayDeadLetter(w http.ResponseWriter, r *http.Request) {
 
 // replayDeadLetters sends every dead letter back to its consumer.
 func (n *Node) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
-	dls, err := n.Bus.DeadLetters(r.Context())
+	dls, err := n.broker.DeadLetters(r.Context())
 	if err != nil {
 		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "dead letters: %v", err))
 		return
 	}
 	replayed := []uint64{}
 	for _, dl := range dls {
-		if err := n.Bus.Replay(r.Context(), dl.ID); err != nil {
+		if err := n.broker.Replay(r.Context(), dl.ID); err != nil {
 			n.deadLetterError(w, r, err)
 			return
 		}
@@ -118,7 +118,7 @@ func (n *Node) purgeDeadLetters(w http.ResponseWriter, r *http.Request) {
 		httpx.Error(w, r, n.log, apperr.Invalidf("confirm", "purging deletes every dead letter for good: add ?confirm=purge"))
 		return
 	}
-	purged, err := n.Bus.PurgeDeadLetters(r.Context())
+	purged, err := n.broker.PurgeDeadLetters(r.Context())
 	if err != nil {
 		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "purge: %v", err))
 		return
@@ -175,7 +175,7 @@ func (n *Node) saga(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	evs, truncated, err := n.Bus.History(ctx, id, since, sagaScan)
+	evs, truncated, err := n.broker.History(ctx, id, since, sagaScan)
 	if err != nil {
 		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "the order's events: %v", err))
 		return

@@ -243,7 +243,7 @@ func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
 		}
 		stopKeepAlive = stream.KeepAlive(ctx, 15*time.Second, cancel)
 	}
-	tailErr := n.Bus.Tail(ctx, opts, func(seq uint64, ev bus.Event) error {
+	tailErr := n.broker.Tail(ctx, opts, func(seq uint64, ev bus.Event) error {
 		data, _ := json.Marshal(map[string]any{
 			"specversion": "1.0", "id": ev.ID, "type": ev.Type, "source": ev.Source, "subject": ev.Subject,
 			"time": ev.Time, "correlationid": ev.CorrelationID, "causationid": ev.CausationID, "data": ev.Data,

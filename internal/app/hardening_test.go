@@ -492,7 +492,7 @@ func TestTwoPartitionedInstancesCompleteOrders(t *testing.T) {
 		defer n.consMu.Unlock()
 		for _, c := range n.cons {
 			// nil: an unpartitioned consumer (notifications').
-			if p := c.Partitions(); p != nil && len(p) != bus.Partitions/2 {
+			if p := c.(*bus.Consumer).Partitions(); p != nil && len(p) != bus.Partitions/2 {
 				return false
 			}
 		}

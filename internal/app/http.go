@@ -240,14 +240,16 @@ const MaxOutboxLag = 30 * time.Second
 // ready answers 200 when the broker is connected, every database answers
 // and every outbox is being published, else 503 with what is wrong.
 func (n *Node) ready(w http.ResponseWriter, r *http.Request) {
-	checks := map[string]string{"nats": "ok"}
+	checks := map[string]string{}
 	status := http.StatusOK
 	switch {
-	case n.nc == nil:
+	case n.broker == nil:
 		checks["nats"] = "none (a gateway of static upstreams)"
-	case !n.nc.IsConnected():
-		checks["nats"] = "disconnected: " + n.nc.Status().String()
+	case n.broker.Healthy() != nil:
+		checks[n.broker.Engine()] = n.broker.Healthy().Error()
 		status = http.StatusServiceUnavailable
+	default:
+		checks[n.broker.Engine()] = "ok"
 	}
 	for _, up := range n.upstreams {
 		checks["upstream_"+up.Name] = "ok"

@@ -142,7 +142,10 @@ func (n *Node) connectServices() error {
 
 // busFor is the bus service uses: its own identity's in an embedded node,
 // else the node's (serve connects as whatever identity it is given).
-func (n *Node) busFor(service string) *bus.Bus {
+func (n *Node) busFor(service string) bus.Broker {
+	if n.rabbit != nil {
+		return n.rabbit
+	}
 	if b := n.buses[service]; b != nil {
 		return b
 	}

@@ -30,7 +30,7 @@ func (n *Node) startServices(ctx, runCtx context.Context, mux *http.ServeMux) er
 			return fmt.Errorf("unknown service %q", name)
 		}
 		b := n.busFor(name)
-		hooks.Consume = func(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) (*bus.Consumer, error) {
+		hooks.Consume = func(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) (bus.Subscription, error) {
 			return n.consumeBatch(ctx, b, cfg, h)
 		}
 		env := &component.Env{Ctx: ctx, Run: runCtx, Mux: mux, Bus: b, Log: n.log.With("service", name), Metrics: n.reg,
@@ -84,11 +84,11 @@ func (n *Node) gatewayAPI() []httpx.Route {
 // onBroker is h, which reads the broker, or on a gateway started without
 // one an answer that says so.
 func (n *Node) onBroker(h http.HandlerFunc) http.HandlerFunc {
-	if n == nil || n.Bus != nil {
+	if n == nil || n.broker != nil {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "this gateway runs without a broker: start it with --nats to see dead letters, an order's events and the live stream"))
+		httpx.Error(w, r, n.log, apperr.New(apperr.Unavailable, "", "this gateway runs without a broker: start it with --nats (or --broker) to see dead letters, an order's events and the live stream"))
 	}
 }
 

@@ -75,15 +75,15 @@ func (n *Node) openStore(ctx context.Context, service string) error {
 // batches, with the node's --max-deliver; Close drains it before the
 // outbox relays flush, so events its handlers commit are still published.
 func (n *Node) ConsumeBatch(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) error {
-	_, err := n.consumeBatch(ctx, n.Bus, cfg, h)
+	_, err := n.consumeBatch(ctx, n.broker, cfg, h)
 	return err
 }
 
-func (n *Node) consumeBatch(ctx context.Context, b *bus.Bus, cfg bus.ConsumerConfig, h bus.BatchHandler) (*bus.Consumer, error) {
+func (n *Node) consumeBatch(ctx context.Context, b bus.Broker, cfg bus.ConsumerConfig, h bus.BatchHandler) (bus.Subscription, error) {
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = n.cfg.MaxDeliver
 	}
-	c, err := b.ConsumeBatch(ctx, cfg, h)
+	c, err := b.Subscribe(ctx, cfg, h)
 	if err != nil {
 		return nil, err
 	}

@@ -63,11 +63,7 @@ func start(env *component.Env, cfg Config) error {
 	cfg.DB, cfg.Outbox, cfg.Logger = env.DB, env.Outbox, env.Log
 	cfg.Changed = func(id string) { env.Bus.Changed("order", id) }
 	cfg.CatalogCaughtUp = func(ctx context.Context, sku string) (bool, error) {
-		seq, err := env.Bus.LastSequence(ctx, event.ProductUpdated, sku)
-		if err != nil || seq == 0 {
-			return err == nil, err
-		}
-		return env.Bus.AckedThrough(ctx, ConsumerName, sku, seq)
+		return env.Bus.CaughtUp(ctx, ConsumerName, event.ProductUpdated, sku)
 	}
 	svc := New(cfg)
 	svc.Routes(env.Mux)

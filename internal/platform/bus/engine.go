@@ -60,8 +60,10 @@ type Pending interface {
 
 // Subscription is a running durable consumer.
 type Subscription interface {
-	// SetTypes changes the event types it receives, for every instance.
+	// SetTypes changes the event types it receives, for every instance;
+	// AddTypes adds to them, keeping those other instances added.
 	SetTypes(ctx context.Context, types []string) error
+	AddTypes(ctx context.Context, types []string) error
 	// Stop stops receiving and waits for the handlers under way.
 	Stop()
 }

@@ -86,7 +86,7 @@ type Env struct {
 	// node's relay.
 	DB     *sqldb.DB
 	Outbox *outbox.Outbox
-	Bus    *bus.Bus
+	Bus    bus.Broker
 	Log    *slog.Logger
 	// Metrics takes its collectors.
 	Metrics prometheus.Registerer
@@ -100,7 +100,7 @@ type Env struct {
 // Hooks are what the node does for a component.
 type Hooks struct {
 	// Consume starts a consumer the node stops at shutdown.
-	Consume func(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) (*bus.Consumer, error)
+	Consume func(ctx context.Context, cfg bus.ConsumerConfig, h bus.BatchHandler) (bus.Subscription, error)
 	// Loops counts the background loops the node waits for at shutdown.
 	Loops *sync.WaitGroup
 	// OnClose runs f first at shutdown.
@@ -112,7 +112,7 @@ type Hooks struct {
 }
 
 // Consume starts a consumer of cfg's events with h (during setup).
-func (e *Env) Consume(cfg bus.ConsumerConfig, h bus.BatchHandler) (*bus.Consumer, error) {
+func (e *Env) Consume(cfg bus.ConsumerConfig, h bus.BatchHandler) (bus.Subscription, error) {
 	return e.Hooks.Consume(e.Ctx, cfg, h)
 }
 

@@ -96,25 +96,42 @@ func (s *subscription) bind(ch *amqp.Channel, types []string) error {
 	return nil
 }
 
-// SetTypes binds the queue to types instead, for every instance.
+// SetTypes binds the queue to types instead, for every instance: it is
+// unbound from every other type of the catalog.
 func (s *subscription) SetTypes(ctx context.Context, types []string) error {
+	if len(types) == 0 {
+		return fmt.Errorf("consumer %s: no event types", s.cfg.Name)
+	}
+	return s.rebind(ctx, func([]string) []string { return slices.Clone(types) })
+}
+
+// AddTypes binds the queue to types too, keeping its other bindings.
+func (s *subscription) AddTypes(ctx context.Context, types []string) error {
+	return s.rebind(ctx, func(have []string) []string {
+		for _, t := range types {
+			if !slices.Contains(have, t) {
+				have = append(have, t)
+			}
+		}
+		return have
+	})
+}
+
+// rebind binds the queue to the types change makes of its current ones.
+func (s *subscription) rebind(ctx context.Context, change func(have []string) []string) error {
 	ch, err := s.b.channel(ctx)
 	if err != nil {
 		return err
 	}
 	defer ch.Close()
 	s.typesMu.Lock()
-	old := s.types
-	s.types = slices.Clone(types)
-	s.typesMu.Unlock()
-	for _, t := range old {
-		if !slices.Contains(types, t) {
-			if err := ch.QueueUnbind(s.queue, t, ExchangeEvents, nil); err != nil {
-				return fmt.Errorf("unbind %s from %s: %w", s.queue, t, err)
-			}
-		}
+	defer s.typesMu.Unlock()
+	types := change(slices.Clone(s.types))
+	if err := s.bind(ch, types); err != nil {
+		return err
 	}
-	return s.bind(ch, types)
+	s.types = types
+	return nil
 }
 
 // Stop stops receiving, lets the batch under way finish, and closes the
