@@ -21,6 +21,8 @@ import (
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/rabbitmq"
+	"github.com/ordermesh/ordermesh/internal/platform/rabbitmq/rabbittest"
 	"github.com/ordermesh/ordermesh/internal/psp"
 )
 
@@ -49,8 +51,12 @@ func buildBinary(t *testing.T) string {
 func (p *process) start() {
 	p.t.Helper()
 	authSetup(p.t)
-	args := append([]string{"run", "--data", p.data, "--addr", p.addr, "--nats-listen", p.nats,
-		"--order-deadline", "5s", "--log-level", "warn", "--jwt-key", testAuth.pem, "--metrics-addr", "127.0.0.1:0"}, p.extra...)
+	args := []string{"run", "--data", p.data, "--addr", p.addr,
+		"--order-deadline", "5s", "--log-level", "warn", "--jwt-key", testAuth.pem, "--metrics-addr", "127.0.0.1:0"}
+	if p.nats != "" {
+		args = append(args, "--nats-listen", p.nats)
+	}
+	args = append(args, p.extra...)
 	p.cmd = exec.Command(p.bin, args...)
 	out := bustest.LogWriter(p.t)
 	p.cmd.Stdout, p.cmd.Stderr = out, out
@@ -90,7 +96,38 @@ func TestCrashUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the real binary")
 	}
-	p := &process{t: t, bin: buildBinary(t), data: filepath.Join(t.TempDir(), "data"), addr: freeAddr(t), nats: freeAddr(t)}
+	bin := buildBinary(t)
+	t.Run("nats", func(t *testing.T) {
+		p := &process{t: t, bin: bin, data: filepath.Join(t.TempDir(), "data"), addr: freeAddr(t), nats: freeAddr(t)}
+		crashUnderLoad(t, p, func(s *stack) {
+			nc, err := bus.Dial(t.Context(), p.natsURL(), "crash-test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			if s.bus, err = bus.New(nc, bus.Config{Logger: bustest.Logger(t)}); err != nil {
+				t.Fatal(err)
+			}
+			s.broker = s.bus
+		})
+	})
+	t.Run("rabbitmq", func(t *testing.T) {
+		url := rabbittest.VHost(t)
+		p := &process{t: t, bin: bin, data: filepath.Join(t.TempDir(), "data"), addr: freeAddr(t), extra: []string{"--broker", url}}
+		crashUnderLoad(t, p, func(s *stack) {
+			b, err := rabbitmq.Dial(t.Context(), url, "crash-test", bus.Config{Logger: bustest.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			s.broker = b
+		})
+	})
+}
+
+// crashUnderLoad is TestCrashUnderLoad on p's broker; connect gives the
+// stack a client of it for the last checks.
+func crashUnderLoad(t *testing.T, p *process, connect func(s *stack)) {
 	p.start()
 	defer p.kill()
 
@@ -117,14 +154,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	load.Wait()
 	ids := load.Accepted()
 
-	nc, err := bus.Dial(t.Context(), p.natsURL(), "crash-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if s.bus, err = bus.New(nc, bus.Config{Logger: bustest.Logger(t)}); err != nil {
-		t.Fatal(err)
-	}
+	connect(s)
 	got := s.settle(ids, 90*time.Second)
 	counts := map[string]int{}
 	for _, o := range got {

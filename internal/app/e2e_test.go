@@ -19,6 +19,7 @@ import (
 	"github.com/ordermesh/ordermesh/internal/order"
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/ordermesh/ordermesh/internal/platform/bus/bustest"
+	"github.com/ordermesh/ordermesh/internal/platform/rabbitmq/rabbittest"
 	"github.com/ordermesh/ordermesh/internal/platform/sqldb/sqldbtest"
 	"github.com/ordermesh/ordermesh/internal/psp"
 	"github.com/ordermesh/ordermesh/internal/pspapi"
@@ -26,10 +27,12 @@ import (
 
 // stack is a running node and an HTTP client for it.
 type stack struct {
-	t    *testing.T
-	n    *Node // nil when the system runs as a separate process
-	bus  *bus.Bus
-	base string
+	t   *testing.T
+	n   *Node    // nil when the system runs as a separate process
+	bus *bus.Bus // nil on RabbitMQ
+	// broker is the system's broker, whichever the engine.
+	broker bus.Broker
+	base   string
 }
 
 func startStack(t *testing.T, cfg Config) *stack {
@@ -48,7 +51,7 @@ func startStack(t *testing.T, cfg Config) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close(context.Background()) })
-	return &stack{t: t, n: n, bus: n.Bus, base: n.URL()}
+	return &stack{t: t, n: n, bus: n.Bus, broker: n.broker, base: n.URL()}
 }
 
 // do sends a request and decodes a JSON answer into out (if not nil).
@@ -270,12 +273,15 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 			s.t.Errorf("%d notifications for %s, want 1", n, k)
 		}
 	}
-	if dls, err := s.bus.DeadLetters(context.Background()); err != nil || len(dls) != 0 {
+	if dls, err := s.broker.DeadLetters(context.Background()); err != nil || len(dls) != 0 {
 		s.t.Errorf("dead letters: %v %+v", err, dls)
 	}
 	schemas, err := event.LoadSchemas()
 	if err != nil {
 		s.t.Fatal(err)
+	}
+	if s.bus == nil {
+		return // RabbitMQ keeps no stream to read the events back from
 	}
 	for _, ev := range bustest.ReadStream(s.t, s.bus, bus.StreamEvents) {
 		if err := schemas.Validate(ev.Type, ev.Data); err != nil {
@@ -284,11 +290,19 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 	}
 }
 
-// eachBackend runs f with SQLite-backed services and, when
-// ORDERMESH_TEST_POSTGRES is set, again with every service on its own
-// PostgreSQL schema.
+// eachBackend runs f with SQLite-backed services on embedded NATS; when
+// ORDERMESH_TEST_RABBITMQ is set, again on RabbitMQ (a virtual host of its
+// own); and when ORDERMESH_TEST_POSTGRES is set, again with every service
+// on its own PostgreSQL schema.
 func eachBackend(t *testing.T, cfg Config, f func(t *testing.T, s *stack)) {
 	t.Run("sqlite", func(t *testing.T) { f(t, startStack(t, cfg)) })
+	if rabbittest.URL() != "" {
+		t.Run("rabbitmq", func(t *testing.T) {
+			rq := cfg
+			rq.BrokerURL = rabbittest.VHost(t)
+			f(t, startStack(t, rq))
+		})
+	}
 	base := os.Getenv(sqldbtest.PostgresEnv)
 	if base == "" {
 		return
