@@ -9,6 +9,9 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -17,9 +20,9 @@ import (
 // have none.
 func URL() string { return os.Getenv("ORDERMESH_TEST_RABBITMQ") }
 
-// Node is the server's node name, for rabbitmqctl
+// NodeName is the server's node name, for rabbitmqctl
 // (ORDERMESH_TEST_RABBITMQ_NODE, default ordermesh-test@localhost).
-func Node() string {
+func NodeName() string {
 	if n := os.Getenv("ORDERMESH_TEST_RABBITMQ_NODE"); n != "" {
 		return n
 	}
@@ -61,7 +64,7 @@ func Ctl(t testing.TB, args ...string) {
 }
 
 func ctl(args ...string) error {
-	cmd := exec.Command("rabbitmqctl", append([]string{"-q", "-n", Node()}, args...)...)
+	cmd := exec.Command("rabbitmqctl", append([]string{"-q", "-n", NodeName()}, args...)...)
 	cmd.Env = append(os.Environ(), "ERL_EPMD_ADDRESS=127.0.0.1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -78,4 +81,56 @@ type ctlError struct {
 
 func (e *ctlError) Error() string {
 	return "rabbitmqctl " + strings.Join(e.args, " ") + ": " + e.err.Error() + ": " + e.out
+}
+
+// Node is a RabbitMQ node of a test's own, which it may stop and start
+// again (its data survives).
+type Node struct {
+	URL       string
+	t         testing.TB
+	env       []string
+	script    string
+	name, dir string
+}
+
+// StartNode starts a RabbitMQ node for t alone, with .ci/rabbitmq.sh, on
+// a free loopback port, and stops it and removes its data when t ends. It
+// skips t when ORDERMESH_TEST_RABBITMQ is unset (no server installed).
+func StartNode(t testing.TB, port int) *Node {
+	t.Helper()
+	if URL() == "" {
+		t.Skip("ORDERMESH_TEST_RABBITMQ is not set (a RabbitMQ server is not installed)")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	n := &Node{t: t, script: filepath.Join(filepath.Dir(file), "..", "..", "..", "..", ".ci", "rabbitmq.sh"),
+		name: "ordermesh-" + id + "@localhost", dir: "/var/tmp/ordermesh-rabbitmq-" + id}
+	n.env = append(os.Environ(), "ORDERMESH_RABBIT_NODE="+n.name, "ORDERMESH_RABBIT_BASE="+n.dir, "ORDERMESH_RABBIT_PORT="+strconv.Itoa(port))
+	t.Cleanup(func() {
+		n.run("stop")
+		_ = os.RemoveAll(n.dir)
+	})
+	n.URL = strings.TrimSpace(n.run())
+	return n
+}
+
+// Stop stops the node (as an operator would) and waits until it has.
+func (n *Node) Stop() { n.t.Helper(); n.run("stop") }
+
+// Start starts the stopped node again and waits until it answers.
+func (n *Node) Start() { n.t.Helper(); n.run() }
+
+func (n *Node) run(args ...string) string {
+	n.t.Helper()
+	cmd := exec.Command(n.script, args...)
+	cmd.Env = n.env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		n.t.Fatalf("%s %s: %v: %s", n.script, strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
 }
