@@ -106,7 +106,7 @@ func (n *Node) connectRabbit(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	n.rabbit, err = rabbitmq.Dial(ctx, n.cfg.BrokerURL, "ordermesh-"+fmt.Sprint(n.cfg.Services),
-		bus.Config{Logger: n.log, Validate: schemas.Validate, Sources: eventSources()})
+		bus.Config{Logger: n.log, Validate: schemas.Validate, Sources: eventSources(), Metrics: n.reg})
 	if err != nil {
 		return err
 	}

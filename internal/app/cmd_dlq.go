@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/rabbitmq"
 )
 
 const dlqSynopsis = `Usage: ordermesh dlq COMMAND [flags]
@@ -26,7 +28,9 @@ By default dlq works through the admin API of a running system (--url,
 default http://127.0.0.1:8080) with the admin token of its data directory
 (--data, default ./data) or --token. With --nats URL it works on the broker
 itself: ordermesh run --nats-listen 127.0.0.1:4222 exposes the embedded
-broker to user ordermesh, whose password is in DATA/nats-password.`
+broker to user ordermesh, whose password is in DATA/nats-password. With
+--broker amqp://USER:PASS@HOST:5672/VHOST it works on that RabbitMQ's
+ordermesh.dlq queue.`
 
 func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dlq", dlqSynopsis, stderr)
@@ -34,6 +38,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	token := fs.String("token", "", "admin bearer token (default: the dev admin token in --data)")
 	data := fs.String("data", "./data", "data directory of `ordermesh run`, to read its dev-admin.jwt from")
 	natsURL := fs.String("nats", "", "work on the broker at this NATS URL instead of through --url")
+	brokerURL := fs.String("broker", "", "work on the RabbitMQ broker at this amqp:// URL instead of through --url")
 	var nf natsFlags
 	nf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -53,13 +58,23 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	var dl deadLetters
-	if *natsURL == "" {
+	switch {
+	case *natsURL != "" && *brokerURL != "":
+		return usagef("dlq takes --nats or --broker, not both")
+	case *brokerURL != "":
+		rb, err := rabbitmq.Dial(ctx, *brokerURL, "ordermesh-dlq", bus.Config{Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		if err != nil {
+			return err
+		}
+		defer rb.Close()
+		dl = rb
+	case *natsURL == "":
 		tok, err := adminToken(*token, *data)
 		if err != nil {
 			return err
 		}
 		dl = newAdminDLQ(*base, tok)
-	} else {
+	default:
 		natsOpts, err := nf.options()
 		if err != nil {
 			return err

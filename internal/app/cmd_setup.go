@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
+	"github.com/ordermesh/ordermesh/internal/platform/rabbitmq"
 )
 
 func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("setup", "Usage: ordermesh setup --nats URL [--replicas 3] [flags]\n       ordermesh setup --identities DIR [--nats URL …]\n\nCreates or updates the broker's streams (EVENTS, DLQ, REPLAY) and exits: the\nexplicit first step of a deployment. While the cluster cannot place them yet\n(still forming, too few servers) it retries, until --timeout. Replicas are\nnever lowered. A service whose broker identity may not change the streams\nstarts only on streams setup made (as the administrative user).\n\nWith --identities DIR it first writes the deployment's secrets to DIR (kept\nif there): a broker password per service (nats-SERVICE.password, for serve's\n--nats-user SERVICE --nats-password-file), nats-auth.conf (the users and\ntheir permissions, for nats-server.conf to include), and the payment-token\nkey pair (payment-token.key for serve payments, payment-token.pub for serve\norders). Without --nats it stops there.", stderr)
-	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated (required)")
+	fs := newFlagSet("setup", "Usage: ordermesh setup --nats URL [--replicas 3] [flags]\n       ordermesh setup --broker amqp://USER:PASS@HOST:5672/VHOST\n       ordermesh setup --identities DIR [--nats URL …]\n\nCreates or updates the broker's streams (EVENTS, DLQ, REPLAY) and exits: the\nexplicit first step of a deployment. While the cluster cannot place them yet\n(still forming, too few servers) it retries, until --timeout. Replicas are\nnever lowered. A service whose broker identity may not change the streams\nstarts only on streams setup made (as the administrative user).\n\nWith --identities DIR it first writes the deployment's secrets to DIR (kept\nif there): a broker password per service (nats-SERVICE.password, for serve's\n--nats-user SERVICE --nats-password-file), nats-auth.conf (the users and\ntheir permissions, for nats-server.conf to include), and the payment-token\nkey pair (payment-token.key for serve payments, payment-token.pub for serve\norders). Without --nats it stops there.", stderr)
+	natsURL := fs.String("nats", "", "NATS server URLs, comma-separated (required, or --broker)")
+	brokerURL := fs.String("broker", "", "declare the topology on this RabbitMQ broker instead, amqp://USER:PASS@HOST:5672/VHOST: the exchanges, the DLQ and the unrouted queue")
 	var nf natsFlags
 	nf.register(fs)
 	var sf streamFlags
@@ -30,9 +32,12 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for _, p := range paths {
 			fmt.Fprintln(stdout, p)
 		}
-		if *natsURL == "" {
+		if *natsURL == "" && *brokerURL == "" {
 			return nil
 		}
+	}
+	if *brokerURL != "" {
+		return setupRabbitMQ(ctx, *brokerURL, *timeout, stdout, stderr)
 	}
 	if *natsURL == "" {
 		return usagef("setup needs --nats URL (or $ORDERMESH_NATS), or --identities DIR")
@@ -74,5 +79,25 @@ func printStreams(ctx context.Context, b *bus.Bus, stdout io.Writer) error {
 		info := st.CachedInfo()
 		fmt.Fprintf(stdout, "%s: %d replica(s), %d messages\n", name, info.Config.Replicas, info.State.Msgs)
 	}
+	return nil
+}
+
+// setupRabbitMQ declares the topology on the RabbitMQ at url (each
+// service declares its own queue when it starts) and says what is there.
+func setupRabbitMQ(ctx context.Context, url string, timeout time.Duration, stdout, stderr io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	b, err := rabbitmq.Dial(ctx, url, "ordermesh-setup", bus.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	dls, err := b.DeadLetters(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s (topic), %s, %s: declared on %s\n%s: %d dead letter(s)\n",
+		rabbitmq.ExchangeEvents, rabbitmq.QueueUnrouted, rabbitmq.QueueDLQ, rabbitmq.Redact(url), rabbitmq.QueueDLQ, len(dls))
 	return nil
 }

@@ -273,7 +273,11 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 			s.t.Errorf("%d notifications for %s, want 1", n, k)
 		}
 	}
-	if dls, err := s.broker.DeadLetters(context.Background()); err != nil || len(dls) != 0 {
+	var broker bus.Broker = s.bus
+	if s.broker != nil {
+		broker = s.broker
+	}
+	if dls, err := broker.DeadLetters(context.Background()); err != nil || len(dls) != 0 {
 		s.t.Errorf("dead letters: %v %+v", err, dls)
 	}
 	schemas, err := event.LoadSchemas()

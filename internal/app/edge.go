@@ -65,6 +65,10 @@ func (n *Node) catalogCache() (*gateway.Cache, error) {
 		return nil, nil
 	}
 	cache := gateway.NewCache(n.cfg.CacheTTL, 0)
+	if n.rabbit != nil {
+		n.purgeOnProductUpdates(cache)
+		return cache, nil
+	}
 	if n.nc == nil {
 		return cache, nil
 	}
@@ -258,4 +262,29 @@ func (n *Node) firehose(w http.ResponseWriter, r *http.Request) {
 	case tailErr != nil && ctx.Err() == nil:
 		n.log.Warn("firehose", "err", tailErr)
 	}
+}
+
+// purgeOnProductUpdates empties cache at every product.updated on
+// RabbitMQ, through a queue of the gateway's own (Tail), made again a
+// second after the broker closed it; an entry lives out its TTL meanwhile.
+func (n *Node) purgeOnProductUpdates(cache *gateway.Cache) {
+	ctx, cancel := context.WithCancel(context.Background())
+	n.onClose = append(n.onClose, cancel)
+	n.loops.Add(1)
+	go func() {
+		defer n.loops.Done()
+		for ctx.Err() == nil {
+			err := n.rabbit.Tail(ctx, bus.TailOptions{Types: []string{event.ProductUpdated}}, func(uint64, bus.Event) error {
+				cache.Purge()
+				return nil
+			})
+			if ctx.Err() == nil {
+				n.log.Warn("catalog cache: product updates interrupted; listening again", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}()
 }

@@ -49,6 +49,7 @@ func (b *Broker) Subscribe(ctx context.Context, cfg bus.ConsumerConfig, h bus.Ba
 	if err := s.declare(ctx); err != nil {
 		return nil, err
 	}
+	b.metrics.add(s)
 	go func() {
 		defer close(s.done)
 		b.keep(s.run, "consumer "+cfg.Name, s.session)
@@ -240,7 +241,9 @@ func (s *subscription) process(batch []amqp.Delivery) {
 		for i, r := range rs {
 			evs[i] = r.ev
 		}
+		start := time.Now()
 		errs := s.call(evs)
+		s.b.metrics.observe(s.cfg.Name, rs, time.Since(start))
 		for i, r := range rs {
 			var err error
 			if errs != nil {
@@ -331,10 +334,12 @@ func (s *subscription) settle(r received, err error) bool {
 	case bus.SettleDeadLetter:
 		return s.deadLetter(r.d, r.delivered, cause)
 	case bus.SettleRetry:
+		s.b.metrics.count(s, r.ev.Type, "retry")
 		s.b.log.Debug("transient failure; will retry", append(bus.LogAttrs(r.ev), "delivery", r.delivered, "retry_in", delay, "err", err)...)
 		s.nackAfter(r.d, delay)
 		return false
 	}
+	s.b.metrics.count(s, r.ev.Type, "ok")
 	return true
 }
 

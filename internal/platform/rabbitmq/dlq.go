@@ -37,6 +37,7 @@ func (s *subscription) deadLetter(d amqp.Delivery, delivered int, cause error) b
 		s.nackAfter(d, 5*time.Second)
 		return false
 	}
+	s.b.metrics.count(s, h.Get(bus.HeaderType), "dead_letter")
 	s.b.log.Warn("dead-lettered", append(attrs, "consumer", s.cfg.Name, "deliveries", delivered, "err", cause)...)
 	return true
 }

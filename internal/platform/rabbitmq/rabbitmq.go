@@ -67,6 +67,8 @@ type Broker struct {
 	closing bool
 	done    chan struct{} // closed by Close
 
+	metrics *metrics // nil without Config.Metrics
+
 	pubMu sync.Mutex
 	pub   *amqp.Channel // the publishing channel, in confirm mode
 }
@@ -80,6 +82,9 @@ func Dial(ctx context.Context, url, name string, cfg bus.Config) (*Broker, error
 	b := &Broker{url: url, name: name, cfg: cfg, log: cfg.Logger, up: make(chan struct{}), done: make(chan struct{})}
 	if b.log == nil {
 		b.log = slog.Default()
+	}
+	if cfg.Metrics != nil {
+		b.metrics = newMetrics(b, cfg.Metrics)
 	}
 	var err error
 	for attempt := 0; attempt < 10; attempt++ {
