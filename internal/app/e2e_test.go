@@ -294,12 +294,12 @@ func (s *stack) checkInvariants(orders map[string]order.Order) {
 	}
 }
 
-// eachBackend runs f with SQLite-backed services on embedded NATS; when
-// ORDERMESH_TEST_RABBITMQ is set, again on RabbitMQ (a virtual host of its
-// own); and when ORDERMESH_TEST_POSTGRES is set, again with every service
-// on its own PostgreSQL schema.
-func eachBackend(t *testing.T, cfg Config, f func(t *testing.T, s *stack)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, startStack(t, cfg)) })
+// onEveryBroker is eachBackend, then, when ORDERMESH_TEST_RABBITMQ is set,
+// f again on RabbitMQ (a virtual host of its own) with SQLite: for the
+// tests that see the system only through its API and its broker's
+// dead letters.
+func onEveryBroker(t *testing.T, cfg Config, f func(t *testing.T, s *stack)) {
+	eachBackend(t, cfg, f)
 	if rabbittest.URL() != "" {
 		t.Run("rabbitmq", func(t *testing.T) {
 			rq := cfg
@@ -307,6 +307,13 @@ func eachBackend(t *testing.T, cfg Config, f func(t *testing.T, s *stack)) {
 			f(t, startStack(t, rq))
 		})
 	}
+}
+
+// eachBackend runs f with SQLite-backed services on embedded NATS and,
+// when ORDERMESH_TEST_POSTGRES is set, again with every service on its own
+// PostgreSQL schema.
+func eachBackend(t *testing.T, cfg Config, f func(t *testing.T, s *stack)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, startStack(t, cfg)) })
 	base := os.Getenv(sqldbtest.PostgresEnv)
 	if base == "" {
 		return
@@ -322,7 +329,7 @@ func eachBackend(t *testing.T, cfg Config, f func(t *testing.T, s *stack)) {
 }
 
 func TestOrderSaga(t *testing.T) {
-	eachBackend(t, Config{}, testOrderSaga)
+	onEveryBroker(t, Config{}, testOrderSaga)
 }
 
 func testOrderSaga(t *testing.T, s *stack) {
@@ -383,7 +390,7 @@ func testOrderSaga(t *testing.T, s *stack) {
 }
 
 func TestOversell(t *testing.T) {
-	eachBackend(t, Config{}, testOversell)
+	onEveryBroker(t, Config{}, testOversell)
 }
 
 func testOversell(t *testing.T, s *stack) {
@@ -417,7 +424,7 @@ func testOversell(t *testing.T, s *stack) {
 }
 
 func TestProviderFaults(t *testing.T) {
-	eachBackend(t, Config{PSP: psp.Config{Faults: psp.Faults{ErrorRate: 0.3, TimeoutRate: 0.15, Hang: 2500 * time.Millisecond}}}, testProviderFaults)
+	onEveryBroker(t, Config{PSP: psp.Config{Faults: psp.Faults{ErrorRate: 0.3, TimeoutRate: 0.15, Hang: 2500 * time.Millisecond}}}, testProviderFaults)
 }
 
 func testProviderFaults(t *testing.T, s *stack) {
@@ -442,7 +449,7 @@ func testProviderFaults(t *testing.T, s *stack) {
 func TestCustomerCancelAndDeadline(t *testing.T) {
 	// A slow provider keeps orders pending long enough to cancel them, and
 	// past a short deadline.
-	eachBackend(t, Config{PSP: psp.Config{Faults: psp.Faults{Latency: 1500 * time.Millisecond}}, Orders: order.Config{Deadline: time.Second}}, testCancelAndDeadline)
+	onEveryBroker(t, Config{PSP: psp.Config{Faults: psp.Faults{Latency: 1500 * time.Millisecond}}, Orders: order.Config{Deadline: time.Second}}, testCancelAndDeadline)
 }
 
 func testCancelAndDeadline(t *testing.T, s *stack) {

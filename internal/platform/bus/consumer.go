@@ -257,13 +257,8 @@ func (c *Consumer) dispatch(msg jetstream.Msg) {
 	if key == "" {
 		key = msg.Subject()
 	}
-	// FNV-1a, inline: no allocation per message.
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h = (h ^ uint32(key[i])) * 16777619
-	}
 	c.held.add(msg, time.Now())
-	c.workers[h%uint32(len(c.workers))].push(msg)
+	c.workers[WorkerOf(key, len(c.workers))].push(msg)
 }
 
 // keepAlive reports every held message older than AckWait/3 as in

@@ -35,6 +35,16 @@ func subjectPartition(subject string) int {
 	return int(h % subjectPartitions)
 }
 
+// WorkerOf is which of n workers handles the events about subject, so that
+// one order's events are handled in order (FNV-1a, inline: no allocation).
+func WorkerOf(subject string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(subject); i++ {
+		h = (h ^ uint32(subject[i])) * 16777619
+	}
+	return int(h % uint32(n))
+}
+
 // PartitionOf is the partition that consumes the events about subject.
 func PartitionOf(subject string) int { return subjectPartition(subject) % Partitions }
 

@@ -146,8 +146,11 @@ func (s *subscription) Stop() {
 }
 
 // session consumes the queue on ch until ch closes or the subscription
-// stops: it takes what has arrived, up to MaxBatch (lingering up to
-// Linger for more), handles it and settles each delivery.
+// stops. Deliveries go to cfg.Concurrency workers by order (subject), so
+// one order's events are handled in the order the queue holds them and
+// different orders' at once; each worker takes what has arrived, up to
+// MaxBatch (lingering up to Linger for more), handles it and settles each
+// delivery. When it ends, the workers finish their batches.
 func (s *subscription) session(ctx context.Context, ch *amqp.Channel) error {
 	if err := ch.Qos(2*s.cfg.MaxBatch, 0, false); err != nil {
 		return err
@@ -156,8 +159,26 @@ func (s *subscription) session(ctx context.Context, ch *amqp.Channel) error {
 	if err != nil {
 		return err
 	}
+	acks := &acker{ch: ch, next: 1, settled: map[uint64]bool{}}
+	workers := make([]chan amqp.Delivery, s.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i := range workers {
+		workers[i] = make(chan amqp.Delivery, 2*s.cfg.MaxBatch)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for first := range workers[i] {
+				s.process(gather(ctx, workers[i], first, s.cfg.MaxBatch, s.cfg.Linger), acks)
+			}
+		}()
+	}
+	defer func() {
+		for _, w := range workers {
+			close(w)
+		}
+		wg.Wait()
+	}()
 	for {
-		var first amqp.Delivery
 		select {
 		case <-ctx.Done():
 			return nil
@@ -165,10 +186,46 @@ func (s *subscription) session(ctx context.Context, ch *amqp.Channel) error {
 			if !ok {
 				return fmt.Errorf("deliveries of %s ended", s.queue)
 			}
-			first = d
+			subject, _ := d.Headers[bus.HeaderSubject].(string)
+			workers[bus.WorkerOf(subject, len(workers))] <- d
 		}
-		batch := gather(ctx, msgs, first, s.cfg.MaxBatch, s.cfg.Linger)
-		s.process(batch)
+	}
+}
+
+// acker acknowledges a channel's deliveries, which several workers settle
+// out of order, in as few frames as it can: once the deliveries up to a
+// tag are all settled, one multiple ack covers those of them to
+// acknowledge. A delivery put back by a nack counts as settled once the
+// nack is sent.
+type acker struct {
+	ch      *amqp.Channel
+	mu      sync.Mutex
+	next    uint64          // the lowest delivery tag not settled yet
+	settled map[uint64]bool // settled tags from next on: true to acknowledge
+}
+
+// settle records the settled deliveries (ack: to acknowledge) and sends
+// the multiple ack they complete, if any.
+func (a *acker) settle(ack bool, ds ...amqp.Delivery) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, d := range ds {
+		a.settled[d.DeliveryTag] = ack
+	}
+	var through uint64
+	for {
+		toAck, ok := a.settled[a.next]
+		if !ok {
+			break
+		}
+		delete(a.settled, a.next)
+		if toAck {
+			through = a.next
+		}
+		a.next++
+	}
+	if through > 0 {
+		_ = a.ch.Ack(through, true) // a closed channel has put them back: the inbox drops the redelivery
 	}
 }
 
@@ -221,7 +278,7 @@ type received struct {
 // process admits a batch (decoding and checking each event, dead-lettering
 // what cannot be handled), runs the handler on the rest and settles each
 // delivery by its outcome.
-func (s *subscription) process(batch []amqp.Delivery) {
+func (s *subscription) process(batch []amqp.Delivery, acks *acker) {
 	rs := make([]received, 0, len(batch))
 	var done []amqp.Delivery // to acknowledge
 	for _, d := range batch {
@@ -232,7 +289,7 @@ func (s *subscription) process(batch []amqp.Delivery) {
 		}
 		if err == nil {
 			rs = append(rs, s.startHandling(d, ev, delivered))
-		} else if s.deadLetter(d, delivered, err) {
+		} else if s.deadLetter(d, delivered, err, acks) {
 			done = append(done, d)
 		}
 	}
@@ -249,30 +306,12 @@ func (s *subscription) process(batch []amqp.Delivery) {
 			if errs != nil {
 				err = errs[i]
 			}
-			if s.settle(r, err) {
+			if s.settle(r, err, acks) {
 				done = append(done, r.d)
 			}
 		}
 	}
-	s.ack(batch, done)
-}
-
-// ack acknowledges done, the settled deliveries of batch: in one frame
-// when that is all of it and no earlier delivery waits for a delayed nack
-// (a multiple ack covers every earlier delivery of the channel).
-func (s *subscription) ack(batch, done []amqp.Delivery) {
-	if len(done) == len(batch) && s.delayed.Load() == 0 {
-		if err := batch[len(batch)-1].Ack(true); err != nil {
-			s.b.log.Warn("ack", "consumer", s.cfg.Name, "err", err)
-		}
-		return
-	}
-	for _, d := range done {
-		if err := d.Ack(false); err != nil {
-			s.b.log.Warn("ack", "consumer", s.cfg.Name, "err", err)
-			return // the channel closed: the broker delivers them again
-		}
-	}
+	acks.settle(true, done...)
 }
 
 // deliveries is how many times d has been delivered, this time included:
@@ -323,7 +362,7 @@ func (s *subscription) call(evs []bus.Event) (errs []error) {
 // with JetStream's consumers) and reports whether to acknowledge it. A
 // retry is a nack that puts it back in the queue after the backoff (the
 // broker counts it in x-delivery-count); the prefetch bounds how many wait.
-func (s *subscription) settle(r received, err error) bool {
+func (s *subscription) settle(r received, err error, acks *acker) bool {
 	defer r.span.End()
 	if err != nil {
 		r.span.RecordError(err)
@@ -332,11 +371,11 @@ func (s *subscription) settle(r received, err error) bool {
 	act, delay, cause := bus.Outcome(err, r.delivered, s.cfg.MaxDeliver, s.cfg.Backoff)
 	switch act {
 	case bus.SettleDeadLetter:
-		return s.deadLetter(r.d, r.delivered, cause)
+		return s.deadLetter(r.d, r.delivered, cause, acks)
 	case bus.SettleRetry:
 		s.b.metrics.count(s, r.ev.Type, "retry")
 		s.b.log.Debug("transient failure; will retry", append(bus.LogAttrs(r.ev), "delivery", r.delivered, "retry_in", delay, "err", err)...)
-		s.nackAfter(r.d, delay)
+		s.nackAfter(r.d, delay, acks)
 		return false
 	}
 	s.b.metrics.count(s, r.ev.Type, "ok")
@@ -344,10 +383,9 @@ func (s *subscription) settle(r received, err error) bool {
 }
 
 // nackAfter puts d back in its queue after delay.
-func (s *subscription) nackAfter(d amqp.Delivery, delay time.Duration) {
-	s.delayed.Add(1)
+func (s *subscription) nackAfter(d amqp.Delivery, delay time.Duration, acks *acker) {
 	time.AfterFunc(delay, func() {
-		defer s.delayed.Add(-1)
 		_ = d.Nack(false, true) // a closed channel has put it back already
+		acks.settle(false, d)
 	})
 }

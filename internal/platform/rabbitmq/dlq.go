@@ -25,7 +25,7 @@ const maxBrowse = 10000
 // and reports whether it was stored (the delivery is then to be
 // acknowledged). If it was not, d goes back to its queue after 5s rather
 // than being lost.
-func (s *subscription) deadLetter(d amqp.Delivery, delivered int, cause error) bool {
+func (s *subscription) deadLetter(d amqp.Delivery, delivered int, cause error, acks *acker) bool {
 	h := bus.DeadLetterHeaders(header(d.Headers), s.cfg.Name, d.RoutingKey, s.queue, d.DeliveryTag, uint64(delivered), cause)
 	h.Set(HeaderDLQID, strconv.FormatInt(time.Now().UnixNano(), 10))
 	msg := amqp.Publishing{Headers: table(h), ContentType: d.ContentType, DeliveryMode: amqp.Persistent, MessageId: d.MessageId, Type: d.Type, Body: d.Body}
@@ -34,7 +34,7 @@ func (s *subscription) deadLetter(d amqp.Delivery, delivered int, cause error) b
 	attrs := bus.LogAttrs(bus.Event{ID: h.Get(bus.HeaderID), Type: h.Get(bus.HeaderType), Subject: h.Get(bus.HeaderSubject)})
 	if err := s.b.publish(ctx, ExchangeDLQ, s.cfg.Name, msg); err != nil {
 		s.b.log.Error("dead-letter publish failed; will redeliver", append(attrs, "consumer", s.cfg.Name, "err", err)...)
-		s.nackAfter(d, 5*time.Second)
+		s.nackAfter(d, 5*time.Second, acks)
 		return false
 	}
 	s.b.metrics.count(s, h.Get(bus.HeaderType), "dead_letter")
