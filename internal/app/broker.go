@@ -25,14 +25,9 @@ func (n *Node) connect(ctx context.Context) error {
 		return nil
 	}
 	if n.cfg.DataDir != "" {
-		if err := existingDir(n.cfg.DataDir, true); err != nil {
+		if err := n.lockData(); err != nil {
 			return err
 		}
-		release, err := lockDataDir(n.cfg.DataDir, "run")
-		if err != nil {
-			return err
-		}
-		n.unlock = release
 		password, err := embeddedPassword(n.cfg.DataDir)
 		if err != nil {
 			return err
@@ -89,14 +84,9 @@ func (n *Node) brokerless() bool {
 // databases are there), but no NATS server is embedded.
 func (n *Node) connectRabbit(ctx context.Context) error {
 	if n.cfg.DataDir != "" {
-		if err := existingDir(n.cfg.DataDir, true); err != nil {
+		if err := n.lockData(); err != nil {
 			return err
 		}
-		release, err := lockDataDir(n.cfg.DataDir, "run")
-		if err != nil {
-			return err
-		}
-		n.unlock = release
 	}
 	schemas, err := event.LoadSchemas()
 	if err != nil {
@@ -111,5 +101,19 @@ func (n *Node) connectRabbit(ctx context.Context) error {
 		return err
 	}
 	n.broker = n.rabbit
+	return nil
+}
+
+// lockData makes sure run's data directory exists and holds its lock
+// until Close: one run per directory.
+func (n *Node) lockData() error {
+	if err := existingDir(n.cfg.DataDir, true); err != nil {
+		return err
+	}
+	release, err := lockDataDir(n.cfg.DataDir, "run")
+	if err != nil {
+		return err
+	}
+	n.unlock = release
 	return nil
 }

@@ -63,17 +63,23 @@ func (c *Consumer) process(msgs []jetstream.Msg) {
 	}
 }
 
-// startHandling starts the span of one event's handling, a child of its
-// emission's. The event then carries the handling's traceparent, so that
-// the events the handler emits because of it become its children.
 func (c *Consumer) startHandling(msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event) delivery {
-	ctx, span := telemetry.StartEvent(c.ctx, "handle "+ev.Type, trace.SpanKindConsumer, ev.TraceParent,
-		telemetry.AttrConsumer.String(c.cfg.Name), telemetry.AttrEventID.String(ev.ID),
+	ev, span := StartHandling(c.ctx, c.cfg.Name, ev)
+	return delivery{msg: msg, md: md, ev: ev, span: span}
+}
+
+// StartHandling starts the span of consumer's handling of ev, a child of
+// its emission's, on either engine. The event returned carries the
+// handling's traceparent, so that the events the handler emits because of
+// it become its children.
+func StartHandling(ctx context.Context, consumer string, ev Event) (Event, trace.Span) {
+	ctx, span := telemetry.StartEvent(ctx, "handle "+ev.Type, trace.SpanKindConsumer, ev.TraceParent,
+		telemetry.AttrConsumer.String(consumer), telemetry.AttrEventID.String(ev.ID),
 		telemetry.AttrEventType.String(ev.Type), telemetry.AttrOrderID.String(ev.Subject))
 	if tp := telemetry.TraceParent(ctx); tp != "" {
 		ev.TraceParent = tp
 	}
-	return delivery{msg: msg, md: md, ev: ev, span: span}
+	return ev, span
 }
 
 // LogAttrs are the log attributes of every line about an event: its id and

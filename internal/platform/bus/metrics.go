@@ -23,22 +23,36 @@ type metrics struct {
 	consumers []*Consumer
 }
 
-func newMetrics(b *Bus, reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+// ConsumerMetrics are the consumers' own metrics, by the same names on
+// either engine, so dashboards and alerts hold on both.
+type ConsumerMetrics struct {
+	Events      *prometheus.CounterVec
+	Handle      *prometheus.HistogramVec
+	Redelivered *prometheus.CounterVec
+}
+
+// NewConsumerMetrics makes them, unregistered.
+func NewConsumerMetrics() ConsumerMetrics {
+	return ConsumerMetrics{
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ordermesh_consumer_events_total",
 			Help: "Events a consumer settled, by type and outcome: ok, retry (redelivered later) or dead_letter.",
 		}, []string{"consumer", "type", "outcome"}),
-		handle: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Handle: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ordermesh_consumer_handle_seconds",
 			Help:    "Time to handle the batch an event was in (one transaction), by consumer and event type.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"consumer", "type"}),
-		redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ordermesh_consumer_redeliveries_total",
 			Help: "Deliveries of events a consumer had been delivered before (a retry, or a crash before the ack).",
 		}, []string{"consumer"}),
 	}
+}
+
+func newMetrics(b *Bus, reg prometheus.Registerer) *metrics {
+	cm := NewConsumerMetrics()
+	m := &metrics{events: cm.Events, handle: cm.Handle, redelivered: cm.Redelivered}
 	m.brokerMaxDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ordermesh_consumer_broker_max_deliveries_total",
 		Help: "Events the broker stopped delivering to a consumer after its MaxDeliver (each is then dead-lettered): a handler that never settles them.",
@@ -59,11 +73,13 @@ func (m *metrics) add(c *Consumer) {
 }
 
 var (
-	pendingDesc = prometheus.NewDesc("ordermesh_consumer_pending",
-		"Events stored in EVENTS that the consumer has not been delivered yet (its lag), all partitions together.", []string{"consumer"}, nil)
+	// PendingDesc is a consumer's lag on either engine.
+	PendingDesc = prometheus.NewDesc("ordermesh_consumer_pending",
+		"Events the consumer has not been delivered yet (its lag): in EVENTS, all partitions together, on JetStream; in its queue on RabbitMQ.", []string{"consumer"}, nil)
 	ackPendingDesc = prometheus.NewDesc("ordermesh_consumer_ack_pending",
 		"Events delivered to the consumer and not acknowledged yet.", []string{"consumer"}, nil)
-	dlqDesc      = prometheus.NewDesc("ordermesh_dlq_depth", "Dead letters in the DLQ stream.", nil, nil)
+	// DLQDepthDesc is the dead letters held, on either engine.
+	DLQDepthDesc = prometheus.NewDesc("ordermesh_dlq_depth", "Dead letters in the DLQ (stream on JetStream, queue on RabbitMQ).", nil, nil)
 	dlqBytesDesc = prometheus.NewDesc("ordermesh_dlq_bytes", "Bytes the DLQ stream holds.", nil, nil)
 	dlqLimitDesc = prometheus.NewDesc("ordermesh_dlq_max_bytes",
 		"The DLQ stream's byte limit: once reached, new dead letters are refused; their events stay in EVENTS but stop being redelivered after the broker's MaxDeliver.", nil, nil)
@@ -77,9 +93,9 @@ type brokerCollector struct {
 }
 
 func (bc *brokerCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- pendingDesc
+	ch <- PendingDesc
 	ch <- ackPendingDesc
-	ch <- dlqDesc
+	ch <- DLQDepthDesc
 	ch <- dlqBytesDesc
 	ch <- dlqLimitDesc
 }
@@ -111,13 +127,13 @@ func (bc *brokerCollector) Collect(ch chan<- prometheus.Metric) {
 			ackPending += float64(info.NumAckPending)
 		}
 		if ok {
-			ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, pending, c.cfg.Name)
+			ch <- prometheus.MustNewConstMetric(PendingDesc, prometheus.GaugeValue, pending, c.cfg.Name)
 			ch <- prometheus.MustNewConstMetric(ackPendingDesc, prometheus.GaugeValue, ackPending, c.cfg.Name)
 		}
 	}
 	if st, err := bc.b.js.Stream(ctx, StreamDLQ); err == nil {
 		info := st.CachedInfo()
-		ch <- prometheus.MustNewConstMetric(dlqDesc, prometheus.GaugeValue, float64(info.State.Msgs))
+		ch <- prometheus.MustNewConstMetric(DLQDepthDesc, prometheus.GaugeValue, float64(info.State.Msgs))
 		ch <- prometheus.MustNewConstMetric(dlqBytesDesc, prometheus.GaugeValue, float64(info.State.Bytes))
 		ch <- prometheus.MustNewConstMetric(dlqLimitDesc, prometheus.GaugeValue, float64(info.Config.MaxBytes))
 	}

@@ -11,7 +11,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
-	"github.com/ordermesh/ordermesh/internal/platform/telemetry"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -328,16 +327,8 @@ func deliveries(d amqp.Delivery) int {
 	return 1
 }
 
-// startHandling starts the span of one event's handling, a child of its
-// emission's; the event then carries the handling's traceparent, so the
-// events the handler emits become its children.
 func (s *subscription) startHandling(d amqp.Delivery, ev bus.Event, delivered int) received {
-	ctx, span := telemetry.StartEvent(s.work, "handle "+ev.Type, trace.SpanKindConsumer, ev.TraceParent,
-		telemetry.AttrConsumer.String(s.cfg.Name), telemetry.AttrEventID.String(ev.ID),
-		telemetry.AttrEventType.String(ev.Type), telemetry.AttrOrderID.String(ev.Subject))
-	if tp := telemetry.TraceParent(ctx); tp != "" {
-		ev.TraceParent = tp
-	}
+	ev, span := bus.StartHandling(s.work, s.cfg.Name, ev)
 	return received{d: d, ev: ev, delivered: delivered, span: span}
 }
 

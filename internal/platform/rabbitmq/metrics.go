@@ -6,12 +6,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ordermesh/ordermesh/internal/platform/bus"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metrics are the same pipeline metrics as JetStream's consumers give
-// (bus/metrics.go), by the same names, so dashboards and alerts hold on
-// either engine: events by outcome, handling time, redeliveries, and, read
+// (bus.NewConsumerMetrics, bus.PendingDesc, bus.DLQDepthDesc), so
+// dashboards and alerts hold on either engine: events by outcome, handling time, redeliveries, and, read
 // from the broker at each scrape, each consumer's lag and the DLQ's depth.
 // RabbitMQ does not say how many deliveries await an ack
 // (ordermesh_consumer_ack_pending), so that one is JetStream's alone.
@@ -24,28 +25,9 @@ type metrics struct {
 	subs []*subscription
 }
 
-var (
-	pendingDesc = prometheus.NewDesc("ordermesh_consumer_pending",
-		"Events in the consumer's queue not delivered yet (its lag).", []string{"consumer"}, nil)
-	dlqDesc = prometheus.NewDesc("ordermesh_dlq_depth", "Dead letters in the DLQ queue.", nil, nil)
-)
-
 func newMetrics(b *Broker, reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ordermesh_consumer_events_total",
-			Help: "Events a consumer settled, by type and outcome: ok, retry (redelivered later) or dead_letter.",
-		}, []string{"consumer", "type", "outcome"}),
-		handle: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "ordermesh_consumer_handle_seconds",
-			Help:    "Time to handle the batch an event was in (one transaction), by consumer and event type.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
-		}, []string{"consumer", "type"}),
-		redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ordermesh_consumer_redeliveries_total",
-			Help: "Deliveries of events a consumer had been delivered before (a retry, or a crash before the ack).",
-		}, []string{"consumer"}),
-	}
+	cm := bus.NewConsumerMetrics()
+	m := &metrics{events: cm.Events, handle: cm.Handle, redelivered: cm.Redelivered}
 	reg.MustRegister(m.events, m.handle, m.redelivered, &collector{b: b, m: m})
 	return m
 }
@@ -94,8 +76,8 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- pendingDesc
-	ch <- dlqDesc
+	ch <- bus.PendingDesc
+	ch <- bus.DLQDepthDesc
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -115,10 +97,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range subs {
 		if n, ok := depth(s.queue); ok {
-			ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, n, s.cfg.Name)
+			ch <- prometheus.MustNewConstMetric(bus.PendingDesc, prometheus.GaugeValue, n, s.cfg.Name)
 		}
 	}
 	if n, ok := depth(QueueDLQ); ok {
-		ch <- prometheus.MustNewConstMetric(dlqDesc, prometheus.GaugeValue, n)
+		ch <- prometheus.MustNewConstMetric(bus.DLQDepthDesc, prometheus.GaugeValue, n)
 	}
 }
