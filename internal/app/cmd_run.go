@@ -17,7 +17,7 @@ import (
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats), or on the RabbitMQ of --broker, and one SQLite database per service (DATA/<service>.db).\n\n"+tracingHelp, stderr)
+	fs := newFlagSet("run", "Usage: ordermesh run [flags]\n\nRuns every ordermesh service in one process on embedded NATS JetStream\n(file store under DATA/nats), or on the RabbitMQ of --broker, and one\nSQLite database per service (DATA/<service>.db).\n\n"+tracingHelp, stderr)
 	var c commonFlags
 	c.register("127.0.0.1:8080", "127.0.0.1:9090", fs)
 	data := fs.String("data", "./data", "data directory (NATS store, SQLite files)")
