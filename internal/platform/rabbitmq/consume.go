@@ -158,7 +158,7 @@ func (s *subscription) session(ctx context.Context, ch *amqp.Channel) error {
 	if err != nil {
 		return err
 	}
-	acks := &acker{ch: ch, next: 1, settled: map[uint64]bool{}}
+	acks := newAcker(ch, 2*s.cfg.MaxBatch)
 	workers := make([]chan amqp.Delivery, s.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for i := range workers {
@@ -188,43 +188,6 @@ func (s *subscription) session(ctx context.Context, ch *amqp.Channel) error {
 			subject, _ := d.Headers[bus.HeaderSubject].(string)
 			workers[bus.WorkerOf(subject, len(workers))] <- d
 		}
-	}
-}
-
-// acker acknowledges a channel's deliveries, which several workers settle
-// out of order, in as few frames as it can: once the deliveries up to a
-// tag are all settled, one multiple ack covers those of them to
-// acknowledge. A delivery put back by a nack counts as settled once the
-// nack is sent.
-type acker struct {
-	ch      *amqp.Channel
-	mu      sync.Mutex
-	next    uint64          // the lowest delivery tag not settled yet
-	settled map[uint64]bool // settled tags from next on: true to acknowledge
-}
-
-// settle records the settled deliveries (ack: to acknowledge) and sends
-// the multiple ack they complete, if any.
-func (a *acker) settle(ack bool, ds ...amqp.Delivery) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, d := range ds {
-		a.settled[d.DeliveryTag] = ack
-	}
-	var through uint64
-	for {
-		toAck, ok := a.settled[a.next]
-		if !ok {
-			break
-		}
-		delete(a.settled, a.next)
-		if toAck {
-			through = a.next
-		}
-		a.next++
-	}
-	if through > 0 {
-		_ = a.ch.Ack(through, true) // a closed channel has put them back: the inbox drops the redelivery
 	}
 }
 
@@ -375,6 +338,7 @@ func (s *subscription) settle(r received, err error, acks *acker) bool {
 
 // nackAfter puts d back in its queue after delay.
 func (s *subscription) nackAfter(d amqp.Delivery, delay time.Duration, acks *acker) {
+	acks.wait(d)
 	time.AfterFunc(delay, func() {
 		_ = d.Nack(false, true) // a closed channel has put it back already
 		acks.settle(false, d)

@@ -150,6 +150,9 @@ func header(t amqp.Table) nats.Header {
 // Changed tells every instance's OnChanged that the entity of kind with
 // id changed (best effort, unconfirmed).
 func (b *Broker) Changed(kind, id string) {
+	if b.Healthy() != nil {
+		return // no wait for the broker in the caller's path: long polls fall back on their timeout
+	}
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
 	if _, err := b.send(ExchangeChanged, kind+"."+id, amqp.Publishing{}); err != nil {

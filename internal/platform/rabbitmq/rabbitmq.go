@@ -93,7 +93,11 @@ func Dial(ctx context.Context, url, name string, cfg bus.Config) (*Broker, error
 			b.conn = conn
 			close(b.up)
 			go b.supervise(conn)
-			return b, b.EnsureTopology(ctx)
+			if err := b.EnsureTopology(ctx); err != nil {
+				b.Close()
+				return nil, err
+			}
+			return b, nil
 		}
 		if errors.Is(err, amqp.ErrCredentials) || strings.Contains(err.Error(), "ACCESS_REFUSED") {
 			return nil, fmt.Errorf("connect to RabbitMQ at %s: %w (the broker refused the credentials: check the user:password in --broker)", Redact(url), err)

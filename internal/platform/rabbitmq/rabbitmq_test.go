@@ -195,3 +195,49 @@ func TestTransientFailuresRetryAndPermanentOnesAreDeadLettered(t *testing.T) {
 		t.Errorf("the replayed dead letter is still there: %v", err)
 	}
 }
+
+// TestARetryWaitingItsBackoffDoesNotStallTheRest: an event that failed
+// waits its backoff unacknowledged; the events after it must keep flowing,
+// though the prefetch (here 4) is far smaller than they are.
+func TestARetryWaitingItsBackoffDoesNotStallTheRest(t *testing.T) {
+	b := dial(t)
+	s := newSeen(func(ev bus.Event, try int) error {
+		if ev.Subject == "slow" && try == 1 {
+			return errors.New("try later")
+		}
+		return nil
+	})
+	cfg := bus.ConsumerConfig{Name: "c", Types: []string{"thing.made"}, MaxBatch: 2, Concurrency: 2,
+		Backoff: func(int) time.Duration { return time.Hour }}
+	sub, err := b.Subscribe(context.Background(), cfg, s.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Stop()
+	publish(t, b, events(t, 1, "thing.made", "slow"))
+	s.waitForTries(t, 1)
+	publish(t, b, events(t, 50, "thing.made", "a", "b", "c", "d", "e"))
+	s.waitFor(t, 50)
+}
+
+// waitForTries waits until the handler has been called n times.
+func (s *seen) waitForTries(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		s.mu.Lock()
+		tries := 0
+		for _, k := range s.tries {
+			tries += k
+		}
+		s.mu.Unlock()
+		if tries >= n {
+			return
+		}
+		select {
+		case <-s.more:
+		case <-deadline:
+			t.Fatalf("%d tries of %d", tries, n)
+		}
+	}
+}
