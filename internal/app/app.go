@@ -143,14 +143,17 @@ type Node struct {
 	rabbit *rabbitmq.Broker
 	// buses are the services' own buses in an embedded node, each over a
 	// connection with that service's broker identity (busFor).
-	buses    map[string]*bus.Bus
-	stores   map[string]*store
-	consMu   sync.Mutex
-	cons     []bus.Subscription
-	onClose  []func() // run first on Close
-	http     *http.Server
-	listener net.Listener
-	httpDone chan error
+	buses   map[string]*bus.Bus
+	stores  map[string]*store
+	consMu  sync.Mutex
+	cons    []bus.Subscription
+	onClose []func() // run first on Close
+	// flushTraces runs last on Close: the spans of handlers and relays
+	// that end during the shutdown are exported too.
+	flushTraces func()
+	http        *http.Server
+	listener    net.Listener
+	httpDone    chan error
 	// pspListener is the provider simulator's own loopback listener in
 	// embedded mode: an outside system's API never shares ordermesh's port.
 	pspListener net.Listener
@@ -258,13 +261,13 @@ func (n *Node) setupTracing(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.onClose = append(n.onClose, func() {
+	n.flushTraces = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := stopTracing(ctx); err != nil {
 			n.log.Warn("flush traces", "err", err)
 		}
-	})
+	}
 	return nil
 }
 
@@ -292,8 +295,9 @@ func (n *Node) startRelays(runCtx context.Context) {
 }
 
 // Close shuts down in order: stop HTTP intake, drain the consumers, stop
-// the relays (each flushes its outbox), close the databases, drain the connection, stop the
-// embedded broker. ctx bounds the HTTP shutdown.
+// the relays (each flushes its outbox), close the databases, drain the
+// connection, stop the embedded broker, and last export the spans left.
+// ctx bounds the HTTP shutdown.
 func (n *Node) Close(ctx context.Context) error {
 	var errs []error
 	n.closing.Do(func() {
@@ -342,6 +346,9 @@ func (n *Node) Close(ctx context.Context) error {
 		}
 		if n.embedded != nil {
 			n.embedded.Shutdown()
+		}
+		if n.flushTraces != nil {
+			n.flushTraces()
 		}
 		if n.unlock != nil {
 			n.unlock()
