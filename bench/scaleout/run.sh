@@ -11,6 +11,9 @@
 #   INSTANCES=2 RATE=40 DURATION=30s bench/scaleout/run.sh
 #
 # PARTITIONED=false and CONSUMER_STATE=memory set those serve flags.
+# Statements per order are counted when PostgreSQL preloads
+# pg_stat_statements (shared_preload_libraries, CREATE EXTENSION, and
+# pg_read_all_stats for the role); PG_TOP=N lists the N most run.
 #
 # The long form of the fault test is the Go test with more orders:
 #   ORDERMESH_CLUSTER_ORDERS=2000 go test -run TestScaledOutClusterSurvivesFaults -v ./internal/app
@@ -123,6 +126,15 @@ nats_before=$(cpu "$tmp/nats-server")
 declare -A svc_before
 for svc in psp orders inventory payments shipping notifications gateway; do svc_before[$svc]=$(cpu "$tmp/ordermesh serve $svc "); done
 pg_before=$(cpu "postgres: ")
+# Statements and transactions PostgreSQL ran for the load: statements
+# from pg_stat_statements when the server preloads it (and the role may
+# read it: pg_read_all_stats), transactions from pg_stat_database.
+pgstats() {
+  psql -Atq "$pg" -c "SELECT 'stmt', queryid, calls, regexp_replace(left(query, 110), '\s+', ' ', 'g') FROM pg_stat_statements s
+    JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()" 2>/dev/null || true
+  psql -Atq "$pg" -c "SELECT 'xact', 0, xact_commit + xact_rollback, '' FROM pg_stat_database WHERE datname = current_database()"
+}
+pgstats >"$tmp/pg.before"
 status=0
 "$tmp/ordermesh" load --target "$gw" --token "$token" --rate "$rate" --duration "$duration" --json "$tmp/load.json" \
   >"$tmp/load.txt" 2>"$tmp/load.err" || status=$?
@@ -131,6 +143,7 @@ nats_after=$(cpu "$tmp/nats-server")
 declare -A svc_after
 for svc in psp orders inventory payments shipping notifications gateway; do svc_after[$svc]=$(cpu "$tmp/ordermesh serve $svc "); done
 pg_after=$(cpu "postgres: ")
+pgstats >"$tmp/pg.after"
 if [ -n "${SHOW_TIMELINE:-}" ]; then # where an order's time goes, step by step
   GW="$gw" TOKEN="$token" python3 - <<'PY' || true
 import json, os, urllib.request, datetime as d
@@ -155,4 +168,11 @@ for svc in psp orders inventory payments shipping notifications gateway; do
   awk -v a="${svc_before[$svc]}" -v b="${svc_after[$svc]}" -v hz="$hz" -v n="${done:-1}" -v s="$svc" 'BEGIN { printf "  %-13s %6.2f ms CPU per order\n", s, (b - a) * 1000 / hz / n }'
 done
 awk -v a="$pg_before" -v b="$pg_after" -v hz="$hz" -v n="${done:-1}" 'BEGIN { printf "  %-13s %6.2f ms CPU per order\n", "PostgreSQL", (b - a) * 1000 / hz / n }'
+awk -F'|' -v n="${done:-1}" 'FNR == NR { before[$1 FS $2] = $3; next }
+  { d = $3 - before[$1 FS $2]; if ($1 == "xact") xact = d; else if (d > 0) { stmts += d; q[$4] += d } }
+  END {
+    printf "PostgreSQL per order: %.1f statements, %.1f transactions (statements from pg_stat_statements; 0 if not preloaded)\n", stmts / n, xact / n
+    for (k in q) printf "  %5.2f  %s\n", q[k] / n, k > "/dev/stderr"
+  }' "$tmp/pg.before" "$tmp/pg.after" 2>"$tmp/pg.top"
+[ "${PG_TOP:-0}" -gt 0 ] && sort -rn "$tmp/pg.top" | head -n "$PG_TOP"
 exit $status

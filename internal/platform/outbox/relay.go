@@ -54,10 +54,11 @@ type RelayConfig struct {
 // the mark and backs off.
 //
 // On PostgreSQL any number of relays may run against one database (one
-// per instance). A round takes a transaction-scoped advisory lock, claims
-// the oldest unsent batch, publishes it, waits for the acks and marks the
-// rows, so rounds run one at a time and events reach the broker in id
-// order whichever instance relays them.
+// per instance). A round claims the oldest unsent batch with one
+// statement that locks and marks it, publishes it, waits for the acks and
+// commits; a concurrent round waits on those row locks, so rounds run one
+// at a time and events reach the broker in id order whichever instance
+// relays them.
 type Relay struct {
 	o   *Outbox
 	cfg RelayConfig
@@ -192,25 +193,29 @@ func (r *Relay) relayOnce(ctx context.Context) (n int, more bool, err error) {
 	return r.sendNext(ctx)
 }
 
-// claimPublishMark is one PostgreSQL round: claim a batch, publish it, wait
-// for the acks, mark the acknowledged rows, commit.
+// claimPublishMark is one PostgreSQL round, three statements: BEGIN, a
+// claim that locks and marks a batch (oldest first) and reads it back,
+// COMMIT after the broker has acknowledged it. A row the broker refused
+// is unmarked before the commit, so the next round sends it again.
+//
+// The claim's row locks put the rounds of every relay on this outbox in
+// one order: another instance's claim waits on the first row this round
+// holds, and once it commits skips the rows marked, so a later event of
+// an order never reaches the broker before an earlier one.
 func (r *Relay) claimPublishMark(ctx context.Context) (n int, err error) {
 	var failed error
 	err = r.o.db.InTx(ctx, func(tx *sqldb.Tx) error {
-		// One round at a time across every relay on this database: rounds
-		// of two relays would publish in parallel, and a later event of an
-		// order could reach the broker before an earlier one.
-		if err := lockRelays(ctx, tx); err != nil {
-			return fmt.Errorf("take the relay lock: %w", err)
-		}
-		ids, events, err := claimUnsent(ctx, tx, r.cfg.BatchSize)
+		ids, events, err := claimUnsent(ctx, tx, r.cfg.Now(), r.cfg.BatchSize)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
 		n = len(ids)
 		var sent []int64
 		sent, failed = acknowledged(ctx, ids, r.cfg.Publisher.PublishAsync(events))
-		return r.markSent(ctx, tx, sent)
+		if failed == nil {
+			return nil
+		}
+		return unmark(ctx, tx, ids, sent)
 	})
 	if err != nil {
 		return n, err

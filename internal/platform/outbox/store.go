@@ -176,19 +176,21 @@ func (r *Relay) saveMark() {
 	r.saved = upto
 }
 
-// markSent stamps the published rows in one statement.
-func (r *Relay) markSent(ctx context.Context, tx *sqldb.Tx, ids []int64) error {
-	if len(ids) == 0 {
+// unmark clears the mark of the claimed rows the broker did not
+// acknowledge (those in ids but not in sent).
+func unmark(ctx context.Context, tx *sqldb.Tx, ids, sent []int64) error {
+	var args []any
+	for _, id := range ids {
+		if !slices.Contains(sent, id) {
+			args = append(args, id)
+		}
+	}
+	if len(args) == 0 {
 		return nil
 	}
-	args := make([]any, 0, len(ids)+1)
-	args = append(args, r.cfg.Now().UnixMicro())
-	for _, id := range ids {
-		args = append(args, id)
-	}
-	q := "UPDATE outbox SET sent_at_us = ? WHERE id IN (" + sqldb.Placeholders(len(ids)) + ")"
+	q := "UPDATE outbox SET sent_at_us = NULL WHERE id IN (" + sqldb.Placeholders(len(args)) + ")"
 	if _, err := tx.Exec(ctx, q, args...); err != nil {
-		return fmt.Errorf("mark %d outbox rows sent: %w", len(ids), err)
+		return fmt.Errorf("unmark %d outbox rows: %w", len(args), err)
 	}
 	return nil
 }
@@ -260,17 +262,16 @@ func (r *Relay) prune(ctx context.Context) {
 }
 
 const (
-	outboxColumns = `SELECT id, event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data FROM outbox `
-	// selectUnsent reads PostgreSQL's unsent rows (stamped one by one).
-	selectUnsent = outboxColumns + `WHERE sent_at_us IS NULL AND id > ? ORDER BY id LIMIT ?`
+	outboxColumns = `id, event_id, type, source, subject, time_us, traceparent, correlation_id, causation_id, data`
 	// selectAfter reads SQLite's rows after an id (sent is a mark).
-	selectAfter = outboxColumns + `WHERE id > ? ORDER BY id LIMIT ?`
+	selectAfter = `SELECT ` + outboxColumns + ` FROM outbox WHERE id > ? ORDER BY id LIMIT ?`
+	// claimUnsentRows marks PostgreSQL's oldest unsent rows sent and reads
+	// them back. FOR UPDATE without SKIP LOCKED: a concurrent claim waits
+	// for this one's transaction instead of taking later rows past it.
+	claimUnsentRows = `UPDATE outbox SET sent_at_us = ? WHERE id IN
+		(SELECT id FROM outbox WHERE sent_at_us IS NULL ORDER BY id LIMIT ? FOR UPDATE)
+		RETURNING ` + outboxColumns
 )
-
-// relayLockKey, with the hash of the current schema, names the PostgreSQL
-// advisory lock that serializes the relay rounds of one outbox (services
-// that share a database keep their outboxes in schemas of their own).
-const relayLockKey int32 = 0x6f75_7462 // "outb"
 
 // loadMark is SQLite's sent mark: every row up to it is published.
 func loadMark(ctx context.Context, db *sqldb.DB) (int64, error) {
@@ -279,21 +280,28 @@ func loadMark(ctx context.Context, db *sqldb.DB) (int64, error) {
 	return upto, err
 }
 
-// lockRelays takes, for tx, PostgreSQL's lock of this outbox's relay
-// rounds.
-func lockRelays(ctx context.Context, tx *sqldb.Tx) error {
-	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(current_schema()))", relayLockKey)
-	return err
-}
-
-// claimUnsent locks and reads up to limit unsent rows, oldest first
-// (PostgreSQL).
-func claimUnsent(ctx context.Context, tx *sqldb.Tx, limit int) ([]int64, []bus.Event, error) {
-	rows, err := tx.Query(ctx, selectUnsent+" FOR UPDATE SKIP LOCKED", 0, limit)
+// claimUnsent locks, marks sent at now and reads up to limit unsent rows,
+// oldest first (PostgreSQL).
+func claimUnsent(ctx context.Context, tx *sqldb.Tx, now time.Time, limit int) ([]int64, []bus.Event, error) {
+	rows, err := tx.Query(ctx, claimUnsentRows, now.UnixMicro(), limit)
 	if err != nil {
 		return nil, nil, err
 	}
-	return scanRows(rows)
+	ids, events, err := scanRows(rows)
+	if err != nil {
+		return nil, nil, err
+	}
+	// RETURNING keeps no order: publish oldest first.
+	order := make([]int, len(ids))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(ids[a], ids[b]) })
+	sortedIDs, sortedEvents := make([]int64, len(ids)), make([]bus.Event, len(ids))
+	for i, j := range order {
+		sortedIDs[i], sortedEvents[i] = ids[j], events[j]
+	}
+	return sortedIDs, sortedEvents, nil
 }
 
 // rowsAfter reads up to limit rows after id, oldest first (SQLite).
