@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ordermesh/ordermesh/internal/gateway"
 	"github.com/ordermesh/ordermesh/internal/platform/httpx"
 	"github.com/ordermesh/ordermesh/internal/platform/outbox"
 	"github.com/ordermesh/ordermesh/internal/platform/stdwebhook"
@@ -207,11 +208,11 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	reg.MustRegister(outbox.StepSeconds)
 	n.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	routeOf := func(r *http.Request) string {
+		if route, ok := gateway.RouteOf(r); ok {
+			return route.Pattern // the route a gateway proxies, as the service declares it
+		}
 		if _, p := n.api.Handler(r); p != "" {
 			return p
-		}
-		if route, ok := routes.Classify(r); ok {
-			return route.Pattern // the route a gateway proxies, as the service declares it
 		}
 		if strings.HasPrefix(r.URL.Path, "/psp/") {
 			if p := patternOf(n.pspAPI)(r); p != "" {
@@ -227,7 +228,18 @@ func (n *Node) serveHTTP(mux *http.ServeMux) {
 	}
 	// ReadTimeout covers the body too; net/http lifts it once a handler has
 	// read the whole request, so streams and long polls are not cut.
-	n.http = &http.Server{Handler: httpx.OneFraming(telemetry.Handler(httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)), routeOf)),
+	// A declared /api/ route is classified once, here, for the span, the
+	// access log, the metrics and the gateway's edge.
+	classified := telemetry.Handler(httpx.CORS(n.cfg.CORSOrigins, httpx.Observe(mux, routeOf, n.log, metrics)), routeOf)
+	classify := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			if route, ok := routes.Classify(r); ok {
+				r = gateway.WithRoute(r, route)
+			}
+		}
+		classified.ServeHTTP(w, r)
+	})
+	n.http = &http.Server{Handler: httpx.OneFraming(classify),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: bodyTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	n.httpDone = make(chan error, 1)
 	go func() { n.httpDone <- n.http.Serve(n.listener) }()

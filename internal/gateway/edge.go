@@ -134,7 +134,10 @@ func (e *Edge) fail(w http.ResponseWriter, r *http.Request, err error) {
 func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Whatever identity a client claims is not the gateway's to forward.
 	r.Header.Del(identity.Header)
-	route, ok := e.cfg.Routes.Classify(r)
+	route, ok := RouteOf(r)
+	if !ok {
+		route, ok = e.cfg.Routes.Classify(r)
+	}
 	if !ok {
 		e.noRoute(w, r)
 		return

@@ -192,7 +192,10 @@ func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 			break
 		}
 		tried[in] = true
-		out := req.Clone(req.Context())
+		// A shallow copy with its own URL: nothing below writes to the
+		// headers (the tracing transport clones before it injects).
+		out, url := *req, *req.URL
+		out.URL = &url
 		out.URL.Scheme, out.URL.Host = in.URL.Scheme, in.URL.Host
 		if req.GetBody != nil {
 			out.Body, _ = req.GetBody()
@@ -200,7 +203,7 @@ func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := u.breaker(in).Execute(func() (*http.Response, error) {
 			done := in.Begin()
 			defer done()
-			resp, err := u.base.RoundTrip(out)
+			resp, err := u.base.RoundTrip(&out)
 			if err != nil {
 				return nil, err
 			}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -46,6 +47,21 @@ func (t *Routes) Classify(r *http.Request) (Route, bool) {
 	}
 	stream := d.Stream || (d.StreamIf != "" && r.URL.Query().Has(d.StreamIf))
 	return Route{Class: d.Class, Scope: d.Scope, Service: d.service, Cache: d.Cache, Stream: stream, Pattern: d.Pattern}, true
+}
+
+type routeKey struct{}
+
+// WithRoute carries r's route, as Classify found it, in its context: a
+// server that names the route once for its span and access log hands it
+// to the Edge, which then does not classify the request again.
+func WithRoute(r *http.Request, route Route) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), routeKey{}, route))
+}
+
+// RouteOf is the route WithRoute put in r's context, if any.
+func RouteOf(r *http.Request) (Route, bool) {
+	route, ok := r.Context().Value(routeKey{}).(Route)
+	return route, ok
 }
 
 // Allowed returns the methods some route declares for r's path, when r's

@@ -90,6 +90,9 @@ func Observe(next http.Handler, routeOf func(*http.Request) string, log *slog.Lo
 		took := time.Since(start)
 		m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
 		m.duration.WithLabelValues(route, r.Method).Observe(took.Seconds())
+		if !log.Enabled(r.Context(), slog.LevelInfo) {
+			return // (the line's attributes cost more than the metrics)
+		}
 		attrs := []any{"request_id", id, "method", r.Method, "path", r.URL.Path, "route", route,
 			"status", rec.status, "bytes", rec.bytes, "duration_ms", float64(took.Microseconds()) / 1000, "remote", r.RemoteAddr}
 		if sc := trace.SpanContextFromContext(r.Context()); sc.IsValid() {

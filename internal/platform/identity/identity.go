@@ -16,7 +16,9 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ordermesh/ordermesh/internal/apperr"
@@ -81,7 +83,24 @@ const MinSecret = 32
 type Signer struct {
 	key []byte
 	now func() time.Time
+
+	mu     sync.Mutex
+	signed map[string]signedHeader // by identity (signedKey)
 }
+
+// signedHeader is a header value Sign made, and when.
+type signedHeader struct {
+	value string
+	at    time.Time
+}
+
+// ReuseFor is how long Sign hands out one identity's header again instead
+// of signing afresh: a quarter of MaxAge, so a reused header still has
+// most of its life left when a service checks it.
+const ReuseFor = MaxAge / 4
+
+// maxSigned bounds the identities Sign remembers; past it, it forgets all.
+const maxSigned = 4096
 
 // NewSigner returns a signer over secret, which must be at least MinSecret
 // bytes.
@@ -98,8 +117,42 @@ type claims struct {
 }
 
 // Sign returns the header value for id: "v1.<payload>.<mac>", base64url.
+// The same identity gets the same value for up to ReuseFor: a caller
+// sending many requests costs one signature per ReuseFor, not one each.
 func (s *Signer) Sign(id Identity) string {
-	payload, _ := json.Marshal(claims{Identity: id, IssuedAt: s.now().Unix()})
+	key := signedKey(id)
+	now := s.now()
+	s.mu.Lock()
+	h, ok := s.signed[key]
+	s.mu.Unlock()
+	if ok && now.Sub(h.at) < ReuseFor && now.Sub(h.at) >= 0 {
+		return h.value
+	}
+	h = signedHeader{value: s.sign(id, now), at: now}
+	s.mu.Lock()
+	if s.signed == nil || len(s.signed) >= maxSigned {
+		s.signed = map[string]signedHeader{}
+	}
+	s.signed[key] = h
+	s.mu.Unlock()
+	return h.value
+}
+
+// signedKey names an identity: every field, each length-prefixed, so no
+// two identities share a name.
+func signedKey(id Identity) string {
+	var b strings.Builder
+	for _, f := range append([]string{id.Subject, id.Via, id.KeyID}, id.Scopes...) {
+		b.WriteString(strconv.Itoa(len(f)))
+		b.WriteByte(':')
+		b.WriteString(f)
+	}
+	return b.String()
+}
+
+// sign signs id as issued at now.
+func (s *Signer) sign(id Identity, now time.Time) string {
+	payload, _ := json.Marshal(claims{Identity: id, IssuedAt: now.Unix()})
 	p := base64.RawURLEncoding.EncodeToString(payload)
 	return "v1." + p + "." + base64.RawURLEncoding.EncodeToString(s.mac(p))
 }

@@ -70,3 +70,31 @@ func TestRequire(t *testing.T) {
 		})
 	}
 }
+
+// TestSignReusesAHeaderForAWhile: one identity's header is signed once per
+// ReuseFor, never handed to another identity, and signed afresh after.
+func TestSignReusesAHeaderForAWhile(t *testing.T) {
+	s, _ := NewSigner([]byte(strings.Repeat("k", 32)))
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	ada := Identity{Subject: "ada", Scopes: []string{OrdersRead}, Via: "jwt"}
+	first := s.Sign(ada)
+	if again := s.Sign(ada); again != first {
+		t.Error("the same identity was signed afresh within ReuseFor")
+	}
+	for _, other := range []Identity{
+		{Subject: "ada", Scopes: []string{OrdersRead, OrdersWrite}, Via: "jwt"},
+		{Subject: "ada", Scopes: []string{OrdersRead}, Via: "apikey"},
+		{Subject: "ad", Scopes: []string{"a" + OrdersRead}, Via: "jwt"},
+	} {
+		v := s.Sign(other)
+		got, err := s.Verify(v)
+		if v == first || err != nil || got.Subject != other.Subject || strings.Join(got.Scopes, " ") != strings.Join(other.Scopes, " ") {
+			t.Errorf("%+v got %+v (err %v), the header of another identity", other, got, err)
+		}
+	}
+	now = now.Add(ReuseFor)
+	if later := s.Sign(ada); later == first {
+		t.Error("a header was reused past ReuseFor")
+	}
+}
