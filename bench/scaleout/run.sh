@@ -10,7 +10,8 @@
 #   PG=postgres://ordermesh:ordermesh@127.0.0.1:5432/ordermesh_test?sslmode=disable \
 #   INSTANCES=2 RATE=40 DURATION=30s bench/scaleout/run.sh
 #
-# PARTITIONED=false and CONSUMER_STATE=memory set those serve flags.
+# PARTITIONED=false and CONSUMER_STATE=memory set those serve flags;
+# NATS_PROFILE=FILE saves the first broker's CPU profile while idle.
 # Statements per order are counted when PostgreSQL preloads
 # pg_stat_statements (shared_preload_libraries, CREATE EXTENSION, and
 # pg_read_all_stats for the role); PG_TOP=N lists the N most run.
@@ -51,10 +52,12 @@ routes="nats://127.0.0.1:$((port + 11)),nats://127.0.0.1:$((port + 12)),nats://1
 nats=""
 for i in 1 2 3; do
   "$tmp/nats-server" -c "$tmp/secrets/nats.conf" -js -sd "$tmp/nats$i" -n "n$i" -a 127.0.0.1 -p $((port + i)) --cluster_name bench \
+    ${NATS_PROFILE:+--profile $((port + 30 + i))} \
     --cluster "nats://127.0.0.1:$((port + 10 + i))" --routes "$routes" >"$tmp/nats$i.log" 2>&1 &
   pids+=($!)
   nats="${nats:+$nats,}nats://127.0.0.1:$((port + i))"
 done
+nats_prof=$((port + 31))
 port=$((port + 20))
 "$tmp/ordermesh" setup --nats "$nats" --replicas 3 --nats-user ordermesh --nats-password-file "$tmp/secrets/nats-ordermesh.password" >/dev/null
 
@@ -117,6 +120,9 @@ hz=$(getconf CLK_TCK)
 # brokers' replication), over IDLE seconds: a share of every figure below.
 idle=${IDLE:-10}
 idle_om=$(cpu "$tmp/ordermesh serve"); idle_nats=$(cpu "$tmp/nats-server")
+if [ -n "${NATS_PROFILE:-}" ]; then # the first broker's CPU profile over the idle seconds
+  curl -s -o "$NATS_PROFILE" "http://127.0.0.1:$nats_prof/debug/pprof/profile?seconds=$((idle - 1))" &
+fi
 sleep "$idle"
 idle_om=$(( $(cpu "$tmp/ordermesh serve") - idle_om )); idle_nats=$(( $(cpu "$tmp/nats-server") - idle_nats ))
 awk -v o="$idle_om" -v n="$idle_nats" -v hz="$hz" -v s="$idle" 'BEGIN {
