@@ -73,7 +73,8 @@ func From(ctx context.Context) Identity {
 const Header = "Ordermesh-Identity"
 
 // MaxAge bounds how old (or, against clock skew, how far in the future) a
-// signed identity may be; the gateway signs each request afresh.
+// signed identity may be; the gateway signs a caller's identity afresh
+// every ReuseFor.
 const MaxAge = 2 * time.Minute
 
 // MinSecret is the shortest shared secret accepted, in bytes.
