@@ -10,7 +10,8 @@
 #   PG=postgres://ordermesh:ordermesh@127.0.0.1:5432/ordermesh_test?sslmode=disable \
 #   INSTANCES=2 RATE=40 DURATION=30s bench/scaleout/run.sh
 #
-# PARTITIONED=false and CONSUMER_STATE=memory set those serve flags;
+# PARTITIONED=false, CONSUMER_STATE=memory and CONSUMER_REPLICAS=1 set
+# those serve flags;
 # NATS_PROFILE=FILE saves the first broker's CPU profile while idle.
 # Statements per order are counted when PostgreSQL preloads
 # pg_stat_statements (shared_preload_libraries, CREATE EXTENSION, and
@@ -32,6 +33,9 @@ cleanup() {
   if [ "$rc" != 0 ] && [ -z "${KEEP_LOGS:-}" ]; then # a failed run keeps its logs
     KEEP_LOGS=$(mktemp -d /tmp/ordermesh-scaleout-logs.XXXX)
     echo "exit $rc: the processes' logs are in $KEEP_LOGS" >&2
+    for s in "${schemas[@]}"; do # what the orders service holds, whatever load saw
+      case $s in bench_orders_*) psql -Atq "$pg" -c "SELECT 'orders by status:', status, COUNT(*) FROM $s.orders GROUP BY status" >&2 || true ;; esac
+    done
   fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -77,6 +81,7 @@ serve() { # serve SERVICE DSN [flags…]: starts it, waits until ready, sets $ur
   shift 2
   port=$((port + 1))
   "$tmp/ordermesh" serve "$svc" ${db:+--db "$db"} --addr "127.0.0.1:$port" --partitioned="${PARTITIONED:-true}" --consumer-state "${CONSUMER_STATE:-file}" \
+    --consumer-replicas "${CONSUMER_REPLICAS:-0}" \
     --nats-user "$svc" --nats-password-file "$tmp/secrets/nats-$svc.password" "$@" >>"$tmp/$svc.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done

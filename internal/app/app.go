@@ -68,6 +68,9 @@ type Config struct {
 	// ConsumerMemory keeps the consumers' state in the brokers' memory
 	// (bus.Config).
 	ConsumerMemory bool
+	// ConsumerReplicas is how many brokers keep each consumer's state on
+	// the EVENTS stream; 0 follows the stream (bus.Config).
+	ConsumerReplicas int
 	// StreamsTimeout bounds the wait for the broker to place the streams at
 	// start (default 2m).
 	StreamsTimeout time.Duration

@@ -56,7 +56,7 @@ func (n *Node) connect(ctx context.Context) error {
 		return fmt.Errorf("event schemas: %w", err)
 	}
 	if n.Bus, err = bus.New(n.nc, bus.Config{Replicas: n.cfg.Replicas, Placement: n.cfg.Placement, MaxBytes: n.cfg.StreamMaxBytes,
-		Partitioned: n.cfg.Partitioned, ConsumerMemory: n.cfg.ConsumerMemory, Metrics: n.reg, Logger: n.log, Validate: schemas.Validate,
+		Partitioned: n.cfg.Partitioned, ConsumerMemory: n.cfg.ConsumerMemory, ConsumerReplicas: n.cfg.ConsumerReplicas, Metrics: n.reg, Logger: n.log, Validate: schemas.Validate,
 		Sources: eventSources()}); err != nil {
 		return err
 	}

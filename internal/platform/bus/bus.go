@@ -85,6 +85,17 @@ type Config struct {
 	// Every instance must agree: the broker refuses to change it on an
 	// existing consumer.
 	ConsumerMemory bool
+	// ConsumerReplicas, when set, is how many brokers keep each durable
+	// consumer's state on the EVENTS stream (0: as many as the stream, so
+	// any broker may die and the consumer goes on at once). 1 takes about
+	// 30% off the brokers' CPU per order scaled out (BENCHMARKS.md) and
+	// trades availability: while the broker that holds a consumer is down,
+	// that consumer stops; if it is lost for good, its consumers must be
+	// deleted, and each instance makes them again and reads the stream
+	// from its start (the inbox drops what was handled). The REPLAY
+	// stream's consumers always follow their stream (the broker requires
+	// it of an interest stream).
+	ConsumerReplicas int
 	// Metrics, when set, receives the pipeline's metrics (see metrics.go).
 	Metrics prometheus.Registerer
 	// Logger receives consumer warnings. Nil means slog.Default().

@@ -101,3 +101,26 @@ type fakeMsg struct {
 }
 
 func (m *fakeMsg) Subject() string { return m.subject }
+
+// TestConsumerReplicasApplyToTheEventStreamOnly: --consumer-replicas sets
+// the replicas of the EVENTS stream's durable consumers (each partition's
+// too) and leaves the REPLAY stream's to follow their stream, which the
+// broker requires of an interest stream.
+func TestConsumerReplicasApplyToTheEventStreamOnly(t *testing.T) {
+	for _, replicas := range []int{0, 1} {
+		c := &Consumer{bus: &Bus{cfg: Config{ConsumerReplicas: replicas}}, cfg: ConsumerConfig{Name: "orders-saga"}}
+		for _, src := range []source{
+			{stream: StreamEvents, name: "orders-saga", partition: -1},
+			{stream: StreamEvents, name: "orders-saga-p01", partition: 1},
+			{stream: StreamReplay, name: "orders-saga-replay", partition: -1},
+		} {
+			want := replicas
+			if src.stream == StreamReplay {
+				want = 0
+			}
+			if got := c.durable(src).Replicas; got != want {
+				t.Errorf("--consumer-replicas %d: %s on %s has replicas %d, want %d", replicas, src.name, src.stream, got, want)
+			}
+		}
+	}
+}

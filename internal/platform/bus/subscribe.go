@@ -57,6 +57,9 @@ func (c *Consumer) durable(src source) jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		MemoryStorage: c.bus.cfg.ConsumerMemory,
 	}
+	if src.stream == StreamEvents {
+		cfg.Replicas = c.bus.cfg.ConsumerReplicas
+	}
 	if src.partition >= 0 {
 		cfg.PriorityPolicy, cfg.PriorityGroups, cfg.PinnedTTL = jetstream.PriorityPolicyPinned, []string{pinGroup}, PinnedTTL
 	}
