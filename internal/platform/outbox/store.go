@@ -268,9 +268,10 @@ const (
 	// claimUnsentRows marks PostgreSQL's oldest unsent rows sent and reads
 	// them back. FOR UPDATE without SKIP LOCKED: a concurrent claim waits
 	// for this one's transaction instead of taking later rows past it.
-	claimUnsentRows = `UPDATE outbox SET sent_at_us = ? WHERE id IN
+	// (RETURNING keeps no order, hence the outer SELECT.)
+	claimUnsentRows = `WITH claimed AS (UPDATE outbox SET sent_at_us = ? WHERE id IN
 		(SELECT id FROM outbox WHERE sent_at_us IS NULL ORDER BY id LIMIT ? FOR UPDATE)
-		RETURNING ` + outboxColumns
+		RETURNING ` + outboxColumns + `) SELECT ` + outboxColumns + ` FROM claimed ORDER BY id`
 )
 
 // loadMark is SQLite's sent mark: every row up to it is published.
@@ -287,21 +288,7 @@ func claimUnsent(ctx context.Context, tx *sqldb.Tx, now time.Time, limit int) ([
 	if err != nil {
 		return nil, nil, err
 	}
-	ids, events, err := scanRows(rows)
-	if err != nil {
-		return nil, nil, err
-	}
-	// RETURNING keeps no order: publish oldest first.
-	order := make([]int, len(ids))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(ids[a], ids[b]) })
-	sortedIDs, sortedEvents := make([]int64, len(ids)), make([]bus.Event, len(ids))
-	for i, j := range order {
-		sortedIDs[i], sortedEvents[i] = ids[j], events[j]
-	}
-	return sortedIDs, sortedEvents, nil
+	return scanRows(rows)
 }
 
 // rowsAfter reads up to limit rows after id, oldest first (SQLite).
