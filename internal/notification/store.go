@@ -28,11 +28,11 @@ func customerOf(ctx context.Context, tx *sqldb.Tx, orderID string) (string, erro
 	return customer, err
 }
 
-// insertMessage stores m once (by its event).
+// insertMessage stores m once (by its event), with the commit
+// (sqldb.Tx.Defer).
 func insertMessage(ctx context.Context, tx *sqldb.Tx, m Message) error {
-	_, err := tx.Exec(ctx, `INSERT INTO messages (event_id, order_id, customer_id, type, subject, body, at_us) VALUES (?, ?, ?, ?, ?, ?, ?)
+	return tx.Defer(ctx, `INSERT INTO messages (event_id, order_id, customer_id, type, subject, body, at_us) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`, m.EventID, m.OrderID, m.CustomerID, m.Type, m.Subject, m.Body, m.At.UnixMicro())
-	return err
 }
 
 // Migrations is the notifications schema.

@@ -112,9 +112,9 @@ func appendStep(ctx context.Context, tx *sqldb.Tx, o Order, typ string, at time.
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, "INSERT INTO order_timeline (order_id, version, type, at_us, snapshot) VALUES (?, ?, ?, ?, ?)",
+	// Sent with the next statement or the commit (sqldb.Tx.Defer).
+	return tx.Defer(ctx, "INSERT INTO order_timeline (order_id, version, type, at_us, snapshot) VALUES (?, ?, ?, ?, ?)",
 		o.ID, o.Version, typ, at.UnixMicro(), string(snapshot))
-	return err
 }
 
 // Change is one step of an order with the order as it was then.

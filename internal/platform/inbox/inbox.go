@@ -43,8 +43,9 @@ func Handler(db *sqldb.DB, consumer string, h TxHandler) bus.Handler {
 // inbox with one statement and runs h for each new event. If any h fails,
 // that transaction is rolled back and the batch is run again with a
 // savepoint per event, so only the failing events are rolled back and
-// reported while the others commit. If the commit itself fails, every event
-// reports that error and is retried. h may therefore run more than once for
+// reported while the others commit; so is a batch whose deferred writes
+// (sqldb.Tx.Defer) failed at the commit. If the commit itself fails, every
+// event reports that error and is retried. h may therefore run more than once for
 // an event; it must only write through tx.
 //
 // A deadlock or serialization failure (sqldb.IsRetryable) is not any one
@@ -80,7 +81,7 @@ func BatchHandler(db *sqldb.DB, consumer string, h TxHandler, opts ...Option) bu
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, errSlowPath):
+		case errors.Is(err, errSlowPath), errors.Is(err, sqldb.ErrDeferredWrite):
 			return eachInSavepoint(ctx, db, consumer, h, o, evs)
 		default:
 			return bus.FailAll(len(evs), err)
@@ -135,6 +136,9 @@ func eachInSavepoint(ctx context.Context, db *sqldb.DB, consumer string, h TxHan
 			seen, err := Seen(ctx, tx, consumer, ev.ID)
 			if err == nil && !seen {
 				err = h(ctx, tx, ev)
+			}
+			if err == nil {
+				err = tx.Flush(ctx) // its deferred writes fail here, as its own
 			}
 			if sqldb.IsRetryable(err) {
 				return err // the whole transaction again, see BatchHandler

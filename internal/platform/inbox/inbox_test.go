@@ -160,6 +160,43 @@ func TestBatchHandlerIsolatesFailures(t *testing.T) {
 	})
 }
 
+// TestBatchHandlerIsolatesAFailedDeferredWrite: a write queued with
+// Tx.Defer fails at the batch's commit on PostgreSQL, not in its handler;
+// the batch is run again event by event, so only that event fails.
+func TestBatchHandlerIsolatesAFailedDeferredWrite(t *testing.T) {
+	sqldbtest.Each(t, sets, func(t *testing.T, _ string, db *sqldb.DB) {
+		ctx := context.Background()
+		var evs []bus.Event
+		for _, name := range []string{"c1", "c2", "bad"} { // last: its writes go with the commit
+			ev, err := bus.NewEvent("thing.happened", "test", name, map[string]int{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, ev)
+		}
+		h := inbox.BatchHandler(db, "defer-test", func(ctx context.Context, tx *sqldb.Tx, ev bus.Event) error {
+			if err := increment(ctx, tx, ev); err != nil {
+				return err
+			}
+			if ev.Subject != "bad" {
+				return nil
+			}
+			const twice = "INSERT INTO counters (name, n) VALUES ('once', 1)"
+			if err := tx.Defer(ctx, twice); err != nil {
+				return err
+			}
+			return tx.Defer(ctx, twice) // a duplicate key
+		})
+		errs := h(ctx, evs)
+		if len(errs) != 3 || errs[0] != nil || errs[1] != nil || errs[2] == nil {
+			t.Fatalf("errs = %v, want only the last event to fail", errs)
+		}
+		if c1, bad, c2, once := counter(t, db, "c1"), counter(t, db, "bad"), counter(t, db, "c2"), counter(t, db, "once"); c1 != 1 || bad != 0 || c2 != 1 || once != 0 {
+			t.Fatalf("counters c1=%d bad=%d c2=%d once=%d, want 1, 0, 1, 0", c1, bad, c2, once)
+		}
+	})
+}
+
 // TestConsumeBatchDeadLettersOnlyTheBadEvent runs BatchHandler behind a
 // real consumer: one permanently rejected event among many lands in DLQ,
 // every other event changes state exactly once.

@@ -37,7 +37,8 @@ func (o *Outbox) Add(ctx context.Context, tx *sqldb.Tx, events ...bus.Event) err
 			ev.TraceParent, ev.CorrelationID, ev.CausationID, []byte(ev.Data))
 	}
 	if tx.Dialect() == sqldb.Postgres {
-		if _, err := tx.Exec(ctx, q.String(), args...); err != nil {
+		// Sent with the commit: nothing reads the rows before it.
+		if err := tx.Defer(ctx, q.String(), args...); err != nil {
 			return fmt.Errorf("outbox add %d events: %w", len(events), err)
 		}
 		tx.OnCommit(o.Wake)

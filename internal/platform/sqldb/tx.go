@@ -74,6 +74,33 @@ func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row 
 	return tx.tx.QueryRowContext(tx.db.detach(ctx), tx.db.bind(query), args...)
 }
 
+// Defer runs a write whose result the caller does not need. On PostgreSQL
+// it is queued and sent in front of the transaction's next statement or
+// with its COMMIT, in the same round trip; its failure then surfaces there,
+// marked ErrDeferredWrite, and fails the transaction. On SQLite, where a
+// statement costs no round trip, it runs at once.
+func (tx *Tx) Defer(ctx context.Context, query string, args ...any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if t, ok := tx.tx.(*pgTx); ok {
+		t.deferred = append(t.deferred, queued{query: tx.db.bind(query), args: args})
+		return nil
+	}
+	_, err := tx.Exec(ctx, query, args...)
+	return err
+}
+
+// Flush sends the writes queued with Defer now (PostgreSQL), so that their
+// failure is the caller's: a handler run in a savepoint of its own flushes
+// before the savepoint is released.
+func (tx *Tx) Flush(ctx context.Context) error {
+	if t, ok := tx.tx.(*pgTx); ok {
+		return t.flush(ctx)
+	}
+	return nil
+}
+
 // OnCommit registers f to run after the transaction commits successfully.
 // Hooks never run for a rolled-back transaction.
 func (tx *Tx) OnCommit(f func()) { tx.onCommit = append(tx.onCommit, f) }
@@ -163,7 +190,8 @@ type txn interface {
 	Rollback() error
 }
 
-// begin opens a write transaction. On PostgreSQL it is a sql.Tx. On SQLite
+// begin opens a write transaction. On PostgreSQL it is a pgTx, which
+// pipelines BEGIN and deferred writes (pgtx.go). On SQLite
 // it is the database's one write connection, taken from its pool, with
 // BEGIN IMMEDIATE and COMMIT run as statements on it: a sql.Tx and a
 // cancellable context cost SQLite a goroutine hand-off per transaction and
@@ -172,7 +200,11 @@ type txn interface {
 // caller's cancellation (see detach).
 func (db *DB) begin(ctx context.Context) (txn, error) {
 	if db.dialect != SQLite {
-		return db.write.BeginTx(ctx, nil)
+		conn, err := db.write.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &pgTx{Conn: conn}, nil
 	}
 	conn, err := db.write.Conn(ctx)
 	if err != nil {
