@@ -16,7 +16,7 @@ import (
 // in front of the transaction's first statement, and the writes queued
 // with Defer go in front of the next statement, or with COMMIT. A
 // handler's transaction (BEGIN, its inbox record, a read, a write, its
-// outbox rows, COMMIT) takes four round trips instead of seven. The
+// outbox rows, COMMIT) takes four round trips instead of six. The
 // pipelines are pgx batches on the connection database/sql holds.
 type pgTx struct {
 	*sql.Conn
