@@ -1,9 +1,13 @@
 // Command broker-limit measures the raw limit of this machine's embedded
 // NATS JetStream, as ordermesh runs it (file store, in-process
 // connection): the asynchronous publish rate and the consume+ack rate of
-// 256-byte messages. It prints one JSON object.
+// 256-byte messages. It prints one JSON object. With -url it measures a
+// running cluster instead, over TCP, on a stream of its own (BENCHRAW,
+// -replicas copies) that it deletes afterwards: the scale-out benchmark's
+// raw figure beside its orders.
 //
 //	go run ./bench/broker-limit -n 200000
+//	go run ./bench/broker-limit -url nats://… -user ordermesh -password-file F -replicas 3
 package main
 
 import (
@@ -12,8 +16,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ordermesh/ordermesh/internal/platform/bus"
@@ -21,8 +27,18 @@ import (
 
 func main() {
 	n := flag.Int("n", 200000, "messages per measurement")
+	url := flag.String("url", "", "a running broker's URLs, comma-separated (default: an embedded one)")
+	user := flag.String("user", "", "the user on -url (one allowed to create streams)")
+	passFile := flag.String("password-file", "", "a file holding -user's password")
+	replicas := flag.Int("replicas", 1, "the replicas of the stream measured on -url")
 	flag.Parse()
-	if err := run(*n); err != nil {
+	var err error
+	if *url != "" {
+		err = remote(*n, *url, *user, *passFile, *replicas)
+	} else {
+		err = run(*n)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "broker-limit:", err)
 		os.Exit(1)
 	}
@@ -52,7 +68,39 @@ func run(n int) error {
 	if err := b.EnsureStreams(ctx); err != nil {
 		return err
 	}
-	js := b.JetStream()
+	return measure(ctx, b.JetStream(), n, bus.StreamEvents, "events.bench.raw")
+}
+
+// remote measures a running broker on a stream of its own.
+func remote(n int, url, user, passFile string, replicas int) error {
+	var opts []nats.Option
+	if passFile != "" {
+		pass, err := os.ReadFile(passFile)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, nats.UserInfo(user, strings.TrimSpace(string(pass))))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCHRAW", Subjects: []string{"benchraw.>"}, Replicas: replicas}); err != nil {
+		return err
+	}
+	defer js.DeleteStream(ctx, "BENCHRAW")
+	return measure(ctx, js, n, "BENCHRAW", "benchraw.msg")
+}
+
+// measure publishes n messages to subject asynchronously, then consumes
+// and acknowledges them from stream, and prints both rates.
+func measure(ctx context.Context, js jetstream.JetStream, n int, stream, subject string) error {
 	payload := make([]byte, 256)
 	for i := range payload {
 		payload[i] = 'a' + byte(i%26)
@@ -60,7 +108,7 @@ func run(n int) error {
 
 	start := time.Now()
 	for range n {
-		if _, err := js.PublishAsync("events.bench.raw", payload); err != nil {
+		if _, err := js.PublishAsync(subject, payload); err != nil {
 			return err
 		}
 	}
@@ -71,7 +119,7 @@ func run(n int) error {
 	}
 	publish := float64(n) / time.Since(start).Seconds()
 
-	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamEvents, jetstream.ConsumerConfig{
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable: "broker-limit", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096,
 	})
 	if err != nil {

@@ -13,6 +13,8 @@
 # PARTITIONED=false, CONSUMER_STATE=memory and CONSUMER_REPLICAS=1 set
 # those serve flags;
 # NATS_PROFILE=FILE saves the first broker's CPU profile while idle.
+# RAW=N (default 20000, 0 skips) measures raw JetStream on the same
+# cluster after the load: N messages published, then consumed and acked.
 # Statements per order are counted when PostgreSQL preloads
 # pg_stat_statements (shared_preload_libraries, CREATE EXTENSION, and
 # pg_read_all_stats for the role); PG_TOP=N lists the N most run.
@@ -125,13 +127,17 @@ hz=$(getconf CLK_TCK)
 # brokers' replication), over IDLE seconds: a share of every figure below.
 idle=${IDLE:-10}
 idle_om=$(cpu "$tmp/ordermesh serve"); idle_nats=$(cpu "$tmp/nats-server")
+idle_pg=$(cpu "postgres: ")
+xacts() { psql -Atq "$pg" -c "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"; }
+idle_xact=$(xacts)
 if [ -n "${NATS_PROFILE:-}" ]; then # the first broker's CPU profile over the idle seconds
   curl -s -o "$NATS_PROFILE" "http://127.0.0.1:$nats_prof/debug/pprof/profile?seconds=$((idle - 1))" &
 fi
 sleep "$idle"
 idle_om=$(( $(cpu "$tmp/ordermesh serve") - idle_om )); idle_nats=$(( $(cpu "$tmp/nats-server") - idle_nats ))
-awk -v o="$idle_om" -v n="$idle_nats" -v hz="$hz" -v s="$idle" 'BEGIN {
-  printf "idle, no orders: ordermesh processes %.0f ms CPU per second, the three nats-servers %.0f ms\n", o * 1000 / hz / s, n * 1000 / hz / s }'
+idle_pg=$(( $(cpu "postgres: ") - idle_pg )); idle_xact=$(( $(xacts) - idle_xact ))
+awk -v o="$idle_om" -v n="$idle_nats" -v p="$idle_pg" -v x="$idle_xact" -v hz="$hz" -v s="$idle" 'BEGIN {
+  printf "idle, no orders: ordermesh processes %.0f ms CPU per second, the three nats-servers %.0f ms, PostgreSQL %.0f ms (%.1f transactions/s)\n", o * 1000 / hz / s, n * 1000 / hz / s, p * 1000 / hz / s, x / s }'
 before=$(cpu "$tmp/ordermesh serve")
 nats_before=$(cpu "$tmp/nats-server")
 declare -A svc_before
@@ -188,4 +194,12 @@ awk -F'|' -v n="${done:-1}" 'FNR == NR { before[$1 FS $2] = $3; next }
     for (k in q) printf "  %5.2f  %s\n", q[k] / n, k > "/dev/stderr"
   }' "$tmp/pg.before" "$tmp/pg.after" 2>"$tmp/pg.top"
 [ "${PG_TOP:-0}" -gt 0 ] && sort -rn "$tmp/pg.top" | head -n "$PG_TOP"
+# Raw JetStream on the same cluster, after the load: RAW messages (20,000;
+# 0 skips) published to a stream of its own with three replicas, then
+# consumed and acknowledged, over TCP as the services do.
+if [ "${RAW:-20000}" -gt 0 ]; then
+  go build -o "$tmp/broker-limit" ./bench/broker-limit
+  printf "raw JetStream on this cluster (R3): "
+  "$tmp/broker-limit" -n "${RAW:-20000}" -url "$nats" -user ordermesh -password-file "$tmp/secrets/nats-ordermesh.password" -replicas 3
+fi
 exit $status
