@@ -108,14 +108,10 @@ func (t *pgTx) Rollback() error {
 	}
 	t.done = true
 	t.deferred = nil
-	if t.begun {
-		if _, err := t.Conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
-			t.Raw(func(any) error { return driver.ErrBadConn })
-			t.Close()
-			return err
-		}
+	if !t.begun {
+		return t.Close()
 	}
-	return t.Close()
+	return rollback(t.Conn)
 }
 
 // pipeline sends BEGIN (once), the deferred writes and last (if any) as one

@@ -238,19 +238,25 @@ func (t *connTx) Commit() error {
 }
 
 // Rollback rolls back unless the transaction has ended, and gives the
-// connection back. A connection that cannot roll back is discarded, so
-// the pool never hands out one inside a transaction.
+// connection back (see rollback).
 func (t *connTx) Rollback() error {
 	if t.done {
 		return sql.ErrTxDone
 	}
 	t.done = true
-	if _, err := t.ExecContext(context.Background(), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
-		t.Raw(func(any) error { return driver.ErrBadConn })
-		t.Close()
+	return rollback(t.Conn)
+}
+
+// rollback rolls back the transaction open on conn and gives conn back to
+// its pool; a connection that cannot roll back is discarded, so the pool
+// never hands out one inside a transaction.
+func rollback(conn *sql.Conn) error {
+	if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+		conn.Close()
 		return err
 	}
-	return t.Close()
+	return conn.Close()
 }
 
 // detach returns the context a SQLite write statement runs under, once
