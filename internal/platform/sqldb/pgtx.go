@@ -20,9 +20,9 @@ import (
 // pipelines are pgx batches on the connection database/sql holds.
 type pgTx struct {
 	*sql.Conn
-	begun    bool     // BEGIN has been sent
+	begun    bool     // BEGIN has succeeded
 	deferred []queued // writes waiting for the next round trip
-	failed   error    // a flush before a one-row query failed; Commit returns it
+	broken   error    // a round trip failed before BEGIN succeeded: nothing else may run
 	done     bool
 }
 
@@ -39,6 +39,9 @@ var ErrDeferredWrite = errors.New("a deferred write failed")
 // ExecContext sends the pending BEGIN and writes and the statement in one
 // round trip, and returns the statement's result.
 func (t *pgTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if t.broken != nil {
+		return nil, t.broken
+	}
 	if t.begun && len(t.deferred) == 0 {
 		return t.Conn.ExecContext(ctx, query, args...)
 	}
@@ -60,18 +63,24 @@ func (t *pgTx) QueryContext(ctx context.Context, query string, args ...any) (*sq
 }
 
 // QueryRowContext is QueryContext for one row. A sql.Row cannot carry a
-// failed flush: the query then runs in the aborted transaction and fails
-// with PostgreSQL's "transaction is aborted", and Commit returns the
-// flush's own error.
+// failed flush. If a write failed, the transaction is aborted and the
+// query fails there ("current transaction is aborted"). If BEGIN failed,
+// the query is not sent (it runs under a cancelled context, so its Scan
+// fails): it would run outside any transaction.
 func (t *pgTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if err := t.flush(ctx); err != nil && t.failed == nil {
-		t.failed = err
+	if err := t.flush(ctx); err != nil && t.broken != nil {
+		cancelled, cancel := context.WithCancel(ctx)
+		cancel()
+		ctx = cancelled
 	}
 	return t.Conn.QueryRowContext(ctx, query, args...)
 }
 
 // flush sends the pending BEGIN and writes, if any.
 func (t *pgTx) flush(ctx context.Context) error {
+	if t.broken != nil {
+		return t.broken
+	}
 	if t.begun && len(t.deferred) == 0 {
 		return nil
 	}
@@ -84,9 +93,9 @@ func (t *pgTx) Commit() error {
 	if t.done {
 		return sql.ErrTxDone
 	}
-	if t.failed != nil {
+	if t.broken != nil {
 		t.Rollback()
-		return t.failed
+		return t.broken
 	}
 	if !t.begun && len(t.deferred) == 0 {
 		t.done = true
@@ -114,9 +123,11 @@ func (t *pgTx) Rollback() error {
 	return rollback(t.Conn)
 }
 
-// pipeline sends BEGIN (once), the deferred writes and last (if any) as one
-// batch, and stores last's rows affected in n. The first failure is
-// returned; a deferred write's is marked ErrDeferredWrite.
+// pipeline sends BEGIN (until it has succeeded), the deferred writes and
+// last (if any) as one batch, and stores last's rows affected in n. The
+// first failure is returned; a deferred write's is marked
+// ErrDeferredWrite. A failure after BEGIN leaves the transaction aborted,
+// so nothing after it runs until the rollback.
 func (t *pgTx) pipeline(ctx context.Context, last *queued, n *int64) error {
 	var b pgx.Batch
 	first := 0
@@ -132,8 +143,7 @@ func (t *pgTx) pipeline(ctx context.Context, last *queued, n *int64) error {
 	}
 	deferred := len(t.deferred)
 	t.deferred = t.deferred[:0]
-	t.begun = true
-	return t.Raw(func(dc any) error {
+	err := t.Raw(func(dc any) error {
 		br := dc.(*stdlib.Conn).Conn().SendBatch(ctx, &b)
 		var failed error
 		for i := range b.Len() {
@@ -144,6 +154,8 @@ func (t *pgTx) pipeline(ctx context.Context, last *queued, n *int64) error {
 				failed = fmt.Errorf("%w: %w", ErrDeferredWrite, err)
 			case err != nil:
 				failed = err
+			case i < first:
+				t.begun = true
 			case i == b.Len()-1 && n != nil:
 				*n = tag.RowsAffected()
 			}
@@ -153,4 +165,8 @@ func (t *pgTx) pipeline(ctx context.Context, last *queued, n *int64) error {
 		}
 		return failed
 	})
+	if err != nil && !t.begun {
+		t.broken = err // its deferred writes are gone with the batch
+	}
+	return err
 }
