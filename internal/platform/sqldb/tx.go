@@ -36,8 +36,9 @@ func (tx *Tx) ForUpdate() string {
 	return ""
 }
 
-// statements is what a transaction runs its statements on: a sql.Tx
-// (PostgreSQL) or the SQLite write connection inside BEGIN … COMMIT.
+// statements is what a transaction runs its statements on: a pgTx
+// (PostgreSQL, pgtx.go) or the SQLite write connection inside BEGIN …
+// COMMIT.
 type statements interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
